@@ -1,0 +1,51 @@
+# Targets the README relies on: `make serve` and `make test`. Each bootstraps .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LOCK := requirements/dev.lock
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help serve test lint format typecheck migrate bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+# uv when present, else pip: both install exactly the locked versions, then the project without deps.
+$(STAMP): $(LOCK) pyproject.toml
+	@if command -v uv >/dev/null 2>&1; then \
+		uv venv --allow-existing --python $(PYTHON) $(VENV) && \
+		VIRTUAL_ENV=$(VENV) uv pip sync $(LOCK) && \
+		VIRTUAL_ENV=$(VENV) uv pip install --no-deps -e .; \
+	else \
+		$(PYTHON) -m venv $(VENV) && \
+		$(BIN)/python -m pip install --quiet --upgrade pip && \
+		$(BIN)/python -m pip install --quiet -r $(LOCK) && \
+		$(BIN)/python -m pip install --quiet --no-deps -e .; \
+	fi
+	@touch $(STAMP)
+
+serve: $(STAMP) ## Start the service on the embedded default (SQLite under ./var, offline model)
+	@mkdir -p var workspaces
+	$(BIN)/agent-engine serve
+
+test: $(STAMP) ## Run the whole test suite
+	$(BIN)/python -m pytest
+
+lint: $(STAMP) ## ruff check, ruff format --check, mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy src
+
+format: $(STAMP) ## Format the code
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+migrate: $(STAMP) ## Apply migrations to AGENT_ENGINE_DATABASE_URL
+	$(BIN)/agent-engine db upgrade
+
+bench: $(STAMP) ## Run the benchmarks
+	$(BIN)/python -m bench.orchestration
+
+clean: ## Remove the virtual environment and local state
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Deterministic Agent Execution Engine."""
