@@ -1,0 +1,55 @@
+"""The API application: factory, lifespan (migrations, engine context) and middleware."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from agent_engine import __version__
+from agent_engine.api.body_limit import BodySizeLimit
+from agent_engine.api.problems import install_problem_handlers
+from agent_engine.api.routes import approvals, health, runs
+from agent_engine.config import Settings, get_settings
+from agent_engine.engine.context import EngineContext, LLMClientFactory, build_context
+from agent_engine.executors.registry import ExecutorRegistry
+from agent_engine.storage.migrations import upgrade_async
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    registry: ExecutorRegistry | None = None,
+    llm_factory: LLMClientFactory | None = None,
+) -> FastAPI:
+    """Build the API. The database is reached (and migrated, if enabled) only at start-up."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.auto_migrate:
+            await upgrade_async(settings.database_url)
+        context: EngineContext = build_context(settings, registry=registry, llm_factory=llm_factory)
+        app.state.engine = context
+        try:
+            yield
+        finally:
+            await context.close()
+
+    app = FastAPI(
+        title="Deterministic Agent Execution Engine",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url="/redoc",
+    )
+    install_problem_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(health.router)
+    app.include_router(runs.router)
+    app.include_router(approvals.router)
+    return app

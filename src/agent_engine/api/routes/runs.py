@@ -1,0 +1,153 @@
+"""``/v1/agent-runs``: create, read, list, execute, cancel, audit and cost."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response, status
+
+from agent_engine.api.deps import Actor, Engine
+from agent_engine.api.schemas import (
+    AuditEventOut,
+    AuditOut,
+    CancelIn,
+    ExecuteOut,
+    RunOut,
+    RunPage,
+    RunWithSteps,
+    StepOut,
+)
+from agent_engine.domain.states import RunStatus
+from agent_engine.engine import costs, runs
+from agent_engine.engine.planner import plan_run
+from agent_engine.engine.stepping import execute_one
+from agent_engine.errors import InputValidationError
+from agent_engine.storage.audit import verify_chain
+
+router = APIRouter(prefix="/v1/agent-runs", tags=["runs"])
+
+
+def _with_steps(view: runs.RunView) -> RunWithSteps:
+    out = RunOut.model_validate(view.run)
+    return RunWithSteps(**out.model_dump(), steps=[StepOut.model_validate(s) for s in view.steps])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=RunWithSteps)
+async def create_run(
+    body: runs.CreateRunRequest,
+    engine: Engine,
+    actor: Actor,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200, min_length=1)] = None,
+) -> RunWithSteps:
+    """Create a run from a goal, optionally with an explicit plan (`steps`)."""
+    view = await runs.create_run(engine, body, actor=actor, idempotency_key=idempotency_key)
+    if view.replayed:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/v1/agent-runs/{view.run.id}"
+    return _with_steps(view)
+
+
+def _parse_statuses(raw: list[str]) -> list[RunStatus]:
+    statuses: list[RunStatus] = []
+    for item in raw:
+        for name in item.split(","):
+            try:
+                statuses.append(RunStatus(name.strip().lower()))
+            except ValueError:
+                raise InputValidationError(
+                    f"unknown status {name!r}; one of {[s.value for s in RunStatus]}",
+                    errors=[{"field": "status", "message": f"unknown status {name!r}"}],
+                ) from None
+    return statuses
+
+
+@router.get("", response_model=RunPage)
+async def list_runs(
+    engine: Engine,
+    status_filter: Annotated[list[str], Query(alias="status")] = [],  # noqa: B006
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> RunPage:
+    """Runs, newest first, filtered by status (repeat or comma-separate), cursor-paginated."""
+    page, next_cursor = await runs.list_runs(
+        engine, statuses=_parse_statuses(status_filter), cursor=cursor, limit=limit
+    )
+    return RunPage(items=[RunOut.model_validate(r) for r in page], next_cursor=next_cursor)
+
+
+@router.get("/{run_id}", response_model=RunWithSteps)
+async def get_run(run_id: str, engine: Engine) -> RunWithSteps:
+    """The run with its steps."""
+    return _with_steps(await runs.get_run(engine, run_id))
+
+
+@router.get("/{run_id}/steps", response_model=list[StepOut])
+async def list_steps(run_id: str, engine: Engine) -> list[StepOut]:
+    """The run's steps in plan order."""
+    return [StepOut.model_validate(s) for s in await runs.list_steps(engine, run_id)]
+
+
+@router.post("/{run_id}/execute", response_model=ExecuteOut)
+async def execute_next(run_id: str, engine: Engine, actor: Actor) -> ExecuteOut:
+    """Execute the next ready step synchronously; a CREATED run with no steps is planned first.
+
+    A step that needs approval is not run: it moves to `awaiting_approval` with its preview.
+    """
+    view = await runs.get_run(engine, run_id)
+    if view.run.status == RunStatus.CREATED:
+        await plan_run(engine, run_id, actor=actor)
+        view = await runs.get_run(engine, run_id)
+        if view.run.status != RunStatus.PLANNED:
+            return ExecuteOut(**_with_steps(view).model_dump(), executed_step_id=None)
+    step_id = await execute_one(engine, run_id, actor=actor)
+    view = await runs.get_run(engine, run_id)
+    return ExecuteOut(**_with_steps(view).model_dump(), executed_step_id=step_id)
+
+
+@router.post("/{run_id}/cancel", response_model=RunWithSteps)
+async def cancel_run(
+    run_id: str, engine: Engine, actor: Actor, body: CancelIn | None = None
+) -> RunWithSteps:
+    """Cancel the run and all its unfinished steps."""
+    view = await runs.cancel_run(engine, run_id, actor=actor, reason=body.reason if body else None)
+    return _with_steps(view)
+
+
+@router.get("/{run_id}/audit", response_model=AuditOut)
+async def get_audit(
+    run_id: str,
+    engine: Engine,
+    after_seq: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> AuditOut:
+    """The run's hash-chained audit events and whether the chain verifies."""
+    events = await runs.list_audit(engine, run_id, after_seq=after_seq, limit=limit)
+    valid, first_bad = verify_chain(events) if after_seq == 0 else (True, None)
+    view_id = events[0].run_id if events else (await runs.get_run(engine, run_id)).run.id
+    return AuditOut(
+        run_id=view_id,
+        events=[AuditEventOut.model_validate(e) for e in events],
+        chain_valid=valid,
+        first_invalid_seq=first_bad,
+    )
+
+
+@router.get("/{run_id}/cost")
+async def get_cost(run_id: str, engine: Engine) -> dict[str, Any]:
+    """Totals and breakdowns of the run's LLM cost, from the ledger."""
+    summary: dict[str, Any] = _jsonable_money(await costs.cost_summary(engine, run_id))
+    return summary
+
+
+def _jsonable_money(value: Any) -> Any:
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _jsonable_money(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable_money(v) for v in value]
+    return value

@@ -1,0 +1,134 @@
+"""Response bodies. Field names follow the seed's contract (DESIGN.md §11)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+from agent_engine.domain.states import RunStatus, StepStatus
+
+# Money leaves as a JSON number. Stored amounts have 9 decimal places and at most 15 significant
+# digits for any realistic total, which a double represents and prints back exactly.
+Money = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
+
+
+class StepOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    run_id: uuid.UUID
+    step_number: int
+    step_type: str
+    status: StepStatus
+    input_data: dict[str, Any]
+    resolved_input: dict[str, Any] | None
+    output_data: dict[str, Any] | None
+    preview: dict[str, Any] | None
+    depends_on: list[int]
+    optional: bool
+    idempotent: bool
+    requires_approval: bool
+    approval_rule: str | None
+    attempt: int
+    max_attempts: int
+    input_hash: str | None
+    output_hash: str | None
+    cost_usd: Money
+    input_tokens: int
+    output_tokens: int
+    model: str | None
+    latency_ms: float | None
+    error: dict[str, Any] | None
+    fence: int
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+
+
+class RunOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    goal: str
+    status: RunStatus
+    workspace: str | None
+    total_cost_usd: Money
+    budget_usd: Money | None
+    budget_tokens: int | None
+    input_tokens: int
+    output_tokens: int
+    plan_version: int
+    plan_hash: str | None
+    created_by: str
+    error: dict[str, Any] | None
+    metadata: dict[str, Any] = Field(validation_alias="metadata_")
+    options: dict[str, Any]
+    audit_seq: int
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+
+class RunWithSteps(RunOut):
+    steps: list[StepOut]
+
+
+class ExecuteOut(RunWithSteps):
+    executed_step_id: uuid.UUID | None
+
+
+class RunPage(BaseModel):
+    items: list[RunOut]
+    next_cursor: str | None
+
+
+class AuditEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    seq: int
+    type: str
+    run_id: uuid.UUID
+    step_id: uuid.UUID | None
+    payload: dict[str, Any]
+    actor: str
+    created_at: datetime
+    prev_hash: str | None
+    hash: str
+
+
+class AuditOut(BaseModel):
+    run_id: uuid.UUID
+    events: list[AuditEventOut]
+    chain_valid: bool
+    first_invalid_seq: int | None
+
+
+class ApproveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    comment: str | None = Field(default=None, max_length=10_000)
+
+
+class RejectIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=10_000)
+
+
+class CancelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(default=None, max_length=10_000)
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    database: str | None = None
+    schema_revision: str | None = None

@@ -1,0 +1,106 @@
+"""The ``agent-engine`` command."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from agent_engine import __version__
+from agent_engine.config import Settings, get_settings
+
+app = typer.Typer(
+    name="agent-engine",
+    help="Deterministic Agent Execution Engine.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
+router_app = typer.Typer(help="The Smart Model Router service.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(router_app, name="router")
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValueError as exc:
+        # pydantic-settings errors are multi-line; the first line names the variable.
+        err.print(f"[red]error:[/] invalid configuration: {str(exc).splitlines()[0]}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Bind address [env: AGENT_ENGINE_HOST, default 127.0.0.1]")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Port [env: AGENT_ENGINE_PORT, default 8000]"),
+    ] = None,
+) -> None:
+    """Start the API (migrations applied at start unless AGENT_ENGINE_AUTO_MIGRATE=false)."""
+    from agent_engine.api.app import create_app
+
+    settings = _settings()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=settings.log_level,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
+    """Apply migrations up to REVISION on AGENT_ENGINE_DATABASE_URL."""
+    from agent_engine.storage.migrations import upgrade
+
+    settings = _settings()
+    _run_migration(lambda: upgrade(settings.database_url, revision))
+    typer.echo(f"database upgraded to {revision}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision ('base' empties it)")] = "-1",
+) -> None:
+    """Revert migrations down to REVISION on AGENT_ENGINE_DATABASE_URL."""
+    from agent_engine.storage.migrations import downgrade
+
+    settings = _settings()
+    _run_migration(lambda: downgrade(settings.database_url, revision))
+    typer.echo(f"database downgraded to {revision}")
+
+
+def _run_migration(action: object) -> None:
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        action()  # type: ignore[operator]
+    except (CommandError, SQLAlchemyError, OSError) as exc:
+        err.print(f"[red]error:[/] {str(exc).splitlines()[0]}")
+        raise typer.Exit(1) from None
+
+
+@router_app.command("serve")
+def router_serve(
+    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port")] = 8100,
+) -> None:
+    """Start the Smart Model Router as its own HTTP service."""
+    from agent_engine.router.app import create_router_app
+
+    settings = _settings()
+    uvicorn.run(create_router_app(settings), host=host, port=port, log_level=settings.log_level)

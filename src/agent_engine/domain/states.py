@@ -1,0 +1,80 @@
+"""Run and step states and the one transition table for each (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from agent_engine.errors import InvalidTransitionError
+
+
+class RunStatus(StrEnum):
+    CREATED = "created"
+    PLANNING = "planning"
+    PLANNED = "planned"
+    RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+R, S = RunStatus, StepStatus
+
+RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    R.CREATED: frozenset({R.PLANNING, R.CANCELLED}),
+    R.PLANNING: frozenset({R.PLANNED, R.FAILED, R.CANCELLED}),
+    # PLANNED → AWAITING_APPROVAL: the whole plan waits for a human (plan_approval).
+    R.PLANNED: frozenset({R.RUNNING, R.AWAITING_APPROVAL, R.CANCELLED}),
+    R.RUNNING: frozenset({R.AWAITING_APPROVAL, R.COMPLETED, R.FAILED, R.CANCELLED}),
+    # AWAITING_APPROVAL → FAILED: a required step was rejected.
+    # AWAITING_APPROVAL → COMPLETED: the last pending step was an optional one that got rejected.
+    R.AWAITING_APPROVAL: frozenset({R.RUNNING, R.PLANNED, R.COMPLETED, R.FAILED, R.CANCELLED}),
+    # FAILED → RUNNING: resume from the first unfinished step.
+    R.FAILED: frozenset({R.RUNNING}),
+    R.COMPLETED: frozenset(),
+    R.CANCELLED: frozenset(),
+}
+
+STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
+    S.PENDING: frozenset({S.RUNNING, S.AWAITING_APPROVAL, S.SKIPPED, S.CANCELLED}),
+    S.AWAITING_APPROVAL: frozenset({S.APPROVED, S.REJECTED, S.CANCELLED}),
+    S.APPROVED: frozenset({S.RUNNING, S.CANCELLED}),
+    # RUNNING → PENDING: a worker released the step (shutdown, lost lease) before finishing it.
+    # RUNNING → AWAITING_APPROVAL: a side effect's outcome is unknown after a crash.
+    S.RUNNING: frozenset({S.COMPLETED, S.FAILED, S.CANCELLED, S.PENDING, S.AWAITING_APPROVAL}),
+    # FAILED → PENDING: another attempt (automatic while attempts remain, or by hand).
+    S.FAILED: frozenset({S.PENDING, S.SKIPPED, S.CANCELLED}),
+    S.COMPLETED: frozenset(),
+    S.REJECTED: frozenset(),
+    S.SKIPPED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+
+TERMINAL_RUN_STATES = frozenset(s for s, nxt in RUN_TRANSITIONS.items() if not nxt)
+TERMINAL_STEP_STATES = frozenset(s for s, nxt in STEP_TRANSITIONS.items() if not nxt)
+# A step in one of these lets the steps that depend on it become ready.
+SATISFIED_STEP_STATES = frozenset({S.COMPLETED, S.SKIPPED})
+
+
+def check_run_transition(current: RunStatus, target: RunStatus) -> None:
+    """Raise :class:`InvalidTransitionError` unless the run table allows ``current → target``."""
+    if target not in RUN_TRANSITIONS[current]:
+        raise InvalidTransitionError("run", current.value, target.value)
+
+
+def check_step_transition(current: StepStatus, target: StepStatus) -> None:
+    """Raise :class:`InvalidTransitionError` unless the step table allows ``current → target``."""
+    if target not in STEP_TRANSITIONS[current]:
+        raise InvalidTransitionError("step", current.value, target.value)

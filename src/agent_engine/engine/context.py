@@ -1,0 +1,70 @@
+"""What every engine service needs, built once per process (API server or worker)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from agent_engine.config import Settings
+from agent_engine.executors.base import ExecutionLimits
+from agent_engine.executors.registry import ExecutorRegistry, load_registry
+from agent_engine.llm.base import LLMClient
+from agent_engine.storage.database import create_engine, create_sessionmaker
+
+LLMClientFactory = Callable[[Decimal | None], LLMClient]
+
+
+@dataclass
+class EngineContext:
+    """Settings, the database, the executor registry and the way to get an LLM client."""
+
+    settings: Settings
+    db: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    registry: ExecutorRegistry
+    llm_factory: LLMClientFactory
+    limits: ExecutionLimits = field(default_factory=ExecutionLimits)
+
+    async def close(self) -> None:
+        await self.db.dispose()
+
+
+def limits_from_settings(settings: Settings) -> ExecutionLimits:
+    return ExecutionLimits(
+        read_file_max_bytes=settings.read_file_max_bytes,
+        list_files_max=settings.list_files_max,
+        command_allowlist=tuple(settings.command_allowlist),
+        command_env_passthrough=tuple(settings.command_env_passthrough),
+        command_timeout_s=settings.command_timeout_s,
+        command_output_cap_bytes=settings.command_output_cap_bytes,
+    )
+
+
+def _default_llm_factory(settings: Settings) -> LLMClientFactory:
+    from agent_engine.router.client import build_llm_client
+
+    def factory(remaining_budget_usd: Decimal | None) -> LLMClient:
+        return build_llm_client(settings, remaining_budget_usd=remaining_budget_usd)
+
+    return factory
+
+
+def build_context(
+    settings: Settings,
+    *,
+    registry: ExecutorRegistry | None = None,
+    llm_factory: LLMClientFactory | None = None,
+) -> EngineContext:
+    """Build the context for ``settings``; tests may pass their own registry or LLM factory."""
+    db = create_engine(settings.database_url)
+    return EngineContext(
+        settings=settings,
+        db=db,
+        sessions=create_sessionmaker(db),
+        registry=registry if registry is not None else load_registry(),
+        llm_factory=llm_factory if llm_factory is not None else _default_llm_factory(settings),
+        limits=limits_from_settings(settings),
+    )

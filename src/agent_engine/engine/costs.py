@@ -1,0 +1,92 @@
+"""The cost summary of a run: totals and breakdowns, all sums of ledger rows."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any
+
+from agent_engine.engine.context import EngineContext
+from agent_engine.storage.database import transaction
+from agent_engine.storage.ledger import list_calls_txn
+from agent_engine.storage.runs import get_run_txn, list_steps_txn
+from agent_engine.storage.tables import LLMCall
+
+ZERO = Decimal(0)
+
+
+def _bucket() -> dict[str, Any]:
+    return {
+        "cost_usd": ZERO,
+        "calls": 0,
+        "input_tokens": 0,
+        "cached_input_tokens": 0,
+        "cache_write_tokens": 0,
+        "output_tokens": 0,
+        "reasoning_tokens": 0,
+        "unpriced_calls": 0,
+        "estimated_calls": 0,
+    }
+
+
+def _add(bucket: dict[str, Any], call: LLMCall) -> None:
+    bucket["calls"] += 1
+    if call.cost_usd is None:
+        bucket["unpriced_calls"] += 1
+    else:
+        bucket["cost_usd"] += call.cost_usd
+    if call.usage_estimated:
+        bucket["estimated_calls"] += 1
+    for name in (
+        "input_tokens",
+        "cached_input_tokens",
+        "cache_write_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+    ):
+        bucket[name] += getattr(call, name)
+
+
+async def cost_summary(ctx: EngineContext, run_id: str) -> dict[str, Any]:
+    """Totals and breakdowns by step, step type, model and provider, reported vs estimated."""
+    async with transaction(ctx.sessions) as session:
+        run = await get_run_txn(session, run_id)
+        steps = {step.id: step for step in await list_steps_txn(session, run.id)}
+        calls = await list_calls_txn(session, run)
+    total = _bucket()
+    by_step: dict[str, dict[str, Any]] = {}
+    by_type: dict[str, dict[str, Any]] = defaultdict(_bucket)
+    by_model: dict[str, dict[str, Any]] = defaultdict(_bucket)
+    by_provider: dict[str, dict[str, Any]] = defaultdict(_bucket)
+    by_usage_source: dict[str, dict[str, Any]] = defaultdict(_bucket)
+    for call in calls:
+        _add(total, call)
+        step = steps.get(call.step_id) if call.step_id else None
+        key = f"{step.step_number}" if step else call.purpose
+        if key not in by_step:
+            by_step[key] = {
+                "step_id": str(step.id) if step else None,
+                "step_number": step.step_number if step else None,
+                "step_type": step.step_type if step else call.purpose,
+                **_bucket(),
+            }
+        _add(by_step[key], call)
+        _add(by_type[step.step_type if step else call.purpose], call)
+        _add(by_model[f"{call.provider}:{call.model}"], call)
+        _add(by_provider[call.provider], call)
+        _add(by_usage_source["estimated" if call.usage_estimated else "reported"], call)
+    return {
+        "run_id": str(run.id),
+        "total_cost_usd": run.total_cost_usd,
+        "budget_usd": run.budget_usd,
+        "ledger_total_usd": total["cost_usd"],
+        "consistent": total["cost_usd"] == run.total_cost_usd,
+        "totals": total,
+        "by_step": list(by_step.values()),
+        "by_step_type": dict(by_type),
+        "by_model": dict(by_model),
+        "by_provider": dict(by_provider),
+        "by_usage_source": dict(by_usage_source),
+        "has_unpriced_calls": total["unpriced_calls"] > 0,
+        "has_estimated_usage": total["estimated_calls"] > 0,
+    }

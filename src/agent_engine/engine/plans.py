@@ -1,0 +1,130 @@
+"""Checking a plan against the executor registry and writing it as the run's steps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agent_engine.domain.approval_policy import ApprovalPolicy, decide_approval
+from agent_engine.domain.canonical import content_hash
+from agent_engine.domain.plan import Plan
+from agent_engine.domain.refs import StepReferenceError, iter_references, parse_reference
+from agent_engine.domain.states import StepStatus
+from agent_engine.errors import PlanValidationError
+from agent_engine.executors.registry import ExecutorRegistry
+from agent_engine.storage.audit import append_event_txn
+from agent_engine.storage.tables import AgentRun, Step
+
+
+def _plan_error(step_number: int, field: str, message: str) -> PlanValidationError:
+    return PlanValidationError(
+        f"step {step_number}: {field}: {message}",
+        errors=[{"step_number": step_number, "field": field, "message": message}],
+    )
+
+
+def _ancestors(dependencies: list[list[int]]) -> list[set[int]]:
+    closure: list[set[int]] = []
+    for deps in dependencies:
+        reach: set[int] = set(deps)
+        for dep in deps:
+            reach |= closure[dep - 1]
+        closure.append(reach)
+    return closure
+
+
+def validate_plan(plan: Plan, registry: ExecutorRegistry, *, has_workspace: bool) -> None:
+    """Refuse unknown step types, inputs their executor rejects, and references that cannot
+    resolve (to a later step, or to one the step does not depend on), naming step and field."""
+    ancestors = _ancestors(plan.dependencies())
+    for number, step in enumerate(plan.steps, start=1):
+        registry.validate_step(number, step.step_type, step.input_data)
+        executor = registry[step.step_type]
+        if executor.needs_workspace and not has_workspace:
+            raise _plan_error(number, "step_type", f"{step.step_type} needs the run's workspace")
+        for ref in iter_references(step.input_data):
+            try:
+                target, _ = parse_reference(ref)
+            except StepReferenceError as exc:
+                raise _plan_error(number, "input_data", str(exc)) from exc
+            if target not in ancestors[number - 1]:
+                raise _plan_error(
+                    number,
+                    "input_data",
+                    f"reference {ref!r} names step {target}, which step {number} does not "
+                    "depend on (directly or through other steps)",
+                )
+
+
+def plan_document(plan: Plan) -> dict[str, Any]:
+    """The plan as recorded and hashed, with default dependencies filled in."""
+    return {
+        "steps": [
+            {**step.model_dump(mode="json", exclude_none=True), "depends_on": deps}
+            for step, deps in zip(plan.steps, plan.dependencies(), strict=True)
+        ]
+    }
+
+
+def insert_plan_txn(
+    session: AsyncSession,
+    run: AgentRun,
+    plan: Plan,
+    registry: ExecutorRegistry,
+    *,
+    policy: ApprovalPolicy,
+    actor: str,
+    source: str,
+) -> list[Step]:
+    """Write ``plan`` as the run's steps, with approval decisions, and record it in the audit."""
+    document = plan_document(plan)
+    run.plan_version += 1
+    run.plan_hash = content_hash(document)
+    steps: list[Step] = []
+    for number, (spec, deps) in enumerate(zip(plan.steps, plan.dependencies(), strict=True), 1):
+        executor = registry[spec.step_type]
+        requires, rule = decide_approval(
+            step_type=spec.step_type,
+            input_data=spec.input_data,
+            explicit=spec.requires_approval,
+            executor_default=executor.requires_approval,
+            policy=policy,
+        )
+        step = Step(
+            run_id=run.id,
+            step_number=number,
+            step_type=spec.step_type,
+            status=StepStatus.PENDING.value,
+            input_data=spec.input_data,
+            input_hash=content_hash(spec.input_data),
+            depends_on=deps,
+            optional=spec.optional,
+            idempotent=spec.idempotent if spec.idempotent is not None else executor.idempotent,
+            requires_approval=requires,
+            approval_rule=rule,
+            max_attempts=spec.max_attempts or 1,
+        )
+        session.add(step)
+        steps.append(step)
+    append_event_txn(
+        session,
+        run,
+        "plan.recorded",
+        {
+            "version": run.plan_version,
+            "plan_hash": run.plan_hash,
+            "source": source,
+            "plan": document,
+            "approvals": [
+                {
+                    "step_number": s.step_number,
+                    "requires": s.requires_approval,
+                    "rule": s.approval_rule,
+                }
+                for s in steps
+            ],
+        },
+        actor=actor,
+    )
+    return steps

@@ -1,0 +1,93 @@
+"""Deriving a run's status from its steps after any step changes (one rule for every path)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agent_engine.domain.states import (
+    TERMINAL_RUN_STATES,
+    TERMINAL_STEP_STATES,
+    RunStatus,
+    StepStatus,
+)
+from agent_engine.storage.tables import AgentRun, Step
+from agent_engine.storage.transitions import move_run_txn
+
+# Steps in these states let their dependents proceed. An optional step that failed or was rejected
+# counts too: the run "continues without it" (a reference to its output then fails loudly).
+_SATISFIED = frozenset({StepStatus.COMPLETED, StepStatus.SKIPPED})
+_OPTIONAL_DONE = frozenset({StepStatus.FAILED, StepStatus.REJECTED})
+
+
+def is_satisfied(step: Step) -> bool:
+    status = StepStatus(step.status)
+    return status in _SATISFIED or (step.optional and status in _OPTIONAL_DONE and _exhausted(step))
+
+
+def _exhausted(step: Step) -> bool:
+    return StepStatus(step.status) is StepStatus.REJECTED or step.attempt >= step.max_attempts
+
+
+def is_finished(step: Step) -> bool:
+    """Terminal, or failed with no attempts left."""
+    status = StepStatus(step.status)
+    return status in TERMINAL_STEP_STATES or (status is StepStatus.FAILED and _exhausted(step))
+
+
+def ready_steps(steps: Sequence[Step]) -> list[Step]:
+    """Steps that may run now: pending or approved, with every dependency satisfied."""
+    by_number = {step.step_number: step for step in steps}
+    return [
+        step
+        for step in steps
+        if StepStatus(step.status) in (StepStatus.PENDING, StepStatus.APPROVED)
+        and all(is_satisfied(by_number[dep]) for dep in step.depends_on)
+    ]
+
+
+def blocking_failure(steps: Sequence[Step]) -> Step | None:
+    """The first required step that failed for good or was rejected."""
+    for step in steps:
+        if step.optional:
+            continue
+        status = StepStatus(step.status)
+        if status is StepStatus.REJECTED or (status is StepStatus.FAILED and _exhausted(step)):
+            return step
+    return None
+
+
+def settle_run_txn(
+    session: AsyncSession, run: AgentRun, steps: Sequence[Step], *, actor: str
+) -> None:
+    """Move the run to the status its steps imply: failed, completed, waiting or running."""
+    status = RunStatus(run.status)
+    if status in TERMINAL_RUN_STATES or status not in (
+        RunStatus.RUNNING,
+        RunStatus.AWAITING_APPROVAL,
+    ):
+        return
+    failed = blocking_failure(steps)
+    if failed is not None:
+        move_run_txn(
+            session,
+            run,
+            RunStatus.FAILED,
+            actor=actor,
+            reason=f"step {failed.step_number} ({failed.step_type}) {failed.status}",
+        )
+        run.error = {
+            "step_number": failed.step_number,
+            "step_status": failed.status,
+            "error": failed.error,
+        }
+        return
+    if all(is_finished(step) for step in steps):
+        move_run_txn(session, run, RunStatus.COMPLETED, actor=actor)
+        return
+    waiting = any(StepStatus(s.status) is StepStatus.AWAITING_APPROVAL for s in steps)
+    if waiting and status is RunStatus.RUNNING:
+        move_run_txn(session, run, RunStatus.AWAITING_APPROVAL, actor=actor)
+    elif not waiting and status is RunStatus.AWAITING_APPROVAL:
+        move_run_txn(session, run, RunStatus.RUNNING, actor=actor)

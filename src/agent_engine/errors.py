@@ -1,0 +1,177 @@
+"""The engine's error hierarchy.
+
+Every error the engine raises on purpose is an :class:`EngineError` carrying a stable ``code``
+and an HTTP status; the API renders them as ``application/problem+json``. Three families are
+kept apart: caller mistakes (:class:`CallerError`), runtime failures (:class:`RuntimeFailure`) and control-flow
+signals (:class:`ControlSignal`). This module imports nothing of ours, so every layer may use it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class EngineError(Exception):
+    """Root of every deliberate engine error."""
+
+    code: ClassVar[str] = "engine_error"
+    http_status: ClassVar[int] = 500
+    title: ClassVar[str] = "Engine error"
+
+    def __init__(self, detail: str, **data: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.data = data
+
+    def problem(self) -> dict[str, Any]:
+        """The RFC 9457 body for this error (without ``instance``)."""
+        body: dict[str, Any] = {
+            "type": f"https://agent-engine.dev/problems/{self.code.replace('_', '-')}",
+            "title": self.title,
+            "status": self.http_status,
+            "detail": self.detail,
+            "code": self.code,
+        }
+        body.update({k: v for k, v in self.data.items() if v is not None})
+        return body
+
+
+# --- caller mistakes -------------------------------------------------------------------------
+
+
+class CallerError(EngineError):
+    """The request cannot be honoured as given; retrying it unchanged will fail again."""
+
+    code = "bad_request"
+    http_status = 400
+    title = "Bad request"
+
+
+class NotFoundError(CallerError):
+    code = "not_found"
+    http_status = 404
+    title = "Not found"
+
+
+class InvalidTransitionError(CallerError):
+    """A state change the transition table forbids."""
+
+    code = "invalid_transition"
+    http_status = 409
+    title = "Invalid state transition"
+
+    def __init__(
+        self, entity: str, current: str, attempted: str, detail: str | None = None
+    ) -> None:
+        super().__init__(
+            detail or f"{entity} is '{current}' and cannot move to '{attempted}'",
+            entity=entity,
+            current_state=current,
+            attempted_state=attempted,
+        )
+
+
+class ConflictError(CallerError):
+    code = "conflict"
+    http_status = 409
+    title = "Conflict"
+
+
+class IdempotencyConflictError(ConflictError):
+    code = "idempotency_key_reused"
+    title = "Idempotency key reused with a different request"
+
+
+class PlanValidationError(CallerError):
+    """A plan (explicit or generated) names an unknown step type or input its executor refuses."""
+
+    code = "invalid_plan"
+    http_status = 422
+    title = "Invalid plan"
+
+
+class InputValidationError(CallerError):
+    code = "validation_error"
+    http_status = 422
+    title = "Request validation failed"
+
+
+class PayloadTooLargeError(CallerError):
+    code = "payload_too_large"
+    http_status = 413
+    title = "Payload too large"
+
+
+# --- runtime failures ------------------------------------------------------------------------
+
+
+class RuntimeFailure(EngineError):
+    """Something failed while doing the work; the request itself was sound."""
+
+    code = "runtime_failure"
+    http_status = 500
+    title = "Runtime failure"
+    retryable: ClassVar[bool] = False
+
+
+class WorkspaceViolationError(RuntimeFailure):
+    """A path or file that would leave, or is not allowed in, the run's workspace."""
+
+    code = "workspace_violation"
+    http_status = 422
+    title = "Workspace violation"
+
+
+class ExecutorError(RuntimeFailure):
+    """An executor could not do its step (bad file, failed precondition, …)."""
+
+    code = "executor_error"
+    http_status = 422
+    title = "Step execution failed"
+
+
+class ProviderError(RuntimeFailure):
+    """An LLM provider failed; ``retryable`` says whether another attempt may succeed."""
+
+    code = "provider_error"
+    http_status = 502
+    title = "LLM provider error"
+
+    def __init__(self, detail: str, *, retryable: bool = False, **data: Any) -> None:
+        super().__init__(detail, **data)
+        self.retryable_instance = retryable
+
+    @property
+    def is_retryable(self) -> bool:
+        return self.retryable_instance
+
+
+class StaleFenceError(RuntimeFailure):
+    """A worker wrote about a step with a fence older than the step's current one."""
+
+    code = "stale_fence"
+    http_status = 409
+    title = "Stale lease"
+
+
+# --- control-flow signals --------------------------------------------------------------------
+
+
+class ControlSignal(EngineError):
+    """Not a failure: the engine must stop and wait, or stop for good."""
+
+    code = "control_signal"
+    http_status = 409
+    title = "Stopped"
+
+
+class BudgetExceededError(ControlSignal):
+    code = "budget_exceeded"
+    http_status = 409
+    title = "Budget exceeded"
+
+
+class CancelledError(ControlSignal):
+    code = "cancelled"
+    http_status = 409
+    title = "Cancelled"

@@ -1,0 +1,80 @@
+"""The executor interface: what a step type declares and what it is given to run."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from agent_engine.llm.base import LLMClient
+
+InputT = TypeVar("InputT", bound=BaseModel)
+OutputT = TypeVar("OutputT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class ExecutionLimits:
+    """Caps taken from the settings, handed to executors so they never read the environment."""
+
+    read_file_max_bytes: int = 1_048_576
+    list_files_max: int = 1000
+    command_allowlist: tuple[str, ...] = ()
+    command_env_passthrough: tuple[str, ...] = ("PATH", "LANG", "LC_ALL", "TZ")
+    command_timeout_s: float = 60.0
+    command_output_cap_bytes: int = 65_536
+
+
+@dataclass
+class ExecutorContext:
+    """Everything an executor may use. Deliberately no database session: the engine records."""
+
+    run_id: str
+    step_number: int
+    workspace_root: Path | None
+    llm: LLMClient
+    logger: logging.Logger
+    limits: ExecutionLimits = field(default_factory=ExecutionLimits)
+    cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
+    # Outputs of earlier steps by step number, for executors that need more than resolved $refs.
+    prior_outputs: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+
+class Executor(abc.ABC, Generic[InputT, OutputT]):
+    """A step type. Subclasses set the class attributes and implement :meth:`execute`.
+
+    ``side_effects`` says whether the step changes the world (files, processes); ``idempotent``
+    whether running it twice has the same effect as once (recovery re-runs only those).
+    """
+
+    name: ClassVar[str]
+    input_model: ClassVar[type[BaseModel]]
+    output_model: ClassVar[type[BaseModel]]
+    side_effects: ClassVar[bool] = False
+    idempotent: ClassVar[bool] = True
+    requires_approval: ClassVar[bool] = False
+    # Whether the step needs a workspace to run at all (refused at plan time if the run has none).
+    needs_workspace: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    async def execute(self, input: InputT, context: ExecutorContext) -> OutputT:
+        """Do the step and return its output; raise an ``EngineError`` subclass on failure."""
+
+    async def preview(self, input: InputT, context: ExecutorContext) -> dict[str, Any]:
+        """What the step will do, shown to an approver before it runs (diff, argv, cwd, …).
+
+        The default shows the input; side-effecting executors override it with the exact effect.
+        """
+        return {"input": input.model_dump(mode="json")}
+
+    def validate_input(self, data: dict[str, Any]) -> InputT:
+        """Parse raw step input with the executor's model (raises pydantic.ValidationError)."""
+        return self.input_model.model_validate(data)  # type: ignore[return-value]

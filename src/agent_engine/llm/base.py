@@ -1,0 +1,113 @@
+"""The one provider interface: messages and parameters in; text/JSON, usage and raw response out."""
+
+from __future__ import annotations
+
+import abc
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class CompletionRequest(BaseModel):
+    """What a caller asks of a model. ``step_type`` and ``hints`` feed routing, not the provider."""
+
+    model_config = ConfigDict(frozen=True)
+
+    messages: list[ChatMessage]
+    max_output_tokens: int = Field(default=1024, ge=1, le=200_000)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    json_schema: dict[str, Any] | None = None
+    step_type: str | None = None
+    hints: dict[str, Any] = Field(default_factory=dict)
+
+
+class Usage(BaseModel):
+    """Token usage of one or more calls; an immutable value that adds up."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cached_input_tokens=self.cached_input_tokens + other.cached_input_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            estimated=self.estimated or other.estimated,
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class CompletionResponse(BaseModel):
+    """A provider's answer, normalised. ``raw`` is the provider's body with secrets removed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    json_value: Any | None = None
+    usage: Usage
+    provider: str
+    model: str
+    raw: dict[str, Any] = Field(default_factory=dict)
+    latency_ms: float = 0.0
+
+
+class LLMCallRecord(BaseModel):
+    """One provider call (successful or not) as the ledger stores it in ``llm_calls``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    provider: str
+    model: str
+    request: dict[str, Any]
+    request_hash: str
+    response: dict[str, Any] | None
+    usage: Usage
+    cost_usd: Decimal | None  # None: the model has no known price (unpriced, flagged)
+    price_source: str | None = None
+    latency_ms: float
+    attempt: int = 1
+    error: str | None = None
+    routing: dict[str, Any] | None = None
+    replayed: bool = False
+
+
+class LLMProvider(abc.ABC):
+    """A model vendor or runtime. Implementations never log or store API keys."""
+
+    name: str
+
+    @abc.abstractmethod
+    async def complete(self, request: CompletionRequest, model: str) -> CompletionResponse:
+        """Call ``model`` with ``request``; raise ``ProviderError`` on failure."""
+
+
+class LLMClient(abc.ABC):
+    """What executors and the planner call: routes, calls, and keeps the call records."""
+
+    @abc.abstractmethod
+    async def complete(self, request: CompletionRequest) -> CompletionResponse:
+        """Answer ``request`` with some model; every attempt is appended to :attr:`calls`."""
+
+    @property
+    @abc.abstractmethod
+    def calls(self) -> list[LLMCallRecord]:
+        """Every provider call made through this client so far, in order."""

@@ -1,0 +1,194 @@
+"""The schema as SQLAlchemy models (DESIGN.md §3); Alembic migrations create it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from agent_engine.storage.types import JSONDocument, Money, UTCDateTime, utcnow
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+ZERO = Decimal(0)
+
+
+class AgentRun(Base):
+    __tablename__ = "agent_runs"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    goal: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(32))
+    workspace: Mapped[str | None] = mapped_column(Text)
+    plan_version: Mapped[int] = mapped_column(Integer, default=0)
+    plan_hash: Mapped[str | None] = mapped_column(String(64))
+    budget_usd: Mapped[Decimal | None] = mapped_column(Money)
+    budget_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    total_cost_usd: Mapped[Decimal] = mapped_column(Money, default=ZERO)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_by: Mapped[str] = mapped_column(String(200))
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONDocument, default=dict)
+    options: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    # Head of the run's audit hash chain. Updating it in every audited transaction makes writers of
+    # one run queue on its row lock, which keeps `seq` gap-free without a MAX() query.
+    audit_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    audit_head_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_agent_runs_created_at_id", "created_at", "id"),
+        Index("ix_agent_runs_status_created_at_id", "status", "created_at", "id"),
+    )
+
+
+class Step(Base):
+    __tablename__ = "steps"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("agent_runs.id", ondelete="CASCADE"))
+    step_number: Mapped[int] = mapped_column(Integer)
+    step_type: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(32))
+    input_data: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    resolved_input: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    output_data: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    preview: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    depends_on: Mapped[list[int]] = mapped_column(JSONDocument, default=list)
+    optional: Mapped[bool] = mapped_column(Boolean, default=False)
+    idempotent: Mapped[bool] = mapped_column(Boolean, default=True)
+    requires_approval: Mapped[bool] = mapped_column(Boolean, default=False)
+    approval_rule: Mapped[str | None] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=1)
+    input_hash: Mapped[str | None] = mapped_column(String(64))
+    output_hash: Mapped[str | None] = mapped_column(String(64))
+    cost_usd: Mapped[Decimal] = mapped_column(Money, default=ZERO)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    model: Mapped[str | None] = mapped_column(String(200))
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    fence: Mapped[int] = mapped_column(BigInteger, default=0)
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "step_number"),
+        CheckConstraint("step_number >= 1", name="step_number_positive"),
+        Index("ix_steps_status_step_type", "status", "step_type"),
+    )
+
+
+class LLMCall(Base):
+    __tablename__ = "llm_calls"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("agent_runs.id", ondelete="CASCADE"), index=True
+    )
+    step_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("steps.id", ondelete="CASCADE"), index=True
+    )
+    purpose: Mapped[str] = mapped_column(String(32), default="step")
+    provider: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str] = mapped_column(String(200))
+    request: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    request_hash: Mapped[str] = mapped_column(String(64), index=True)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    usage_estimated: Mapped[bool] = mapped_column(Boolean, default=False)
+    cost_usd: Mapped[Decimal | None] = mapped_column(Money)
+    priced: Mapped[bool] = mapped_column(Boolean, default=True)
+    price_source: Mapped[str | None] = mapped_column(String(200))
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    error: Mapped[str | None] = mapped_column(Text)
+    routing: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    cached: Mapped[bool] = mapped_column(Boolean, default=False)
+    replayed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Approval(Base):
+    __tablename__ = "approvals"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("agent_runs.id", ondelete="CASCADE"), index=True
+    )
+    step_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("steps.id", ondelete="CASCADE")
+    )
+    decision: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(200))
+    comment: Mapped[str | None] = mapped_column(Text)
+    shown: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (
+        # One decision per step attempt: the database, not the application, settles races.
+        UniqueConstraint("step_id", "attempt"),
+        CheckConstraint("decision IN ('approved', 'rejected')", name="decision_known"),
+    )
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("agent_runs.id"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    type: Mapped[str] = mapped_column(String(64))
+    step_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    actor: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (UniqueConstraint("run_id", "seq"),)

@@ -1,0 +1,88 @@
+"""Shared fixtures: one parametrised database fixture runs every API test on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agent_engine.api.app import create_app
+from agent_engine.config import Settings
+from tests.databases import (
+    PostgresServer,
+    clone_sqlite,
+    drop_template,
+    make_sqlite_template,
+    prepare_postgres,
+)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_sqlite_template(tmp_path_factory.mktemp("sqlite-template"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer | None]:
+    server, reason = prepare_postgres()
+    pytest.postgres_skip_reason = reason  # type: ignore[attr-defined]
+    yield server
+    if server is not None:
+        drop_template(server)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def database_url(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    sqlite_template: Path,
+) -> AsyncIterator[str]:
+    """A freshly migrated, empty database of each backend, private to the test."""
+    if request.param == "sqlite":
+        yield clone_sqlite(sqlite_template, tmp_path)
+        return
+    server: PostgresServer | None = request.getfixturevalue("postgres_server")
+    if server is None:
+        pytest.skip(getattr(pytest, "postgres_skip_reason", "PostgreSQL not reachable"))
+    name = await server.create_database()
+    try:
+        yield server.url_for(name)
+    finally:
+        await server.drop_database(name)
+
+
+@pytest.fixture
+def workspace_root(tmp_path: Path) -> Path:
+    root = tmp_path / "workspaces"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def settings(database_url: str, workspace_root: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        auto_migrate=False,
+        workspace_roots=[workspace_root],
+        _env_file=None,  # type: ignore[call-arg]
+    )
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client speaking to the real app (lifespan run) over ASGI."""
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+        ) as http,
+    ):
+        yield http
+
+
+def noop_plan(count: int, **extra: Any) -> list[dict[str, Any]]:
+    return [{"step_type": "noop", "input_data": {"value": n}, **extra} for n in range(1, count + 1)]
