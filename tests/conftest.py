@@ -39,12 +39,13 @@ async def database_url(
     request: pytest.FixtureRequest,
     tmp_path: Path,
     sqlite_template: Path,
+    postgres_server: PostgresServer | None,
 ) -> AsyncIterator[str]:
     """A freshly migrated, empty database of each backend, private to the test."""
     if request.param == "sqlite":
         yield clone_sqlite(sqlite_template, tmp_path)
         return
-    server: PostgresServer | None = request.getfixturevalue("postgres_server")
+    server = postgres_server
     if server is None:
         pytest.skip(getattr(pytest, "postgres_skip_reason", "PostgreSQL not reachable"))
     name = await server.create_database()

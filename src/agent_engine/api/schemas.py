@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PlainSerializer
 
 from agent_engine.domain.states import RunStatus, StepStatus
 
@@ -67,7 +67,7 @@ class RunOut(BaseModel):
     plan_hash: str | None
     created_by: str
     error: dict[str, Any] | None
-    metadata: dict[str, Any] = Field(validation_alias="metadata_")
+    metadata: dict[str, Any] = Field(validation_alias=AliasChoices("metadata_", "metadata"))
     options: dict[str, Any]
     audit_seq: int
     created_at: datetime
