@@ -1,0 +1,67 @@
+"""Listing runs with filters and cursor pagination; health endpoints."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.conftest import noop_plan
+
+
+async def test_cursor_pagination_visits_every_run_once_newest_first(
+    client: httpx.AsyncClient,
+) -> None:
+    created = []
+    for n in range(7):
+        created.append((await client.post("/v1/agent-runs", json={"goal": f"g{n}"})).json()["id"])
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get("/v1/agent-runs", params=params)).json()
+        seen.extend(item["id"] for item in page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(created))
+
+
+async def test_status_filter(client: httpx.AsyncClient) -> None:
+    planned = (
+        await client.post("/v1/agent-runs", json={"goal": "p", "steps": noop_plan(1)})
+    ).json()
+    created = (await client.post("/v1/agent-runs", json={"goal": "c"})).json()
+    only_planned = (await client.get("/v1/agent-runs", params={"status": "planned"})).json()
+    assert [r["id"] for r in only_planned["items"]] == [planned["id"]]
+    both = (await client.get("/v1/agent-runs?status=planned,created")).json()
+    assert {r["id"] for r in both["items"]} == {planned["id"], created["id"]}
+    repeated = (await client.get("/v1/agent-runs?status=planned&status=created")).json()
+    assert len(repeated["items"]) == 2
+    none = (await client.get("/v1/agent-runs", params={"status": "completed"})).json()
+    assert none == {"items": [], "next_cursor": None}
+
+
+async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json()["status"] == "ok"
+    ready = (await client.get("/readyz")).json()
+    assert ready["status"] == "ready"
+    assert ready["schema_revision"] == "0001"
+
+
+async def test_openapi_documents_every_endpoint(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    paths = set(spec["paths"])
+    assert {
+        "/v1/agent-runs",
+        "/v1/agent-runs/{run_id}",
+        "/v1/agent-runs/{run_id}/execute",
+        "/v1/agent-runs/{run_id}/steps",
+        "/v1/agent-runs/{run_id}/steps/{step_id}/approve",
+        "/v1/agent-runs/{run_id}/steps/{step_id}/reject",
+        "/v1/agent-runs/{run_id}/cancel",
+        "/v1/agent-runs/{run_id}/audit",
+        "/v1/agent-runs/{run_id}/cost",
+        "/healthz",
+        "/readyz",
+    } <= paths
+    assert (await client.get("/docs")).status_code == 200
+    assert (await client.get("/redoc")).status_code == 200
