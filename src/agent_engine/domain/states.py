@@ -41,8 +41,8 @@ RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     # AWAITING_APPROVAL → FAILED: a required step was rejected.
     # AWAITING_APPROVAL → COMPLETED: the last pending step was an optional one that got rejected.
     R.AWAITING_APPROVAL: frozenset({R.RUNNING, R.PLANNED, R.COMPLETED, R.FAILED, R.CANCELLED}),
-    # FAILED → RUNNING: resume from the first unfinished step.
-    R.FAILED: frozenset({R.RUNNING}),
+    # FAILED → RUNNING: resume from the first unfinished step; FAILED → CANCELLED closes it.
+    R.FAILED: frozenset({R.RUNNING, R.CANCELLED}),
     R.COMPLETED: frozenset(),
     R.CANCELLED: frozenset(),
 }

@@ -1,0 +1,57 @@
+"""A state change and its audit event commit together or not at all."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent_engine.config import Settings
+from agent_engine.domain.states import RunStatus
+from agent_engine.engine.context import build_context
+from agent_engine.engine.runs import CreateRunRequest, create_run
+from agent_engine.errors import InvalidTransitionError
+from agent_engine.storage.audit import list_events_txn
+from agent_engine.storage.database import transaction
+from agent_engine.storage.runs import get_run_txn
+from agent_engine.storage.transitions import move_run_txn
+
+
+class Boom(Exception):
+    pass
+
+
+async def test_failed_transaction_leaves_neither_state_nor_event(settings: Settings) -> None:
+    ctx = build_context(settings)
+    try:
+        view = await create_run(
+            ctx, CreateRunRequest(goal="g"), actor="t", idempotency_key=None
+        )
+        with pytest.raises(Boom):
+            async with transaction(ctx.sessions) as session:
+                run = await get_run_txn(session, view.run.id, lock=True)
+                move_run_txn(session, run, RunStatus.PLANNING, actor="t")
+                await session.flush()  # the rows reach the database inside the transaction
+                raise Boom
+        async with transaction(ctx.sessions) as session:
+            run = await get_run_txn(session, view.run.id)
+            events = await list_events_txn(session, run.id)
+        assert run.status == "created"
+        assert run.audit_seq == 1
+        assert [e.type for e in events] == ["run.created"]
+    finally:
+        await ctx.close()
+
+
+async def test_illegal_transition_changes_nothing(settings: Settings) -> None:
+    ctx = build_context(settings)
+    try:
+        view = await create_run(ctx, CreateRunRequest(goal="g"), actor="t", idempotency_key=None)
+        with pytest.raises(InvalidTransitionError):
+            async with transaction(ctx.sessions) as session:
+                run = await get_run_txn(session, view.run.id, lock=True)
+                move_run_txn(session, run, RunStatus.COMPLETED, actor="t")
+        async with transaction(ctx.sessions) as session:
+            run = await get_run_txn(session, view.run.id)
+            assert run.status == "created"
+            assert len(await list_events_txn(session, run.id)) == 1
+    finally:
+        await ctx.close()
