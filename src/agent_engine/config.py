@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: Any) -> Any:
         return _split_commas(value)
 
+    @field_validator("router_url", "models_file", "model", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # `AGENT_ENGINE_ROUTER_URL=` copied from .env.example means "not set".
+        return None if isinstance(value, str) and not value.strip() else value
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
