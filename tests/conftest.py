@@ -1,4 +1,4 @@
-"""Shared fixtures: one parametrised database fixture runs every API test on SQLite and PostgreSQL."""
+"""Shared fixtures: one parametrised database fixture runs API tests on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

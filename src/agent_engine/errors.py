@@ -2,8 +2,9 @@
 
 Every error the engine raises on purpose is an :class:`EngineError` carrying a stable ``code``
 and an HTTP status; the API renders them as ``application/problem+json``. Three families are
-kept apart: caller mistakes (:class:`CallerError`), runtime failures (:class:`RuntimeFailure`) and control-flow
-signals (:class:`ControlSignal`). This module imports nothing of ours, so every layer may use it.
+kept apart: caller mistakes (:class:`CallerError`), runtime failures (:class:`RuntimeFailure`)
+and control-flow signals (:class:`ControlSignal`). This module imports nothing of ours, so every
+layer may use it.
 """
 
 from __future__ import annotations

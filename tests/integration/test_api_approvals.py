@@ -12,8 +12,12 @@ from tests.conftest import noop_plan
 
 async def _waiting_run(client: httpx.AsyncClient, **step_extra: Any) -> dict[str, Any]:
     steps = [
-        {"step_type": "noop", "input_data": {"value": "gated"}, "requires_approval": True,
-         **step_extra},
+        {
+            "step_type": "noop",
+            "input_data": {"value": "gated"},
+            "requires_approval": True,
+            **step_extra,
+        },
         *noop_plan(1),
     ]
     run = (await client.post("/v1/agent-runs", json={"goal": "g", "steps": steps})).json()

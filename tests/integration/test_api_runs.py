@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from typing import Any
 
@@ -95,7 +96,8 @@ async def test_every_transition_has_one_audit_event_and_the_chain_verifies(
     ]
     assert [e["seq"] for e in audit["events"]] == list(range(1, len(types) + 1))
     assert audit["chain_valid"] is True
-    assert all(e["prev_hash"] == p["hash"] for p, e in zip(audit["events"], audit["events"][1:]))
+    events = audit["events"]
+    assert all(e["prev_hash"] == p["hash"] for p, e in itertools.pairwise(events))
     transition = audit["events"][-1]
     assert transition["payload"] == {"from": "running", "to": "completed"}
     assert transition["actor"] == "anonymous"

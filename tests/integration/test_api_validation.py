@@ -39,7 +39,9 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str
 async def test_invalid_bodies_list_the_fields(
     client: httpx.AsyncClient, body: dict[str, Any], field: str
 ) -> None:
-    problem = assert_problem(await client.post("/v1/agent-runs", json=body), 422, "validation_error")
+    problem = assert_problem(
+        await client.post("/v1/agent-runs", json=body), 422, "validation_error"
+    )
     assert field in [e["field"] for e in problem["errors"]]
 
 
@@ -83,14 +85,22 @@ async def test_step_input_refused_by_the_executor_model_names_step_and_field(
         ([{"step_type": "noop", "depends_on": [1]}], "depends_on"),
         ([*noop_plan(1), {"step_type": "noop", "depends_on": [3]}], "depends_on"),
         (
-            [{"step_type": "noop", "input_data": {"value": {"$ref": "steps.2.output"}}},
-             *noop_plan(1)],
+            [
+                {"step_type": "noop", "input_data": {"value": {"$ref": "steps.2.output"}}},
+                *noop_plan(1),
+            ],
             "step 2",
         ),
         ([{"step_type": "noop", "input_data": {"value": {"$ref": "nonsense"}}}], "malformed"),
         (
-            [*noop_plan(2), {"step_type": "noop", "depends_on": [1],
-                             "input_data": {"value": {"$ref": "steps.2.output"}}}],
+            [
+                *noop_plan(2),
+                {
+                    "step_type": "noop",
+                    "depends_on": [1],
+                    "input_data": {"value": {"$ref": "steps.2.output"}},
+                },
+            ],
             "does not depend",
         ),
     ],
@@ -149,7 +159,9 @@ async def test_bad_list_parameters_are_422(client: httpx.AsyncClient) -> None:
 
 
 async def test_bad_actor_header_is_422(client: httpx.AsyncClient) -> None:
-    response = await client.post("/v1/agent-runs", json={"goal": "x"}, headers={"X-Actor": "a" * 300})
+    response = await client.post(
+        "/v1/agent-runs", json={"goal": "x"}, headers={"X-Actor": "a" * 300}
+    )
     assert_problem(response, 422, "validation_error")
 
 

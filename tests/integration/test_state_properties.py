@@ -37,7 +37,9 @@ operations = st.lists(
 )
 
 
-async def _scenario(client: httpx.AsyncClient, specs: list[dict[str, bool]], ops: list[Any]) -> None:
+async def _scenario(
+    client: httpx.AsyncClient, specs: list[dict[str, bool]], ops: list[Any]
+) -> None:
     steps = [
         {
             "step_type": "noop",
@@ -90,7 +92,9 @@ def _check_history(final: dict[str, Any], events: list[dict[str, Any]]) -> None:
         assert step["status"] == step_states[step["id"]].value
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def test_no_api_sequence_breaks_the_state_machine(
     backend: str,
     tmp_path: Path,
@@ -106,7 +110,9 @@ def test_no_api_sequence_breaks_the_state_machine(
         database = asyncio.run(postgres_server.create_database())
         url = postgres_server.url_for(database)
     settings = Settings(
-        database_url=url, auto_migrate=False, workspace_roots=[tmp_path],
+        database_url=url,
+        auto_migrate=False,
+        workspace_roots=[tmp_path],
         _env_file=None,  # type: ignore[call-arg]
     )
     app = create_app(settings)

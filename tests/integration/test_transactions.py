@@ -22,9 +22,7 @@ class Boom(Exception):
 async def test_failed_transaction_leaves_neither_state_nor_event(settings: Settings) -> None:
     ctx = build_context(settings)
     try:
-        view = await create_run(
-            ctx, CreateRunRequest(goal="g"), actor="t", idempotency_key=None
-        )
+        view = await create_run(ctx, CreateRunRequest(goal="g"), actor="t", idempotency_key=None)
         with pytest.raises(Boom):
             async with transaction(ctx.sessions) as session:
                 run = await get_run_txn(session, view.run.id, lock=True)

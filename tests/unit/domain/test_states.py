@@ -35,13 +35,13 @@ def test_every_state_has_a_row_and_is_reachable() -> None:
 
 
 def test_terminal_states() -> None:
-    assert TERMINAL_RUN_STATES == {RunStatus.COMPLETED, RunStatus.CANCELLED}
-    assert TERMINAL_STEP_STATES == {
+    assert {RunStatus.COMPLETED, RunStatus.CANCELLED} == TERMINAL_RUN_STATES
+    assert {
         StepStatus.COMPLETED,
         StepStatus.REJECTED,
         StepStatus.SKIPPED,
         StepStatus.CANCELLED,
-    }
+    } == TERMINAL_STEP_STATES
 
 
 def test_any_non_terminal_run_can_be_cancelled() -> None:
