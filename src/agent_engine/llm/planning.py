@@ -1,0 +1,109 @@
+"""Ask a model for a plan and check that the answer has the plan's shape.
+
+Only the shape is checked here; whether each step's type and input suit an executor is the
+engine's check, whose errors come back through ``previous_errors`` on the next attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agent_engine.errors import ProviderError
+from agent_engine.llm.base import CompletionRequest, CompletionResponse, LLMClient
+from agent_engine.llm.prompts import PLAN_SCHEMA, build_plan_messages, build_plan_retry_message
+
+PLAN_MAX_OUTPUT_TOKENS = 4096
+_FENCED_JSON_RE = re.compile(r"```(?:json)?\s*\n(.*?)\n\s*```", re.DOTALL)
+
+
+class _AnswerStep(BaseModel):
+    # Unknown keys are dropped: a model's extra commentary must not fail an otherwise sound plan,
+    # and a key such as requires_approval must never let a model lower the approval policy.
+    model_config = ConfigDict(extra="ignore")
+
+    step_type: str = Field(min_length=1)
+    input_data: dict[str, Any] = Field(default_factory=dict)
+    depends_on: list[int] | None = None
+    optional: bool = False
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    steps: list[_AnswerStep] = Field(min_length=1)
+    rationale: str = ""
+    source: str | None = None
+
+
+async def request_plan(
+    llm: LLMClient,
+    goal: str,
+    files: list[dict[str, Any]] | None,
+    step_catalog: list[dict[str, Any]],
+    previous_errors: list[str] | None = None,
+) -> dict[str, Any]:
+    """Ask ``llm`` for a plan: ``{"steps": [...], "rationale": str}`` (plus ``source`` if given).
+
+    Raises ``ProviderError`` (not retryable) when the answer is not JSON of the plan's shape.
+    """
+    messages = build_plan_messages(goal, files, step_catalog)
+    if previous_errors:
+        messages.append(build_plan_retry_message(previous_errors))
+    request = CompletionRequest(
+        messages=messages,
+        json_schema=PLAN_SCHEMA,
+        step_type="plan",
+        max_output_tokens=PLAN_MAX_OUTPUT_TOKENS,
+    )
+    response = await llm.complete(request)
+    return parse_plan_answer(response)
+
+
+def parse_plan_answer(response: CompletionResponse) -> dict[str, Any]:
+    """The plan in ``response`` (its JSON value, else its text), normalised to the plan's keys."""
+    value = response.json_value if response.json_value is not None else _loads(response)
+    try:
+        answer = _Answer.model_validate(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "answer"
+        detail = f"the plan answer does not have the plan's shape: {where}: {first['msg']}"
+        raise _error(response, detail) from exc
+    steps: list[dict[str, Any]] = []
+    for step in answer.steps:
+        entry: dict[str, Any] = {"step_type": step.step_type, "input_data": step.input_data}
+        if step.depends_on is not None:
+            entry["depends_on"] = step.depends_on
+        if step.optional:
+            entry["optional"] = True
+        steps.append(entry)
+    plan: dict[str, Any] = {"steps": steps, "rationale": answer.rationale}
+    if answer.source is not None:
+        plan["source"] = answer.source
+    return plan
+
+
+def _loads(response: CompletionResponse) -> Any:
+    text = response.text.strip()
+    fenced = _FENCED_JSON_RE.search(text)
+    if fenced:
+        # Models without a native JSON mode often wrap the object in a ```json fence.
+        text = fenced.group(1)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        detail = f"the plan answer is not valid JSON: {exc.msg} (line {exc.lineno})"
+        raise _error(response, detail) from exc
+
+
+def _error(response: CompletionResponse, detail: str) -> ProviderError:
+    return ProviderError(
+        f"{response.provider}:{response.model}: {detail}",
+        retryable=False,
+        provider=response.provider,
+        model=response.model,
+    )
