@@ -1,0 +1,199 @@
+"""Anthropic Messages API provider.
+
+JSON output uses forced tool use: the request's schema becomes the input schema of one tool
+(``emit_json``) that the model must call, and the tool call's input is the JSON value. This gives
+schema-shaped JSON without prompt tricks; a non-object schema is wrapped as ``{"value": …}``. If a
+compatible server answers with plain text instead, the text is parsed as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import httpx
+
+from agent_engine.llm.base import (
+    ChatMessage,
+    CompletionRequest,
+    CompletionResponse,
+    LLMProvider,
+    Usage,
+)
+from agent_engine.llm.redaction import redact
+from agent_engine.llm.tokens import estimate_message_tokens, estimate_tokens
+from agent_engine.llm.transport import (
+    http_client,
+    malformed,
+    parse_json_output,
+    post_json,
+    provider_error,
+)
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+ANTHROPIC_VERSION = "2023-06-01"
+JSON_TOOL_NAME = "emit_json"
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def map_usage(raw: Any, messages: list[ChatMessage], text: str) -> Usage:
+    """Map Anthropic usage; ``input_tokens`` becomes all input, cache reads and writes included."""
+    if not isinstance(raw, dict) or "input_tokens" not in raw:
+        return Usage(
+            input_tokens=estimate_message_tokens(messages),
+            output_tokens=estimate_tokens(text),
+            estimated=True,
+        )
+    cache_read = _int(raw.get("cache_read_input_tokens"))
+    cache_write = _int(raw.get("cache_creation_input_tokens"))
+    # Anthropic reports uncached input separately; our Usage (like OpenAI and genai-prices)
+    # counts all input tokens in input_tokens, with the cached/written share broken out.
+    return Usage(
+        input_tokens=_int(raw.get("input_tokens")) + cache_read + cache_write,
+        output_tokens=_int(raw.get("output_tokens")),
+        cached_input_tokens=cache_read,
+        cache_write_tokens=cache_write,
+    )
+
+
+def json_tool(schema: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The forced tool for ``schema`` and whether the value is wrapped in ``{"value": …}``."""
+    wrapped = schema.get("type") != "object"
+    input_schema = (
+        {"type": "object", "properties": {"value": schema}, "required": ["value"]}
+        if wrapped
+        else schema
+    )
+    tool = {
+        "name": JSON_TOOL_NAME,
+        "description": "Return the answer as JSON that matches the input schema exactly.",
+        "input_schema": input_schema,
+    }
+    return tool, wrapped
+
+
+class AnthropicProvider(LLMProvider):
+    """Messages API over httpx; the key comes from ``api_key_env`` at call time, never stored."""
+
+    def __init__(
+        self,
+        *,
+        name: str = "anthropic",
+        base_url: str | None = None,
+        api_key_env: str = "ANTHROPIC_API_KEY",
+        timeout_s: float = 60.0,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.name = name
+        self.base_url = (
+            base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL
+        ).rstrip("/")
+        self.api_key_env = api_key_env
+        self.timeout_s = timeout_s
+        self._client = client
+
+    def _headers(self, model: str) -> dict[str, str]:
+        key = os.environ.get(self.api_key_env, "")
+        if not key:
+            raise provider_error(
+                f"{self.name}: environment variable {self.api_key_env} is not set",
+                kind="client_error",
+                provider=self.name,
+                model=model,
+            )
+        return {
+            "content-type": "application/json",
+            "x-api-key": key,
+            "anthropic-version": ANTHROPIC_VERSION,
+        }
+
+    def build_body(self, request: CompletionRequest, model: str) -> dict[str, Any]:
+        """The Messages request body: system messages joined into ``system``, others in order."""
+        body: dict[str, Any] = {
+            "model": model,
+            "max_tokens": request.max_output_tokens,
+            "temperature": request.temperature,
+            "messages": [
+                {"role": m.role, "content": m.content}
+                for m in request.messages
+                if m.role != "system"
+            ],
+        }
+        system = "\n\n".join(m.content for m in request.messages if m.role == "system")
+        if system:
+            body["system"] = system
+        if request.json_schema is not None:
+            tool, _ = json_tool(request.json_schema)
+            body["tools"] = [tool]
+            body["tool_choice"] = {"type": "tool", "name": JSON_TOOL_NAME}
+        return body
+
+    async def complete(self, request: CompletionRequest, model: str) -> CompletionResponse:
+        """Call ``model`` through the Messages API; raise a classified ProviderError on failure."""
+        headers = self._headers(model)
+        started = time.perf_counter()
+        async with http_client(self._client, self.timeout_s) as client:
+            data = await post_json(
+                client,
+                f"{self.base_url}/v1/messages",
+                headers=headers,
+                body=self.build_body(request, model),
+                provider=self.name,
+                model=model,
+            )
+        blocks = data.get("content")
+        if not isinstance(blocks, list):
+            raise malformed(
+                f"{self.name} response for model {model} has no content", self.name, model
+            )
+        text = "".join(
+            str(b.get("text", ""))
+            for b in blocks
+            if isinstance(b, dict) and b.get("type") == "text"
+        )
+        tool_input = next(
+            (
+                b.get("input")
+                for b in blocks
+                if isinstance(b, dict)
+                and b.get("type") == "tool_use"
+                and b.get("name") == JSON_TOOL_NAME
+            ),
+            None,
+        )
+        usage = map_usage(data.get("usage"), request.messages, text)
+        json_value: Any = None
+        if request.json_schema is not None:
+            text, json_value = self._json_output(
+                request.json_schema, text, tool_input, model, usage
+            )
+        return CompletionResponse(
+            text=text,
+            json_value=json_value,
+            usage=usage,
+            provider=self.name,
+            model=model,
+            raw=redact(data),
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    def _json_output(
+        self, schema: dict[str, Any], text: str, tool_input: Any, model: str, usage: Usage
+    ) -> tuple[str, Any]:
+        if tool_input is None:
+            return text, parse_json_output(text, self.name, model, usage)
+        _, wrapped = json_tool(schema)
+        if not isinstance(tool_input, dict) or (wrapped and "value" not in tool_input):
+            raise malformed(
+                f"{self.name} model {model} returned a tool call without the JSON value",
+                self.name,
+                model,
+                usage,
+            )
+        value = tool_input["value"] if wrapped else tool_input
+        return json.dumps(value, ensure_ascii=False, sort_keys=True), value

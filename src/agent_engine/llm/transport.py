@@ -1,0 +1,190 @@
+"""HTTP plumbing shared by the remote providers: posting JSON, classifying failures, parsing output.
+
+Failure kinds: ``timeout``, ``connection``, ``rate_limited`` and ``server_error`` are retryable on
+the same model; ``client_error`` and ``malformed`` are not (the router moves to another model).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
+
+import httpx
+
+from agent_engine.errors import ProviderError
+from agent_engine.llm.base import Usage
+from agent_engine.llm.redaction import redact_text
+
+ErrorKind = Literal[
+    "timeout", "rate_limited", "server_error", "client_error", "malformed", "connection"
+]
+RETRYABLE_KINDS = frozenset({"timeout", "rate_limited", "server_error", "connection"})
+_FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n(?P<body>.*?)\n?```\s*$", re.DOTALL)
+_MESSAGE_LIMIT = 300
+
+
+def provider_error(
+    detail: str,
+    *,
+    kind: ErrorKind,
+    provider: str,
+    model: str,
+    status_code: int | None = None,
+    retry_after_s: float | None = None,
+    usage: Usage | None = None,
+) -> ProviderError:
+    """A ProviderError whose ``retryable`` flag and ``kind`` follow the classification above."""
+    return ProviderError(
+        redact_text(detail),
+        retryable=kind in RETRYABLE_KINDS,
+        kind=kind,
+        provider=provider,
+        model=model,
+        status_code=status_code,
+        retry_after_s=retry_after_s,
+        usage=usage.model_dump() if usage is not None else None,
+    )
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait per a Retry-After header (seconds or HTTP-date); None if absent or bad."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value.strip()))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:_MESSAGE_LIMIT]
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])[:_MESSAGE_LIMIT]
+    return json.dumps(body)[:_MESSAGE_LIMIT]
+
+
+def error_from_response(response: httpx.Response, provider: str, model: str) -> ProviderError:
+    """Classify a non-2xx response: 429 rate_limited, 5xx server_error, other 4xx client_error."""
+    status = response.status_code
+    kind: ErrorKind = "client_error"
+    if status == 429:
+        kind = "rate_limited"
+    elif status >= 500:
+        kind = "server_error"
+    return provider_error(
+        f"{provider} returned HTTP {status} for model {model}: {_error_message(response)}",
+        kind=kind,
+        provider=provider,
+        model=model,
+        status_code=status,
+        retry_after_s=parse_retry_after(response.headers.get("retry-after")),
+    )
+
+
+@contextmanager
+def transport_errors(provider: str, model: str) -> Iterator[None]:
+    """Turn httpx timeouts and connection failures into retryable ProviderErrors."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise provider_error(
+            f"{provider} timed out for model {model} ({type(exc).__name__})",
+            kind="timeout",
+            provider=provider,
+            model=model,
+        ) from exc
+    except httpx.TransportError as exc:
+        raise provider_error(
+            f"{provider} connection failed for model {model} ({type(exc).__name__})",
+            kind="connection",
+            provider=provider,
+            model=model,
+        ) from exc
+
+
+@asynccontextmanager
+async def http_client(
+    client: httpx.AsyncClient | None, timeout_s: float
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The injected client, or a fresh one for this call (no loop-bound state outlives a call)."""
+    if client is not None:
+        yield client
+        return
+    timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
+    async with httpx.AsyncClient(timeout=timeout) as fresh:
+        yield fresh
+
+
+async def post_json(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    headers: dict[str, str],
+    body: dict[str, Any],
+    provider: str,
+    model: str,
+) -> dict[str, Any]:
+    """POST ``body`` as JSON and return the decoded JSON object, or raise a classified error."""
+    with transport_errors(provider, model):
+        response = await client.post(url, json=body, headers=headers)
+    if not response.is_success:
+        raise error_from_response(response, provider, model)
+    return decode_json_object(response.text, provider, model)
+
+
+def decode_json_object(text: str, provider: str, model: str) -> dict[str, Any]:
+    """Decode a response body that must be a JSON object; anything else is ``malformed``."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise provider_error(
+            f"{provider} sent a body that is not JSON for model {model}",
+            kind="malformed",
+            provider=provider,
+            model=model,
+        ) from exc
+    if not isinstance(value, dict):
+        raise provider_error(
+            f"{provider} sent a JSON body that is not an object for model {model}",
+            kind="malformed",
+            provider=provider,
+            model=model,
+        )
+    return value
+
+
+def parse_json_output(text: str, provider: str, model: str, usage: Usage) -> Any:
+    """Parse model output that was asked to be JSON (tolerating one code fence around it)."""
+    match = _FENCE.match(text)
+    candidate = match.group("body") if match else text
+    try:
+        return json.loads(candidate)
+    except ValueError as exc:
+        raise provider_error(
+            f"{provider} model {model} returned output that is not valid JSON",
+            kind="malformed",
+            provider=provider,
+            model=model,
+            usage=usage,
+        ) from exc
+
+
+def malformed(detail: str, provider: str, model: str, usage: Usage | None = None) -> ProviderError:
+    """A non-retryable ``malformed`` error (the response had an unexpected shape)."""
+    return provider_error(detail, kind="malformed", provider=provider, model=model, usage=usage)

@@ -1,0 +1,288 @@
+"""Routing policy: the cheapest eligible model of the needed tier that fits context and budget.
+
+Candidates are ordered by tier distance (the needed tier, then larger tiers, then smaller ones),
+then by estimated cost; the first viable one is chosen and the rest are its fallbacks.
+``AGENT_ENGINE_MODEL`` or a replay pins the decision to one model instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from agent_engine.errors import BudgetExceededError, ProviderError
+from agent_engine.llm.base import CompletionRequest, Usage
+from agent_engine.llm.catalog import TIERS, ModelCatalog, ModelEntry, Tier
+from agent_engine.llm.pricing import PriceQuote, PriceRates, Usd, price_entry
+from agent_engine.router.complexity import estimate_complexity
+
+PINNED_REASON = "pinned by AGENT_ENGINE_MODEL"
+
+
+class RoutingInputs(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    step_type: str | None
+    prompt_tokens: int
+    prompt_tokens_estimated: bool = True  # ~4 characters per token, no tokenizer
+    max_output_tokens: int
+    json_requested: bool
+    hints: dict[str, Any]
+    remaining_budget_usd: Usd | None
+    keywords: list[str]
+    complexity: list[str]
+
+
+class CandidateReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    tier: Tier
+    estimated_cost_usd: Usd | None
+    price_source: str
+    excluded: str | None = None
+
+
+class PriceSnapshot(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    rates: PriceRates | None
+
+
+class RoutingDecision(BaseModel):
+    """Which model answers a request, the fallbacks, and why; recorded with every call."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    tier: Tier
+    fallbacks: list[str]
+    candidates: list[CandidateReport]
+    reason: str
+    estimated_cost_usd: Usd | None
+    price_snapshot: dict[str, PriceSnapshot]
+    inputs: RoutingInputs
+    pinned: bool = False
+
+    @property
+    def chain(self) -> list[str]:
+        """The chosen model followed by its fallbacks, in call order."""
+        return [self.model, *self.fallbacks]
+
+
+def _tier_order(tier: Tier) -> list[Tier]:
+    # Prefer a stronger model over a weaker one when the needed tier has nothing eligible.
+    index = TIERS.index(tier)
+    return [tier, *TIERS[index + 1 :], *reversed(TIERS[:index])]
+
+
+def estimate_quote(
+    catalog: ModelCatalog, entry: ModelEntry, prompt_tokens: int, output: int
+) -> PriceQuote:
+    """Worst-case price of a call: the whole prompt plus every requested output token."""
+    usage = Usage(input_tokens=prompt_tokens, output_tokens=output, estimated=True)
+    return price_entry(catalog, entry, usage)
+
+
+def _exclusion(
+    catalog: ModelCatalog,
+    entry: ModelEntry,
+    request: CompletionRequest,
+    prompt_tokens: int,
+    quote: PriceQuote,
+    budget: Decimal | None,
+    env: Mapping[str, str] | None,
+) -> str | None:
+    unavailable = catalog.unavailable_reason(entry, env)
+    if unavailable:
+        return unavailable
+    if request.json_schema is not None and not entry.capabilities.json_output:
+        return "no JSON output capability"
+    if request.max_output_tokens > entry.max_output_tokens:
+        return (
+            f"max_output_tokens {request.max_output_tokens} > model limit {entry.max_output_tokens}"
+        )
+    if prompt_tokens + request.max_output_tokens > entry.context_window:
+        needed = prompt_tokens + request.max_output_tokens
+        return f"~{needed} tokens exceed the context window {entry.context_window}"
+    return _budget_exclusion(quote, budget)
+
+
+def _budget_exclusion(quote: PriceQuote, budget: Decimal | None) -> str | None:
+    if budget is None:
+        return None
+    if quote.cost_usd is None:
+        return "unpriced: cannot be checked against the budget"
+    if quote.cost_usd > budget:
+        return f"over budget: est. ${quote.cost_usd} > remaining ${budget}"
+    return None
+
+
+def _inputs(request: CompletionRequest, budget: Decimal | None) -> tuple[RoutingInputs, Tier]:
+    estimate = estimate_complexity(request)
+    inputs = RoutingInputs(
+        step_type=request.step_type,
+        prompt_tokens=estimate.prompt_tokens,
+        max_output_tokens=request.max_output_tokens,
+        json_requested=request.json_schema is not None,
+        hints=dict(request.hints),
+        remaining_budget_usd=budget,
+        keywords=estimate.keywords,
+        complexity=estimate.reasons,
+    )
+    return inputs, estimate.tier
+
+
+def _no_route(tier: Tier, reports: list[CandidateReport], budget: Decimal | None) -> Exception:
+    summary = "; ".join(f"{r.model}: {r.excluded}" for r in reports) or "the catalog is empty"
+    data: dict[str, Any] = {
+        "candidates": [r.model_dump(mode="json") for r in reports],
+        "tier": tier,
+    }
+    if any((r.excluded or "").startswith(("over budget", "unpriced")) for r in reports):
+        return BudgetExceededError(
+            f"no model fits the remaining budget ${budget}: {summary}",
+            remaining_budget_usd=str(budget),
+            **data,
+        )
+    return ProviderError(
+        f"no eligible model for tier {tier}: {summary}", retryable=False, kind="no_model", **data
+    )
+
+
+def _apply_last_resort(
+    catalog: ModelCatalog, reports: list[CandidateReport]
+) -> list[CandidateReport]:
+    """Exclude last-resort models whenever a regular model is viable."""
+    last_resort = {m.id for m in catalog.models if m.last_resort}
+    if not any(r.excluded is None and r.model not in last_resort for r in reports):
+        return reports
+    return [
+        r.model_copy(update={"excluded": "last resort: another model is eligible"})
+        if r.excluded is None and r.model in last_resort
+        else r
+        for r in reports
+    ]
+
+
+def decide_route(
+    request: CompletionRequest,
+    catalog: ModelCatalog,
+    *,
+    remaining_budget_usd: Decimal | None = None,
+    pinned_model: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> RoutingDecision:
+    """Choose a model for ``request``; raise BudgetExceededError/ProviderError if none fits."""
+    if pinned_model:
+        return pin_decision(
+            request,
+            catalog,
+            pinned_model,
+            reason=PINNED_REASON,
+            remaining_budget_usd=remaining_budget_usd,
+        )
+    inputs, tier = _inputs(request, remaining_budget_usd)
+    order = _tier_order(tier)
+    scored: list[tuple[int, bool, Decimal, int, CandidateReport]] = []
+    snapshot: dict[str, PriceSnapshot] = {}
+    for index, entry in enumerate(catalog.models):
+        quote = estimate_quote(catalog, entry, inputs.prompt_tokens, request.max_output_tokens)
+        snapshot[entry.id] = PriceSnapshot(source=quote.price_source, rates=quote.rates)
+        excluded = _exclusion(
+            catalog, entry, request, inputs.prompt_tokens, quote, remaining_budget_usd, env
+        )
+        report = CandidateReport(
+            model=entry.id,
+            tier=entry.tier,
+            estimated_cost_usd=quote.cost_usd,
+            price_source=quote.price_source,
+            excluded=excluded,
+        )
+        cost = quote.cost_usd if quote.cost_usd is not None else Decimal(0)
+        scored.append((order.index(entry.tier), quote.cost_usd is None, cost, index, report))
+    reports = [item[-1] for item in sorted(scored, key=lambda item: item[:4])]
+    reports = _apply_last_resort(catalog, reports)
+    viable = [r for r in reports if r.excluded is None]
+    if not viable:
+        raise _no_route(tier, reports, remaining_budget_usd)
+    reason = f"tier {tier} ({'; '.join(inputs.complexity)})"
+    hinted = request.hints.get("model")
+    if isinstance(hinted, str) and hinted:
+        match = next((r for r in viable if r.model == hinted), None)
+        if match is not None:
+            viable = [match, *(r for r in viable if r is not match)]
+            reason += f"; {hinted} requested by hints.model"
+        else:
+            reason += f"; hints.model {hinted} not eligible, ignored"
+    chosen = viable[0]
+    if chosen.tier != tier:
+        reason += f"; no eligible {tier} model, fell back to tier {chosen.tier}"
+    reason += f"; chose {chosen.model} (cheapest eligible, est. ${chosen.estimated_cost_usd})"
+    return RoutingDecision(
+        model=chosen.model,
+        tier=tier,
+        fallbacks=[r.model for r in viable[1:]],
+        candidates=reports,
+        reason=reason,
+        estimated_cost_usd=chosen.estimated_cost_usd,
+        price_snapshot=snapshot,
+        inputs=inputs,
+    )
+
+
+def entry_for(catalog: ModelCatalog, model_id: str, tier: Tier) -> ModelEntry:
+    """The catalog entry for ``model_id``, or a stand-in for a pinned model not in the catalog."""
+    entry = catalog.find(model_id)
+    if entry is not None:
+        return entry
+    provider, sep, model = model_id.partition(":")
+    if not sep or not provider or not model:
+        raise ProviderError(f"model id '{model_id}' is not 'provider:model'", kind="no_model")
+    catalog.provider(provider)  # an unknown provider is a configuration error, raised here
+    # Not in the catalog: limits unknown, so only the request's own bounds apply.
+    return ModelEntry(
+        provider=provider, model=model, tier=tier, context_window=10**9, max_output_tokens=200_000
+    )
+
+
+def pin_decision(
+    request: CompletionRequest,
+    catalog: ModelCatalog,
+    model_id: str,
+    *,
+    reason: str,
+    remaining_budget_usd: Decimal | None = None,
+) -> RoutingDecision:
+    """A decision naming only ``model_id`` (pinning, or replaying a recorded decision).
+
+    The budget is still enforced when given; availability is left to the provider call.
+    """
+    inputs, tier = _inputs(request, remaining_budget_usd)
+    entry = entry_for(catalog, model_id, tier)
+    quote = estimate_quote(catalog, entry, inputs.prompt_tokens, request.max_output_tokens)
+    # Only the budget may veto a pin: availability and limits are the operator's call.
+    report = CandidateReport(
+        model=entry.id,
+        tier=entry.tier,
+        estimated_cost_usd=quote.cost_usd,
+        price_source=quote.price_source,
+        excluded=_budget_exclusion(quote, remaining_budget_usd),
+    )
+    if report.excluded is not None:
+        raise _no_route(tier, [report], remaining_budget_usd)
+    return RoutingDecision(
+        model=entry.id,
+        tier=tier,
+        fallbacks=[],
+        candidates=[report],
+        reason=reason,
+        estimated_cost_usd=quote.cost_usd,
+        price_snapshot={entry.id: PriceSnapshot(source=quote.price_source, rates=quote.rates)},
+        inputs=inputs,
+        pinned=True,
+    )

@@ -1,0 +1,266 @@
+"""The in-process Smart Model Router: route, call, retry, fall back, and record every attempt.
+
+Retryable failures (timeouts, connection errors, 5xx, 429) are retried on the same model with
+jittered exponential backoff (honouring Retry-After up to a cap); any provider failure then moves
+on to the next candidate. Every attempt, failed or not, becomes an :class:`LLMCallRecord`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_exponential_jitter
+
+from agent_engine.config import Settings
+from agent_engine.domain.canonical import content_hash
+from agent_engine.errors import EngineError, ProviderError
+from agent_engine.llm.base import (
+    CompletionRequest,
+    CompletionResponse,
+    LLMCallRecord,
+    LLMProvider,
+    Usage,
+)
+from agent_engine.llm.catalog import ModelCatalog, ModelEntry, cached_catalog
+from agent_engine.llm.pricing import price_entry
+from agent_engine.llm.redaction import redact, redact_text
+from agent_engine.llm.transport import malformed
+from agent_engine.router.policy import RoutingDecision, decide_route, entry_for
+
+__all__ = ["RetryPolicy", "RouterService", "build_provider", "calls_from_error", "request_hash"]
+from agent_engine.llm.providers import ProviderFactory, build_provider
+
+logger = logging.getLogger(__name__)
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries per model: few attempts, small delays."""
+
+    attempts_per_model: int = 3
+    backoff_multiplier_s: float = 0.25
+    max_backoff_s: float = 2.0
+    jitter_s: float = 0.25
+    retry_after_cap_s: float = 10.0
+
+
+def request_hash(request: CompletionRequest) -> str:
+    """SHA-256 of the canonical JSON of the request (the same for every attempt and model)."""
+    return content_hash(request.model_dump(mode="json"))
+
+
+def calls_from_error(error: EngineError) -> list[LLMCallRecord]:
+    """The call records a failed ``complete`` attached to its error (empty if none)."""
+    raw = error.data.get("calls") or []
+    return [LLMCallRecord.model_validate(item) for item in raw]
+
+
+def _is_retryable(error: BaseException) -> bool:
+    return isinstance(error, ProviderError) and error.is_retryable
+
+
+class RouterService:
+    """Routes requests over a catalog and calls providers in-process."""
+
+    def __init__(
+        self,
+        catalog: ModelCatalog,
+        *,
+        pinned_model: str | None = None,
+        provider_factory: ProviderFactory | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Sleep | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.pinned_model = pinned_model
+        self.retry = retry or RetryPolicy()
+        self._factory = provider_factory or (lambda name: build_provider(name, catalog))
+        self._providers: dict[str, LLMProvider] = {}
+        self._sleep: Sleep = sleep or asyncio.sleep
+        self._env = env
+        self._backoff = wait_exponential_jitter(
+            multiplier=self.retry.backoff_multiplier_s,
+            max=self.retry.max_backoff_s,
+            jitter=self.retry.jitter_s,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RouterService:
+        """A service over the configured catalog, pinned when ``AGENT_ENGINE_MODEL`` is set."""
+        return cls(cached_catalog(settings.models_file), pinned_model=settings.model)
+
+    def provider(self, name: str) -> LLMProvider:
+        """The provider instance for ``name``, built once by the factory."""
+        if name not in self._providers:
+            self._providers[name] = self._factory(name)
+        return self._providers[name]
+
+    async def route(
+        self, request: CompletionRequest, remaining_budget: Decimal | None = None
+    ) -> RoutingDecision:
+        """Decide which model answers ``request`` (no provider is called)."""
+        return decide_route(
+            request,
+            self.catalog,
+            remaining_budget_usd=remaining_budget,
+            pinned_model=self.pinned_model,
+            env=self._env,
+        )
+
+    async def complete(
+        self, request: CompletionRequest, remaining_budget: Decimal | None = None
+    ) -> tuple[CompletionResponse, list[LLMCallRecord], RoutingDecision]:
+        """Route and call, falling back along the chain; raise ProviderError with the records."""
+        decision = await self.route(request, remaining_budget)
+        records: list[LLMCallRecord] = []
+        errors: list[str] = []
+        last: ProviderError | None = None
+        for position, model_id in enumerate(decision.chain):
+            if position and not self._affordable(model_id, decision, remaining_budget, records):
+                errors.append(f"{model_id}: skipped, over the remaining budget")
+                continue
+            entry = entry_for(self.catalog, model_id, decision.tier)
+            try:
+                response = await self._call_with_retries(entry, request, decision, records)
+            except ProviderError as exc:
+                last = exc
+                errors.append(f"{model_id}: {exc.data.get('kind', 'error')}: {exc.detail}")
+                continue
+            return response, records, decision
+        raise ProviderError(
+            f"all candidate models failed: {' | '.join(errors)}",
+            retryable=last.is_retryable if last is not None else False,
+            kind="exhausted",
+            calls=[record.model_dump(mode="json") for record in records],
+            routing=decision.model_dump(mode="json"),
+        )
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """The catalog with each model's current eligibility, for ``GET /v1/models``."""
+        out = []
+        for entry in self.catalog.models:
+            reason = self.catalog.unavailable_reason(entry, self._env)
+            item = entry.model_dump(mode="json", by_alias=True)
+            item.update(id=entry.id, eligible=reason is None, unavailable_reason=reason)
+            out.append(item)
+        return out
+
+    def _affordable(
+        self,
+        model_id: str,
+        decision: RoutingDecision,
+        remaining: Decimal | None,
+        records: list[LLMCallRecord],
+    ) -> bool:
+        if remaining is None:
+            return True
+        spent = sum((r.cost_usd for r in records if r.cost_usd is not None), Decimal(0))
+        estimate = next(
+            (c.estimated_cost_usd for c in decision.candidates if c.model == model_id), None
+        )
+        return estimate is not None and estimate <= remaining - spent
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome is not None else None
+        retry_after = error.data.get("retry_after_s") if isinstance(error, ProviderError) else None
+        if isinstance(retry_after, int | float):
+            return min(float(retry_after), self.retry.retry_after_cap_s)
+        return float(self._backoff(state))
+
+    async def _call_with_retries(
+        self,
+        entry: ModelEntry,
+        request: CompletionRequest,
+        decision: RoutingDecision,
+        records: list[LLMCallRecord],
+    ) -> CompletionResponse:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retry.attempts_per_model),
+            wait=self._wait,
+            retry=retry_if_exception(_is_retryable),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        response: CompletionResponse = await retrying(
+            self._attempt, entry, request, decision, records
+        )
+        return response
+
+    async def _attempt(
+        self,
+        entry: ModelEntry,
+        request: CompletionRequest,
+        decision: RoutingDecision,
+        records: list[LLMCallRecord],
+    ) -> CompletionResponse:
+        number = len(records) + 1
+        started = time.perf_counter()
+        try:
+            response = await self.provider(entry.provider).complete(request, entry.model)
+            _check_json(request, response)
+        except ProviderError as exc:
+            latency = (time.perf_counter() - started) * 1000
+            usage = Usage.model_validate(exc.data["usage"]) if exc.data.get("usage") else Usage()
+            error = redact_text(f"{exc.data.get('kind', 'error')}: {exc.detail}")
+            records.append(
+                self._record(entry, request, decision, number, latency, usage, None, error)
+            )
+            logger.warning("LLM call to %s (attempt %d) failed: %s", entry.id, number, error)
+            raise
+        latency = (time.perf_counter() - started) * 1000
+        records.append(
+            self._record(entry, request, decision, number, latency, response.usage, response, None)
+        )
+        return response
+
+    def _record(
+        self,
+        entry: ModelEntry,
+        request: CompletionRequest,
+        decision: RoutingDecision,
+        attempt: int,
+        latency_ms: float,
+        usage: Usage,
+        response: CompletionResponse | None,
+        error: str | None,
+    ) -> LLMCallRecord:
+        quote = price_entry(self.catalog, entry, usage)
+        return LLMCallRecord(
+            provider=entry.provider,
+            model=entry.model,
+            request=redact(request.model_dump(mode="json")),
+            request_hash=request_hash(request),
+            response=redact(response.model_dump(mode="json")) if response is not None else None,
+            usage=usage,
+            cost_usd=quote.cost_usd,
+            price_source=quote.price_source,
+            latency_ms=latency_ms,
+            attempt=attempt,
+            error=error,
+            routing=decision.model_dump(mode="json"),
+        )
+
+
+def _check_json(request: CompletionRequest, response: CompletionResponse) -> None:
+    """JSON was asked for but the provider gave none it could parse: that model's output is bad."""
+    if request.json_schema is None or response.json_value is not None:
+        return
+    try:
+        json.loads(response.text)
+    except ValueError:
+        raise malformed(
+            f"{response.provider} model {response.model} returned output that is not valid JSON",
+            response.provider,
+            response.model,
+            response.usage,
+        ) from None

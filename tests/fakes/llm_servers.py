@@ -1,0 +1,255 @@
+"""Real loopback HTTP servers speaking the OpenAI Chat Completions and Anthropic Messages formats.
+
+A :class:`FakeLLMServer` runs uvicorn in a background thread on a free port. Each test scripts the
+replies it wants (:meth:`FakeLLMServer.script`); once the script is used up every request gets the
+default success reply. Every request received is kept in :attr:`FakeLLMServer.requests`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass
+class Reply:
+    """One scripted reply: a status, a JSON (dict) or raw (bytes) body, or SSE events."""
+
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    sse_events: list[Any] | None = None
+
+
+@dataclass
+class ReceivedRequest:
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+def openai_completion(
+    text: str = "ok",
+    *,
+    prompt_tokens: int = 12,
+    completion_tokens: int = 5,
+    cached_tokens: int = 0,
+    reasoning_tokens: int = 0,
+    usage: bool = True,
+    model: str = "gpt-4o-mini-2024-07-18",
+) -> Reply:
+    """A Chat Completions success (usage omitted when ``usage=False``)."""
+    body: dict[str, Any] = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+    if usage:
+        body["usage"] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached_tokens},
+            "completion_tokens_details": {"reasoning_tokens": reasoning_tokens},
+        }
+    return Reply(body=body)
+
+
+def openai_stream(
+    pieces: list[str], *, prompt_tokens: int = 9, completion_tokens: int = 4, usage: bool = True
+) -> Reply:
+    """An SSE stream of deltas; with ``usage`` the final chunk carries usage and no choices."""
+    events: list[Any] = [
+        {"id": "chatcmpl-s", "model": "m", "choices": [{"index": 0, "delta": {"content": p}}]}
+        for p in pieces
+    ]
+    if usage:
+        events.append(
+            {
+                "id": "chatcmpl-s",
+                "model": "m",
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        )
+    events.append("[DONE]")
+    return Reply(sse_events=events)
+
+
+def anthropic_message(
+    text: str | None = "ok",
+    *,
+    tool_input: Any = None,
+    input_tokens: int = 10,
+    output_tokens: int = 6,
+    cache_read: int = 0,
+    cache_write: int = 0,
+    usage: bool = True,
+) -> Reply:
+    """A Messages API success with a text block and/or an ``emit_json`` tool_use block."""
+    content: list[dict[str, Any]] = []
+    if text is not None:
+        content.append({"type": "text", "text": text})
+    if tool_input is not None:
+        content.append(
+            {"type": "tool_use", "id": "toolu_fake", "name": "emit_json", "input": tool_input}
+        )
+    body: dict[str, Any] = {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-fake",
+        "content": content,
+        "stop_reason": "tool_use" if tool_input is not None else "end_turn",
+    }
+    if usage:
+        body["usage"] = {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cache_read_input_tokens": cache_read,
+            "cache_creation_input_tokens": cache_write,
+        }
+    return Reply(body=body)
+
+
+def error_reply(
+    status: int, message: str = "fake failure", retry_after: str | None = None
+) -> Reply:
+    """An error in the shape both vendors use: ``{"error": {"message": …}}``."""
+    headers = {"retry-after": retry_after} if retry_after is not None else {}
+    return Reply(
+        status=status, body={"error": {"type": "fake", "message": message}}, headers=headers
+    )
+
+
+def malformed_reply() -> Reply:
+    """A 200 whose body claims to be JSON but is not."""
+    return Reply(body=b'{"choices": [ this is not json')
+
+
+def hang_reply(seconds: float = 1.5) -> Reply:
+    """A reply that arrives only after ``seconds`` (longer than the client's timeout)."""
+    return Reply(delay_s=seconds, body={"error": {"message": "too late"}})
+
+
+class FakeLLMServer:
+    """OpenAI (``/v1/chat/completions``) and Anthropic (``/v1/messages``) on one loopback port."""
+
+    def __init__(self) -> None:
+        self._replies: deque[Reply] = deque()
+        self.requests: list[ReceivedRequest] = []
+        self._lock = threading.Lock()
+        app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._handle, methods=["POST"]),
+                Route("/v1/messages", self._handle, methods=["POST"]),
+            ]
+        )
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="off",
+            ws="none",
+            http="h11",
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self.port = 0
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def script(self, *replies: Reply) -> None:
+        """Queue replies for the next requests, in order (any path)."""
+        with self._lock:
+            self._replies.extend(replies)
+
+    def start(self) -> FakeLLMServer:
+        """Start serving and wait until the port is bound."""
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("fake LLM server did not start")
+            time.sleep(0.01)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and join the server thread."""
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> FakeLLMServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _next_reply(self, path: str) -> Reply:
+        with self._lock:
+            if self._replies:
+                return self._replies.popleft()
+        return anthropic_message() if path.endswith("/messages") else openai_completion()
+
+    async def _handle(self, request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        self.requests.append(ReceivedRequest(request.url.path, dict(request.headers), body))
+        reply = self._next_reply(request.url.path)
+        if reply.delay_s:
+            await asyncio.sleep(reply.delay_s)
+        if reply.sse_events is not None:
+            return StreamingResponse(_sse(reply.sse_events), media_type="text/event-stream")
+        content = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+        return Response(
+            content, status_code=reply.status, headers=reply.headers, media_type="application/json"
+        )
+
+
+async def _sse(events: list[Any]) -> Any:
+    for event in events:
+        data = event if isinstance(event, str) else json.dumps(event)
+        yield f"data: {data}\n\n".encode()
+        await asyncio.sleep(0)
