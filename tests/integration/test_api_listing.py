@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from agent_engine.storage.migrations import head_revision
 from tests.conftest import noop_plan
 
 
@@ -44,7 +45,7 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json()["status"] == "ok"
     ready = (await client.get("/readyz")).json()
     assert ready["status"] == "ready"
-    assert ready["schema_revision"] == "0001"
+    assert ready["schema_revision"] == head_revision()
 
 
 async def test_openapi_documents_every_endpoint(client: httpx.AsyncClient) -> None:

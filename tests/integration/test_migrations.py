@@ -16,7 +16,15 @@ from agent_engine.storage import migrations
 from agent_engine.storage.database import create_engine
 from agent_engine.storage.tables import Base
 
-TABLES = {"agent_runs", "steps", "llm_calls", "approvals", "audit_events", "alembic_version"}
+TABLES = {
+    "agent_runs",
+    "steps",
+    "llm_calls",
+    "approvals",
+    "audit_events",
+    "plans",
+    "alembic_version",
+}
 
 
 async def _tables(url: str) -> set[str]:

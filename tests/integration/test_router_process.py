@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,6 +12,7 @@ from agent_engine.config import Settings
 from agent_engine.llm.base import ChatMessage, CompletionRequest
 from agent_engine.router.client import RouterClient, build_llm_client
 from tests.fakes.llm_servers import FakeLLMServer, error_reply, openai_completion
+from tests.processes import clean_env, router_process
 
 pytestmark = pytest.mark.slow
 
@@ -34,13 +29,6 @@ models:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def fake_llm() -> Iterator[FakeLLMServer]:
     with FakeLLMServer() as server:
@@ -53,55 +41,9 @@ def router_url(tmp_path_factory: pytest.TempPathFactory, fake_llm: FakeLLMServer
     workdir = tmp_path_factory.mktemp("router-process")
     catalog = workdir / "models.yaml"
     catalog.write_text(CATALOG.format(base_url=fake_llm.openai_base_url), encoding="utf-8")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("AGENT_ENGINE_") and k not in {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"}
-    }
-    env["AGENT_ENGINE_MODELS_FILE"] = str(catalog)
-    port = _free_port()
-    log_path = workdir / "router.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "agent_engine.router",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            cwd=workdir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, process, log_path)
+    env = clean_env(AGENT_ENGINE_MODELS_FILE=str(catalog))
+    with router_process(workdir, env) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"router exited early:\n{log_path.read_text(errors='replace')}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"router never became healthy:\n{log_path.read_text(errors='replace')}")
 
 
 def _request(

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from agent_engine import __version__
 from agent_engine.api.body_limit import BodySizeLimit
 from agent_engine.api.problems import install_problem_handlers
-from agent_engine.api.routes import approvals, health, runs
+from agent_engine.api.routes import approvals, health, plans, runs
 from agent_engine.config import Settings, get_settings
 from agent_engine.engine.context import EngineContext, LLMClientFactory, build_context
 from agent_engine.executors.registry import ExecutorRegistry
@@ -52,4 +52,5 @@ def create_app(
     app.include_router(health.router)
     app.include_router(runs.router)
     app.include_router(approvals.router)
+    app.include_router(plans.router)
     return app

@@ -132,3 +132,25 @@ class Health(BaseModel):
     version: str
     database: str | None = None
     schema_revision: str | None = None
+
+
+class PlanOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    run_id: uuid.UUID
+    version: int
+    plan_hash: str
+    document: dict[str, Any]
+    source: str
+    rationale: str | None
+    llm_call_id: uuid.UUID | None
+    estimated_cost_usd: Money | None
+    step_estimates: list[Any]
+    created_by: str
+    created_at: datetime
+
+
+class PlanDecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    comment: str | None = Field(default=None, max_length=10_000)

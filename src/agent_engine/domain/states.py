@@ -36,11 +36,15 @@ RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     R.CREATED: frozenset({R.PLANNING, R.CANCELLED}),
     R.PLANNING: frozenset({R.PLANNED, R.FAILED, R.CANCELLED}),
     # PLANNED → AWAITING_APPROVAL: the whole plan waits for a human (plan_approval).
-    R.PLANNED: frozenset({R.RUNNING, R.AWAITING_APPROVAL, R.CANCELLED}),
+    # PLANNED → PLANNING: re-planning before any step has run.
+    R.PLANNED: frozenset({R.RUNNING, R.AWAITING_APPROVAL, R.PLANNING, R.CANCELLED}),
     R.RUNNING: frozenset({R.AWAITING_APPROVAL, R.COMPLETED, R.FAILED, R.CANCELLED}),
     # AWAITING_APPROVAL → FAILED: a required step was rejected.
     # AWAITING_APPROVAL → COMPLETED: the last pending step was an optional one that got rejected.
-    R.AWAITING_APPROVAL: frozenset({R.RUNNING, R.PLANNED, R.COMPLETED, R.FAILED, R.CANCELLED}),
+    # AWAITING_APPROVAL → PLANNED / PLANNING: a waiting plan approved / sent back for a new one.
+    R.AWAITING_APPROVAL: frozenset(
+        {R.RUNNING, R.PLANNED, R.PLANNING, R.COMPLETED, R.FAILED, R.CANCELLED}
+    ),
     # FAILED → RUNNING: resume from the first unfinished step; FAILED → CANCELLED closes it.
     R.FAILED: frozenset({R.RUNNING, R.CANCELLED}),
     R.COMPLETED: frozenset(),

@@ -1,29 +1,48 @@
-"""The planning service: CREATED → PLANNING → PLANNED (or FAILED) through the LLM router."""
+"""The planning service: CREATED → PLANNING → PLANNED (or FAILED) through the LLM router.
+
+The planner asks for JSON matching the plan schema (step types and input schemas from the
+registry), validates it, and feeds validation errors back for a bounded number of retries. The LLM
+call happens between two short transactions, never inside one.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy import delete
 
 from agent_engine.domain.approval_policy import ApprovalPolicy
 from agent_engine.domain.plan import Plan
-from agent_engine.domain.states import RunStatus
+from agent_engine.domain.states import RunStatus, StepStatus
 from agent_engine.engine.context import EngineContext
 from agent_engine.engine.plans import insert_plan_txn, validate_plan
 from agent_engine.engine.stepping import executor_context
-from agent_engine.errors import EngineError, PlanValidationError, ProviderError
-from agent_engine.llm.base import LLMClient
+from agent_engine.errors import ConflictError, EngineError, PlanValidationError, ProviderError
+from agent_engine.llm.base import ChatMessage, CompletionRequest, LLMClient
 from agent_engine.llm.planning import request_plan
+from agent_engine.router.client import RoutedLLMClient
 from agent_engine.storage.database import transaction
 from agent_engine.storage.ledger import record_calls_txn
-from agent_engine.storage.runs import get_run_txn
-from agent_engine.storage.tables import AgentRun
+from agent_engine.storage.runs import get_run_txn, list_steps_txn
+from agent_engine.storage.tables import AgentRun, Step
 from agent_engine.storage.transitions import move_run_txn
 
 logger = logging.getLogger(__name__)
 MAX_PLAN_ATTEMPTS = 3
+LLM_STEP_TYPES = frozenset({"analyze", "summarize"})
+REPLANNABLE = (RunStatus.PLANNED, RunStatus.AWAITING_APPROVAL)
+
+
+@dataclass
+class PlanOutcome:
+    plan: Plan | None
+    rationale: str | None
+    failure: str
+    estimates: list[Decimal | None]
 
 
 def step_catalog(ctx: EngineContext) -> list[dict[str, Any]]:
@@ -31,7 +50,7 @@ def step_catalog(ctx: EngineContext) -> list[dict[str, Any]]:
     return [
         {
             "step_type": name,
-            "description": (type(executor).__doc__ or "").strip().splitlines()[0:1],
+            "description": (type(executor).__doc__ or "").strip().split("\n")[0],
             "requires_approval": executor.requires_approval,
             "input_schema": executor.input_model.model_json_schema(),
         }
@@ -42,9 +61,9 @@ def step_catalog(ctx: EngineContext) -> list[dict[str, Any]]:
 
 async def _workspace_files(
     ctx: EngineContext, run: AgentRun, llm: LLMClient
-) -> list[dict[str, Any]]:
+) -> list[dict[str, Any]] | None:
     if run.workspace is None or "list_files" not in ctx.registry:
-        return []
+        return None
     executor = ctx.registry["list_files"]
     context = executor_context(ctx, run.id, 0, run.workspace, llm)
     output = await executor.execute(executor.validate_input({}), context)
@@ -52,7 +71,25 @@ async def _workspace_files(
     return files
 
 
-async def _make_plan(ctx: EngineContext, run: AgentRun, llm: LLMClient) -> tuple[Plan | None, str]:
+async def _estimate(llm: LLMClient, plan: Plan) -> list[Decimal | None]:
+    """Estimated USD per step: the router's estimate for LLM steps, zero for the others."""
+    estimates: list[Decimal | None] = []
+    for step in plan.steps:
+        if step.step_type not in LLM_STEP_TYPES or not isinstance(llm, RoutedLLMClient):
+            estimates.append(Decimal(0))
+            continue
+        instruction = str(step.input_data.get("instruction") or step.step_type)
+        request = CompletionRequest(
+            messages=[ChatMessage(role="user", content=instruction)], step_type=step.step_type
+        )
+        try:
+            estimates.append((await llm.route(request)).estimated_cost_usd)
+        except EngineError:
+            estimates.append(None)
+    return estimates
+
+
+async def _make_plan(ctx: EngineContext, run: AgentRun, llm: LLMClient) -> PlanOutcome:
     """Ask for a plan, feeding validation errors back, at most ``MAX_PLAN_ATTEMPTS`` times."""
     files = await _workspace_files(ctx, run, llm)
     catalog = step_catalog(ctx)
@@ -60,50 +97,71 @@ async def _make_plan(ctx: EngineContext, run: AgentRun, llm: LLMClient) -> tuple
     for _ in range(MAX_PLAN_ATTEMPTS):
         try:
             answer = await request_plan(
-                llm,
-                run.goal,
-                files if run.workspace else None,
-                catalog,
-                previous_errors=errors or None,
+                llm, run.goal, files, catalog, previous_errors=errors or None
             )
             plan = Plan.model_validate({"steps": answer.get("steps", [])})
             validate_plan(plan, ctx.registry, has_workspace=run.workspace is not None)
-            return plan, ""
+            rationale = answer.get("rationale")
+            return PlanOutcome(
+                plan, str(rationale) if rationale else None, "", await _estimate(llm, plan)
+            )
         except ValidationError as exc:
             errors = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
         except PlanValidationError as exc:
             errors = [exc.detail]
         except ProviderError as exc:
             if exc.is_retryable:
-                raise
+                return PlanOutcome(None, None, exc.detail, [])
             errors = [exc.detail]
-    return None, "; ".join(errors)
+    return PlanOutcome(None, None, "; ".join(errors), [])
 
 
-async def plan_run(ctx: EngineContext, run_id: str, *, actor: str) -> None:
-    """Plan a CREATED run. The LLM call happens between two short transactions."""
+def _check_replannable(run: AgentRun, steps: list[Step]) -> None:
+    if RunStatus(run.status) not in REPLANNABLE or any(
+        StepStatus(s.status) is not StepStatus.PENDING or s.attempt for s in steps
+    ):
+        raise ConflictError(
+            f"run {run.id} is '{run.status}' with steps already started: only a run whose "
+            "steps have not started can be re-planned",
+            run_id=str(run.id),
+        )
+
+
+async def plan_run(ctx: EngineContext, run_id: str, *, actor: str, replan: bool = False) -> None:
+    """Plan a CREATED run, or re-plan one whose steps have not started (a new plan version)."""
     async with transaction(ctx.sessions) as session:
         run = await get_run_txn(session, run_id, lock=True)
-        move_run_txn(session, run, RunStatus.PLANNING, actor=actor)
+        if replan:
+            _check_replannable(run, await list_steps_txn(session, run.id))
+            await session.execute(delete(Step).where(Step.run_id == run.id))
+            run.plan_approved_version = None
+        move_run_txn(session, run, RunStatus.PLANNING, actor=actor, replan=replan or None)
     llm = ctx.llm_factory(run.budget_usd)
-    plan: Plan | None = None
-    failure = ""
     try:
-        plan, failure = await _make_plan(ctx, run, llm)
+        outcome = await _make_plan(ctx, run, llm)
     except EngineError as exc:
-        failure = exc.detail
+        outcome = PlanOutcome(None, None, exc.detail, [])
     async with transaction(ctx.sessions) as session:
         run = await get_run_txn(session, run_id, lock=True)
-        record_calls_txn(session, run, None, llm.calls, purpose="plan")
+        rows = record_calls_txn(session, run, None, llm.calls, purpose="plan")
         if RunStatus(run.status) is not RunStatus.PLANNING:
             return  # cancelled while planning: keep the ledger, drop the plan
-        if plan is None:
-            run.error = {"code": "planning_failed", "message": failure}
-            move_run_txn(session, run, RunStatus.FAILED, actor=actor, reason=failure)
+        if outcome.plan is None:
+            run.error = {"code": "planning_failed", "message": outcome.failure}
+            move_run_txn(session, run, RunStatus.FAILED, actor=actor, reason=outcome.failure)
             return
-        policy = ApprovalPolicy.model_validate(run.options.get("approval_policy", {}))
+        made_by = next((row.id for row in reversed(rows) if row.error is None), None)
         insert_plan_txn(
-            session, run, plan, ctx.registry, policy=policy, actor=actor, source="planner"
+            session,
+            run,
+            outcome.plan,
+            ctx.registry,
+            policy=ApprovalPolicy.model_validate(run.options.get("approval_policy", {})),
+            actor=actor,
+            source="planner",
+            rationale=outcome.rationale,
+            llm_call_id=made_by,
+            step_estimates=outcome.estimates,
         )
         move_run_txn(session, run, RunStatus.PLANNED, actor=actor)
         if run.options.get("plan_approval"):

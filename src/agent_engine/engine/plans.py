@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,7 +16,7 @@ from agent_engine.domain.states import StepStatus
 from agent_engine.errors import PlanValidationError
 from agent_engine.executors.registry import ExecutorRegistry
 from agent_engine.storage.audit import append_event_txn
-from agent_engine.storage.tables import AgentRun, Step
+from agent_engine.storage.tables import AgentRun, PlanVersion, Step
 
 
 def _plan_error(step_number: int, field: str, message: str) -> PlanValidationError:
@@ -76,11 +78,34 @@ def insert_plan_txn(
     policy: ApprovalPolicy,
     actor: str,
     source: str,
+    rationale: str | None = None,
+    llm_call_id: uuid.UUID | None = None,
+    step_estimates: list[Decimal | None] | None = None,
 ) -> list[Step]:
-    """Write ``plan`` as the run's steps, with approval decisions, and record it in the audit."""
+    """Write ``plan`` as the run's steps and as a new plan version, with approval decisions and
+    estimated cost per step, and record it in the audit."""
     document = plan_document(plan)
     run.plan_version += 1
     run.plan_hash = content_hash(document)
+    estimates = step_estimates or [Decimal(0)] * len(plan.steps)
+    known = [e for e in estimates if e is not None]
+    session.add(
+        PlanVersion(
+            run_id=run.id,
+            version=run.plan_version,
+            plan_hash=run.plan_hash,
+            document=document,
+            source=source,
+            rationale=rationale,
+            llm_call_id=llm_call_id,
+            estimated_cost_usd=sum(known, Decimal(0)) if len(known) == len(estimates) else None,
+            step_estimates=[
+                {"step_number": n, "estimated_cost_usd": format(e, "f") if e is not None else None}
+                for n, e in enumerate(estimates, start=1)
+            ],
+            created_by=actor,
+        )
+    )
     steps: list[Step] = []
     for number, (spec, deps) in enumerate(zip(plan.steps, plan.dependencies(), strict=True), 1):
         executor = registry[spec.step_type]

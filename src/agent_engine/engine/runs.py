@@ -126,6 +126,14 @@ async def create_run(
                     source="explicit",
                 )
                 move_run_txn(session, run, RunStatus.PLANNED, actor=actor)
+                if request.plan_approval:
+                    move_run_txn(
+                        session,
+                        run,
+                        RunStatus.AWAITING_APPROVAL,
+                        actor=actor,
+                        reason="plan approval",
+                    )
         return RunView(run, steps)
     except IntegrityError:
         # Lost a race with a concurrent request carrying the same key: answer with its run.

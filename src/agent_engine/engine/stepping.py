@@ -104,6 +104,12 @@ async def claim_next_txn(
         status = RunStatus(run.status)
         if status not in RUNNABLE_RUN_STATES:
             raise InvalidTransitionError("run", status.value, RunStatus.RUNNING.value)
+        if run.options.get("plan_approval") and run.plan_approved_version != run.plan_version:
+            raise ConflictError(
+                f"run {run.id}: plan version {run.plan_version} is waiting for approval "
+                f"(POST /v1/agent-runs/{run.id}/plan/approve)",
+                run_id=str(run.id),
+            )
         steps = await list_steps_txn(session, run.id)
         ready = ready_steps(steps)
         if not ready:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from decimal import Decimal
 
@@ -20,17 +21,19 @@ def record_calls_txn(
     records: Sequence[LLMCallRecord],
     *,
     purpose: str = "step",
-) -> Decimal:
+) -> list[LLMCall]:
     """Add ``records`` to the ledger and to the step and run totals, in the caller's transaction.
 
-    Returns the priced cost added. An unpriced call (no known price) is stored with a NULL cost
-    and ``priced = false``: it adds nothing to the totals and the cost summary flags it.
+    Returns the new rows (their ids are set). An unpriced call (no known price) is stored with a
+    NULL cost and ``priced = false``: it adds nothing to the totals and the cost summary flags it.
     """
     added = Decimal(0)
+    rows: list[LLMCall] = []
     for record in records:
         cost = quantize_money(record.cost_usd) if record.cost_usd is not None else None
-        session.add(
+        rows.append(
             LLMCall(
+                id=uuid.uuid4(),
                 run_id=run.id,
                 step_id=step.id if step is not None else None,
                 purpose=purpose,
@@ -55,6 +58,7 @@ def record_calls_txn(
                 replayed=record.replayed,
             )
         )
+        session.add(rows[-1])
         if cost is not None:
             added += cost
         run.input_tokens += record.usage.input_tokens
@@ -68,7 +72,7 @@ def record_calls_txn(
         successful = [r for r in records if r.error is None]
         if successful:
             step.model = f"{successful[-1].provider}:{successful[-1].model}"
-    return added
+    return rows
 
 
 async def list_calls_txn(session: AsyncSession, run: AgentRun) -> Sequence[LLMCall]:

@@ -50,6 +50,8 @@ class AgentRun(Base):
     workspace: Mapped[str | None] = mapped_column(Text)
     plan_version: Mapped[int] = mapped_column(Integer, default=0)
     plan_hash: Mapped[str | None] = mapped_column(String(64))
+    # The plan version a human approved (runs created with plan_approval wait for it).
+    plan_approved_version: Mapped[int | None] = mapped_column(Integer)
     budget_usd: Mapped[Decimal | None] = mapped_column(Money)
     budget_tokens: Mapped[int | None] = mapped_column(BigInteger)
     total_cost_usd: Mapped[Decimal] = mapped_column(Money, default=ZERO)
@@ -192,3 +194,26 @@ class AuditEvent(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
     __table_args__ = (UniqueConstraint("run_id", "seq"),)
+
+
+class PlanVersion(Base):
+    """Every plan a run has had, as a versioned artifact (re-planning adds a version)."""
+
+    __tablename__ = "plans"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("agent_runs.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    plan_hash: Mapped[str] = mapped_column(String(64))
+    document: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    source: Mapped[str] = mapped_column(String(32))
+    rationale: Mapped[str | None] = mapped_column(Text)
+    llm_call_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("llm_calls.id", ondelete="SET NULL")
+    )
+    estimated_cost_usd: Mapped[Decimal | None] = mapped_column(Money)
+    step_estimates: Mapped[list[Any]] = mapped_column(JSONDocument, default=list)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("run_id", "version"),)
