@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agent_engine.domain.retry import RetryPolicy
+
 MAX_PLAN_STEPS = 500
 
 
@@ -21,6 +23,7 @@ class PlanStep(BaseModel):
     optional: bool = False
     idempotent: bool | None = None
     max_attempts: int | None = Field(default=None, ge=1, le=20)
+    retry_policy: RetryPolicy | None = None
 
 
 class Plan(BaseModel):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from agent_engine.config import Settings
-from agent_engine.executors.base import ExecutionLimits
+from agent_engine.executors.base import ExecutionLimits, ExecutorContext
 from agent_engine.executors.registry import ExecutorRegistry, load_registry
 from agent_engine.llm.base import LLMClient
 from agent_engine.storage.database import create_engine, create_sessionmaker
@@ -67,4 +70,18 @@ def build_context(
         registry=registry if registry is not None else load_registry(),
         llm_factory=llm_factory if llm_factory is not None else _default_llm_factory(settings),
         limits=limits_from_settings(settings),
+    )
+
+
+def executor_context(
+    ctx: EngineContext, run_id: uuid.UUID, step_number: int, workspace: str | None, llm: LLMClient
+) -> ExecutorContext:
+    """The context one step's executor gets: its workspace, LLM client, logger and limits."""
+    return ExecutorContext(
+        run_id=str(run_id),
+        step_number=step_number,
+        workspace_root=Path(workspace) if workspace else None,
+        llm=llm,
+        logger=logging.getLogger(f"agent_engine.step.{run_id}.{step_number}"),
+        limits=ctx.limits,
     )

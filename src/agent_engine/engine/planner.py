@@ -18,9 +18,8 @@ from sqlalchemy import delete
 from agent_engine.domain.approval_policy import ApprovalPolicy
 from agent_engine.domain.plan import Plan
 from agent_engine.domain.states import RunStatus, StepStatus
-from agent_engine.engine.context import EngineContext
+from agent_engine.engine.context import EngineContext, executor_context
 from agent_engine.engine.plans import insert_plan_txn, validate_plan
-from agent_engine.engine.stepping import executor_context
 from agent_engine.errors import ConflictError, EngineError, PlanValidationError, ProviderError
 from agent_engine.llm.base import ChatMessage, CompletionRequest, LLMClient
 from agent_engine.llm.planning import request_plan

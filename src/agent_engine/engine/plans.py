@@ -12,6 +12,7 @@ from agent_engine.domain.approval_policy import ApprovalPolicy, decide_approval
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.plan import Plan
 from agent_engine.domain.refs import StepReferenceError, iter_references, parse_reference
+from agent_engine.domain.retry import policy_for
 from agent_engine.domain.states import StepStatus
 from agent_engine.errors import PlanValidationError
 from agent_engine.executors.registry import ExecutorRegistry
@@ -128,7 +129,12 @@ def insert_plan_txn(
             idempotent=spec.idempotent if spec.idempotent is not None else executor.idempotent,
             requires_approval=requires,
             approval_rule=rule,
-            max_attempts=spec.max_attempts or 1,
+            max_attempts=policy_for(
+                spec.step_type,
+                spec.retry_policy.model_dump() if spec.retry_policy else None,
+                spec.max_attempts,
+            ).max_attempts,
+            retry_policy=spec.retry_policy.model_dump() if spec.retry_policy else None,
         )
         session.add(step)
         steps.append(step)

@@ -14,6 +14,7 @@ from agent_engine.domain.states import (
 )
 from agent_engine.storage.tables import AgentRun, Step
 from agent_engine.storage.transitions import move_run_txn
+from agent_engine.storage.types import utcnow
 
 # Steps in these states let their dependents proceed. An optional step that failed or was rejected
 # counts too: the run "continues without it" (a reference to its output then fails loudly).
@@ -47,6 +48,21 @@ def ready_steps(steps: Sequence[Step]) -> list[Step]:
     ]
 
 
+def refresh_claimable(run: AgentRun, steps: Sequence[Step]) -> None:
+    """Keep ``run.claimable_at`` (what workers look for) equal to when its next step is ready."""
+    if not run.started or RunStatus(run.status) in TERMINAL_RUN_STATES:
+        run.claimable_at = None
+        return
+    moments = [step.not_before or utcnow() for step in ready_steps(steps)]
+    expiries = [
+        s.lease_expires_at
+        for s in steps
+        if StepStatus(s.status) is StepStatus.RUNNING and s.lease_expires_at is not None
+    ]
+    candidates = moments + expiries
+    run.claimable_at = min(candidates) if candidates else None
+
+
 def blocking_failure(steps: Sequence[Step]) -> Step | None:
     """The first required step that failed for good or was rejected."""
     for step in steps:
@@ -62,11 +78,15 @@ def settle_run_txn(
     session: AsyncSession, run: AgentRun, steps: Sequence[Step], *, actor: str
 ) -> None:
     """Move the run to the status its steps imply: failed, completed, waiting or running."""
+    _settle_status(session, run, steps, actor=actor)
+    refresh_claimable(run, steps)
+
+
+def _settle_status(
+    session: AsyncSession, run: AgentRun, steps: Sequence[Step], *, actor: str
+) -> None:
     status = RunStatus(run.status)
-    if status in TERMINAL_RUN_STATES or status not in (
-        RunStatus.RUNNING,
-        RunStatus.AWAITING_APPROVAL,
-    ):
+    if status not in (RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL):
         return
     failed = blocking_failure(steps)
     if failed is not None:

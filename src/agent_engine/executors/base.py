@@ -7,7 +7,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
@@ -48,6 +48,16 @@ class ExecutorContext:
         return self.cancel_event.is_set()
 
 
+@dataclass(frozen=True)
+class Reconciliation:
+    """What recovery found: ``applied`` (with the output the step would have had),
+    ``not_applied`` (safe to run), or ``unknown`` (a human must decide)."""
+
+    state: Literal["applied", "not_applied", "unknown"]
+    output: dict[str, Any] | None = None
+    detail: str | None = None
+
+
 class Executor(abc.ABC, Generic[InputT, OutputT]):
     """A step type. Subclasses set the class attributes and implement :meth:`execute`.
 
@@ -74,6 +84,24 @@ class Executor(abc.ABC, Generic[InputT, OutputT]):
         The default shows the input; side-effecting executors override it with the exact effect.
         """
         return {"input": input.model_dump(mode="json")}
+
+    def bind_preview(self, input_data: dict[str, Any], preview: dict[str, Any]) -> dict[str, Any]:
+        """The input to run after approval, pinned to what the approver saw (e.g. a file hash).
+
+        The default runs the input unchanged; executors whose effect depends on the world
+        override it so that a world that changed since approval fails the step instead.
+        """
+        return input_data
+
+    async def reconcile(
+        self, input: InputT, intent: dict[str, Any], context: ExecutorContext
+    ) -> Reconciliation:
+        """After a crash between intent and outcome: did the effect happen?
+
+        The default knows nothing: a side-effecting step's outcome is unknown (it is not re-run
+        behind anyone's back); a step without side effects simply runs again.
+        """
+        return Reconciliation("unknown" if self.side_effects else "not_applied")
 
     def validate_input(self, data: dict[str, Any]) -> InputT:
         """Parse raw step input with the executor's model (raises pydantic.ValidationError)."""

@@ -65,6 +65,12 @@ class AgentRun(Base):
     request_hash: Mapped[str | None] = mapped_column(String(64))
     # Head of the run's audit hash chain. Updating it in every audited transaction makes writers of
     # one run queue on its row lock, which keeps `seq` gap-free without a MAX() query.
+    # Handed to the workers (POST …/start or auto_start); `execute` steps a run by hand either way.
+    started: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_parallel: Mapped[int] = mapped_column(Integer, default=4)
+    # When the run next has a step for a worker to claim (NULL: nothing ready). Kept by the same
+    # transactions that change steps, so claiming reads one indexed column instead of the DAG.
+    claimable_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     audit_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     audit_head_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -74,6 +80,7 @@ class AgentRun(Base):
     __table_args__ = (
         Index("ix_agent_runs_created_at_id", "created_at", "id"),
         Index("ix_agent_runs_status_created_at_id", "status", "created_at", "id"),
+        Index("ix_agent_runs_claimable_at", "claimable_at"),
     )
 
 
@@ -108,6 +115,12 @@ class Step(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     fence: Mapped[int] = mapped_column(BigInteger, default=0)
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    retry_policy: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    # Effect ledger for side-effecting steps: the intent is committed before the effect, the
+    # outcome after; a recovering worker reads both to decide whether the effect happened.
+    effect_intent: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    effect_outcome: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    outcome_unknown: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -116,6 +129,7 @@ class Step(Base):
         UniqueConstraint("run_id", "step_number"),
         CheckConstraint("step_number >= 1", name="step_number_positive"),
         Index("ix_steps_status_step_type", "status", "step_type"),
+        Index("ix_steps_status_lease_expires_at", "status", "lease_expires_at"),
     )
 
 

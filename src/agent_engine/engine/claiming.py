@@ -1,0 +1,203 @@
+"""Taking ready steps of one locked run: leases, fences, approvals and expired-lease recovery.
+
+Everything here runs inside the caller's transaction, which holds the run's row. The run row is
+the one lock every writer of a run takes first, so claims, results, approvals and cancellation of
+one run are serialised without step-level locks, and never deadlock on lock order.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agent_engine.domain.refs import StepReferenceError, resolve_references
+from agent_engine.domain.states import RunStatus, StepStatus
+from agent_engine.engine.context import EngineContext, executor_context
+from agent_engine.engine.retries import fail_step_txn
+from agent_engine.engine.settle import ready_steps, refresh_claimable
+from agent_engine.errors import EngineError, ExecutorError
+from agent_engine.llm.base import LLMClient
+from agent_engine.storage.tables import AgentRun, Step
+from agent_engine.storage.transitions import move_run_txn, move_step_txn
+from agent_engine.storage.types import utcnow
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A step taken for execution: the fence it was taken with guards every later write."""
+
+    run_id: uuid.UUID
+    step_id: uuid.UUID
+    step_number: int
+    step_type: str
+    fence: int
+    attempt: int
+    resolved_input: dict[str, Any]
+    workspace: str | None
+    remaining_budget: Decimal | None
+    side_effects: bool
+    idempotent: bool
+    # The intent of an earlier attempt whose outcome was never recorded (it crashed mid-effect).
+    prior_intent: dict[str, Any] | None
+    prior_outputs: dict[int, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Parked:
+    """The step did not start: it now waits for approval, or failed before it could run."""
+
+    step_id: uuid.UUID
+    status: StepStatus
+
+
+Work = Claim | Parked
+
+
+def outputs_by_number(steps: list[Step]) -> dict[int, Any]:
+    return {s.step_number: s.output_data for s in steps if s.output_data is not None}
+
+
+def _resolve(step: Step, steps: list[Step]) -> dict[str, Any]:
+    if step.resolved_input is not None:
+        return step.resolved_input  # resolved once, recorded, never re-resolved
+    try:
+        resolved: dict[str, Any] = resolve_references(step.input_data, outputs_by_number(steps))
+    except StepReferenceError as exc:
+        raise ExecutorError(f"step {step.step_number}: {exc}") from exc
+    return resolved
+
+
+def _release_expired(
+    session: AsyncSession, run: AgentRun, steps: list[Step], actor: str, now: datetime
+) -> None:
+    """Steps whose worker stopped heartbeating go back to PENDING, keeping any effect intent."""
+    for step in steps:
+        expired = step.lease_expires_at is not None and step.lease_expires_at < now
+        if StepStatus(step.status) is StepStatus.RUNNING and expired:
+            move_step_txn(
+                session,
+                run,
+                step,
+                StepStatus.PENDING,
+                actor=actor,
+                reason="lease expired",
+                previous_owner=step.lease_owner,
+                fence=step.fence,
+            )
+            step.lease_owner = None
+            step.lease_expires_at = None
+
+
+def start_step_txn(
+    session: AsyncSession, run: AgentRun, step: Step, owner: str, lease: timedelta
+) -> None:
+    """PENDING/APPROVED → RUNNING as a new attempt under a new fence and lease."""
+    if RunStatus(run.status) is RunStatus.PLANNED:
+        move_run_txn(session, run, RunStatus.RUNNING, actor=owner)
+    step.attempt += 1
+    step.fence += 1
+    step.lease_owner = owner
+    step.lease_expires_at = utcnow() + lease
+    step.not_before = None
+    move_step_txn(session, run, step, StepStatus.RUNNING, actor=owner, fence=step.fence)
+
+
+async def _park_for_approval(
+    ctx: EngineContext,
+    session: AsyncSession,
+    run: AgentRun,
+    step: Step,
+    resolved: dict[str, Any],
+    llm: LLMClient,
+    actor: str,
+) -> None:
+    executor = ctx.registry[step.step_type]
+    context = executor_context(ctx, run.id, step.step_number, run.workspace, llm)
+    try:
+        preview = await executor.preview(executor.validate_input(resolved), context)
+    except (EngineError, ValidationError) as exc:
+        preview = {"input": resolved, "preview_error": str(exc)}
+    step.resolved_input = resolved
+    step.preview = preview
+    if RunStatus(run.status) is RunStatus.PLANNED:
+        move_run_txn(session, run, RunStatus.RUNNING, actor=actor)
+    move_step_txn(
+        session,
+        run,
+        step,
+        StepStatus.AWAITING_APPROVAL,
+        actor=actor,
+        rule=step.approval_rule,
+        shown=preview,
+    )
+
+
+async def take_ready_txn(
+    ctx: EngineContext,
+    session: AsyncSession,
+    run: AgentRun,
+    steps: list[Step],
+    *,
+    owner: str,
+    limit: int,
+    lease: timedelta,
+    llm: LLMClient,
+) -> list[Work]:
+    """Claim up to ``limit`` ready steps of ``run`` (and its parallel limit), lowest number first.
+
+    A ready step that needs approval is parked in AWAITING_APPROVAL with its preview instead; one
+    whose references do not resolve fails. The caller settles the run afterwards.
+    """
+    now = utcnow()
+    _release_expired(session, run, steps, owner, now)
+    running = sum(1 for s in steps if StepStatus(s.status) is StepStatus.RUNNING)
+    slots = min(limit, max(run.max_parallel - running, 0))
+    work: list[Work] = []
+    remaining = run.budget_usd - run.total_cost_usd if run.budget_usd is not None else None
+    for step in ready_steps(steps):
+        if len(work) >= slots:
+            break
+        if step.not_before is not None and step.not_before > now:
+            continue
+        executor = ctx.registry[step.step_type]
+        try:
+            resolved = _resolve(step, steps)
+        except ExecutorError as exc:
+            start_step_txn(session, run, step, owner, lease)
+            fail_step_txn(session, run, step, exc, actor=owner)
+            work.append(Parked(step.id, StepStatus(step.status)))
+            continue
+        if StepStatus(step.status) is StepStatus.PENDING and step.requires_approval:
+            await _park_for_approval(ctx, session, run, step, resolved, llm, owner)
+            work.append(Parked(step.id, StepStatus.AWAITING_APPROVAL))
+            continue
+        if StepStatus(step.status) is StepStatus.APPROVED and step.preview:
+            resolved = executor.bind_preview(resolved, step.preview)
+        step.resolved_input = resolved
+        prior = step.effect_intent if step.effect_outcome is None else None
+        start_step_txn(session, run, step, owner, lease)
+        work.append(
+            Claim(
+                run_id=run.id,
+                step_id=step.id,
+                step_number=step.step_number,
+                step_type=step.step_type,
+                fence=step.fence,
+                attempt=step.attempt,
+                resolved_input=resolved,
+                workspace=run.workspace,
+                remaining_budget=remaining,
+                side_effects=executor.side_effects,
+                idempotent=step.idempotent,
+                prior_intent=prior,
+                prior_outputs=outputs_by_number(steps),
+            )
+        )
+    refresh_claimable(run, steps)
+    return work
