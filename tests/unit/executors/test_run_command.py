@@ -1,0 +1,346 @@
+"""run_command: real subprocesses with the allowlist, scrubbed env, limits, timeouts and cancels."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from agent_engine.errors import CancelledError as StepCancelledError
+from agent_engine.errors import ExecutorError, WorkspaceViolationError
+from agent_engine.executors.base import ExecutorContext
+from agent_engine.executors.run_command import RUN_COMMAND, RunCommandOutput
+
+# Starts a grandchild that sleeps, records its pid in gc.pid, then sleeps itself.
+SPAWN_GRANDCHILD = (
+    "import subprocess, sys, time\n"
+    "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+    "open('gc.pid', 'w').write(str(child.pid))\n"
+    "time.sleep(60)\n"
+)
+
+
+async def run(context: ExecutorContext, *argv: str, **data: Any) -> RunCommandOutput:
+    return await RUN_COMMAND.execute(
+        RUN_COMMAND.validate_input({"argv": list(argv), **data}), context
+    )
+
+
+def read_text(path: Path) -> str:
+    return path.read_text()
+
+
+def is_gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie awaiting its reaper counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat_file:
+            return stat_file.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+async def wait_gone(pid: int, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if is_gone(pid):
+            return True
+        await asyncio.sleep(0.05)
+    return is_gone(pid)
+
+
+async def grandchild_pid(root: Path) -> int:
+    for _ in range(100):
+        try:
+            return int(read_text(root / "gc.pid"))
+        except (FileNotFoundError, ValueError):
+            await asyncio.sleep(0.05)
+    raise AssertionError("the grandchild never started")
+
+
+def test_run_command_declares_an_approved_non_idempotent_side_effect() -> None:
+    assert RUN_COMMAND.name == "run_command"
+    assert RUN_COMMAND.side_effects is True
+    assert RUN_COMMAND.idempotent is False
+    assert RUN_COMMAND.requires_approval is True
+    assert RUN_COMMAND.needs_workspace is True
+
+
+async def test_runs_and_captures_output_and_exit_code(
+    context: ExecutorContext, python_exe: str
+) -> None:
+    script = "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)"
+    out = await run(context, python_exe, "-c", script)
+    assert (out.exit_code, out.stdout, out.stderr) == (3, "out\n", "err\n")
+    assert (out.killed, out.timed_out, out.stdout_truncated, out.stderr_truncated) == (
+        False,
+        False,
+        False,
+        False,
+    )
+    assert out.cwd == "."
+    assert out.duration_ms >= 0
+
+
+async def test_arguments_never_reach_a_shell(context: ExecutorContext, python_exe: str) -> None:
+    out = await run(
+        context, python_exe, "-c", "import sys; print(sys.argv[1])", "$HOME; echo x`id`"
+    )
+    assert out.stdout == "$HOME; echo x`id`\n"
+
+
+async def test_stdin_is_empty(context: ExecutorContext, python_exe: str) -> None:
+    out = await run(context, python_exe, "-c", "import sys; print(repr(sys.stdin.read()))")
+    assert out.stdout == "''\n"
+
+
+@pytest.mark.parametrize("argv0", ["rm", "bash", "./python", "bin/sh", "/usr/bin/sh", "/bin/rm"])
+async def test_programs_off_the_allowlist_are_refused(context: ExecutorContext, argv0: str) -> None:
+    with pytest.raises(ExecutorError, match="not on the allowlist"):
+        await run(context, argv0, "-c", "true")
+
+
+async def test_bare_names_resolve_on_the_scrubbed_path(context: ExecutorContext) -> None:
+    preview = await RUN_COMMAND.preview(RUN_COMMAND.validate_input({"argv": ["true"]}), context)
+    assert preview["executable"] == shutil.which("true")
+    assert (await run(context, "true")).exit_code == 0
+
+
+async def test_an_absolute_entry_also_allows_its_basename(
+    context: ExecutorContext, python_exe: str
+) -> None:
+    out = await run(context, os.path.basename(python_exe), "-c", "print('ok')")
+    assert out.stdout == "ok\n"
+
+
+async def test_allowlisted_but_missing_program_fails(
+    make_context: Callable[..., ExecutorContext],
+) -> None:
+    context = make_context(command_allowlist=("no-such-program-anywhere",))
+    with pytest.raises(ExecutorError, match="not found on PATH"):
+        await run(context, "no-such-program-anywhere")
+
+
+async def test_executables_inside_the_workspace_are_refused(
+    root: Path, make_context: Callable[..., ExecutorContext]
+) -> None:
+    tool = root / "tool"
+    tool.write_text("#!/bin/sh\necho pwned\n")
+    tool.chmod(0o755)
+    context = make_context(command_allowlist=(str(tool),))
+    with pytest.raises(ExecutorError, match="inside the workspace"):
+        await run(context, str(tool))
+
+
+async def test_environment_is_scrubbed_and_home_is_the_workspace(
+    root: Path, context: ExecutorContext, python_exe: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENT_ENGINE_FAKE_SECRET", "s3cret")
+    monkeypatch.setenv("PATH", f".:relative/bin:{os.environ.get('PATH', os.defpath)}")
+    out = await run(
+        context, python_exe, "-c", "import json, os; print(json.dumps(dict(os.environ)))"
+    )
+    env = json.loads(out.stdout)
+    assert "AGENT_ENGINE_FAKE_SECRET" not in env
+    # LC_CTYPE may be added by the child Python itself (PEP 538 locale coercion).
+    assert set(env) <= {*context.limits.command_env_passthrough, "HOME", "LC_CTYPE"}
+    assert env["HOME"] == str(root)
+    assert all(os.path.isabs(entry) for entry in env["PATH"].split(os.pathsep))
+
+
+async def test_cwd_is_a_directory_inside_the_workspace(
+    root: Path, context: ExecutorContext, python_exe: str
+) -> None:
+    (root / "sub" / "deeper").mkdir(parents=True)
+    out = await run(context, python_exe, "-c", "import os; print(os.getcwd())", cwd="sub/deeper")
+    assert out.stdout == f"{root / 'sub' / 'deeper'}\n"
+    assert out.cwd == "sub/deeper"
+
+
+async def test_bad_cwd_is_refused(root: Path, outside: Path, context: ExecutorContext) -> None:
+    (root / "file").write_text("x")
+    (root / "out").symlink_to(outside)
+    for cwd in ["..", "../outside", str(outside), "out"]:
+        with pytest.raises(WorkspaceViolationError):
+            await run(context, "true", cwd=cwd)
+    for cwd, message in [("file", "not a directory"), ("missing", "no such")]:
+        with pytest.raises(ExecutorError, match=message):
+            await run(context, "true", cwd=cwd)
+
+
+async def test_timeout_kills_the_command(context: ExecutorContext, python_exe: str) -> None:
+    started = time.monotonic()
+    out = await run(context, python_exe, "-c", "import time; time.sleep(30)", timeout_s=0.5)
+    assert (out.timed_out, out.killed, out.exit_code) == (True, True, -signal.SIGKILL)
+    assert time.monotonic() - started < 5
+
+
+async def test_timeout_is_capped_by_the_configuration(
+    make_context: Callable[..., ExecutorContext], python_exe: str
+) -> None:
+    context = make_context(command_timeout_s=0.5)
+    data = {"argv": [python_exe, "-c", "import time; time.sleep(30)"], "timeout_s": 100}
+    preview = await RUN_COMMAND.preview(RUN_COMMAND.validate_input(data), context)
+    assert preview["timeout_s"] == 0.5
+    out = await RUN_COMMAND.execute(RUN_COMMAND.validate_input(data), context)
+    assert out.timed_out
+
+
+async def test_timeout_kills_the_whole_process_group(
+    root: Path, context: ExecutorContext, python_exe: str
+) -> None:
+    out = await run(context, python_exe, "-c", SPAWN_GRANDCHILD, timeout_s=1.5)
+    assert out.timed_out
+    assert await wait_gone(await grandchild_pid(root))
+
+
+async def test_background_processes_do_not_outlive_a_finished_command(
+    context: ExecutorContext,
+) -> None:
+    started = time.monotonic()
+    out = await run(context, "sh", "-c", "sleep 30 & echo $!")
+    assert out.exit_code == 0
+    assert not out.timed_out
+    assert time.monotonic() - started < 5  # not held up by the sleeper's copy of the pipes
+    assert await wait_gone(int(out.stdout))
+
+
+async def test_output_is_capped_per_stream_with_a_marker(
+    context: ExecutorContext, python_exe: str
+) -> None:
+    script = "import sys; sys.stdout.write('x' * 3_000_000); sys.stderr.write('e' * 10)"
+    out = await run(context, python_exe, "-c", script)
+    assert out.exit_code == 0
+    assert out.stdout_truncated
+    assert out.stdout_bytes == 3_000_000
+    assert out.stdout.startswith("x" * 4096)
+    assert out.stdout.endswith(f"[… truncated {3_000_000 - 4096} bytes]")
+    assert len(out.stdout) < 4200
+    assert (out.stderr, out.stderr_truncated, out.stderr_bytes) == ("e" * 10, False, 10)
+
+
+async def test_file_size_limit_applies(
+    root: Path, context: ExecutorContext, python_exe: str
+) -> None:
+    script = "with open('big.bin', 'wb') as f: f.write(b'x' * 5000)"
+    out = await run(context, python_exe, "-c", script, max_file_bytes=1000)
+    assert out.exit_code != 0
+    assert "File too large" in out.stderr
+    assert len(read_text(root / "big.bin")) <= 1000
+
+
+async def test_memory_limit_applies(context: ExecutorContext, python_exe: str) -> None:
+    script = "b = bytearray(2 << 30)"
+    out = await run(context, python_exe, "-c", script, memory_bytes=256 << 20)
+    assert out.exit_code != 0
+    assert "MemoryError" in out.stderr
+
+
+async def test_cpu_limit_applies(context: ExecutorContext, python_exe: str) -> None:
+    out = await run(context, python_exe, "-c", "while True: pass", cpu_seconds=1, timeout_s=10)
+    assert not out.timed_out
+    assert out.exit_code in (-signal.SIGXCPU, -signal.SIGKILL)
+
+
+async def test_cancel_event_kills_the_group_and_raises(
+    root: Path, context: ExecutorContext, python_exe: str
+) -> None:
+    async def cancel_soon() -> None:
+        await grandchild_pid(root)
+        context.cancel_event.set()
+
+    canceller = asyncio.create_task(cancel_soon())
+    started = time.monotonic()
+    with pytest.raises(StepCancelledError, match="cancelled"):
+        await run(context, python_exe, "-c", SPAWN_GRANDCHILD)
+    await canceller
+    assert time.monotonic() - started < 5
+    assert await wait_gone(await grandchild_pid(root))
+
+
+async def test_preview_describes_the_command_without_running_it(
+    root: Path, make_context: Callable[..., ExecutorContext], python_exe: str
+) -> None:
+    (root / "sub").mkdir()
+    context = make_context(command_timeout_s=30.0)
+    data = {
+        "argv": [python_exe, "-c", "open('marker', 'w')"],
+        "cwd": "sub",
+        "timeout_s": 5,
+        "cpu_seconds": 7,
+    }
+    preview = await RUN_COMMAND.preview(RUN_COMMAND.validate_input(data), context)
+    assert preview["argv"] == data["argv"]
+    assert preview["executable"] == python_exe
+    assert preview["cwd"] == "sub"
+    assert "HOME" in preview["env_keys"]
+    assert all(isinstance(key, str) and "=" not in key for key in preview["env_keys"])
+    assert preview["timeout_s"] == 5
+    assert preview["limits"]["cpu_seconds"] == 7
+    assert preview["limits"]["output_cap_bytes"] == 4096
+    assert sorted(os.listdir(root / "sub")) == []
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"argv": []},
+        {"argv": [""]},
+        {"argv": ["true", "a\x00b"]},
+        {"argv": "true"},
+        {"argv": ["true"], "shell": True},
+        {"argv": ["true"], "timeout_s": 0},
+        {"argv": ["true"], "timeout_s": 99999},
+        {"argv": ["true"], "cpu_seconds": 0},
+        {"argv": ["true"], "memory_bytes": 1 << 50},
+        {"argv": ["true"], "max_processes": 0},
+    ],
+)
+def test_bad_input_is_a_validation_error(data: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        RUN_COMMAND.validate_input(data)
+
+
+async def test_sample_workspace_tests_pass_under_run_command(
+    tmp_path: Path, make_context: Callable[..., ExecutorContext]
+) -> None:
+    """The shipped sample project is real: its own test suite passes inside the sandbox."""
+    sample = Path(__file__).parents[3] / "examples" / "sample_workspace"
+    workspace = tmp_path / "sample"
+    shutil.copytree(sample, workspace, ignore=shutil.ignore_patterns("__pycache__"))
+    context = make_context(command_allowlist=(sys.executable,), command_timeout_s=60.0)
+    context = replace(context, workspace_root=workspace.resolve())
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore"]
+    out = await run(context, *argv)
+    assert out.exit_code == 0, out.stdout + out.stderr
+    assert " passed" in out.stdout
+
+
+async def test_a_cancelled_step_never_starts_its_command(
+    root: Path, context: ExecutorContext, python_exe: str
+) -> None:
+    context.cancel_event.set()
+    with pytest.raises(StepCancelledError, match="before it started"):
+        await run(context, python_exe, "-c", "open('marker', 'w')")
+    assert os.listdir(root) == []
+
+
+async def test_cancelling_the_task_kills_the_group(
+    root: Path, context: ExecutorContext, python_exe: str
+) -> None:
+    task = asyncio.create_task(run(context, python_exe, "-c", SPAWN_GRANDCHILD))
+    pid = await grandchild_pid(root)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await wait_gone(pid)
