@@ -35,6 +35,7 @@ def create_app(
             await upgrade_async(settings.database_url)
         context: EngineContext = build_context(settings, registry=registry, llm_factory=llm_factory)
         app.state.engine = context
+        await context.start()
         try:
             yield
         finally:

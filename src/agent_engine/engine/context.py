@@ -16,6 +16,7 @@ from agent_engine.executors.base import ExecutionLimits, ExecutorContext
 from agent_engine.executors.registry import ExecutorRegistry, load_registry
 from agent_engine.llm.base import LLMClient
 from agent_engine.storage.database import create_engine, create_sessionmaker
+from agent_engine.storage.notifications import Notifier
 
 LLMClientFactory = Callable[[Decimal | None], LLMClient]
 
@@ -30,8 +31,15 @@ class EngineContext:
     registry: ExecutorRegistry
     llm_factory: LLMClientFactory
     limits: ExecutionLimits = field(default_factory=ExecutionLimits)
+    notifier: Notifier = field(default_factory=Notifier)
+
+    async def start(self) -> None:
+        """Start listening for committed events (PostgreSQL: LISTEN across processes)."""
+        if self.db.dialect.name == "postgresql":
+            await self.notifier.listen_postgres(self.settings.database_url)
 
     async def close(self) -> None:
+        await self.notifier.close()
         await self.db.dispose()
 
 
@@ -63,10 +71,14 @@ def build_context(
 ) -> EngineContext:
     """Build the context for ``settings``; tests may pass their own registry or LLM factory."""
     db = create_engine(settings.database_url)
+    notifier = Notifier()
+    # PostgreSQL announces commits itself (trigger + NOTIFY); elsewhere the session does.
+    local = None if db.dialect.name == "postgresql" else notifier.publish
     return EngineContext(
         settings=settings,
         db=db,
-        sessions=create_sessionmaker(db),
+        sessions=create_sessionmaker(db, local),
+        notifier=notifier,
         registry=registry if registry is not None else load_registry(),
         llm_factory=llm_factory if llm_factory is not None else _default_llm_factory(settings),
         limits=limits_from_settings(settings),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import uuid
@@ -77,7 +78,10 @@ async def create_run(
             return existing
     workspace = None
     if request.workspace is not None:
-        workspace = str(check_workspace_root(request.workspace, ctx.settings.workspace_roots))
+        root = await asyncio.to_thread(
+            check_workspace_root, request.workspace, ctx.settings.workspace_roots
+        )
+        workspace = str(root)
     plan = _plan_from_request(request)
     if plan is not None:
         validate_plan(plan, ctx.registry, has_workspace=workspace is not None)

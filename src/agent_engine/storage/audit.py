@@ -79,6 +79,8 @@ def append_event_txn(
         hash=digest,
     )
     session.add(event)
+    # Announced after commit (SQLite, in-process); PostgreSQL's trigger does it across processes.
+    session.info.setdefault("committed_events", []).append(f"{run.id} {seq} {type}")
     run.audit_seq = seq
     run.audit_head_hash = digest
     return event

@@ -3,7 +3,7 @@ transactions so that concurrent writers queue instead of failing on lock upgrade
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -60,8 +61,27 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+def create_sessionmaker(
+    engine: AsyncEngine, on_events_committed: Callable[[list[str]], None] | None = None
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions for ``engine``; ``on_events_committed`` gets the audit events each commit made."""
+
+    class EngineSession(Session):
+        pass
+
+    @event.listens_for(EngineSession, "after_commit")
+    def _after_commit(session: Session) -> None:
+        events = session.info.pop("committed_events", [])
+        if events and on_events_committed is not None:
+            on_events_committed(events)
+
+    @event.listens_for(EngineSession, "after_rollback")
+    def _after_rollback(session: Session) -> None:
+        session.info.pop("committed_events", None)
+
+    return async_sessionmaker(
+        engine, expire_on_commit=False, autoflush=False, sync_session_class=EngineSession
+    )
 
 
 @asynccontextmanager
