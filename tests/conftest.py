@@ -67,6 +67,7 @@ def settings(database_url: str, workspace_root: Path) -> Settings:
     return Settings(
         database_url=database_url,
         auto_migrate=False,
+        embedded_worker=False,  # tests that want workers start them explicitly
         workspace_roots=[workspace_root],
         _env_file=None,  # type: ignore[call-arg]
     )

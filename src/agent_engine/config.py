@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     models_file: Path | None = None
     model: str | None = None
     embedded_worker: bool = True
+    worker_concurrency: int = Field(default=4, ge=1, le=256)
+    worker_lease_s: float = Field(default=30.0, ge=1.0)
+    worker_poll_s: float = Field(default=2.0, gt=0)
+    worker_shutdown_grace_s: float = Field(default=30.0, ge=0)
     log_level: str = "info"
 
     @field_validator(

@@ -131,6 +131,13 @@ class ExecutorError(RuntimeFailure):
     title = "Step execution failed"
 
 
+class TransientExecutorError(ExecutorError):
+    """A step failure another attempt may not repeat (a flaky dependency); retried by policy."""
+
+    code = "transient_error"
+    retryable = True
+
+
 class ProviderError(RuntimeFailure):
     """An LLM provider failed; ``retryable`` says whether another attempt may succeed."""
 

@@ -32,7 +32,9 @@ async def test_step_needing_approval_waits_and_shows_what_will_run(
 ) -> None:
     run = await _waiting_run(client)
     step = run["steps"][0]
-    assert step["preview"] == {"input": {"value": "gated", "fail": False}}
+    assert step["preview"] == {
+        "input": {"value": "gated", "fail": False, "fail_attempts": 0, "sleep_s": 0.0}
+    }
     assert step["approval_rule"] == "requires_approval=true in the plan"
     assert step["attempt"] == 0  # nothing ran
     blocked = await client.post(f"/v1/agent-runs/{run['id']}/execute")
@@ -59,7 +61,9 @@ async def test_approve_then_execute_runs_the_step(client: httpx.AsyncClient) -> 
     decision = next(e for e in audit if e["type"] == "step.approved")
     assert decision["actor"] == "reviewer"
     assert decision["payload"]["comment"] == "looks fine"
-    assert decision["payload"]["shown"] == {"input": {"value": "gated", "fail": False}}
+    assert decision["payload"]["shown"] == {
+        "input": {"value": "gated", "fail": False, "fail_attempts": 0, "sleep_s": 0.0}
+    }
 
 
 async def test_approving_twice_or_a_step_not_waiting_is_409(client: httpx.AsyncClient) -> None:

@@ -60,7 +60,7 @@ async def test_execute_runs_steps_one_at_a_time_until_completed(client: httpx.As
     assert first["status"] == "running"
     assert first["executed_step_id"] == run["steps"][0]["id"]
     assert first["steps"][0]["status"] == "completed"
-    assert first["steps"][0]["output_data"] == {"value": 1}
+    assert first["steps"][0]["output_data"] == {"value": 1, "attempt": 1}
     assert len(first["steps"][0]["output_hash"]) == 64
     assert first["steps"][1]["status"] == "pending"
     second = await execute(client, run["id"])
@@ -147,7 +147,7 @@ async def test_references_resolve_from_earlier_outputs_and_are_recorded(
     second = done["steps"][1]
     assert second["input_data"] == {"value": {"$ref": "steps.1.output.value.answer"}}
     assert second["resolved_input"] == {"value": 42}
-    assert second["output_data"] == {"value": 42}
+    assert second["output_data"] == {"value": 42, "attempt": 1}
 
 
 async def test_cancel_cancels_run_and_unfinished_steps(client: httpx.AsyncClient) -> None:

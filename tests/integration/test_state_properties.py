@@ -112,6 +112,7 @@ def test_no_api_sequence_breaks_the_state_machine(
     settings = Settings(
         database_url=url,
         auto_migrate=False,
+        embedded_worker=False,
         workspace_roots=[tmp_path],
         _env_file=None,  # type: ignore[call-arg]
     )

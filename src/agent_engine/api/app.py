@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from agent_engine.config import Settings, get_settings
 from agent_engine.engine.context import EngineContext, LLMClientFactory, build_context
 from agent_engine.executors.registry import ExecutorRegistry
 from agent_engine.storage.migrations import upgrade_async
+from agent_engine.worker.worker import Worker, WorkerOptions
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +38,18 @@ def create_app(
         context: EngineContext = build_context(settings, registry=registry, llm_factory=llm_factory)
         app.state.engine = context
         await context.start()
+        stop = asyncio.Event()
+        worker_task = None
+        if settings.embedded_worker:
+            # The embedded default runs one in-process worker with the same code as `worker`.
+            worker = Worker(context, WorkerOptions.from_settings(settings))
+            worker_task = asyncio.create_task(worker.run(stop))
         try:
             yield
         finally:
+            stop.set()
+            if worker_task is not None:
+                await worker_task
             await context.close()
 
     app = FastAPI(

@@ -61,6 +61,42 @@ def serve(
     )
 
 
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=256, help="Steps run at once [env: AGENT_ENGINE_WORKER_CONCURRENCY]"
+        ),
+    ] = None,
+    step_types: Annotated[
+        str | None, typer.Option(help="Comma-separated step types to serve (default: all)")
+    ] = None,
+    worker_id: Annotated[
+        str | None, typer.Option("--id", help="Worker id (default: host:pid)")
+    ] = None,
+    lease_s: Annotated[
+        float | None, typer.Option(min=1.0, help="Lease length [env: AGENT_ENGINE_WORKER_LEASE_S]")
+    ] = None,
+) -> None:
+    """Claim and execute steps of started runs until SIGTERM (then finish or hand back)."""
+    import asyncio
+    import logging
+
+    from agent_engine.worker.main import serve_worker
+    from agent_engine.worker.worker import WorkerOptions
+
+    settings = _settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    types = frozenset(t.strip() for t in (step_types or "").split(",") if t.strip())
+    options = WorkerOptions.from_settings(
+        settings, concurrency=concurrency, lease_s=lease_s, worker_id=worker_id, step_types=types
+    )
+    asyncio.run(serve_worker(settings, options))
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
     """Apply migrations up to REVISION on AGENT_ENGINE_DATABASE_URL."""

@@ -148,6 +148,7 @@ async def take_ready_txn(
     limit: int,
     lease: timedelta,
     llm: LLMClient,
+    step_types: frozenset[str] = frozenset(),
 ) -> list[Work]:
     """Claim up to ``limit`` ready steps of ``run`` (and its parallel limit), lowest number first.
 
@@ -164,6 +165,8 @@ async def take_ready_txn(
         if len(work) >= slots:
             break
         if step.not_before is not None and step.not_before > now:
+            continue
+        if step_types and step.step_type not in step_types:
             continue
         executor = ctx.registry[step.step_type]
         try:

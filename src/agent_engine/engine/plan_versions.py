@@ -11,6 +11,7 @@ from sqlalchemy import select
 from agent_engine.domain.states import RunStatus
 from agent_engine.engine.context import EngineContext
 from agent_engine.engine.runs import RunView
+from agent_engine.engine.settle import refresh_claimable
 from agent_engine.errors import ConflictError, NotFoundError
 from agent_engine.storage.database import transaction
 from agent_engine.storage.runs import get_run_txn, list_steps_txn
@@ -127,6 +128,7 @@ async def decide_plan(
                 attempt=plan.version,
             )
         )
+        steps = await list_steps_txn(session, run.id)
         if decision == "approved":
             run.plan_approved_version = plan.version
             move_run_txn(
@@ -139,6 +141,7 @@ async def decide_plan(
                 plan_hash=plan.plan_hash,
                 decision="plan approved",
             )
+            refresh_claimable(run, steps)
         else:
             run.error = {"code": "plan_rejected", "message": comment}
             move_run_txn(
@@ -150,4 +153,4 @@ async def decide_plan(
                 plan_version=plan.version,
                 decision="plan rejected",
             )
-        return RunView(run, await list_steps_txn(session, run.id))
+        return RunView(run, steps)

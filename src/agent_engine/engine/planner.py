@@ -20,10 +20,12 @@ from agent_engine.domain.plan import Plan
 from agent_engine.domain.states import RunStatus, StepStatus
 from agent_engine.engine.context import EngineContext, executor_context
 from agent_engine.engine.plans import insert_plan_txn, validate_plan
+from agent_engine.engine.settle import refresh_claimable
 from agent_engine.errors import ConflictError, EngineError, PlanValidationError, ProviderError
 from agent_engine.llm.base import ChatMessage, CompletionRequest, LLMClient
 from agent_engine.llm.planning import request_plan
 from agent_engine.router.client import RoutedLLMClient
+from agent_engine.storage.audit import append_event_txn
 from agent_engine.storage.database import transaction
 from agent_engine.storage.ledger import record_calls_txn
 from agent_engine.storage.runs import get_run_txn, list_steps_txn
@@ -126,15 +128,25 @@ def _check_replannable(run: AgentRun, steps: list[Step]) -> None:
         )
 
 
-async def plan_run(ctx: EngineContext, run_id: str, *, actor: str, replan: bool = False) -> None:
-    """Plan a CREATED run, or re-plan one whose steps have not started (a new plan version)."""
+async def plan_run(
+    ctx: EngineContext, run_id: str, *, actor: str, replan: bool = False, resume: bool = False
+) -> None:
+    """Plan a CREATED run, or re-plan one whose steps have not started (a new plan version).
+
+    ``resume`` takes over a run left in PLANNING by a worker that died while planning it.
+    """
     async with transaction(ctx.sessions) as session:
         run = await get_run_txn(session, run_id, lock=True)
         if replan:
             _check_replannable(run, await list_steps_txn(session, run.id))
             await session.execute(delete(Step).where(Step.run_id == run.id))
             run.plan_approved_version = None
-        move_run_txn(session, run, RunStatus.PLANNING, actor=actor, replan=replan or None)
+        if resume and RunStatus(run.status) is RunStatus.PLANNING:
+            append_event_txn(
+                session, run, "plan.resumed", {"reason": "planner lease expired"}, actor=actor
+            )
+        else:
+            move_run_txn(session, run, RunStatus.PLANNING, actor=actor, replan=replan or None)
     llm = ctx.llm_factory(run.budget_usd)
     try:
         outcome = await _make_plan(ctx, run, llm)
@@ -167,3 +179,4 @@ async def plan_run(ctx: EngineContext, run_id: str, *, actor: str, replan: bool 
             move_run_txn(
                 session, run, RunStatus.AWAITING_APPROVAL, actor=actor, reason="plan approval"
             )
+        refresh_claimable(run, await list_steps_txn(session, run.id))

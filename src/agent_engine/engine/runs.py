@@ -21,6 +21,7 @@ from agent_engine.domain.plan import Plan, PlanStep
 from agent_engine.domain.states import TERMINAL_STEP_STATES, RunStatus, StepStatus
 from agent_engine.engine.context import EngineContext
 from agent_engine.engine.plans import insert_plan_txn, validate_plan
+from agent_engine.engine.settle import refresh_claimable
 from agent_engine.errors import IdempotencyConflictError, InputValidationError
 from agent_engine.executors.workspace import check_workspace_root
 from agent_engine.storage.audit import append_event_txn, list_events_txn
@@ -46,6 +47,7 @@ class CreateRunRequest(BaseModel):
     approval_policy: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     plan_approval: bool = False
     auto_start: bool = False
+    max_parallel: int = Field(default=4, ge=1, le=64)
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,8 @@ async def create_run(
                 },
                 idempotency_key=idempotency_key,
                 request_hash=request_hash,
+                started=request.auto_start,
+                max_parallel=request.max_parallel,
                 audit_seq=0,
                 plan_version=0,
             )
@@ -138,6 +142,7 @@ async def create_run(
                         actor=actor,
                         reason="plan approval",
                     )
+            refresh_claimable(run, steps)
         return RunView(run, steps)
     except IntegrityError:
         # Lost a race with a concurrent request carrying the same key: answer with its run.
@@ -217,6 +222,7 @@ async def cancel_run(ctx: EngineContext, run_id: str, *, actor: str, reason: str
                 move_step_txn(session, run, step, StepStatus.CANCELLED, actor=actor, reason=reason)
                 step.lease_owner = None
                 step.lease_expires_at = None
+        refresh_claimable(run, steps)
         return RunView(run, steps)
 
 

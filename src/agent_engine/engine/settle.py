@@ -50,8 +50,12 @@ def ready_steps(steps: Sequence[Step]) -> list[Step]:
 
 def refresh_claimable(run: AgentRun, steps: Sequence[Step]) -> None:
     """Keep ``run.claimable_at`` (what workers look for) equal to when its next step is ready."""
-    if not run.started or RunStatus(run.status) in TERMINAL_RUN_STATES:
+    plan_waits = run.options.get("plan_approval") and run.plan_approved_version != run.plan_version
+    if not run.started or RunStatus(run.status) in TERMINAL_RUN_STATES or plan_waits:
         run.claimable_at = None
+        return
+    if RunStatus(run.status) is RunStatus.CREATED:
+        run.claimable_at = utcnow()  # a worker plans it
         return
     moments = [step.not_before or utcnow() for step in ready_steps(steps)]
     expiries = [

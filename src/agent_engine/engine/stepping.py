@@ -138,6 +138,7 @@ async def run_claimed(
     llm = ctx.llm_factory(claim.remaining_budget)
     context = executor_context(ctx, claim.run_id, claim.step_number, claim.workspace, llm)
     context.prior_outputs = claim.prior_outputs
+    context.attempt = claim.attempt
     if cancel is not None:
         context.cancel_event = cancel
     started = time.perf_counter()

@@ -42,6 +42,7 @@ class ExecutorContext:
     cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
     # Outputs of earlier steps by step number, for executors that need more than resolved $refs.
     prior_outputs: dict[int, dict[str, Any]] = field(default_factory=dict)
+    attempt: int = 1
 
     @property
     def cancelled(self) -> bool:

@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_engine.storage.tables import AgentRun, Step
 
-CLAIMABLE_RUN_STATES = ("planned", "running", "awaiting_approval")
+# CREATED: a worker plans it; PLANNING: only when the planner's lease (claimable_at) expired.
+CLAIMABLE_RUN_STATES = ("created", "planning", "planned", "running", "awaiting_approval")
 
 
 async def lock_claimable_runs_txn(

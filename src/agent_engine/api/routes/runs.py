@@ -18,7 +18,7 @@ from agent_engine.api.schemas import (
     StepOut,
 )
 from agent_engine.domain.states import RunStatus
-from agent_engine.engine import costs, runs
+from agent_engine.engine import control, costs, runs
 from agent_engine.engine.planner import plan_run
 from agent_engine.engine.stepping import execute_one
 from agent_engine.errors import InputValidationError
@@ -151,3 +151,21 @@ def _jsonable_money(value: Any) -> Any:
     if isinstance(value, list):
         return [_jsonable_money(v) for v in value]
     return value
+
+
+@router.post("/{run_id}/start", response_model=RunWithSteps)
+async def start_run(run_id: str, engine: Engine, actor: Actor) -> RunWithSteps:
+    """Hand the run to the workers, which plan it if needed and run it to completion."""
+    return _with_steps(await control.start_run(engine, run_id, actor=actor))
+
+
+@router.post("/{run_id}/resume", response_model=RunWithSteps)
+async def resume_run(run_id: str, engine: Engine, actor: Actor) -> RunWithSteps:
+    """Resume a failed run from its first unfinished step (failed steps get another attempt)."""
+    return _with_steps(await control.resume_run(engine, run_id, actor=actor))
+
+
+@router.post("/{run_id}/steps/{step_id}/retry", response_model=RunWithSteps)
+async def retry_step(run_id: str, step_id: str, engine: Engine, actor: Actor) -> RunWithSteps:
+    """Retry a failed step by hand."""
+    return _with_steps(await control.retry_step(engine, run_id, step_id, actor=actor))

@@ -1,0 +1,29 @@
+"""Running a worker as a process: signals, start-up and clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from agent_engine.config import Settings
+from agent_engine.engine.context import build_context
+from agent_engine.worker.worker import Worker, WorkerOptions
+
+logger = logging.getLogger(__name__)
+
+
+async def serve_worker(settings: Settings, options: WorkerOptions) -> None:
+    """Run one worker until SIGTERM or SIGINT, then stop claiming and drain (graceful shutdown)."""
+    ctx = build_context(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await ctx.start()
+    logger.info("worker %s started (concurrency %d)", options.worker_id, options.concurrency)
+    try:
+        await Worker(ctx, options).run(stop)
+    finally:
+        await ctx.close()
+        logger.info("worker %s stopped", options.worker_id)

@@ -1,0 +1,263 @@
+"""The worker: claim ready steps, execute them concurrently, heartbeat their leases, record.
+
+Any number of workers on any number of hosts coordinate through the database alone: a run's row
+lock (``FOR UPDATE SKIP LOCKED``) decides who claims its steps, leases with fencing tokens decide
+whose result counts, and LISTEN/NOTIFY wakes idle workers (polling is only the fallback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+
+from agent_engine.config import Settings
+from agent_engine.domain.states import RunStatus, StepStatus
+from agent_engine.engine.claiming import Claim, take_ready_txn
+from agent_engine.engine.context import EngineContext
+from agent_engine.engine.planner import plan_run
+from agent_engine.engine.settle import settle_run_txn
+from agent_engine.engine.stepping import record_result, run_claimed
+from agent_engine.errors import EngineError, StaleFenceError
+from agent_engine.storage.claims import extend_leases_txn, lock_claimable_runs_txn
+from agent_engine.storage.database import transaction
+from agent_engine.storage.runs import get_run_txn, get_step_txn, list_steps_txn
+from agent_engine.storage.transitions import move_step_txn
+from agent_engine.storage.types import utcnow
+
+logger = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    worker_id: str = field(default_factory=default_worker_id)
+    concurrency: int = 4
+    step_types: frozenset[str] = frozenset()
+    lease_s: float = 30.0
+    poll_s: float = 2.0
+    shutdown_grace_s: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> WorkerOptions:
+        """Options from ``AGENT_ENGINE_WORKER_*``; explicit overrides (CLI flags) win."""
+        values: dict[str, Any] = {
+            "concurrency": settings.worker_concurrency,
+            "lease_s": settings.worker_lease_s,
+            "poll_s": settings.worker_poll_s,
+            "shutdown_grace_s": settings.worker_shutdown_grace_s,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+@dataclass
+class _Inflight:
+    claim: Claim
+    cancel: asyncio.Event
+    task: asyncio.Task[None]
+
+
+class Worker:
+    """One worker process's loop; ``run`` returns after ``stop`` is set and in-flight work is
+    finished or handed back."""
+
+    def __init__(self, ctx: EngineContext, options: WorkerOptions | None = None) -> None:
+        self.ctx = ctx
+        self.options = options or WorkerOptions()
+        self.id = self.options.worker_id
+        self._inflight: dict[uuid.UUID, _Inflight] = {}
+        self._planning: set[asyncio.Task[None]] = set()
+        self._lease = timedelta(seconds=self.options.lease_s)
+        self._slot_freed = asyncio.Event()
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight) + len(self._planning)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim and execute until ``stop``; then drain within the shutdown grace period."""
+        async with self.ctx.notifier.subscribe() as wakeups:
+            heartbeat = asyncio.create_task(self._heartbeat_loop(stop))
+            try:
+                while not stop.is_set():
+                    claimed = 0
+                    if self.inflight < self.options.concurrency:
+                        claimed = await self._claim_round()
+                    if claimed == 0:
+                        await self._idle(wakeups, stop)
+            finally:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
+                await self._drain()
+
+    async def _idle(self, wakeups: asyncio.Queue[str], stop: asyncio.Event) -> None:
+        """Sleep until a notification, a freed slot, stop, or the poll interval."""
+        self._slot_freed.clear()
+        waiters = [
+            asyncio.ensure_future(wakeups.get()),
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(self._slot_freed.wait()),
+        ]
+        done, pending = await asyncio.wait(
+            waiters, timeout=self.options.poll_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        for waiter in pending:
+            waiter.cancel()
+        for waiter in done:
+            payload = waiter.result()
+            if isinstance(payload, str):
+                self._on_event(payload)
+        while not wakeups.empty():  # many commits, one wake-up
+            self._on_event(wakeups.get_nowait())
+
+    def _on_event(self, payload: str) -> None:
+        """A cancelled run or step of ours: signal its executor now, not at the next heartbeat."""
+        run_id, _seq, kind = [*payload.split(" "), "", ""][:3]
+        if kind in ("run.cancelled", "step.cancelled"):
+            for item in self._inflight.values():
+                if str(item.claim.run_id) == run_id:
+                    item.cancel.set()
+
+    async def _claim_round(self) -> int:
+        """One transaction: lock runs with work, claim their ready steps, start tasks."""
+        free = self.options.concurrency - self.inflight
+        claims: list[Claim] = []
+        plans: list[tuple[str, bool]] = []
+        llm = self.ctx.llm_factory(None)
+        try:
+            async with transaction(self.ctx.sessions) as session:
+                now = utcnow()
+                runs = await lock_claimable_runs_txn(
+                    session, now=now, limit=free, step_types=sorted(self.options.step_types)
+                )
+                for run in runs:
+                    status = RunStatus(run.status)
+                    if status in (RunStatus.CREATED, RunStatus.PLANNING):
+                        run.claimable_at = now + self._lease  # the planner's lease
+                        plans.append((str(run.id), status is RunStatus.PLANNING))
+                        continue
+                    steps = await list_steps_txn(session, run.id)
+                    work = await take_ready_txn(
+                        self.ctx,
+                        session,
+                        run,
+                        steps,
+                        owner=self.id,
+                        limit=free - len(claims) - len(plans),
+                        lease=self._lease,
+                        llm=llm,
+                        step_types=self.options.step_types,
+                    )
+                    settle_run_txn(session, run, steps, actor=self.id)
+                    claims.extend(w for w in work if isinstance(w, Claim))
+        except DBAPIError as exc:
+            # Lost a race the database settled (deadlock victim, serialization): try again soon.
+            logger.warning("claim round failed: %s", exc.orig)
+            return 0
+        for claim in claims:
+            cancel = asyncio.Event()
+            task = asyncio.create_task(self._execute(claim, cancel))
+            self._inflight[claim.step_id] = _Inflight(claim, cancel, task)
+        for run_id, resume in plans:
+            self._start_planning(run_id, resume)
+        return len(claims) + len(plans)
+
+    def _start_planning(self, run_id: str, resume: bool) -> None:
+        async def plan() -> None:
+            try:
+                await plan_run(self.ctx, run_id, actor=self.id, resume=resume)
+            except EngineError as exc:  # e.g. another worker planned it first
+                logger.info("planning run %s skipped: %s", run_id, exc.detail)
+
+        task = asyncio.create_task(plan())
+        self._planning.add(task)
+        task.add_done_callback(self._planning_done)
+
+    def _planning_done(self, task: asyncio.Task[None]) -> None:
+        self._planning.discard(task)
+        self._slot_freed.set()
+
+    async def _execute(self, claim: Claim, cancel: asyncio.Event) -> None:
+        try:
+            result = await run_claimed(self.ctx, claim, cancel=cancel)
+            if result is not None:
+                await record_result(self.ctx, claim, result, actor=self.id)
+        except StaleFenceError as exc:
+            # A newer attempt owns the step (our lease lapsed): our result must not count.
+            logger.warning("result of step %s refused: %s", claim.step_id, exc.detail)
+        except (DBAPIError, OSError) as exc:
+            # The database is unreachable: the lease will lapse and another worker retries.
+            logger.error("step %s could not be recorded: %s", claim.step_id, exc)
+        finally:
+            self._inflight.pop(claim.step_id, None)
+            self._slot_freed.set()
+
+    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+        interval = self.options.lease_s / 3
+        while True:
+            await asyncio.sleep(interval)
+            fences = {sid: item.claim.fence for sid, item in self._inflight.items()}
+            if not fences:
+                continue
+            try:
+                async with transaction(self.ctx.sessions) as session:
+                    held = await extend_leases_txn(session, self.id, fences, utcnow() + self._lease)
+            except DBAPIError as exc:
+                logger.warning("heartbeat failed: %s", exc.orig)
+                continue
+            for step_id in set(fences) - held:
+                item = self._inflight.get(step_id)
+                if item is not None:
+                    item.cancel.set()  # cancelled, or reclaimed by another worker
+
+    async def _drain(self) -> None:
+        """Let in-flight steps finish within the grace period; hand the rest back."""
+        tasks = [item.task for item in self._inflight.values()] + list(self._planning)
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.options.shutdown_grace_s)
+        leftovers = list(self._inflight.values())
+        for item in leftovers:
+            item.cancel.set()
+            item.task.cancel()
+        for item in leftovers:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await item.task
+            await self._release(item.claim)
+        for task in list(self._planning):
+            task.cancel()
+
+    async def _release(self, claim: Claim) -> None:
+        """Hand an unfinished step back (RUNNING → PENDING) so another worker takes it at once."""
+        try:
+            async with transaction(self.ctx.sessions) as session:
+                run = await get_run_txn(session, claim.run_id, lock=True)
+                step = await get_step_txn(session, run.id, claim.step_id)
+                if step.fence != claim.fence or StepStatus(step.status) is not StepStatus.RUNNING:
+                    return
+                step.lease_owner = None
+                step.lease_expires_at = None
+                move_step_txn(
+                    session,
+                    run,
+                    step,
+                    StepStatus.PENDING,
+                    actor=self.id,
+                    reason="worker shutdown",
+                    fence=claim.fence,
+                )
+                settle_run_txn(session, run, await list_steps_txn(session, run.id), actor=self.id)
+        except (DBAPIError, EngineError) as exc:
+            logger.error("could not release step %s: %s", claim.step_id, exc)
