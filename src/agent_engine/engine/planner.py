@@ -162,7 +162,7 @@ async def plan_run(
             move_run_txn(session, run, RunStatus.FAILED, actor=actor, reason=outcome.failure)
             return
         made_by = next((row.id for row in reversed(rows) if row.error is None), None)
-        insert_plan_txn(
+        steps = insert_plan_txn(
             session,
             run,
             outcome.plan,
@@ -179,4 +179,4 @@ async def plan_run(
             move_run_txn(
                 session, run, RunStatus.AWAITING_APPROVAL, actor=actor, reason="plan approval"
             )
-        refresh_claimable(run, await list_steps_txn(session, run.id))
+        refresh_claimable(run, steps)

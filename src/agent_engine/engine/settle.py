@@ -22,19 +22,19 @@ _SATISFIED = frozenset({StepStatus.COMPLETED, StepStatus.SKIPPED})
 _OPTIONAL_DONE = frozenset({StepStatus.FAILED, StepStatus.REJECTED})
 
 
+# A step that stays FAILED has failed for good: when its policy allows another attempt, the same
+# transaction that records the failure moves it back to PENDING.
+
+
 def is_satisfied(step: Step) -> bool:
     status = StepStatus(step.status)
-    return status in _SATISFIED or (step.optional and status in _OPTIONAL_DONE and _exhausted(step))
-
-
-def _exhausted(step: Step) -> bool:
-    return StepStatus(step.status) is StepStatus.REJECTED or step.attempt >= step.max_attempts
+    return status in _SATISFIED or (step.optional and status in _OPTIONAL_DONE)
 
 
 def is_finished(step: Step) -> bool:
-    """Terminal, or failed with no attempts left."""
+    """Terminal, or failed for good."""
     status = StepStatus(step.status)
-    return status in TERMINAL_STEP_STATES or (status is StepStatus.FAILED and _exhausted(step))
+    return status in TERMINAL_STEP_STATES or status is StepStatus.FAILED
 
 
 def ready_steps(steps: Sequence[Step]) -> list[Step]:
@@ -73,7 +73,7 @@ def blocking_failure(steps: Sequence[Step]) -> Step | None:
         if step.optional:
             continue
         status = StepStatus(step.status)
-        if status is StepStatus.REJECTED or (status is StepStatus.FAILED and _exhausted(step)):
+        if status in _OPTIONAL_DONE:
             return step
     return None
 
