@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from agent_engine import __version__
 from agent_engine.api.body_limit import BodySizeLimit
 from agent_engine.api.problems import install_problem_handlers
-from agent_engine.api.routes import approvals, health, plans, runs
+from agent_engine.api.routes import approvals, events, health, plans, runs
 from agent_engine.config import Settings, get_settings
 from agent_engine.engine.context import EngineContext, LLMClientFactory, build_context
 from agent_engine.executors.registry import ExecutorRegistry
@@ -65,4 +65,5 @@ def create_app(
     app.include_router(runs.router)
     app.include_router(approvals.router)
     app.include_router(plans.router)
+    app.include_router(events.router)
     return app
