@@ -32,6 +32,7 @@ from agent_engine.errors import (
     InvalidTransitionError,
     StaleFenceError,
 )
+from agent_engine.faults import crash_point
 from agent_engine.llm.base import LLMCallRecord
 from agent_engine.storage.audit import append_event_txn
 from agent_engine.storage.database import transaction
@@ -156,7 +157,10 @@ async def run_claimed(
                 return None
         if claim.side_effects:
             await record_intent(ctx, claim, await executor.preview(parsed, context))
+            crash_point("before_effect", claim.step_type)
         output = (await executor.execute(parsed, context)).model_dump(mode="json")
+        if claim.side_effects:
+            crash_point("after_effect", claim.step_type)
     except StaleFenceError:
         raise
     except ValidationError as exc:

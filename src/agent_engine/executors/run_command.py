@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import resource
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -134,9 +136,17 @@ def rlimits(input: RunCommandInput) -> list[tuple[int, tuple[int, int]]]:
     return pairs
 
 
+# prctl(PR_SET_PDEATHSIG): the command dies with the worker that started it, even by kill -9, so
+# a crashed worker never leaves an orphan running whose outcome nobody will record.
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
 def _child_setup(cwd_fd: int, limits: list[tuple[int, tuple[int, int]]]) -> Callable[[], None]:
     # Runs in the forked child before exec: keep it to plain syscalls (no imports, no locks).
     def setup() -> None:
+        if _LIBC is not None:
+            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         os.fchdir(cwd_fd)
         for which, pair in limits:
             resource.setrlimit(which, pair)
