@@ -78,3 +78,36 @@ def router_process(workdir: Path, env: dict[str, str]) -> Iterator[str]:
     argv = ["agent_engine.router", "--port", str(port), "--log-level", "warning"]
     with running(argv, workdir, env, port) as url:
         yield url
+
+
+def start_worker(
+    workdir: Path, env: dict[str, str], worker_id: str, *, concurrency: int = 4
+) -> subprocess.Popen[bytes]:
+    """``agent-engine worker`` as its own process; its log goes to ``<workdir>/<id>.log``."""
+    with (workdir / f"{worker_id}.log").open("wb") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "agent_engine",
+                "worker",
+                "--id",
+                worker_id,
+                "--concurrency",
+                str(concurrency),
+            ],
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout)

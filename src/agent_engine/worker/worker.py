@@ -230,7 +230,7 @@ class Worker:
             await asyncio.wait(tasks, timeout=self.options.shutdown_grace_s)
         leftovers = list(self._inflight.values())
         for item in leftovers:
-            item.cancel.set()
+            # Interrupt without recording a failure: the step is handed back, not failed.
             item.task.cancel()
         for item in leftovers:
             with contextlib.suppress(asyncio.CancelledError, Exception):
