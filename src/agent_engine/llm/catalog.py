@@ -17,10 +17,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agent_engine.errors import RuntimeFailure
+from agent_engine.llm.local import unavailable_reason as local_unavailable_reason
 
 Tier = Literal["small", "medium", "large"]
 TIERS: tuple[Tier, ...] = ("small", "medium", "large")
-ProviderKind = Literal["openai", "anthropic", "offline"]
+ProviderKind = Literal["openai", "anthropic", "offline", "local"]
 DEFAULT_CATALOG_PATH = Path(__file__).with_name("models.default.yaml")
 
 
@@ -66,6 +67,7 @@ BUILTIN_PROVIDERS: dict[str, ProviderConfig] = {
     "openai": ProviderConfig(kind="openai", api_key_env="OPENAI_API_KEY"),
     "anthropic": ProviderConfig(kind="anthropic", api_key_env="ANTHROPIC_API_KEY"),
     "offline": ProviderConfig(kind="offline", local=True),
+    "local": ProviderConfig(kind="local", local=True),
 }
 
 
@@ -117,7 +119,7 @@ class ModelCatalog(_Frozen):
     def is_local(self, provider_name: str) -> bool:
         """Whether the provider runs locally (offline or a declared local server): always $0."""
         config = self.providers.get(provider_name) or BUILTIN_PROVIDERS.get(provider_name)
-        return config is not None and (config.local or config.kind == "offline")
+        return config is not None and (config.local or config.kind in ("offline", "local"))
 
     def unavailable_reason(
         self, entry: ModelEntry, env: Mapping[str, str] | None = None
@@ -129,6 +131,9 @@ class ModelCatalog(_Frozen):
         environ = os.environ if env is None else env
         if config.kind != "offline" and config.api_key_env and not environ.get(config.api_key_env):
             return f"not configured: {config.api_key_env} is not set"
+        if config.kind == "local":
+            # llama.cpp is an optional extra: without it the local model is listed, not eligible.
+            return local_unavailable_reason(environ)
         return None
 
 

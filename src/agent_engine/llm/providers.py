@@ -7,6 +7,7 @@ from collections.abc import Callable
 from agent_engine.llm.anthropic import AnthropicProvider
 from agent_engine.llm.base import LLMProvider
 from agent_engine.llm.catalog import BUILTIN_PROVIDERS, CatalogError, ModelCatalog, ProviderConfig
+from agent_engine.llm.local import LocalProvider
 from agent_engine.llm.openai_compat import OpenAICompatProvider
 
 ProviderFactory = Callable[[str], LLMProvider]
@@ -39,10 +40,16 @@ def _offline(name: str, config: ProviderConfig) -> LLMProvider:
     return OfflineProvider()
 
 
+def _local(name: str, config: ProviderConfig) -> LLMProvider:
+    # llama.cpp itself is imported on the first call: it is an optional extra.
+    return LocalProvider()
+
+
 BUILDERS: dict[str, Callable[[str, ProviderConfig], LLMProvider]] = {
     "openai": _openai,
     "anthropic": _anthropic,
     "offline": _offline,
+    "local": _local,
 }
 
 

@@ -53,6 +53,7 @@ def test_default_catalog_has_offline_and_example_remote_models() -> None:
     ids = [m.id for m in catalog.models]
     assert ids == [
         "offline:offline-1",
+        "local:gemma-3-270m",
         "openai:gpt-4o-mini",
         "openai:gpt-4o",
         "anthropic:claude-3-5-haiku-latest",

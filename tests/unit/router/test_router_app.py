@@ -77,7 +77,7 @@ async def test_health_models_and_route_endpoints() -> None:
     health = await _raw(service, "GET", "/healthz")
     assert health.json() == {"status": "ok", "eligible_models": ["offline:offline-1"]}
     models = (await _raw(service, "GET", "/v1/models")).json()["models"]
-    assert len(models) == 5
+    assert len(models) == 6
     body = {"messages": [{"role": "user", "content": "x"}], "step_type": "plan"}
     routed = (await _raw(service, "POST", "/v1/route", json=body)).json()
     assert routed["model"] == "offline:offline-1"
