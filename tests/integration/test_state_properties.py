@@ -3,7 +3,6 @@ log holds exactly one event per transition (each event starts where the previous
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from agent_engine.api.app import create_app
-from agent_engine.config import Settings
 from agent_engine.domain.states import RUN_TRANSITIONS, STEP_TRANSITIONS, RunStatus, StepStatus
-from tests.databases import PostgresServer, clone_sqlite
+from tests.apps import app_on_loop, database_for
+from tests.databases import PostgresServer
 
 step_specs = st.fixed_dictionaries(
     {
@@ -101,27 +99,10 @@ def test_no_api_sequence_breaks_the_state_machine(
     sqlite_template: Path,
     postgres_server: PostgresServer | None,
 ) -> None:
-    database: str | None = None
-    if backend == "sqlite":
-        url = clone_sqlite(sqlite_template, tmp_path)
-    else:
-        if postgres_server is None:
-            pytest.skip(getattr(pytest, "postgres_skip_reason", "PostgreSQL not reachable"))
-        database = asyncio.run(postgres_server.create_database())
-        url = postgres_server.url_for(database)
-    settings = Settings(
-        database_url=url,
-        auto_migrate=False,
-        embedded_worker=False,
-        workspace_roots=[tmp_path],
-        _env_file=None,  # type: ignore[call-arg]
-    )
-    app = create_app(settings)
-    runner = asyncio.Runner()
-    lifespan = app.router.lifespan_context(app)
-    runner.run(lifespan.__aenter__())
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
-    try:
+    with (
+        database_for(backend, tmp_path, sqlite_template, postgres_server) as url,
+        app_on_loop(url, tmp_path) as (runner, client),
+    ):
 
         @hypothesis_settings(
             max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -131,9 +112,3 @@ def test_no_api_sequence_breaks_the_state_machine(
             runner.run(_scenario(client, specs, ops))
 
         check()
-    finally:
-        runner.run(client.aclose())
-        runner.run(lifespan.__aexit__(None, None, None))
-        runner.close()
-        if database is not None and postgres_server is not None:
-            asyncio.run(postgres_server.drop_database(database))

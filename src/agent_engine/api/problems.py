@@ -17,6 +17,7 @@ PROBLEM_BASE = "https://agent-engine.dev/problems/"
 logger = logging.getLogger(__name__)
 
 _HTTP_CODES = {
+    400: ("bad_request", "Bad request"),
     404: ("not_found", "Not found"),
     405: ("method_not_allowed", "Method not allowed"),
     406: ("not_acceptable", "Not acceptable"),

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PlainSerializer
 
 from agent_engine.domain.states import RunStatus, StepStatus
+from agent_engine.domain.text import StorableModel
 
 # Money leaves as a JSON number. Stored amounts have 9 decimal places and at most 15 significant
 # digits for any realistic total, which a double represents and prints back exactly.
@@ -109,19 +110,19 @@ class AuditOut(BaseModel):
     first_invalid_seq: int | None
 
 
-class ApproveIn(BaseModel):
+class ApproveIn(StorableModel):
     model_config = ConfigDict(extra="forbid")
 
     comment: str | None = Field(default=None, max_length=10_000)
 
 
-class RejectIn(BaseModel):
+class RejectIn(StorableModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field(min_length=1, max_length=10_000)
 
 
-class CancelIn(BaseModel):
+class CancelIn(StorableModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str | None = Field(default=None, max_length=10_000)
@@ -150,7 +151,7 @@ class PlanOut(BaseModel):
     created_at: datetime
 
 
-class PlanDecisionIn(BaseModel):
+class PlanDecisionIn(StorableModel):
     model_config = ConfigDict(extra="forbid")
 
     comment: str | None = Field(default=None, max_length=10_000)

@@ -12,13 +12,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 
 from agent_engine.domain.approval_policy import ApprovalPolicy
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.plan import Plan, PlanStep
 from agent_engine.domain.states import TERMINAL_STEP_STATES, RunStatus, StepStatus
+from agent_engine.domain.text import StorableModel
 from agent_engine.engine.context import EngineContext
 from agent_engine.engine.plans import insert_plan_txn, validate_plan
 from agent_engine.engine.settle import refresh_claimable
@@ -33,7 +34,7 @@ from agent_engine.storage.transitions import move_run_txn, move_step_txn
 MAX_GOAL_CHARS = 20_000
 
 
-class CreateRunRequest(BaseModel):
+class CreateRunRequest(StorableModel):
     """The body of ``POST /v1/agent-runs``."""
 
     model_config = ConfigDict(extra="forbid")

@@ -20,6 +20,13 @@ router = APIRouter(tags=["events"])
 PING_S = 15
 
 
+def _check_prefix(prefix: str | None) -> None:
+    if prefix is not None and not prefix.isprintable():
+        raise InputValidationError(
+            "type must be printable text", errors=[{"field": "type", "message": "not printable"}]
+        )
+
+
 def _last_id(header: str | None, query: int | None) -> int:
     if query is not None:
         return query
@@ -54,6 +61,7 @@ async def run_events(
 ) -> EventSourceResponse:
     """The run's events in order (state changes, outputs, approvals, costs), then live ones;
     the stream ends after the last event of a completed or cancelled run."""
+    _check_prefix(type_prefix)
     run_uuid = await check_run(engine, run_id)
     flt = StreamFilter(run_id=run_uuid, type_prefix=type_prefix, by_seq=True)
     stream = follow(engine, _last_id(last_event_id, after), flt)
@@ -69,6 +77,7 @@ async def all_events(
     type_prefix: Annotated[str | None, Query(alias="type", max_length=64)] = None,
 ) -> EventSourceResponse:
     """Events of every run (filter by `run_id` and `type` prefix), live; ids are global."""
+    _check_prefix(type_prefix)
     flt = StreamFilter(run_id=parse_run_id(run_id) if run_id else None, type_prefix=type_prefix)
     stream = follow(engine, _last_id(last_event_id, after), flt, stop_when_finished=False)
     return EventSourceResponse(_sse(stream, "id"), ping=PING_S)
