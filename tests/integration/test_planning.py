@@ -221,3 +221,48 @@ async def test_engine_plans_and_runs_through_the_router_over_http(
         cost = (await http.get(f"/v1/agent-runs/{run['id']}/cost")).json()
         assert cost["totals"]["calls"] >= 2  # the plan and at least one LLM step
         assert set(cost["by_provider"]) == {"offline"}
+
+
+async def test_budget_stops_llm_calls_before_they_overspend(
+    fake_model_client: httpx.AsyncClient, fake_llm: FakeLLMServer
+) -> None:
+    received = len(fake_llm.requests)
+    steps = [{"step_type": "analyze", "input_data": {"instruction": "x" * 4000}}]
+    run = await _create(fake_model_client, goal="g", steps=steps, budget_usd="0.000001")
+    done = (await fake_model_client.post(f"/v1/agent-runs/{run['id']}/execute")).json()
+    assert done["status"] == "failed"
+    assert done["steps"][0]["error"]["code"] == "budget_exceeded"
+    assert len(fake_llm.requests) == received  # refused before any request was sent
+    cost = (await fake_model_client.get(f"/v1/agent-runs/{run['id']}/cost")).json()
+    assert cost["total_cost_usd"] == 0 and cost["budget_usd"] == pytest.approx(0.000001)
+
+
+async def test_unpriced_model_is_flagged_never_zero(
+    settings: Settings, tmp_path: Path, fake_llm: FakeLLMServer
+) -> None:
+    catalog = tmp_path / "unpriced.yaml"
+    catalog.write_text(
+        "providers:\n"
+        f"  fakeai: {{kind: openai, base_url: '{fake_llm.openai_base_url}', api_key_env: null}}\n"
+        "models:\n"
+        "  - {provider: fakeai, model: mystery-model-9000, tier: medium, context_window: 100000,"
+        " max_output_tokens: 4096}\n",
+        encoding="utf-8",
+    )
+    pinned = settings.model_copy(
+        update={"models_file": catalog, "model": "fakeai:mystery-model-9000"}
+    )
+    fake_llm.script(openai_completion("a summary", prompt_tokens=50, completion_tokens=10))
+    app = create_app(pinned)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        steps = [{"step_type": "summarize", "input_data": {"inputs": ["some text"]}}]
+        run = await _create(http, goal="g", steps=steps)
+        done = (await http.post(f"/v1/agent-runs/{run['id']}/execute")).json()
+        cost = (await http.get(f"/v1/agent-runs/{run['id']}/cost")).json()
+    assert done["status"] == "completed"
+    assert cost["has_unpriced_calls"] is True
+    assert cost["totals"]["unpriced_calls"] == 1
+    assert cost["totals"]["input_tokens"] == 50

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import os
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -170,3 +174,69 @@ async def test_goal_only_auto_start_is_planned_and_run_by_the_worker(
     done = await wait_for(worker_client, run["id"], {"completed", "failed"})
     assert done["status"] == "completed", done
     assert done["plan_version"] == 1
+
+
+@pytest.fixture
+async def command_client(
+    settings: Settings, workspace_root: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(
+        settings.model_copy(
+            update={
+                "embedded_worker": True,
+                "worker_poll_s": 0.2,
+                "command_allowlist": [sys.executable],
+            }
+        )
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        yield http
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A killed child may linger as a zombie until reaped; that is not running.
+    with contextlib.suppress(FileNotFoundError):
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    return False
+
+
+async def test_cancel_kills_a_running_commands_whole_process_group(
+    command_client: httpx.AsyncClient, workspace_root: Path
+) -> None:
+    workspace = workspace_root / "cmd"
+    workspace.mkdir()
+    script = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "open('child.pid', 'w').write(str(child.pid))\n"
+        "time.sleep(60)\n"
+    )
+    steps = [
+        {
+            "step_type": "run_command",
+            "input_data": {"argv": [sys.executable, "-c", script], "timeout_s": 60},
+            "requires_approval": False,
+        }
+    ]
+    body = {"goal": "cmd", "workspace": str(workspace), "steps": steps, "auto_start": True}
+    run = (await command_client.post("/v1/agent-runs", json=body)).json()
+    pid_file = workspace / "child.pid"
+    deadline = time.monotonic() + 15
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline, "the command never started"
+        await asyncio.sleep(0.05)
+    grandchild = int(pid_file.read_text())
+    assert _alive(grandchild)
+    cancelled = (await command_client.post(f"/v1/agent-runs/{run['id']}/cancel")).json()
+    assert cancelled["status"] == "cancelled"
+    deadline = time.monotonic() + 5
+    while _alive(grandchild):
+        assert time.monotonic() < deadline, "the command's process group survived the cancel"
+        await asyncio.sleep(0.05)
