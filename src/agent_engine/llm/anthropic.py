@@ -23,7 +23,10 @@ from agent_engine.llm.base import (
     Usage,
 )
 from agent_engine.llm.redaction import redact
-from agent_engine.llm.tokens import estimate_message_tokens, estimate_tokens
+from agent_engine.llm.tokens import (
+    estimated_usage,
+    token_count,
+)
 from agent_engine.llm.transport import (
     http_client,
     malformed,
@@ -37,25 +40,17 @@ ANTHROPIC_VERSION = "2023-06-01"
 JSON_TOOL_NAME = "emit_json"
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def map_usage(raw: Any, messages: list[ChatMessage], text: str) -> Usage:
     """Map Anthropic usage; ``input_tokens`` becomes all input, cache reads and writes included."""
     if not isinstance(raw, dict) or "input_tokens" not in raw:
-        return Usage(
-            input_tokens=estimate_message_tokens(messages),
-            output_tokens=estimate_tokens(text),
-            estimated=True,
-        )
-    cache_read = _int(raw.get("cache_read_input_tokens"))
-    cache_write = _int(raw.get("cache_creation_input_tokens"))
+        return estimated_usage(messages, text)
+    cache_read = token_count(raw.get("cache_read_input_tokens"))
+    cache_write = token_count(raw.get("cache_creation_input_tokens"))
     # Anthropic reports uncached input separately; our Usage (like OpenAI and genai-prices)
     # counts all input tokens in input_tokens, with the cached/written share broken out.
     return Usage(
-        input_tokens=_int(raw.get("input_tokens")) + cache_read + cache_write,
-        output_tokens=_int(raw.get("output_tokens")),
+        input_tokens=token_count(raw.get("input_tokens")) + cache_read + cache_write,
+        output_tokens=token_count(raw.get("output_tokens")),
         cached_input_tokens=cache_read,
         cache_write_tokens=cache_write,
     )

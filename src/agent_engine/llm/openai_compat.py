@@ -17,7 +17,10 @@ from agent_engine.llm.base import (
     Usage,
 )
 from agent_engine.llm.redaction import redact
-from agent_engine.llm.tokens import estimate_message_tokens, estimate_tokens
+from agent_engine.llm.tokens import (
+    estimated_usage,
+    token_count,
+)
 from agent_engine.llm.transport import (
     decode_json_object,
     error_from_response,
@@ -33,25 +36,17 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _SCHEMA_NAME = re.compile(r"[^a-zA-Z0-9_-]+")
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def map_usage(raw: Any, messages: list[ChatMessage], text: str) -> Usage:
     """Map an OpenAI ``usage`` object; when it is missing, estimate from text and mark it."""
     if not isinstance(raw, dict) or "prompt_tokens" not in raw:
-        return Usage(
-            input_tokens=estimate_message_tokens(messages),
-            output_tokens=estimate_tokens(text),
-            estimated=True,
-        )
+        return estimated_usage(messages, text)
     prompt_details = raw.get("prompt_tokens_details") or {}
     completion_details = raw.get("completion_tokens_details") or {}
     return Usage(
-        input_tokens=_int(raw.get("prompt_tokens")),
-        output_tokens=_int(raw.get("completion_tokens")),
-        cached_input_tokens=_int(prompt_details.get("cached_tokens")),
-        reasoning_tokens=_int(completion_details.get("reasoning_tokens")),
+        input_tokens=token_count(raw.get("prompt_tokens")),
+        output_tokens=token_count(raw.get("completion_tokens")),
+        cached_input_tokens=token_count(prompt_details.get("cached_tokens")),
+        reasoning_tokens=token_count(completion_details.get("reasoning_tokens")),
     )
 
 
