@@ -33,7 +33,7 @@ from agent_engine.errors import (
     StaleFenceError,
 )
 from agent_engine.faults import crash_point
-from agent_engine.llm.base import LLMCallRecord
+from agent_engine.llm.base import LLMCallRecord, LLMClient
 from agent_engine.storage.audit import append_event_txn
 from agent_engine.storage.database import transaction
 from agent_engine.storage.ledger import record_calls_txn
@@ -174,57 +174,107 @@ async def run_claimed(
     return StepResult(output, error, list(llm.calls), latency_ms)
 
 
+@dataclass(frozen=True)
+class ContinueWith:
+    """Claim the run's next ready steps in the same transaction that records a result: a worker
+    that finishes step N of a run usually runs step N+1, and this saves it a claim round trip."""
+
+    owner: str
+    limit: int
+    lease: timedelta
+    llm: LLMClient
+    step_types: frozenset[str] = frozenset()
+
+
 async def record_result(
-    ctx: EngineContext, claim: Claim, result: StepResult, *, actor: str
-) -> None:
-    """Write the step's result if the claim's fence is still current; the ledger in any case."""
+    ctx: EngineContext,
+    claim: Claim,
+    result: StepResult,
+    *,
+    actor: str,
+    then: ContinueWith | None = None,
+) -> list[Claim]:
+    """Write the step's result if the claim's fence is still current (the ledger in any case),
+    settle the run, and with ``then`` claim its next ready steps; returns those claims."""
     async with transaction(ctx.sessions) as session:
         run = await get_run_txn(session, claim.run_id, lock=True)
-        step = await get_step_txn(session, run.id, claim.step_id)
+        steps = await list_steps_txn(session, run.id)
+        step = next((s for s in steps if s.id == claim.step_id), None)
+        if step is None:
+            raise StaleFenceError(f"step {claim.step_id} no longer exists")
         # Calls that happened cost money whether or not this attempt may still write its result.
         record_calls_txn(session, run, step, result.calls)
         if step.fence != claim.fence or StepStatus(step.status) is not StepStatus.RUNNING:
             if StepStatus(step.status) is StepStatus.CANCELLED:
-                return  # cancelled meanwhile: the ledger is kept, the result is moot
+                return []  # cancelled meanwhile: the ledger is kept, the result is moot
             raise StaleFenceError(
                 f"step {step.step_number}: attempt with fence {claim.fence} is no longer current "
                 f"(fence {step.fence}, status {step.status})",
                 step_id=str(step.id),
             )
-        step.latency_ms = result.latency_ms
-        if claim.side_effects and step.effect_intent is not None:
-            step.effect_outcome = {
-                "attempt": claim.attempt,
-                "ok": result.error is None,
-                "recovered": result.recovered or None,
-            }
-        if result.error is None:
-            step.lease_owner = None
-            step.lease_expires_at = None
-            step.output_data = result.output
-            step.output_hash = content_hash(result.output)
-            move_step_txn(
-                session,
-                run,
-                step,
-                StepStatus.COMPLETED,
-                actor=actor,
-                output_hash=step.output_hash,
-                cost_usd=format(step.cost_usd, "f"),
-                recovered=result.recovered or None,
-            )
-        else:
-            fail_step_txn(session, run, step, result.error, actor=actor)
-            if result.error.code == "workspace_violation":
-                append_event_txn(
-                    session,
-                    run,
-                    "security.workspace_violation",
-                    {"step_number": step.step_number, **step.error} if step.error else {},
-                    actor=actor,
-                    step_id=step.id,
-                )
-        settle_run_txn(session, run, await list_steps_txn(session, run.id), actor=actor)
+        _write_result_txn(session, run, step, claim, result, actor=actor)
+        settle_run_txn(session, run, steps, actor=actor)
+        if then is None or then.limit <= 0:
+            return []
+        if RunStatus(run.status) not in RUNNABLE_RUN_STATES or not run.started:
+            return []
+        work = await take_ready_txn(
+            ctx,
+            session,
+            run,
+            steps,
+            owner=then.owner,
+            limit=then.limit,
+            lease=then.lease,
+            llm=then.llm,
+            step_types=then.step_types,
+        )
+        settle_run_txn(session, run, steps, actor=then.owner)
+        return [item for item in work if isinstance(item, Claim)]
+
+
+def _write_result_txn(
+    session: AsyncSession,
+    run: AgentRun,
+    step: Step,
+    claim: Claim,
+    result: StepResult,
+    *,
+    actor: str,
+) -> None:
+    step.latency_ms = result.latency_ms
+    if claim.side_effects and step.effect_intent is not None:
+        step.effect_outcome = {
+            "attempt": claim.attempt,
+            "ok": result.error is None,
+            "recovered": result.recovered or None,
+        }
+    if result.error is None:
+        step.lease_owner = None
+        step.lease_expires_at = None
+        step.output_data = result.output
+        step.output_hash = content_hash(result.output)
+        move_step_txn(
+            session,
+            run,
+            step,
+            StepStatus.COMPLETED,
+            actor=actor,
+            output_hash=step.output_hash,
+            cost_usd=format(step.cost_usd, "f"),
+            recovered=result.recovered or None,
+        )
+        return
+    fail_step_txn(session, run, step, result.error, actor=actor)
+    if result.error.code == "workspace_violation":
+        append_event_txn(
+            session,
+            run,
+            "security.workspace_violation",
+            {"step_number": step.step_number, **step.error} if step.error else {},
+            actor=actor,
+            step_id=step.id,
+        )
 
 
 def _why_nothing_ready(run: AgentRun, steps: list[Step]) -> str:

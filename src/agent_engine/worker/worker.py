@@ -25,7 +25,7 @@ from agent_engine.engine.claiming import Claim, take_ready_txn
 from agent_engine.engine.context import EngineContext
 from agent_engine.engine.planner import plan_run
 from agent_engine.engine.settle import settle_run_txn
-from agent_engine.engine.stepping import record_result, run_claimed
+from agent_engine.engine.stepping import ContinueWith, record_result, run_claimed
 from agent_engine.errors import EngineError, StaleFenceError
 from agent_engine.storage.claims import extend_leases_txn, lock_claimable_runs_txn
 from agent_engine.storage.database import transaction
@@ -168,12 +168,15 @@ class Worker:
             logger.warning("claim round failed: %s", exc.orig)
             return 0
         for claim in claims:
-            cancel = asyncio.Event()
-            task = asyncio.create_task(self._execute(claim, cancel))
-            self._inflight[claim.step_id] = _Inflight(claim, cancel, task)
+            self._spawn(claim)
         for run_id, resume in plans:
             self._start_planning(run_id, resume)
         return len(claims) + len(plans)
+
+    def _spawn(self, claim: Claim) -> None:
+        cancel = asyncio.Event()
+        task = asyncio.create_task(self._execute(claim, cancel))
+        self._inflight[claim.step_id] = _Inflight(claim, cancel, task)
 
     def _start_planning(self, run_id: str, resume: bool) -> None:
         async def plan() -> None:
@@ -194,7 +197,17 @@ class Worker:
         try:
             result = await run_claimed(self.ctx, claim, cancel=cancel)
             if result is not None:
-                await record_result(self.ctx, claim, result, actor=self.id)
+                # This task's slot frees up as it records: it may take the run's next steps.
+                then = ContinueWith(
+                    owner=self.id,
+                    limit=self.options.concurrency - self.inflight + 1,
+                    lease=self._lease,
+                    llm=self.ctx.llm_factory(None),
+                    step_types=self.options.step_types,
+                )
+                following = await record_result(self.ctx, claim, result, actor=self.id, then=then)
+                for next_claim in following:
+                    self._spawn(next_claim)
         except StaleFenceError as exc:
             # A newer attempt owns the step (our lease lapsed): our result must not count.
             logger.warning("result of step %s refused: %s", claim.step_id, exc.detail)
