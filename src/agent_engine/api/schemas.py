@@ -80,6 +80,12 @@ class RunWithSteps(RunOut):
     steps: list[StepOut]
 
 
+def run_with_steps(view: Any) -> RunWithSteps:
+    """A run and its steps (an engine ``RunView``) as the API renders them."""
+    out = RunOut.model_validate(view.run)
+    return RunWithSteps(**out.model_dump(), steps=[StepOut.model_validate(s) for s in view.steps])
+
+
 class ExecuteOut(RunWithSteps):
     executed_step_id: uuid.UUID | None
 

@@ -11,11 +11,11 @@ from sqlalchemy import select
 from agent_engine.domain.states import RunStatus
 from agent_engine.engine.context import EngineContext
 from agent_engine.engine.runs import RunView
-from agent_engine.engine.settle import refresh_claimable
+from agent_engine.engine.settle import plan_awaits_approval, refresh_claimable
 from agent_engine.errors import ConflictError, NotFoundError
 from agent_engine.storage.database import transaction
 from agent_engine.storage.runs import get_run_txn, list_steps_txn
-from agent_engine.storage.tables import AgentRun, Approval, PlanVersion
+from agent_engine.storage.tables import Approval, PlanVersion
 from agent_engine.storage.transitions import move_run_txn
 
 
@@ -84,14 +84,6 @@ async def diff_plans(ctx: EngineContext, run_id: str, old: int, new: int) -> dic
     }
 
 
-def _awaiting_plan_approval(run: AgentRun) -> bool:
-    return (
-        RunStatus(run.status) is RunStatus.AWAITING_APPROVAL
-        and bool(run.options.get("plan_approval"))
-        and run.plan_approved_version != run.plan_version
-    )
-
-
 async def decide_plan(
     ctx: EngineContext,
     run_id: str,
@@ -103,7 +95,9 @@ async def decide_plan(
     """Approve the waiting plan (the run becomes PLANNED) or reject it (the run FAILS)."""
     async with transaction(ctx.sessions) as session:
         run = await get_run_txn(session, run_id, lock=True)
-        if not _awaiting_plan_approval(run):
+        if RunStatus(run.status) is not RunStatus.AWAITING_APPROVAL or not plan_awaits_approval(
+            run
+        ):
             raise ConflictError(
                 f"run {run.id} is '{run.status}': no plan is waiting for approval",
                 run_id=str(run.id),

@@ -27,7 +27,12 @@ from agent_engine.errors import IdempotencyConflictError, InputValidationError
 from agent_engine.executors.workspace import check_workspace_root
 from agent_engine.storage.audit import append_event_txn, list_events_txn
 from agent_engine.storage.database import transaction
-from agent_engine.storage.runs import get_run_txn, list_runs_txn, list_steps_txn
+from agent_engine.storage.runs import (
+    find_run_by_idempotency_key_txn,
+    get_run_txn,
+    list_runs_txn,
+    list_steps_txn,
+)
 from agent_engine.storage.tables import AgentRun, AuditEvent, Step
 from agent_engine.storage.transitions import move_run_txn, move_step_txn
 
@@ -156,8 +161,6 @@ async def create_run(
 
 
 async def _find_idempotent(ctx: EngineContext, key: str, request_hash: str) -> RunView | None:
-    from agent_engine.storage.runs import find_run_by_idempotency_key_txn
-
     async with transaction(ctx.sessions) as session:
         run = await find_run_by_idempotency_key_txn(session, key)
         if run is None:

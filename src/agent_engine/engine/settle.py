@@ -48,10 +48,14 @@ def ready_steps(steps: Sequence[Step]) -> list[Step]:
     ]
 
 
+def plan_awaits_approval(run: AgentRun) -> bool:
+    """A run created with ``plan_approval`` whose current plan version no human approved yet."""
+    return bool(run.options.get("plan_approval")) and run.plan_approved_version != run.plan_version
+
+
 def refresh_claimable(run: AgentRun, steps: Sequence[Step]) -> None:
     """Keep ``run.claimable_at`` (what workers look for) equal to when its next step is ready."""
-    plan_waits = run.options.get("plan_approval") and run.plan_approved_version != run.plan_version
-    if not run.started or RunStatus(run.status) in TERMINAL_RUN_STATES or plan_waits:
+    if not run.started or RunStatus(run.status) in TERMINAL_RUN_STATES or plan_awaits_approval(run):
         run.claimable_at = None
         return
     if RunStatus(run.status) is RunStatus.CREATED:

@@ -24,7 +24,7 @@ from agent_engine.domain.states import RunStatus, StepStatus
 from agent_engine.engine.claiming import Claim, Parked, take_ready_txn
 from agent_engine.engine.context import EngineContext, executor_context
 from agent_engine.engine.retries import fail_step_txn
-from agent_engine.engine.settle import settle_run_txn
+from agent_engine.engine.settle import plan_awaits_approval, settle_run_txn
 from agent_engine.errors import (
     ConflictError,
     EngineError,
@@ -57,7 +57,7 @@ def check_runnable(run: AgentRun) -> None:
     status = RunStatus(run.status)
     if status not in RUNNABLE_RUN_STATES:
         raise InvalidTransitionError("run", status.value, RunStatus.RUNNING.value)
-    if run.options.get("plan_approval") and run.plan_approved_version != run.plan_version:
+    if plan_awaits_approval(run):
         raise ConflictError(
             f"run {run.id}: plan version {run.plan_version} is waiting for approval "
             f"(POST /v1/agent-runs/{run.id}/plan/approve)",

@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from agent_engine.api.deps import Actor, Engine
-from agent_engine.api.routes.runs import _with_steps
-from agent_engine.api.schemas import ApproveIn, RejectIn, RunWithSteps
+from agent_engine.api.schemas import ApproveIn, RejectIn, RunWithSteps, run_with_steps
 from agent_engine.engine.approvals import decide_step
 
 router = APIRouter(prefix="/v1/agent-runs/{run_id}/steps/{step_id}", tags=["approvals"])
@@ -25,7 +24,7 @@ async def approve_step(
         actor=actor,
         comment=body.comment if body else None,
     )
-    return _with_steps(view)
+    return run_with_steps(view)
 
 
 @router.post("/reject", response_model=RunWithSteps)
@@ -36,4 +35,4 @@ async def reject_step(
     view = await decide_step(
         engine, run_id, step_id, decision="rejected", actor=actor, comment=body.reason
     )
-    return _with_steps(view)
+    return run_with_steps(view)

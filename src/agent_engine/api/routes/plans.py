@@ -7,8 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from agent_engine.api.deps import Actor, Engine
-from agent_engine.api.routes.runs import _with_steps
-from agent_engine.api.schemas import PlanDecisionIn, PlanOut, RejectIn, RunWithSteps
+from agent_engine.api.schemas import PlanDecisionIn, PlanOut, RejectIn, RunWithSteps, run_with_steps
 from agent_engine.engine import plan_versions, runs
 from agent_engine.engine.planner import plan_run
 
@@ -38,7 +37,7 @@ async def diff_plan(
 async def replan(run_id: str, engine: Engine, actor: Actor) -> RunWithSteps:
     """Make a new plan version for a run whose steps have not started."""
     await plan_run(engine, run_id, actor=actor, replan=True)
-    return _with_steps(await runs.get_run(engine, run_id))
+    return run_with_steps(await runs.get_run(engine, run_id))
 
 
 @router.post("/approve", response_model=RunWithSteps)
@@ -49,7 +48,7 @@ async def approve_plan(
     view = await plan_versions.decide_plan(
         engine, run_id, decision="approved", actor=actor, comment=body.comment if body else None
     )
-    return _with_steps(view)
+    return run_with_steps(view)
 
 
 @router.post("/reject", response_model=RunWithSteps)
@@ -58,4 +57,4 @@ async def reject_plan(run_id: str, body: RejectIn, engine: Engine, actor: Actor)
     view = await plan_versions.decide_plan(
         engine, run_id, decision="rejected", actor=actor, comment=body.reason
     )
-    return _with_steps(view)
+    return run_with_steps(view)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
@@ -16,6 +17,7 @@ from agent_engine.api.schemas import (
     RunPage,
     RunWithSteps,
     StepOut,
+    run_with_steps,
 )
 from agent_engine.domain.states import RunStatus
 from agent_engine.engine import control, costs, runs
@@ -25,11 +27,6 @@ from agent_engine.errors import InputValidationError
 from agent_engine.storage.audit import verify_chain
 
 router = APIRouter(prefix="/v1/agent-runs", tags=["runs"])
-
-
-def _with_steps(view: runs.RunView) -> RunWithSteps:
-    out = RunOut.model_validate(view.run)
-    return RunWithSteps(**out.model_dump(), steps=[StepOut.model_validate(s) for s in view.steps])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=RunWithSteps)
@@ -46,7 +43,7 @@ async def create_run(
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/agent-runs/{view.run.id}"
-    return _with_steps(view)
+    return run_with_steps(view)
 
 
 def _parse_statuses(raw: list[str]) -> list[RunStatus]:
@@ -80,7 +77,7 @@ async def list_runs(
 @router.get("/{run_id}", response_model=RunWithSteps)
 async def get_run(run_id: str, engine: Engine) -> RunWithSteps:
     """The run with its steps."""
-    return _with_steps(await runs.get_run(engine, run_id))
+    return run_with_steps(await runs.get_run(engine, run_id))
 
 
 @router.get("/{run_id}/steps", response_model=list[StepOut])
@@ -100,10 +97,10 @@ async def execute_next(run_id: str, engine: Engine, actor: Actor) -> ExecuteOut:
         await plan_run(engine, run_id, actor=actor)
         view = await runs.get_run(engine, run_id)
         if view.run.status != RunStatus.PLANNED:
-            return ExecuteOut(**_with_steps(view).model_dump(), executed_step_id=None)
+            return ExecuteOut(**run_with_steps(view).model_dump(), executed_step_id=None)
     step_id = await execute_one(engine, run_id, actor=actor)
     view = await runs.get_run(engine, run_id)
-    return ExecuteOut(**_with_steps(view).model_dump(), executed_step_id=step_id)
+    return ExecuteOut(**run_with_steps(view).model_dump(), executed_step_id=step_id)
 
 
 @router.post("/{run_id}/cancel", response_model=RunWithSteps)
@@ -112,7 +109,7 @@ async def cancel_run(
 ) -> RunWithSteps:
     """Cancel the run and all its unfinished steps."""
     view = await runs.cancel_run(engine, run_id, actor=actor, reason=body.reason if body else None)
-    return _with_steps(view)
+    return run_with_steps(view)
 
 
 @router.get("/{run_id}/audit", response_model=AuditOut)
@@ -142,8 +139,6 @@ async def get_cost(run_id: str, engine: Engine) -> dict[str, Any]:
 
 
 def _jsonable_money(value: Any) -> Any:
-    from decimal import Decimal
-
     if isinstance(value, Decimal):
         return float(value)
     if isinstance(value, dict):
@@ -156,16 +151,16 @@ def _jsonable_money(value: Any) -> Any:
 @router.post("/{run_id}/start", response_model=RunWithSteps)
 async def start_run(run_id: str, engine: Engine, actor: Actor) -> RunWithSteps:
     """Hand the run to the workers, which plan it if needed and run it to completion."""
-    return _with_steps(await control.start_run(engine, run_id, actor=actor))
+    return run_with_steps(await control.start_run(engine, run_id, actor=actor))
 
 
 @router.post("/{run_id}/resume", response_model=RunWithSteps)
 async def resume_run(run_id: str, engine: Engine, actor: Actor) -> RunWithSteps:
     """Resume a failed run from its first unfinished step (failed steps get another attempt)."""
-    return _with_steps(await control.resume_run(engine, run_id, actor=actor))
+    return run_with_steps(await control.resume_run(engine, run_id, actor=actor))
 
 
 @router.post("/{run_id}/steps/{step_id}/retry", response_model=RunWithSteps)
 async def retry_step(run_id: str, step_id: str, engine: Engine, actor: Actor) -> RunWithSteps:
     """Retry a failed step by hand."""
-    return _with_steps(await control.retry_step(engine, run_id, step_id, actor=actor))
+    return run_with_steps(await control.retry_step(engine, run_id, step_id, actor=actor))
