@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 import uvicorn
+from pydantic import ValidationError
 from rich.console import Console
 
 from agent_engine import __version__
@@ -21,15 +22,16 @@ db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 router_app = typer.Typer(help="The Smart Model Router service.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(router_app, name="router")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _settings() -> Settings:
     try:
         return get_settings()
-    except ValueError as exc:
-        # pydantic-settings errors are multi-line; the first line names the variable.
-        err.print(f"[red]error:[/] invalid configuration: {str(exc).splitlines()[0]}")
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "AGENT_ENGINE_" + "_".join(str(part) for part in first["loc"]).upper()
+        err.print(f"[red]error:[/] invalid configuration: {name}: {first['msg']}")
         raise typer.Exit(2) from None
 
 
@@ -53,8 +55,14 @@ def serve(
     from agent_engine.api.app import create_app
 
     settings = _settings()
+    if settings.auto_migrate:
+        # Migrate before the server starts, so a bad database URL is one clear line, not a
+        # start-up traceback.
+        from agent_engine.storage.migrations import upgrade
+
+        _run_migration(lambda: upgrade(settings.database_url))
     uvicorn.run(
-        create_app(settings),
+        create_app(settings.model_copy(update={"auto_migrate": False})),
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level,
