@@ -1,0 +1,314 @@
+"""The orchestration benchmark: our engine's per-step overhead, throughput and live-event latency
+on PostgreSQL and SQLite, next to DBOS Transact running the same workloads.
+
+``python -m bench.orchestration --help``; ``--markdown`` prints tables for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from rich.console import Console
+from sqlalchemy.exc import SQLAlchemyError
+
+from agent_engine import __version__
+from bench import engine_harness, sse_harness
+from bench.databases import (
+    BACKENDS,
+    DEFAULT_ADMIN_URL,
+    BenchDatabase,
+    check_postgres,
+    fresh_database,
+    postgres_version,
+)
+from bench.figures import (
+    BackendResults,
+    sequential_section,
+    stream_section,
+    throughput_section,
+)
+from bench.report import ProfileReport, Reporter
+
+T = TypeVar("T")
+# What a failed measurement may raise; it is reported and the benchmark goes on.
+MEASUREMENT_ERRORS: tuple[type[BaseException], ...] = (
+    RuntimeError,
+    TimeoutError,
+    OSError,
+    SQLAlchemyError,
+    httpx.HTTPError,
+)
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(item) for item in text.split(",") if item.strip()]
+
+
+def _backend_list(text: str) -> list[str]:
+    names = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = set(names) - set(BACKENDS)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown backend(s) {sorted(unknown)}; use {BACKENDS}")
+    return names
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.orchestration",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--backends", type=_backend_list, default=list(BACKENDS))
+    parser.add_argument("--workers", type=_int_list, default=[1, 2, 4], help="processes")
+    parser.add_argument("--concurrency", type=int, default=8, help="steps/workflows per process")
+    parser.add_argument("--sequential-runs", type=int, default=20)
+    parser.add_argument("--sequential-steps", type=int, default=20)
+    parser.add_argument("--fanout-runs", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=10, help="steps per fan-out run")
+    parser.add_argument("--sse-runs", type=int, default=5)
+    parser.add_argument("--skip-dbos", action="store_true", help="measure our engine only")
+    parser.add_argument("--skip-sse", action="store_true")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("AGENT_ENGINE_BENCH_POSTGRES_URL", DEFAULT_ADMIN_URL),
+        help="admin connection; a database ae_bench_<pid>_<label> is made per measurement",
+    )
+    parser.add_argument(
+        "--dbos-poll-s",
+        type=float,
+        default=0.05,
+        help="DBOS queue polling interval, and stream polling on SQLite (DBOS default: 1.0)",
+    )
+    parser.add_argument(
+        "--dbos-stock-sqlite",
+        action="store_true",
+        help="keep DBOS's SQLite defaults (rollback journal, synchronous=FULL)",
+    )
+    parser.add_argument("--log-dir", type=Path, help="keep worker logs here (default: temp)")
+    parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    return parser.parse_args(argv)
+
+
+@dataclass
+class Bench:
+    """One invocation: the options, where progress goes and the problems seen so far."""
+
+    args: argparse.Namespace
+    progress: Console
+    log_dir: Path
+    problems: list[str]
+    errors: tuple[type[BaseException], ...] = MEASUREMENT_ERRORS
+
+    def measure(self, label: str, action: Callable[[], T]) -> T | None:
+        """Run one measurement, logging its duration; a failure is recorded, not raised."""
+        started = time.perf_counter()
+        self.progress.print(f"[dim]… {label}[/]")
+        try:
+            result = action()
+        except self.errors as exc:
+            self.problems.append(f"{label}: {type(exc).__name__}: {exc}")
+            self.progress.print(f"[red]✗ {label}: {type(exc).__name__}: {exc}[/]")
+            return None
+        self.progress.print(f"[green]✓[/] {label} ({time.perf_counter() - started:.1f}s)")
+        for problem in getattr(result, "problems", []) or []:
+            self.problems.append(f"{label}: {problem}")
+        return result
+
+    def in_database(
+        self, backend: str, label: str, action: Callable[[BenchDatabase], T]
+    ) -> Callable[[], T]:
+        """``action`` run on a fresh database made for it."""
+
+        def run() -> T:
+            with fresh_database(backend, label, admin_url=self.args.postgres_url) as db:
+                return action(db)
+
+        return run
+
+
+def _run_backend(bench: Bench, backend: str) -> BackendResults:
+    args = bench.args
+    dbos = None if args.skip_dbos else _dbos_module()
+    result = BackendResults(backend)
+    seq_runs, seq_steps = args.sequential_runs, args.sequential_steps
+    ours_seq = bench.measure(
+        f"{backend}: sequential, ours",
+        bench.in_database(
+            backend,
+            "seq",
+            lambda db: engine_harness.measure_sequential(db, runs=seq_runs, steps=seq_steps),
+        ),
+    )
+    dbos_seq = None
+    if dbos is not None:
+        dbos_seq = bench.measure(
+            f"{backend}: sequential, DBOS",
+            bench.in_database(
+                backend,
+                "dbos_seq",
+                lambda db: dbos.measure_sequential(
+                    db, runs=seq_runs, steps=seq_steps, stock_sqlite=args.dbos_stock_sqlite
+                ),
+            ),
+        )
+    result.sequential = (ours_seq, dbos_seq)
+    for workers in args.workers:
+        result.throughput[workers] = _throughput(bench, backend, workers, dbos)
+    if not args.skip_sse:
+        result.stream = _stream(bench, backend, dbos)
+    return result
+
+
+def _throughput(bench: Bench, backend: str, workers: int, dbos: Any) -> tuple[Any, Any]:
+    args = bench.args
+    common = {
+        "workers": workers,
+        "concurrency": args.concurrency,
+        "runs": args.fanout_runs,
+        "steps": args.steps,
+        "log_dir": bench.log_dir,
+    }
+    ours = bench.measure(
+        f"{backend}: throughput, {workers} worker(s), ours",
+        bench.in_database(
+            backend, f"tp{workers}", lambda db: engine_harness.measure_throughput(db, **common)
+        ),
+    )
+    theirs = None
+    if dbos is not None:
+        theirs = bench.measure(
+            f"{backend}: throughput, {workers} worker(s), DBOS",
+            bench.in_database(
+                backend,
+                f"dbos_tp{workers}",
+                lambda db: dbos.measure_throughput(
+                    db, poll_s=args.dbos_poll_s, stock_sqlite=args.dbos_stock_sqlite, **common
+                ),
+            ),
+        )
+    return ours, theirs
+
+
+def _stream(bench: Bench, backend: str, dbos: Any) -> tuple[Any, Any]:
+    args = bench.args
+    shape = {"runs": args.sse_runs, "steps": args.sequential_steps, "log_dir": bench.log_dir}
+    ours = bench.measure(
+        f"{backend}: live events (SSE), ours",
+        bench.in_database(backend, "sse", lambda db: sse_harness.measure_sse(db, **shape)),
+    )
+    theirs = None
+    if dbos is not None:
+        theirs = bench.measure(
+            f"{backend}: live events (stream), DBOS",
+            bench.in_database(
+                backend,
+                "dbos_stream",
+                lambda db: dbos.measure_stream(
+                    db, poll_s=args.dbos_poll_s, stock_sqlite=args.dbos_stock_sqlite, **shape
+                ),
+            ),
+        )
+    return ours, theirs
+
+
+def _dbos_module() -> Any:
+    try:
+        from bench import dbos_harness
+    except ImportError as exc:  # the bench extra is not installed
+        raise SystemExit(
+            f"DBOS is not installed ({exc}): install the bench extra "
+            "(uv pip sync requirements/bench.lock) or pass --skip-dbos"
+        ) from None
+    return dbos_harness
+
+
+def _source_state() -> str:
+    """The commit measured, and which engine files differed from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], cwd=root, capture_output=True, text=True
+        ).stdout.splitlines()
+    except OSError:
+        return "source state unknown (no git)"
+    if not commit:
+        return "source state unknown (not a git checkout)"
+    dirty = f", uncommitted changes in {len(changed)} file(s) under src/" if changed else ""
+    return f"commit {commit}{dirty}"
+
+
+def _environment(args: argparse.Namespace, backends: list[str]) -> list[str]:
+    lines = [
+        f"agent-engine {__version__} ({_source_state()}), Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, {platform.system()} {platform.machine()}",
+    ]
+    if "postgres" in backends:
+        lines.append(f"PostgreSQL {postgres_version(args.postgres_url)} on loopback")
+    if not args.skip_dbos:
+        sqlite = "stock" if args.dbos_stock_sqlite else "WAL + synchronous=NORMAL (as ours)"
+        lines.append(
+            f"DBOS Transact {_dbos_module().dbos_version()}: queue polling "
+            f"{args.dbos_poll_s}s, SQLite settings {sqlite}"
+        )
+    lines.append(time.strftime("measured %Y-%m-%d %H:%M UTC", time.gmtime()))
+    return lines
+
+
+def _report(
+    reporter: Reporter, bench: Bench, results: list[BackendResults], header: list[str]
+) -> None:
+    args = bench.args
+    reporter.header(header)
+    reporter.section(sequential_section(results, args.sequential_runs, args.sequential_steps))
+    reporter.section(throughput_section(results, args.fanout_runs, args.steps, args.concurrency))
+    if not args.skip_sse:
+        reporter.section(stream_section(results, args.sse_runs, args.sequential_steps))
+    for result in results:
+        ours = result.sequential[0]
+        if ours is not None and ours.profile is not None:
+            reporter.statements(
+                ProfileReport(result.backend, ours.profile, ours.runs * ours.steps, ours.runs)
+            )
+    reporter.problems(bench.problems)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_arguments(argv)
+    progress = Console(stderr=True)
+    backends = list(args.backends)
+    problems: list[str] = []
+    if "postgres" in backends:
+        reason = check_postgres(args.postgres_url)
+        if reason is not None:
+            problems.append(f"PostgreSQL skipped: {reason}")
+            backends.remove("postgres")
+    with tempfile.TemporaryDirectory(prefix="ae_bench_logs_") as temporary:
+        log_dir = args.log_dir or Path(temporary)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        errors = MEASUREMENT_ERRORS
+        if not args.skip_dbos:
+            errors = (*MEASUREMENT_ERRORS, *_dbos_module().ERRORS)
+        bench = Bench(args, progress, log_dir, problems, errors)
+        header = _environment(args, backends)
+        started = time.perf_counter()
+        results = [_run_backend(bench, backend) for backend in backends]
+        header.append(f"benchmark took {time.perf_counter() - started:.0f}s")
+        reporter = Reporter(Console(soft_wrap=args.markdown), markdown=args.markdown)
+        _report(reporter, bench, results, header)
+
+
+if __name__ == "__main__":
+    main()
