@@ -44,8 +44,13 @@ format: $(STAMP) ## Format the code
 migrate: $(STAMP) ## Apply migrations to AGENT_ENGINE_DATABASE_URL
 	$(BIN)/agent-engine db upgrade
 
-bench: $(STAMP) ## Run the benchmarks
-	$(BIN)/python -m bench.orchestration
+bench: $(STAMP) ## Run the orchestration benchmark (installs the bench extra: DBOS)
+	@if command -v uv >/dev/null 2>&1; then \
+		VIRTUAL_ENV=$(VENV) uv pip install --quiet -r requirements/bench.lock; \
+	else \
+		$(BIN)/python -m pip install --quiet -r requirements/bench.lock; \
+	fi
+	$(BIN)/python -m bench.orchestration $(BENCH_ARGS)
 
 clean: ## Remove the virtual environment and local state
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

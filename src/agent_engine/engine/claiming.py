@@ -16,13 +16,19 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent_engine.domain.refs import StepReferenceError, resolve_references
+from agent_engine.domain.refs import (
+    StepReferenceError,
+    iter_references,
+    parse_reference,
+    resolve_references,
+)
 from agent_engine.domain.states import RunStatus, StepStatus
 from agent_engine.engine.context import EngineContext, executor_context
 from agent_engine.engine.retries import fail_step_txn
 from agent_engine.engine.settle import ready_steps, refresh_claimable
 from agent_engine.errors import EngineError, ExecutorError
 from agent_engine.llm.base import LLMClient
+from agent_engine.storage.runs import outputs_of_txn
 from agent_engine.storage.tables import AgentRun, Step
 from agent_engine.storage.transitions import move_run_txn, move_step_txn
 from agent_engine.storage.types import utcnow
@@ -59,15 +65,14 @@ class Parked:
 Work = Claim | Parked
 
 
-def outputs_by_number(steps: list[Step]) -> dict[int, Any]:
-    return {s.step_number: s.output_data for s in steps if s.output_data is not None}
-
-
-def _resolve(step: Step, steps: list[Step]) -> dict[str, Any]:
+async def _resolve(session: AsyncSession, run: AgentRun, step: Step) -> dict[str, Any]:
+    """The step's input with references replaced by the outputs they name (read on demand)."""
     if step.resolved_input is not None:
         return step.resolved_input  # resolved once, recorded, never re-resolved
     try:
-        resolved: dict[str, Any] = resolve_references(step.input_data, outputs_by_number(steps))
+        wanted = {parse_reference(ref)[0] for ref in iter_references(step.input_data)}
+        outputs = await outputs_of_txn(session, run.id, wanted) if wanted else {}
+        resolved: dict[str, Any] = resolve_references(step.input_data, outputs)
     except StepReferenceError as exc:
         raise ExecutorError(f"step {step.step_number}: {exc}") from exc
     return resolved
@@ -170,7 +175,7 @@ async def take_ready_txn(
             continue
         executor = ctx.registry[step.step_type]
         try:
-            resolved = _resolve(step, steps)
+            resolved = await _resolve(session, run, step)
         except ExecutorError as exc:
             start_step_txn(session, run, step, owner, lease)
             fail_step_txn(session, run, step, exc, actor=owner)
@@ -184,6 +189,7 @@ async def take_ready_txn(
             resolved = executor.bind_preview(resolved, step.preview)
         step.resolved_input = resolved
         prior = step.effect_intent if step.effect_outcome is None else None
+        earlier = await outputs_of_txn(session, run.id) if executor.needs_prior_outputs else {}
         start_step_txn(session, run, step, owner, lease)
         work.append(
             Claim(
@@ -199,7 +205,7 @@ async def take_ready_txn(
                 side_effects=executor.side_effects,
                 idempotent=step.idempotent,
                 prior_intent=prior,
-                prior_outputs=outputs_by_number(steps),
+                prior_outputs=earlier,
             )
         )
     refresh_claimable(run, steps)

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from agent_engine.config import Settings
 from agent_engine.executors.base import ExecutionLimits, ExecutorContext
 from agent_engine.executors.registry import ExecutorRegistry, load_registry
-from agent_engine.llm.base import LLMClient
+from agent_engine.llm.base import CompletionRequest, CompletionResponse, LLMCallRecord, LLMClient
 from agent_engine.storage.database import create_engine, create_sessionmaker
 from agent_engine.storage.notifications import Notifier
 
@@ -97,3 +97,31 @@ def executor_context(
         logger=logging.getLogger(f"agent_engine.step.{run_id}.{step_number}"),
         limits=ctx.limits,
     )
+
+
+class LazyLLMClient(LLMClient):
+    """Builds the real client on first use: most steps never call a model, and the hot path
+    should not pay for a router it does not use."""
+
+    def __init__(self, build: Callable[[], LLMClient]) -> None:
+        self._build = build
+        self._client: LLMClient | None = None
+
+    async def complete(self, request: CompletionRequest) -> CompletionResponse:
+        if self._client is None:
+            self._client = self._build()
+        return await self._client.complete(request)
+
+    @property
+    def calls(self) -> list[LLMCallRecord]:
+        return self._client.calls if self._client is not None else []
+
+    @property
+    def inner(self) -> LLMClient | None:
+        """The client once built (the planner asks it for routing estimates)."""
+        return self._client
+
+
+def lazy_llm(ctx: EngineContext, remaining_budget_usd: Decimal | None) -> LazyLLMClient:
+    """An LLM client for one step, built only if the step calls a model."""
+    return LazyLLMClient(lambda: ctx.llm_factory(remaining_budget_usd))

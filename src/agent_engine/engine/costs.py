@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from agent_engine.engine.context import EngineContext
-from agent_engine.storage.database import transaction
+from agent_engine.storage.database import read_transaction
 from agent_engine.storage.ledger import list_calls_txn
 from agent_engine.storage.runs import get_run_txn, list_steps_txn
 from agent_engine.storage.tables import LLMCall
@@ -49,7 +49,7 @@ def _add(bucket: dict[str, Any], call: LLMCall) -> None:
 
 async def cost_summary(ctx: EngineContext, run_id: str) -> dict[str, Any]:
     """Totals and breakdowns by step, step type, model and provider, reported vs estimated."""
-    async with transaction(ctx.sessions) as session:
+    async with read_transaction(ctx.sessions) as session:
         run = await get_run_txn(session, run_id)
         steps = {step.id: step for step in await list_steps_txn(session, run.id)}
         calls = await list_calls_txn(session, run)

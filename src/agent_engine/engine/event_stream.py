@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from agent_engine.domain.states import TERMINAL_RUN_STATES, RunStatus
 from agent_engine.engine.context import EngineContext
-from agent_engine.storage.database import transaction
+from agent_engine.storage.database import read_transaction
 from agent_engine.storage.runs import get_run_txn
 from agent_engine.storage.tables import AgentRun, AuditEvent, Step
 
@@ -54,7 +54,15 @@ async def _read(
     ctx: EngineContext, after: int, flt: StreamFilter
 ) -> tuple[Sequence[AuditEvent], dict[uuid.UUID, dict[str, Any]], bool]:
     """Events after ``after`` (per-run ``seq`` for one run, global id otherwise) and outputs."""
-    async with transaction(ctx.sessions) as session:
+    async with read_transaction(ctx.sessions) as session:
+        # Status first: under READ COMMITTED each statement sees newer commits, so a run seen
+        # finished here has all its events visible to the query below, never the other way.
+        finished = False
+        if flt.run_id is not None:
+            status = await session.scalar(
+                select(AgentRun.status).where(AgentRun.id == flt.run_id)
+            )
+            finished = status is not None and RunStatus(status) in TERMINAL_RUN_STATES
         query = select(AuditEvent)
         if flt.run_id is not None:
             query = query.where(AuditEvent.run_id == flt.run_id)
@@ -72,10 +80,6 @@ async def _read(
                 select(Step.id, Step.output_data).where(Step.id.in_(completed))
             )
             outputs = {row.id: row.output_data for row in rows if row.output_data is not None}
-        finished = False
-        if flt.run_id is not None:
-            run = await session.get(AgentRun, flt.run_id)
-            finished = run is not None and RunStatus(run.status) in TERMINAL_RUN_STATES
         return events, outputs, finished
 
 
@@ -111,5 +115,5 @@ async def _wait_for(wakeups: asyncio.Queue[str], flt: StreamFilter) -> None:
 
 async def check_run(ctx: EngineContext, run_id: str) -> uuid.UUID:
     """The run's id, or NotFoundError before a stream is opened."""
-    async with transaction(ctx.sessions) as session:
+    async with read_transaction(ctx.sessions) as session:
         return (await get_run_txn(session, run_id)).id

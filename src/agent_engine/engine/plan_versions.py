@@ -13,7 +13,7 @@ from agent_engine.engine.context import EngineContext
 from agent_engine.engine.runs import RunView
 from agent_engine.engine.settle import plan_awaits_approval, refresh_claimable
 from agent_engine.errors import ConflictError, NotFoundError
-from agent_engine.storage.database import transaction
+from agent_engine.storage.database import read_transaction, transaction
 from agent_engine.storage.runs import get_run_txn, list_steps_txn
 from agent_engine.storage.tables import Approval, PlanVersion
 from agent_engine.storage.transitions import move_run_txn
@@ -21,7 +21,7 @@ from agent_engine.storage.transitions import move_run_txn
 
 async def get_plan(ctx: EngineContext, run_id: str, version: int | None) -> PlanVersion:
     """One version of the run's plan (the latest when ``version`` is None)."""
-    async with transaction(ctx.sessions) as session:
+    async with read_transaction(ctx.sessions) as session:
         run = await get_run_txn(session, run_id)
         query = select(PlanVersion).where(PlanVersion.run_id == run.id)
         if version is None:

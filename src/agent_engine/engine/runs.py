@@ -26,7 +26,7 @@ from agent_engine.engine.settle import refresh_claimable
 from agent_engine.errors import IdempotencyConflictError, InputValidationError
 from agent_engine.executors.workspace import check_workspace_root
 from agent_engine.storage.audit import append_event_txn, list_events_txn
-from agent_engine.storage.database import transaction
+from agent_engine.storage.database import read_transaction, transaction
 from agent_engine.storage.runs import (
     find_run_by_idempotency_key_txn,
     get_run_txn,
@@ -161,7 +161,7 @@ async def create_run(
 
 
 async def _find_idempotent(ctx: EngineContext, key: str, request_hash: str) -> RunView | None:
-    async with transaction(ctx.sessions) as session:
+    async with read_transaction(ctx.sessions) as session:
         run = await find_run_by_idempotency_key_txn(session, key)
         if run is None:
             return None
@@ -174,7 +174,7 @@ async def _find_idempotent(ctx: EngineContext, key: str, request_hash: str) -> R
 
 
 async def get_run(ctx: EngineContext, run_id: str) -> RunView:
-    async with transaction(ctx.sessions) as session:
+    async with read_transaction(ctx.sessions) as session:
         run = await get_run_txn(session, run_id)
         return RunView(run, await list_steps_txn(session, run.id))
 
@@ -200,7 +200,7 @@ async def list_runs(
 ) -> tuple[Sequence[AgentRun], str | None]:
     """One page of runs, newest first, and the cursor of the next page (None at the end)."""
     after = decode_cursor(cursor) if cursor else None
-    async with transaction(ctx.sessions) as session:
+    async with read_transaction(ctx.sessions) as session:
         runs = await list_runs_txn(
             session, statuses=[s.value for s in statuses], after=after, limit=limit + 1
         )
@@ -210,7 +210,7 @@ async def list_runs(
 
 
 async def list_steps(ctx: EngineContext, run_id: str) -> list[Step]:
-    async with transaction(ctx.sessions) as session:
+    async with read_transaction(ctx.sessions) as session:
         run = await get_run_txn(session, run_id)
         return await list_steps_txn(session, run.id)
 
@@ -233,6 +233,6 @@ async def cancel_run(ctx: EngineContext, run_id: str, *, actor: str, reason: str
 async def list_audit(
     ctx: EngineContext, run_id: str, *, after_seq: int, limit: int
 ) -> Sequence[AuditEvent]:
-    async with transaction(ctx.sessions) as session:
+    async with read_transaction(ctx.sessions) as session:
         run = await get_run_txn(session, run_id)
         return await list_events_txn(session, run.id, after_seq=after_seq, limit=limit)

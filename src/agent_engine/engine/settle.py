@@ -38,13 +38,17 @@ def is_finished(step: Step) -> bool:
 
 
 def ready_steps(steps: Sequence[Step]) -> list[Step]:
-    """Steps that may run now: pending or approved, with every dependency satisfied."""
+    """Steps that may run now: pending or approved, with every dependency satisfied.
+
+    ``steps`` may hold only the run's open steps (see ``list_open_steps_txn``): a dependency
+    that is not among them has finished, and in a run that has not failed that means satisfied.
+    """
     by_number = {step.step_number: step for step in steps}
     return [
         step
         for step in steps
         if StepStatus(step.status) in (StepStatus.PENDING, StepStatus.APPROVED)
-        and all(is_satisfied(by_number[dep]) for dep in step.depends_on)
+        and all(dep not in by_number or is_satisfied(by_number[dep]) for dep in step.depends_on)
     ]
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.states import RunStatus, StepStatus
 from agent_engine.engine.claiming import Claim, Parked, take_ready_txn
-from agent_engine.engine.context import EngineContext, executor_context
+from agent_engine.engine.context import EngineContext, executor_context, lazy_llm
 from agent_engine.engine.retries import fail_step_txn
 from agent_engine.engine.settle import plan_awaits_approval, settle_run_txn
 from agent_engine.errors import (
@@ -37,7 +37,12 @@ from agent_engine.llm.base import LLMCallRecord, LLMClient
 from agent_engine.storage.audit import append_event_txn
 from agent_engine.storage.database import transaction
 from agent_engine.storage.ledger import record_calls_txn
-from agent_engine.storage.runs import get_run_txn, get_step_txn, list_steps_txn
+from agent_engine.storage.runs import (
+    get_run_txn,
+    get_step_txn,
+    list_open_steps_txn,
+    list_steps_txn,
+)
 from agent_engine.storage.tables import AgentRun, Step
 from agent_engine.storage.transitions import move_step_txn
 
@@ -136,7 +141,7 @@ async def run_claimed(
     """Execute a claimed step (None: it was parked for a human instead). The step's own failure
     is a result, never an exception; only a lost claim (StaleFenceError) propagates."""
     executor = ctx.registry[claim.step_type]
-    llm = ctx.llm_factory(claim.remaining_budget)
+    llm = lazy_llm(ctx, claim.remaining_budget)
     context = executor_context(ctx, claim.run_id, claim.step_number, claim.workspace, llm)
     context.prior_outputs = claim.prior_outputs
     context.attempt = claim.attempt
@@ -198,7 +203,7 @@ async def record_result(
     settle the run, and with ``then`` claim its next ready steps; returns those claims."""
     async with transaction(ctx.sessions) as session:
         run = await get_run_txn(session, claim.run_id, lock=True)
-        steps = await list_steps_txn(session, run.id)
+        steps = await list_open_steps_txn(session, run.id, also=claim.step_id)
         step = next((s for s in steps if s.id == claim.step_id), None)
         if step is None:
             raise StaleFenceError(f"step {claim.step_id} no longer exists")
@@ -294,7 +299,7 @@ def _why_nothing_ready(run: AgentRun, steps: list[Step]) -> str:
 
 async def execute_one(ctx: EngineContext, run_id: str, *, actor: str) -> uuid.UUID:
     """Execute the run's next ready step synchronously (or park it for approval); its id."""
-    llm = ctx.llm_factory(None)
+    llm = lazy_llm(ctx, None)
     async with transaction(ctx.sessions) as session:
         run = await get_run_txn(session, run_id, lock=True)
         check_runnable(run)

@@ -74,6 +74,9 @@ class Executor(abc.ABC, Generic[InputT, OutputT]):
     requires_approval: ClassVar[bool] = False
     # Whether the step needs a workspace to run at all (refused at plan time if the run has none).
     needs_workspace: ClassVar[bool] = False
+    # Whether the step reads every earlier step's output (context.prior_outputs); loading them
+    # costs a query, so only executors that say so get them.
+    needs_prior_outputs: ClassVar[bool] = False
 
     @abc.abstractmethod
     async def execute(self, input: InputT, context: ExecutorContext) -> OutputT:

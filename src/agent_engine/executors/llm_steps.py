@@ -97,6 +97,7 @@ class SummarizeExecutor(Executor[SummarizeInput, LLMStepOutput]):
     name = "summarize"
     input_model = SummarizeInput
     output_model = LLMStepOutput
+    needs_prior_outputs = True
 
     async def execute(self, input: SummarizeInput, context: ExecutorContext) -> LLMStepOutput:
         """Ask the run's LLM for a Markdown summary."""

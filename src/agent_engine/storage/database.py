@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY = "agent_engine_read_only"
 
 
 def _prepare_sqlite_file(url: str) -> None:
@@ -58,7 +59,11 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def _on_begin(connection: Any) -> None:
         # IMMEDIATE takes the write lock up front: a read-then-write transaction can never fail
         # half-way with SQLITE_BUSY on lock upgrade, which makes SQLite behave like row locks.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only transactions take no lock at all: WAL lets them read beside the writer.
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_sessionmaker(
@@ -82,6 +87,16 @@ def create_sessionmaker(
     return async_sessionmaker(
         engine, expire_on_commit=False, autoflush=False, sync_session_class=EngineSession
     )
+
+
+@asynccontextmanager
+async def read_transaction(
+    sessions: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """A session for reading only: one consistent snapshot, no write lock taken on SQLite."""
+    async with sessions() as session:
+        await session.connection(execution_options={READ_ONLY: True})
+        yield session
 
 
 @asynccontextmanager

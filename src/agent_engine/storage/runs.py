@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_engine.errors import NotFoundError
@@ -79,6 +80,37 @@ async def list_steps_txn(session: AsyncSession, run_id: uuid.UUID) -> list[Step]
         select(Step).where(Step.run_id == run_id).order_by(Step.step_number)
     )
     return list(result.all())
+
+
+OPEN_STEP_STATES = ("pending", "running", "awaiting_approval", "approved")
+
+
+async def list_open_steps_txn(
+    session: AsyncSession, run_id: uuid.UUID, *, also: uuid.UUID | None = None
+) -> list[Step]:
+    """The run's unfinished steps (plus ``also``): what claiming and settling need, in a query
+    whose size does not grow with the steps already done."""
+    condition: ColumnElement[bool] = Step.status.in_(OPEN_STEP_STATES)
+    if also is not None:
+        condition = or_(condition, Step.id == also)
+    result = await session.scalars(
+        select(Step).where(Step.run_id == run_id, condition).order_by(Step.step_number)
+    )
+    return list(result.all())
+
+
+async def outputs_of_txn(
+    session: AsyncSession, run_id: uuid.UUID, numbers: set[int] | None = None
+) -> dict[int, Any]:
+    """Outputs of the run's steps by number (``numbers``: only those), including outputs
+    written earlier in this same transaction."""
+    await session.flush()
+    query = select(Step.step_number, Step.output_data).where(
+        Step.run_id == run_id, Step.output_data.is_not(None)
+    )
+    if numbers is not None:
+        query = query.where(Step.step_number.in_(numbers))
+    return {row.step_number: row.output_data for row in await session.execute(query)}
 
 
 async def get_step_txn(

@@ -22,14 +22,19 @@ from sqlalchemy.exc import DBAPIError
 from agent_engine.config import Settings
 from agent_engine.domain.states import RunStatus, StepStatus
 from agent_engine.engine.claiming import Claim, take_ready_txn
-from agent_engine.engine.context import EngineContext
+from agent_engine.engine.context import EngineContext, lazy_llm
 from agent_engine.engine.planner import plan_run
 from agent_engine.engine.settle import settle_run_txn
 from agent_engine.engine.stepping import ContinueWith, record_result, run_claimed
 from agent_engine.errors import EngineError, StaleFenceError
 from agent_engine.storage.claims import extend_leases_txn, lock_claimable_runs_txn
 from agent_engine.storage.database import transaction
-from agent_engine.storage.runs import get_run_txn, get_step_txn, list_steps_txn
+from agent_engine.storage.runs import (
+    get_run_txn,
+    get_step_txn,
+    list_open_steps_txn,
+    list_steps_txn,
+)
 from agent_engine.storage.transitions import move_step_txn
 from agent_engine.storage.types import utcnow
 
@@ -81,6 +86,7 @@ class Worker:
         self._planning: set[asyncio.Task[None]] = set()
         self._lease = timedelta(seconds=self.options.lease_s)
         self._slot_freed = asyncio.Event()
+        self._claim_wanted = True
 
     @property
     def inflight(self) -> int:
@@ -92,10 +98,12 @@ class Worker:
             heartbeat = asyncio.create_task(self._heartbeat_loop(stop))
             try:
                 while not stop.is_set():
-                    claimed = 0
-                    if self.inflight < self.options.concurrency:
-                        claimed = await self._claim_round()
-                    if claimed == 0:
+                    if self._claim_wanted and self.inflight < self.options.concurrency:
+                        # More may be waiting right after a round that found work.
+                        self._claim_wanted = await self._claim_round() > 0
+                    else:
+                        self._claim_wanted = False
+                    if not self._claim_wanted:
                         await self._idle(wakeups, stop)
             finally:
                 heartbeat.cancel()
@@ -116,27 +124,34 @@ class Worker:
         )
         for waiter in pending:
             waiter.cancel()
+        wanted = not done  # the poll interval passed: look anyway
         for waiter in done:
             payload = waiter.result()
-            if isinstance(payload, str):
-                self._on_event(payload)
+            wanted = wanted or not isinstance(payload, str) or self._on_event(payload)
         while not wakeups.empty():  # many commits, one wake-up
-            self._on_event(wakeups.get_nowait())
+            wanted = self._on_event(wakeups.get_nowait()) or wanted
+        self._claim_wanted = wanted
 
-    def _on_event(self, payload: str) -> None:
-        """A cancelled run or step of ours: signal its executor now, not at the next heartbeat."""
+    def _on_event(self, payload: str) -> bool:
+        """Handle a committed event; whether it may mean work for a claim round.
+
+        Events of runs this worker is executing are its own doing (their next steps are taken
+        when it records), so they do not trigger a round; a cancellation of one of them signals
+        its executor at once instead of at the next heartbeat.
+        """
         run_id, _seq, kind = [*payload.split(" "), "", ""][:3]
+        ours = [item for item in self._inflight.values() if str(item.claim.run_id) == run_id]
         if kind in ("run.cancelled", "step.cancelled"):
-            for item in self._inflight.values():
-                if str(item.claim.run_id) == run_id:
-                    item.cancel.set()
+            for item in ours:
+                item.cancel.set()
+        return not ours
 
     async def _claim_round(self) -> int:
         """One transaction: lock runs with work, claim their ready steps, start tasks."""
         free = self.options.concurrency - self.inflight
         claims: list[Claim] = []
         plans: list[tuple[str, bool]] = []
-        llm = self.ctx.llm_factory(None)
+        llm = lazy_llm(self.ctx, None)
         try:
             async with transaction(self.ctx.sessions) as session:
                 now = utcnow()
@@ -149,7 +164,7 @@ class Worker:
                         run.claimable_at = now + self._lease  # the planner's lease
                         plans.append((str(run.id), status is RunStatus.PLANNING))
                         continue
-                    steps = await list_steps_txn(session, run.id)
+                    steps = await list_open_steps_txn(session, run.id)
                     work = await take_ready_txn(
                         self.ctx,
                         session,
@@ -194,6 +209,7 @@ class Worker:
         self._slot_freed.set()
 
     async def _execute(self, claim: Claim, cancel: asyncio.Event) -> None:
+        handed_on = False  # this slot went straight to the run's next step
         try:
             result = await run_claimed(self.ctx, claim, cancel=cancel)
             if result is not None:
@@ -202,12 +218,14 @@ class Worker:
                     owner=self.id,
                     limit=self.options.concurrency - self.inflight + 1,
                     lease=self._lease,
-                    llm=self.ctx.llm_factory(None),
+                    llm=lazy_llm(self.ctx, None),
                     step_types=self.options.step_types,
                 )
                 following = await record_result(self.ctx, claim, result, actor=self.id, then=then)
                 for next_claim in following:
                     self._spawn(next_claim)
+                if following:
+                    handed_on = True
         except StaleFenceError as exc:
             # A newer attempt owns the step (our lease lapsed): our result must not count.
             logger.warning("result of step %s refused: %s", claim.step_id, exc.detail)
@@ -216,7 +234,8 @@ class Worker:
             logger.error("step %s could not be recorded: %s", claim.step_id, exc)
         finally:
             self._inflight.pop(claim.step_id, None)
-            self._slot_freed.set()
+            if not handed_on:
+                self._slot_freed.set()
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         interval = self.options.lease_s / 3
