@@ -160,6 +160,9 @@ async def test_read_propose_approve_edit_test_and_summarize(
     assert {e["actor"] for e in decisions} == {"alice"}
     assert decisions[0]["payload"]["shown"]["diff"] == run["steps"][3]["preview"]["diff"]
     assert types[-1] == "run.completed"
+    logs = [e["payload"]["message"] for e in audit["events"] if e["type"] == "step.log"]
+    assert any(m.startswith("replace inventory/store.py") for m in logs)
+    assert any(m.startswith("exit code 0") for m in logs)
 
 
 async def test_edit_fails_if_the_file_changed_after_approval(

@@ -89,14 +89,37 @@ def executor_context(
     ctx: EngineContext, run_id: uuid.UUID, step_number: int, workspace: str | None, llm: LLMClient
 ) -> ExecutorContext:
     """The context one step's executor gets: its workspace, LLM client, logger and limits."""
+    # A logger of its own (not registered, so nothing accumulates per step) whose records also
+    # reach the process's handlers through "agent_engine.step".
+    logger = logging.Logger(f"agent_engine.step.{run_id}.{step_number}", logging.INFO)
+    logger.parent = STEP_LOGGER
     return ExecutorContext(
         run_id=str(run_id),
         step_number=step_number,
         workspace_root=Path(workspace) if workspace else None,
         llm=llm,
-        logger=logging.getLogger(f"agent_engine.step.{run_id}.{step_number}"),
+        logger=logger,
         limits=ctx.limits,
     )
+
+
+STEP_LOGGER = logging.getLogger("agent_engine.step")
+MAX_LOG_LINES = 100
+
+
+class LogCapture(logging.Handler):
+    """Keeps a step's log lines (at most ``MAX_LOG_LINES``) so they are recorded with it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[dict[str, str]] = []
+        self.dropped = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.lines) >= MAX_LOG_LINES:
+            self.dropped += 1
+            return
+        self.lines.append({"level": record.levelname.lower(), "message": record.getMessage()})
 
 
 class LazyLLMClient(LLMClient):

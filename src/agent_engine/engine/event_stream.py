@@ -59,9 +59,7 @@ async def _read(
         # finished here has all its events visible to the query below, never the other way.
         finished = False
         if flt.run_id is not None:
-            status = await session.scalar(
-                select(AgentRun.status).where(AgentRun.id == flt.run_id)
-            )
+            status = await session.scalar(select(AgentRun.status).where(AgentRun.id == flt.run_id))
             finished = status is not None and RunStatus(status) in TERMINAL_RUN_STATES
         query = select(AuditEvent)
         if flt.run_id is not None:

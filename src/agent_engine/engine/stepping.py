@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.states import RunStatus, StepStatus
 from agent_engine.engine.claiming import Claim, Parked, take_ready_txn
-from agent_engine.engine.context import EngineContext, executor_context, lazy_llm
+from agent_engine.engine.context import EngineContext, LogCapture, executor_context, lazy_llm
 from agent_engine.engine.retries import fail_step_txn
 from agent_engine.engine.settle import plan_awaits_approval, settle_run_txn
 from agent_engine.errors import (
@@ -78,6 +78,7 @@ class StepResult:
     latency_ms: float
     recovered: bool = False  # the effect was found already applied after a crash
     outcome_unknown: bool = False
+    logs: tuple[dict[str, str], ...] = ()
 
 
 async def _locked(ctx: EngineContext, session: AsyncSession, claim: Claim) -> tuple[AgentRun, Step]:
@@ -145,6 +146,8 @@ async def run_claimed(
     context = executor_context(ctx, claim.run_id, claim.step_number, claim.workspace, llm)
     context.prior_outputs = claim.prior_outputs
     context.attempt = claim.attempt
+    capture = LogCapture()
+    context.logger.addHandler(capture)
     if cancel is not None:
         context.cancel_event = cancel
     started = time.perf_counter()
@@ -176,7 +179,9 @@ async def run_claimed(
         logger.exception("executor %s crashed", claim.step_type)
         error = ExecutorError(f"executor {claim.step_type} crashed: {type(exc).__name__}: {exc}")
     latency_ms = (time.perf_counter() - started) * 1000
-    return StepResult(output, error, list(llm.calls), latency_ms)
+    if capture.dropped:
+        capture.lines.append({"level": "warning", "message": f"{capture.dropped} more lines"})
+    return StepResult(output, error, list(llm.calls), latency_ms, logs=tuple(capture.lines))
 
 
 @dataclass(frozen=True)
@@ -216,6 +221,15 @@ async def record_result(
                 f"step {step.step_number}: attempt with fence {claim.fence} is no longer current "
                 f"(fence {step.fence}, status {step.status})",
                 step_id=str(step.id),
+            )
+        for line in result.logs:
+            append_event_txn(
+                session,
+                run,
+                "step.log",
+                {"step_number": step.step_number, **line},
+                actor=actor,
+                step_id=step.id,
             )
         _write_result_txn(session, run, step, claim, result, actor=actor)
         settle_run_txn(session, run, steps, actor=actor)

@@ -176,7 +176,15 @@ class EditFileExecutor(Executor[EditFileInput, EditFileOutput]):
 
     async def execute(self, input: EditFileInput, context: ExecutorContext) -> EditFileOutput:
         workspace = workspace_of(context)
-        return await run_blocking(_apply, workspace, input, context.limits.read_file_max_bytes)
+        output = await run_blocking(_apply, workspace, input, context.limits.read_file_max_bytes)
+        context.logger.info(
+            "%s %s: %d bytes, sha256 %s",
+            input.operation,
+            input.path,
+            output.bytes_written,
+            output.after_sha256,
+        )
+        return output
 
     async def preview(self, input: EditFileInput, context: ExecutorContext) -> dict[str, Any]:
         """The exact diff the step will apply and the file's hash before and after."""

@@ -266,10 +266,18 @@ class RunCommandExecutor(Executor[RunCommandInput, RunCommandOutput]):
                 step_number=context.step_number,
             )
         prepared = await run_blocking(_prepare, workspace_of(context), input, context)
+        context.logger.info("running %s in %s", input.argv, input.cwd or ".")
         try:
-            return await _run(input, prepared, context)
+            output = await _run(input, prepared, context)
         finally:
             os.close(prepared.cwd_fd)
+        context.logger.info(
+            "exit code %s after %.0f ms%s",
+            output.exit_code,
+            output.duration_ms,
+            " (killed)" if output.killed else "",
+        )
+        return output
 
 
 async def _run(
