@@ -240,3 +240,29 @@ async def test_cancel_kills_a_running_commands_whole_process_group(
     while _alive(grandchild):
         assert time.monotonic() < deadline, "the command's process group survived the cancel"
         await asyncio.sleep(0.05)
+
+
+async def test_synchronous_execute_heartbeats_so_workers_never_steal_its_step(
+    settings: Settings,
+) -> None:
+    app = create_app(
+        settings.model_copy(
+            update={"embedded_worker": True, "worker_poll_s": 0.1, "worker_lease_s": 1.0}
+        )
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        steps = [step("slow", sleep_s=2.5)]
+        run = (await client.post("/v1/agent-runs", json={"goal": "g", "steps": steps})).json()
+        executing = asyncio.create_task(client.post(f"/v1/agent-runs/{run['id']}/execute"))
+        await asyncio.sleep(0.3)
+        await client.post(f"/v1/agent-runs/{run['id']}/start")  # the worker now watches it
+        response = await executing
+        assert response.status_code == 200
+        done = response.json()
+        audit = (await client.get(f"/v1/agent-runs/{run['id']}/audit")).json()["events"]
+    assert done["status"] == "completed"
+    assert done["steps"][0]["attempt"] == 1  # lasted 2.5 leases, never reclaimed
+    assert [e["type"] for e in audit].count("step.running") == 1

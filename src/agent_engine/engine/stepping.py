@@ -9,6 +9,7 @@ carries the fence it was claimed with; a stale fence is refused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -35,6 +36,7 @@ from agent_engine.errors import (
 from agent_engine.faults import crash_point
 from agent_engine.llm.base import LLMCallRecord, LLMClient
 from agent_engine.storage.audit import append_event_txn
+from agent_engine.storage.claims import extend_leases_txn
 from agent_engine.storage.database import transaction
 from agent_engine.storage.ledger import record_calls_txn
 from agent_engine.storage.runs import (
@@ -45,11 +47,11 @@ from agent_engine.storage.runs import (
 )
 from agent_engine.storage.tables import AgentRun, Step
 from agent_engine.storage.transitions import move_step_txn
+from agent_engine.storage.types import utcnow
 
 logger = logging.getLogger(__name__)
 
 RUNNABLE_RUN_STATES = (RunStatus.PLANNED, RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL)
-MANUAL_LEASE = timedelta(minutes=10)
 
 
 class NoReadyStepError(ConflictError):
@@ -314,12 +316,13 @@ def _why_nothing_ready(run: AgentRun, steps: list[Step]) -> str:
 async def execute_one(ctx: EngineContext, run_id: str, *, actor: str) -> uuid.UUID:
     """Execute the run's next ready step synchronously (or park it for approval); its id."""
     llm = lazy_llm(ctx, None)
+    lease = timedelta(seconds=ctx.settings.worker_lease_s)
     async with transaction(ctx.sessions) as session:
         run = await get_run_txn(session, run_id, lock=True)
         check_runnable(run)
         steps = await list_steps_txn(session, run.id)
         work = await take_ready_txn(
-            ctx, session, run, steps, owner=actor, limit=1, lease=MANUAL_LEASE, llm=llm
+            ctx, session, run, steps, owner=actor, limit=1, lease=lease, llm=llm
         )
         if not work:
             raise NoReadyStepError(_why_nothing_ready(run, steps), run_id=str(run.id))
@@ -327,7 +330,21 @@ async def execute_one(ctx: EngineContext, run_id: str, *, actor: str) -> uuid.UU
     item = work[0]
     if isinstance(item, Parked):
         return item.step_id
-    result = await run_claimed(ctx, item)
+    # The synchronous path heartbeats too, so a long command is never taken for abandoned.
+    heartbeat = asyncio.create_task(_keep_lease(ctx, item, actor, lease))
+    try:
+        result = await run_claimed(ctx, item)
+    finally:
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
     if result is not None:
         await record_result(ctx, item, result, actor=actor)
     return item.step_id
+
+
+async def _keep_lease(ctx: EngineContext, claim: Claim, owner: str, lease: timedelta) -> None:
+    while True:
+        await asyncio.sleep(lease.total_seconds() / 3)
+        async with transaction(ctx.sessions) as session:
+            await extend_leases_txn(session, owner, {claim.step_id: claim.fence}, utcnow() + lease)
