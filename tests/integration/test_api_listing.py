@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
+from agent_engine.api.app import create_app
+from agent_engine.config import Settings
 from agent_engine.storage.migrations import head_revision
 from tests.conftest import noop_plan
+from tests.databases import PostgresServer
 
 
 async def test_cursor_pagination_visits_every_run_once_newest_first(
@@ -66,3 +70,24 @@ async def test_openapi_documents_every_endpoint(client: httpx.AsyncClient) -> No
     } <= paths
     assert (await client.get("/docs")).status_code == 200
     assert (await client.get("/redoc")).status_code == 200
+
+
+async def test_lost_database_is_a_503_problem_not_a_500(
+    settings: Settings, postgres_server: PostgresServer | None
+) -> None:
+    if not settings.database_url.startswith("postgresql") or postgres_server is None:
+        pytest.skip("needs a PostgreSQL database this test may drop")
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        assert (await client.get("/v1/agent-runs")).status_code == 200
+        name = settings.database_url.rsplit("/", 1)[1]
+        await postgres_server.drop_database(name)
+        response = await client.get("/v1/agent-runs")
+        assert response.status_code == 503, response.text
+        assert response.json()["code"] == "database_unavailable"
+        assert response.headers["retry-after"] == "1"
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503

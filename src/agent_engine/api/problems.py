@@ -8,6 +8,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    NotSupportedError,
+    ProgrammingError,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent_engine.errors import EngineError
@@ -89,6 +96,23 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    # Errors that point at our own SQL or data are bugs (500); the rest mean the database is
+    # unreachable, gone or refusing connections: the request was fine, retry later (503).
+    if isinstance(exc, (IntegrityError, DataError, ProgrammingError, NotSupportedError)):
+        return await _unexpected(request, exc)
+    logger.error("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    response = problem_response(
+        503,
+        "database_unavailable",
+        "Database unavailable",
+        "the database could not be reached; retry shortly",
+        request.url.path,
+    )
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     # Never leak internals: the log has the traceback, the client a neutral problem.
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -105,4 +129,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(EngineError, _engine_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(OSError, _database_error)
     app.add_exception_handler(Exception, _unexpected)
