@@ -40,6 +40,20 @@ from agent_engine.storage.types import utcnow
 
 logger = logging.getLogger(__name__)
 
+# What a worker's own claim and record transactions announce.
+OWN_HOT_PATH_EVENTS = frozenset(
+    {
+        "step.running",
+        "step.completed",
+        "step.failed",
+        "step.log",
+        "effect.intent",
+        "run.running",
+        "run.completed",
+        "run.failed",
+    }
+)
+
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -135,16 +149,17 @@ class Worker:
     def _on_event(self, payload: str) -> bool:
         """Handle a committed event; whether it may mean work for a claim round.
 
-        Events of runs this worker is executing are its own doing (their next steps are taken
-        when it records), so they do not trigger a round; a cancellation of one of them signals
-        its executor at once instead of at the next heartbeat.
+        The hot-path events of runs this worker is executing are its own doing (their next steps
+        are taken when it records), so they do not trigger a round; anything else about them
+        (an approval, a retry) does. A cancellation signals the executor at once instead of at
+        the next heartbeat.
         """
         run_id, _seq, kind = [*payload.split(" "), "", ""][:3]
         ours = [item for item in self._inflight.values() if str(item.claim.run_id) == run_id]
         if kind in ("run.cancelled", "step.cancelled"):
             for item in ours:
                 item.cancel.set()
-        return not ours
+        return not ours or kind not in OWN_HOT_PATH_EVENTS
 
     async def _claim_round(self) -> int:
         """One transaction: lock runs with work, claim their ready steps, start tasks."""
