@@ -75,14 +75,11 @@ async def test_independent_branches_run_in_parallel_and_join(
         step({"$ref": "steps.2.output.value"}, depends_on=[2, 3, 4]),
     ]
     run = (await worker_client.post("/v1/agent-runs", json={"goal": "dag", "steps": steps})).json()
-    started = time.monotonic()
     assert (await worker_client.post(f"/v1/agent-runs/{run['id']}/start")).status_code == 200
     done = await wait_for(worker_client, run["id"], {"completed"})
-    elapsed = time.monotonic() - started
     branches = done["steps"][1:4]
     # All three branches were running at once: each started before any of them finished.
     assert max(s["started_at"] for s in branches) < min(s["completed_at"] for s in branches)
-    assert elapsed < 1.4  # sequentially they would need 1.5 s
     join = done["steps"][4]
     assert join["started_at"] > max(s["completed_at"] for s in branches)
     assert join["output_data"]["value"] == "a"
