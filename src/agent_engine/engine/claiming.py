@@ -25,7 +25,7 @@ from agent_engine.domain.refs import (
 from agent_engine.domain.states import RunStatus, StepStatus
 from agent_engine.engine.context import EngineContext, executor_context
 from agent_engine.engine.retries import fail_step_txn
-from agent_engine.engine.settle import ready_steps, refresh_claimable
+from agent_engine.engine.settle import ready_steps
 from agent_engine.errors import EngineError, ExecutorError
 from agent_engine.llm.base import LLMClient
 from agent_engine.storage.runs import outputs_of_txn
@@ -208,5 +208,4 @@ async def take_ready_txn(
                 prior_outputs=earlier,
             )
         )
-    refresh_claimable(run, steps)
-    return work
+    return work  # the caller settles the run, which refreshes what workers may claim

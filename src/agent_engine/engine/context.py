@@ -139,11 +139,6 @@ class LazyLLMClient(LLMClient):
     def calls(self) -> list[LLMCallRecord]:
         return self._client.calls if self._client is not None else []
 
-    @property
-    def inner(self) -> LLMClient | None:
-        """The client once built (the planner asks it for routing estimates)."""
-        return self._client
-
 
 def lazy_llm(ctx: EngineContext, remaining_budget_usd: Decimal | None) -> LazyLLMClient:
     """An LLM client for one step, built only if the step calls a model."""

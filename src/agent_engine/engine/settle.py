@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_engine.domain.states import (
+    SATISFIED_STEP_STATES,
     TERMINAL_RUN_STATES,
     TERMINAL_STEP_STATES,
     RunStatus,
@@ -18,8 +19,7 @@ from agent_engine.storage.types import utcnow
 
 # Steps in these states let their dependents proceed. An optional step that failed or was rejected
 # counts too: the run "continues without it" (a reference to its output then fails loudly).
-_SATISFIED = frozenset({StepStatus.COMPLETED, StepStatus.SKIPPED})
-_OPTIONAL_DONE = frozenset({StepStatus.FAILED, StepStatus.REJECTED})
+_FAILED_FOR_GOOD = frozenset({StepStatus.FAILED, StepStatus.REJECTED})
 
 
 # A step that stays FAILED has failed for good: when its policy allows another attempt, the same
@@ -28,7 +28,7 @@ _OPTIONAL_DONE = frozenset({StepStatus.FAILED, StepStatus.REJECTED})
 
 def is_satisfied(step: Step) -> bool:
     status = StepStatus(step.status)
-    return status in _SATISFIED or (step.optional and status in _OPTIONAL_DONE)
+    return status in SATISFIED_STEP_STATES or (step.optional and status in _FAILED_FOR_GOOD)
 
 
 def is_finished(step: Step) -> bool:
@@ -81,7 +81,7 @@ def blocking_failure(steps: Sequence[Step]) -> Step | None:
         if step.optional:
             continue
         status = StepStatus(step.status)
-        if status in _OPTIONAL_DONE:
+        if status in _FAILED_FOR_GOOD:
             return step
     return None
 

@@ -79,7 +79,6 @@ class StepResult:
     calls: list[LLMCallRecord]
     latency_ms: float
     recovered: bool = False  # the effect was found already applied after a crash
-    outcome_unknown: bool = False
     logs: tuple[dict[str, str], ...] = ()
 
 
@@ -87,13 +86,18 @@ async def _locked(ctx: EngineContext, session: AsyncSession, claim: Claim) -> tu
     """The run (locked) and the claimed step, or StaleFenceError if the claim is no longer ours."""
     run = await get_run_txn(session, claim.run_id, lock=True)
     step = await get_step_txn(session, run.id, claim.step_id)
+    _check_fence(step, claim)
+    return run, step
+
+
+def _check_fence(step: Step, claim: Claim) -> None:
+    """Refuse a write from an attempt that no longer owns the step (a newer fence, or gone)."""
     if step.fence != claim.fence or StepStatus(step.status) is not StepStatus.RUNNING:
         raise StaleFenceError(
             f"step {step.step_number}: attempt with fence {claim.fence} is no longer current "
             f"(fence {step.fence}, status {step.status})",
             step_id=str(step.id),
         )
-    return run, step
 
 
 async def record_intent(ctx: EngineContext, claim: Claim, intent: dict[str, Any]) -> None:
@@ -219,11 +223,7 @@ async def record_result(
         if step.fence != claim.fence or StepStatus(step.status) is not StepStatus.RUNNING:
             if StepStatus(step.status) is StepStatus.CANCELLED:
                 return []  # cancelled meanwhile: the ledger is kept, the result is moot
-            raise StaleFenceError(
-                f"step {step.step_number}: attempt with fence {claim.fence} is no longer current "
-                f"(fence {step.fence}, status {step.status})",
-                step_id=str(step.id),
-            )
+            _check_fence(step, claim)
         for line in result.logs:
             append_event_txn(
                 session,
