@@ -120,7 +120,7 @@ class ProfiledWorker(Worker):
         super().__init__(*args, **kwargs)
         self._profile = profile
 
-    async def _claim_round(self) -> int:
+    async def _claim_round(self) -> bool:
         with self._profile.timed("claim"):
             return await super()._claim_round()
 

@@ -17,6 +17,7 @@ from agent_engine.executors.registry import ExecutorRegistry, load_registry
 from agent_engine.llm.base import CompletionRequest, CompletionResponse, LLMCallRecord, LLMClient
 from agent_engine.storage.database import create_engine, create_sessionmaker
 from agent_engine.storage.notifications import Notifier
+from agent_engine.storage.run_changes import RunChangeWriter
 
 LLMClientFactory = Callable[[Decimal | None], LLMClient]
 
@@ -32,6 +33,19 @@ class EngineContext:
     llm_factory: LLMClientFactory
     limits: ExecutionLimits = field(default_factory=ExecutionLimits)
     notifier: Notifier = field(default_factory=Notifier)
+    # The hot path's writer (one round trip per change on PostgreSQL); built on first use.
+    _run_changes: RunChangeWriter | None = None
+
+    @property
+    def run_changes(self) -> RunChangeWriter:
+        if self._run_changes is None:
+            self._run_changes = RunChangeWriter(self.db, self.settings.database_url)
+        return self._run_changes
+
+    @property
+    def publish_locally(self) -> Callable[[list[str]], None] | None:
+        """How writes outside a session announce their events (PostgreSQL's trigger does it)."""
+        return None if self.db.dialect.name == "postgresql" else self.notifier.publish
 
     async def start(self) -> None:
         """Start listening for committed events (PostgreSQL: LISTEN across processes)."""
@@ -40,6 +54,8 @@ class EngineContext:
 
     async def close(self) -> None:
         await self.notifier.close()
+        if self._run_changes is not None:
+            await self._run_changes.close()
         await self.db.dispose()
 
 

@@ -24,6 +24,7 @@ from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.states import RunStatus, StepStatus
 from agent_engine.engine.claiming import Claim, Parked, take_ready_txn
 from agent_engine.engine.context import EngineContext, LogCapture, executor_context, lazy_llm
+from agent_engine.engine.hot_path import KnownRuns
 from agent_engine.engine.retries import fail_step_txn
 from agent_engine.engine.settle import plan_awaits_approval, settle_run_txn
 from agent_engine.errors import (
@@ -193,13 +194,15 @@ async def run_claimed(
 @dataclass(frozen=True)
 class ContinueWith:
     """Claim the run's next ready steps in the same transaction that records a result: a worker
-    that finishes step N of a run usually runs step N+1, and this saves it a claim round trip."""
+    that finishes step N of a run usually runs step N+1, and this saves it a claim round trip.
+    With ``known``, the worker's state of its runs, recording first tries the hot path."""
 
     owner: str
     limit: int
     lease: timedelta
     llm: LLMClient
     step_types: frozenset[str] = frozenset()
+    known: KnownRuns | None = None
 
 
 async def record_result(
@@ -212,46 +215,75 @@ async def record_result(
 ) -> list[Claim]:
     """Write the step's result if the claim's fence is still current (the ledger in any case),
     settle the run, and with ``then`` claim its next ready steps; returns those claims."""
+
+    async def record(session: AsyncSession, run: AgentRun, steps: list[Step]) -> list[Claim]:
+        return await _record_txn(ctx, session, run, steps, claim, result, actor=actor, then=then)
+
+    known = then.known if then is not None else None
+    if known is not None:
+        written, claims = await known.change(
+            ctx.run_changes, claim.run_id, record, on_committed=ctx.publish_locally
+        )
+        if written and claims is not None:
+            return claims
     async with transaction(ctx.sessions) as session:
         run = await get_run_txn(session, claim.run_id, lock=True)
         steps = await list_open_steps_txn(session, run.id, also=claim.step_id)
-        step = next((s for s in steps if s.id == claim.step_id), None)
-        if step is None:
-            raise StaleFenceError(f"step {claim.step_id} no longer exists")
-        # Calls that happened cost money whether or not this attempt may still write its result.
-        record_calls_txn(session, run, step, result.calls)
-        if step.fence != claim.fence or StepStatus(step.status) is not StepStatus.RUNNING:
-            if StepStatus(step.status) is StepStatus.CANCELLED:
-                return []  # cancelled meanwhile: the ledger is kept, the result is moot
-            _check_fence(step, claim)
-        for line in result.logs:
-            append_event_txn(
-                session,
-                run,
-                "step.log",
-                {"step_number": step.step_number, **line},
-                actor=actor,
-                step_id=step.id,
-            )
-        _write_result_txn(session, run, step, claim, result, actor=actor)
-        settle_run_txn(session, run, steps, actor=actor)
-        if then is None or then.limit <= 0:
-            return []
-        if RunStatus(run.status) not in RUNNABLE_RUN_STATES or not run.started:
-            return []
-        work = await take_ready_txn(
-            ctx,
+        claims = await record(session, run, steps)
+    if known is not None:
+        known.remember(run, steps)
+    return claims
+
+
+async def _record_txn(
+    ctx: EngineContext,
+    session: AsyncSession,
+    run: AgentRun,
+    steps: list[Step],
+    claim: Claim,
+    result: StepResult,
+    *,
+    actor: str,
+    then: ContinueWith | None,
+) -> list[Claim]:
+    """``record_result`` inside a transaction holding the run (or against its known state)."""
+    step = next((s for s in steps if s.id == claim.step_id), None)
+    if step is None:
+        raise StaleFenceError(f"step {claim.step_id} no longer exists")
+    # Calls that happened cost money whether or not this attempt may still write its result.
+    record_calls_txn(session, run, step, result.calls)
+    if step.fence != claim.fence or StepStatus(step.status) is not StepStatus.RUNNING:
+        if StepStatus(step.status) is StepStatus.CANCELLED:
+            return []  # cancelled meanwhile: the ledger is kept, the result is moot
+        _check_fence(step, claim)
+    for line in result.logs:
+        append_event_txn(
             session,
             run,
-            steps,
-            owner=then.owner,
-            limit=then.limit,
-            lease=then.lease,
-            llm=then.llm,
-            step_types=then.step_types,
+            "step.log",
+            {"step_number": step.step_number, **line},
+            actor=actor,
+            step_id=step.id,
         )
-        settle_run_txn(session, run, steps, actor=then.owner)
-        return [item for item in work if isinstance(item, Claim)]
+    _write_result_txn(session, run, step, claim, result, actor=actor)
+    settle_run_txn(session, run, steps, actor=actor)
+    if then is None or then.limit <= 0:
+        return []
+    if RunStatus(run.status) not in RUNNABLE_RUN_STATES or not run.started:
+        return []
+    work = await take_ready_txn(
+        ctx,
+        session,
+        run,
+        steps,
+        owner=then.owner,
+        limit=then.limit,
+        lease=then.lease,
+        llm=then.llm,
+        step_types=then.step_types,
+    )
+    settle_run_txn(session, run, steps, actor=then.owner)
+    return [item for item in work if isinstance(item, Claim)]
 
 
 def _write_result_txn(

@@ -15,7 +15,8 @@ MONEY_SCALE = 9
 _QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
 
 # JSONB on PostgreSQL (indexable, compact), JSON text on SQLite: one model definition for both.
-JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+# None is SQL NULL (not JSON 'null'), so "no output" is one thing to every query and writer.
+JSONDocument = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 def quantize_money(value: Decimal) -> Decimal:

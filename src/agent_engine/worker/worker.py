@@ -23,6 +23,7 @@ from agent_engine.config import Settings
 from agent_engine.domain.states import RunStatus, StepStatus
 from agent_engine.engine.claiming import Claim, take_ready_txn
 from agent_engine.engine.context import EngineContext, lazy_llm
+from agent_engine.engine.hot_path import KnownRuns
 from agent_engine.engine.planner import plan_run
 from agent_engine.engine.settle import settle_run_txn
 from agent_engine.engine.stepping import ContinueWith, record_result, run_claimed
@@ -35,24 +36,11 @@ from agent_engine.storage.runs import (
     list_open_steps_txn,
     list_steps_txn,
 )
+from agent_engine.storage.tables import AgentRun, Step
 from agent_engine.storage.transitions import move_step_txn
 from agent_engine.storage.types import utcnow
 
 logger = logging.getLogger(__name__)
-
-# What a worker's own claim and record transactions announce.
-OWN_HOT_PATH_EVENTS = frozenset(
-    {
-        "step.running",
-        "step.completed",
-        "step.failed",
-        "step.log",
-        "effect.intent",
-        "run.running",
-        "run.completed",
-        "run.failed",
-    }
-)
 
 
 def default_worker_id() -> str:
@@ -100,7 +88,9 @@ class Worker:
         self._planning: set[asyncio.Task[None]] = set()
         self._lease = timedelta(seconds=self.options.lease_s)
         self._slot_freed = asyncio.Event()
-        self._claim_wanted = True
+        self._work_waiting = True  # look once at start
+        # The runs this worker executes, as it last wrote them: recording goes without reading.
+        self.known_runs = KnownRuns()
 
     @property
     def inflight(self) -> int:
@@ -112,12 +102,10 @@ class Worker:
             heartbeat = asyncio.create_task(self._heartbeat_loop(stop))
             try:
                 while not stop.is_set():
-                    if self._claim_wanted and self.inflight < self.options.concurrency:
-                        # More may be waiting right after a round that found work.
-                        self._claim_wanted = await self._claim_round() > 0
+                    if self._work_waiting and self.inflight < self.options.concurrency:
+                        # A round that filled every free slot may have left work behind.
+                        self._work_waiting = await self._claim_round()
                     else:
-                        self._claim_wanted = False
-                    if not self._claim_wanted:
                         await self._idle(wakeups, stop)
             finally:
                 heartbeat.cancel()
@@ -126,7 +114,10 @@ class Worker:
                 await self._drain()
 
     async def _idle(self, wakeups: asyncio.Queue[str], stop: asyncio.Event) -> None:
-        """Sleep until a notification, a freed slot, stop, or the poll interval."""
+        """Sleep until a notification, a freed slot, stop, or the poll interval.
+
+        News (a notification that is not our own write, or the poll interval passing) marks work
+        as waiting; a freed slot only lets the loop act on work already known to be waiting."""
         self._slot_freed.clear()
         waiters = [
             asyncio.ensure_future(wakeups.get()),
@@ -138,34 +129,41 @@ class Worker:
         )
         for waiter in pending:
             waiter.cancel()
-        wanted = not done  # the poll interval passed: look anyway
+        news = not done  # the poll interval passed: look anyway
         for waiter in done:
             payload = waiter.result()
-            wanted = wanted or not isinstance(payload, str) or self._on_event(payload)
+            news = (isinstance(payload, str) and self._on_event(payload)) or news
         while not wakeups.empty():  # many commits, one wake-up
-            wanted = self._on_event(wakeups.get_nowait()) or wanted
-        self._claim_wanted = wanted
+            news = self._on_event(wakeups.get_nowait()) or news
+        self._work_waiting = self._work_waiting or news
 
     def _on_event(self, payload: str) -> bool:
         """Handle a committed event; whether it may mean work for a claim round.
 
-        The hot-path events of runs this worker is executing are its own doing (their next steps
-        are taken when it records), so they do not trigger a round; anything else about them
-        (an approval, a retry) does. A cancellation signals the executor at once instead of at
-        the next heartbeat.
+        Events already in a state this worker committed (its own claims and results, or what it
+        read under the run's lock) are no news: it took the ready steps then. Anything newer (an
+        approval, a retry, another process's write) is. A cancellation also signals the
+        executor at once instead of at the next heartbeat.
         """
-        run_id, _seq, kind = [*payload.split(" "), "", ""][:3]
-        ours = [item for item in self._inflight.values() if str(item.claim.run_id) == run_id]
+        try:
+            raw_run, raw_seq, kind = payload.split(" ", 2)
+            run_id, seq = uuid.UUID(raw_run), int(raw_seq)
+        except ValueError:
+            return True
         if kind in ("run.cancelled", "step.cancelled"):
-            for item in ours:
-                item.cancel.set()
-        return not ours or kind not in OWN_HOT_PATH_EVENTS
+            for item in self._inflight.values():
+                if item.claim.run_id == run_id:
+                    item.cancel.set()
+        return not self.known_runs.wrote(run_id, seq)
 
-    async def _claim_round(self) -> int:
-        """One transaction: lock runs with work, claim their ready steps, start tasks."""
+    async def _claim_round(self) -> bool:
+        """One transaction: lock runs with work, claim their ready steps, start tasks.
+
+        Returns whether more work may be waiting (the round used every free slot)."""
         free = self.options.concurrency - self.inflight
         claims: list[Claim] = []
         plans: list[tuple[str, bool]] = []
+        locked: list[tuple[AgentRun, list[Step]]] = []
         llm = lazy_llm(self.ctx, None)
         try:
             async with transaction(self.ctx.sessions) as session:
@@ -193,15 +191,18 @@ class Worker:
                     )
                     settle_run_txn(session, run, steps, actor=self.id)
                     claims.extend(w for w in work if isinstance(w, Claim))
+                    locked.append((run, steps))
         except DBAPIError as exc:
             # Lost a race the database settled (deadlock victim, serialization): try again soon.
             logger.warning("claim round failed: %s", exc.orig)
-            return 0
+            return False
+        for run, steps in locked:
+            self.known_runs.remember(run, steps)
         for claim in claims:
             self._spawn(claim)
         for run_id, resume in plans:
             self._start_planning(run_id, resume)
-        return len(claims) + len(plans)
+        return len(runs) >= free or len(claims) + len(plans) >= free
 
     def _spawn(self, claim: Claim) -> None:
         cancel = asyncio.Event()
@@ -235,12 +236,15 @@ class Worker:
                     lease=self._lease,
                     llm=lazy_llm(self.ctx, None),
                     step_types=self.options.step_types,
+                    known=self.known_runs,
                 )
                 following = await record_result(self.ctx, claim, result, actor=self.id, then=then)
                 for next_claim in following:
                     self._spawn(next_claim)
                 if following:
                     handed_on = True
+                if len(following) >= then.limit:
+                    self._work_waiting = True  # the run may have more ready steps than we took
         except StaleFenceError as exc:
             # A newer attempt owns the step (our lease lapsed): our result must not count.
             logger.warning("result of step %s refused: %s", claim.step_id, exc.detail)

@@ -1,0 +1,247 @@
+"""The hot path: a worker changes a run it already knows without reading it first.
+
+A worker keeps, per run it is executing, the run and its open steps as it last committed them.
+To record a result (and claim the next step) it runs the very same state-machine code as the
+locking path against that state, with a session that collects the audit events instead of talking
+to the database, then writes the changed columns and the events in one guarded round trip
+(``storage/run_changes.py``). The guard is the run's ``audit_seq``: every state change of a run
+appends an audit event under its row lock, so an unchanged ``audit_seq`` means the state the
+changes were computed from is still the truth.
+
+Anything the hot path cannot decide from memory (a read, an LLM call to record, a lease that looks
+expired, a column it may not write) makes it give up before writing; the caller then takes the
+locking path, which re-reads everything. Giving up is always safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, TypeVar
+
+from sqlalchemy import inspect
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import instance_state, set_committed_value
+from sqlalchemy.orm.exc import DetachedInstanceError
+
+from agent_engine.domain.states import TERMINAL_RUN_STATES, RunStatus, StepStatus
+from agent_engine.errors import EngineError
+from agent_engine.storage.run_changes import RunChanges, RunChangeWriter, StepPatch
+from agent_engine.storage.runs import OPEN_STEP_STATES
+from agent_engine.storage.tables import AgentRun, AuditEvent, Step
+from agent_engine.storage.types import utcnow
+
+T = TypeVar("T")
+MAX_KNOWN_RUNS = 1024
+# Written on every hot-path change even when equal to what we last wrote: another worker's claim
+# round may have moved ``claimable_at`` without an audit event (it only refreshes it).
+ALWAYS_WRITTEN = ("status", "claimable_at", "audit_seq", "audit_head_hash", "updated_at")
+
+
+class NeedsDatabase(Exception):
+    """The change needs to read the database: the hot path gives up."""
+
+
+class ChangeCollector(AsyncSession):
+    """A session for state-machine code run against known state: it collects audit events and
+    refuses everything else (reads, flushes, other rows), which sends the caller to the
+    locking path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[AuditEvent] = []
+
+    def add(self, instance: object, _warn: bool = True) -> None:
+        if not isinstance(instance, AuditEvent):
+            raise NeedsDatabase(f"adds a {type(instance).__name__}")
+        self.events.append(instance)
+
+    async def _refuse(self, *_args: Any, **_kwargs: Any) -> NoReturn:
+        raise NeedsDatabase("reads the database")
+
+    execute = _refuse
+    scalars = _refuse
+    scalar = _refuse
+    get = _refuse
+    flush = _refuse
+    refresh = _refuse
+    merge = _refuse
+    delete = _refuse
+
+
+def _column_names(model: type[Any]) -> dict[str, str]:
+    """Attribute key → column name for a mapped class."""
+    return {attr.key: attr.columns[0].name for attr in inspect(model).column_attrs}
+
+
+_RUN_COLUMNS = _column_names(AgentRun)
+_STEP_COLUMNS = _column_names(Step)
+
+
+def _pending(instance: object) -> dict[str, Any]:
+    """Attribute key → value before, for each attribute set since the state was last committed.
+
+    SQLAlchemy tracks this on detached instances as on attached ones (``committed_state``), so
+    only the attributes the state machine touched are looked at.
+    """
+    return instance_state(instance).committed_state
+
+
+def _changed(instance: object, columns: dict[str, str]) -> dict[str, Any]:
+    """Column name → new value of what really changed (setting an equal value is no change)."""
+    current = instance.__dict__  # never getattr: a detached instance must not try to load
+    changed = {}
+    for key, before in _pending(instance).items():
+        value = current.get(key)
+        if before is not value and before != value:
+            changed[columns[key]] = value
+    return changed
+
+
+def _mark_committed(instance: object) -> None:
+    for key in list(_pending(instance)):
+        set_committed_value(instance, key, instance.__dict__.get(key))
+
+
+def _finished(run: AgentRun) -> bool:
+    status = RunStatus(run.status)
+    return status in TERMINAL_RUN_STATES or status is RunStatus.FAILED
+
+
+@dataclass
+class KnownRun:
+    """A run and its open steps exactly as this worker last committed them."""
+
+    run: AgentRun
+    steps: list[Step]
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    usable: bool = True
+
+
+class KnownRuns:
+    """The runs a worker holds state for; bounded, and dropped on any doubt."""
+
+    def __init__(self, capacity: int = MAX_KNOWN_RUNS) -> None:
+        self._runs: OrderedDict[uuid.UUID, KnownRun] = OrderedDict()
+        # The last audit seq this worker committed per run, kept after the run finished too.
+        self._written: OrderedDict[uuid.UUID, int] = OrderedDict()
+        self._capacity = capacity
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def wrote(self, run_id: uuid.UUID, seq: int) -> bool:
+        """Whether event ``seq`` of ``run_id`` is already in a state this worker committed (its
+        own write, or one it read under the run's lock): no news to react to."""
+        return seq <= self._written.get(run_id, 0)
+
+    def _note_written(self, run: AgentRun) -> None:
+        self._written[run.id] = run.audit_seq
+        self._written.move_to_end(run.id)
+        while len(self._written) > self._capacity:
+            self._written.popitem(last=False)
+
+    def remember(self, run: AgentRun, steps: list[Step]) -> None:
+        """Keep ``run`` and ``steps`` as just committed (the caller's session is done with them)."""
+        self._note_written(run)
+        if _finished(run):
+            self.forget(run.id)
+            return
+        open_steps = [step for step in steps if step.status in OPEN_STEP_STATES]
+        self._runs[run.id] = KnownRun(run, open_steps)
+        self._runs.move_to_end(run.id)
+        while len(self._runs) > self._capacity:
+            self._runs.popitem(last=False)
+
+    def forget(self, run_id: uuid.UUID) -> None:
+        self._runs.pop(run_id, None)
+
+    def get(self, run_id: uuid.UUID) -> KnownRun | None:
+        return self._runs.get(run_id)
+
+    async def change(
+        self,
+        writer: RunChangeWriter,
+        run_id: uuid.UUID,
+        mutate: Callable[[AsyncSession, AgentRun, list[Step]], Awaitable[T]],
+        *,
+        on_committed: Callable[[list[str]], None] | None = None,
+    ) -> tuple[bool, T | None]:
+        """Run ``mutate`` against the known state of ``run_id`` and write what it changed.
+
+        Returns ``(True, result)`` when written, ``(False, None)`` when the caller must take the
+        locking path (nothing was written).
+        """
+        known = self._runs.get(run_id)
+        if known is None:
+            self.misses += 1
+            return False, None
+        async with known.lock:  # one change at a time per run in this worker
+            if not known.usable or self._runs.get(run_id) is not known:
+                self.misses += 1
+                return False, None
+            done, result = False, None
+            try:
+                done, result = await self._change(writer, known, mutate, on_committed)
+            except BaseException:
+                done = False  # the write may or may not have happened: trust nothing known
+                raise
+            finally:
+                if not done:
+                    known.usable = False
+                    self.forget(run_id)
+            if not done:
+                self.misses += 1
+                return False, None
+            self.hits += 1
+            self._note_written(known.run)
+            if _finished(known.run):
+                self.forget(run_id)
+            else:
+                known.steps = [step for step in known.steps if step.status in OPEN_STEP_STATES]
+            return True, result
+
+    async def _change(
+        self,
+        writer: RunChangeWriter,
+        known: KnownRun,
+        mutate: Callable[[AsyncSession, AgentRun, list[Step]], Awaitable[T]],
+        on_committed: Callable[[list[str]], None] | None,
+    ) -> tuple[bool, T | None]:
+        run, steps = known.run, known.steps
+        now = utcnow()
+        # Another worker's lease may have been extended since we last saw it (heartbeats are not
+        # audited): only the locking path may decide that a lease expired.
+        for step in steps:
+            expires = step.lease_expires_at
+            if step.status == StepStatus.RUNNING.value and expires is not None and expires < now:
+                return False, None
+        expected_seq = run.audit_seq
+        collector = ChangeCollector()
+        try:
+            result = await mutate(collector, run, steps)
+        except (NeedsDatabase, EngineError, DetachedInstanceError):
+            return False, None
+        run_values = _changed(run, _RUN_COLUMNS)
+        for key in ALWAYS_WRITTEN:
+            run_values.setdefault(_RUN_COLUMNS[key], run.__dict__.get(key))
+        patches = []
+        touched = [step for step in steps if _pending(step)]
+        for step in touched:
+            values = _changed(step, _STEP_COLUMNS)
+            if values:
+                fence = _pending(step).get("fence", step.fence)  # the fence it had before
+                patches.append(StepPatch(step.id, fence, values))
+        changes = RunChanges(run.id, expected_seq, run_values, patches, collector.events)
+        if not changes.within_hot_columns() or not await writer.apply(changes):
+            return False, None
+        for instance in (run, *touched):
+            _mark_committed(instance)
+        if on_committed is not None:
+            on_committed(collector.info.pop("committed_events", []))
+        return True, result

@@ -1,0 +1,130 @@
+"""Hot path: apply a run's recorded changes in one round trip (PostgreSQL function)
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-25
+
+A worker that already holds a run's state (it wrote it in its previous transaction) records a
+step's result and claims the next step without reading anything first: it sends the changes and
+the audit events, guarded by the run's ``audit_seq``. Every state change of a run writes an audit
+event under the run's row lock, so an unchanged ``audit_seq`` proves nothing changed since; when it
+moved, the function changes nothing and the worker falls back to the locking path.
+
+The columns below are the only ones the hot path may write; ``storage/run_changes.py`` lists the
+same names and refuses any other change (a test holds the two lists together).
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+RUN_COLUMNS = (
+    "status",
+    "error",
+    "total_cost_usd",
+    "input_tokens",
+    "output_tokens",
+    "claimable_at",
+    "audit_seq",
+    "audit_head_hash",
+    "updated_at",
+    "completed_at",
+)
+STEP_COLUMNS = (
+    "status",
+    "resolved_input",
+    "output_data",
+    "preview",
+    "attempt",
+    "max_attempts",
+    "output_hash",
+    "cost_usd",
+    "input_tokens",
+    "output_tokens",
+    "model",
+    "latency_ms",
+    "error",
+    "lease_owner",
+    "lease_expires_at",
+    "fence",
+    "not_before",
+    "effect_intent",
+    "effect_outcome",
+    "outcome_unknown",
+    "started_at",
+    "completed_at",
+)
+EVENT_COLUMNS = (
+    "run_id",
+    "seq",
+    "type",
+    "step_id",
+    "payload",
+    "actor",
+    "created_at",
+    "prev_hash",
+    "hash",
+)
+
+
+def _columns(names: tuple[str, ...], prefix: str = "") -> str:
+    return ", ".join(f"{prefix}{name}" for name in names)
+
+
+# jsonb_populate_record(row, patch) is the row with the patch's keys replacing its values, so one
+# statement serves any subset of the columns without dynamic SQL.
+CREATE_FUNCTION = f"""
+CREATE FUNCTION agent_engine_apply_run_changes(
+    p_run_id uuid, p_expected_seq bigint, p_changes jsonb
+) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    touched integer;
+BEGIN
+    UPDATE agent_runs AS r
+    SET ({_columns(RUN_COLUMNS)}) = (
+        SELECT {_columns(RUN_COLUMNS, "p.")}
+        FROM jsonb_populate_record(r, p_changes -> 'run') AS p
+    )
+    WHERE r.id = p_run_id AND r.audit_seq = p_expected_seq;
+    IF NOT FOUND THEN
+        RETURN false;  -- the run changed (or is gone) since the caller read it
+    END IF;
+
+    UPDATE steps AS s
+    SET ({_columns(STEP_COLUMNS)}) = (
+        SELECT {_columns(STEP_COLUMNS, "p.")}
+        FROM jsonb_populate_record(s, c.patch -> 'set') AS p
+    )
+    FROM jsonb_array_elements(p_changes -> 'steps') AS c(patch)
+    WHERE s.id = (c.patch ->> 'id')::uuid
+      AND s.run_id = p_run_id
+      AND s.fence = (c.patch ->> 'fence')::bigint;
+    GET DIAGNOSTICS touched = ROW_COUNT;
+    IF touched <> jsonb_array_length(p_changes -> 'steps') THEN
+        -- Cannot happen while every step change is audited; refuse rather than half-apply.
+        RAISE EXCEPTION 'a step of run % changed without an audit event', p_run_id
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+
+    INSERT INTO audit_events ({_columns(EVENT_COLUMNS)})
+    SELECT {_columns(EVENT_COLUMNS, "e.")}
+    FROM jsonb_populate_recordset(NULL::audit_events, p_changes -> 'events') AS e;
+    RETURN true;
+END
+$$
+"""
+
+
+def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(CREATE_FUNCTION)
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS agent_engine_apply_run_changes(uuid, bigint, jsonb)")

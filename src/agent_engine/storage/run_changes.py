@@ -1,0 +1,207 @@
+"""Writing a run's changes in one transaction without reading first, guarded by its ``audit_seq``.
+
+This is the storage half of the hot path (``engine/hot_path.py`` computes the changes). Every
+state change of a run appends an audit event under the run's row lock, which moves ``audit_seq``;
+so "the run's ``audit_seq`` is still what I last wrote" proves that nothing about the run or its
+steps changed since, and the changes computed from that state are the ones the locking path would
+have made. When the guard fails nothing is written and the caller takes the locking path.
+
+PostgreSQL: one round trip, ``SELECT agent_engine_apply_run_changes(...)`` (migration 0004),
+over a small asyncpg pool of its own. SQLite: one IMMEDIATE transaction of Core statements.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, cast
+
+import asyncpg
+from sqlalchemy import Table, insert, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from agent_engine.storage.tables import AgentRun, AuditEvent, Step
+
+# The only columns the hot path may write (the same lists as migration 0004's function); any
+# other change takes the locking path. What a run or a step *is* never changes here.
+RUN_COLUMNS = frozenset(
+    {
+        "status",
+        "error",
+        "total_cost_usd",
+        "input_tokens",
+        "output_tokens",
+        "claimable_at",
+        "audit_seq",
+        "audit_head_hash",
+        "updated_at",
+        "completed_at",
+    }
+)
+STEP_COLUMNS = frozenset(
+    {
+        "status",
+        "resolved_input",
+        "output_data",
+        "preview",
+        "attempt",
+        "max_attempts",
+        "output_hash",
+        "cost_usd",
+        "input_tokens",
+        "output_tokens",
+        "model",
+        "latency_ms",
+        "error",
+        "lease_owner",
+        "lease_expires_at",
+        "fence",
+        "not_before",
+        "effect_intent",
+        "effect_outcome",
+        "outcome_unknown",
+        "started_at",
+        "completed_at",
+    }
+)
+EVENT_COLUMNS = (
+    "run_id",
+    "seq",
+    "type",
+    "step_id",
+    "payload",
+    "actor",
+    "created_at",
+    "prev_hash",
+    "hash",
+)
+POOL_MAX_SIZE = 8
+RUNS = cast(Table, AgentRun.__table__)
+STEPS = cast(Table, Step.__table__)
+EVENTS = cast(Table, AuditEvent.__table__)
+
+
+@dataclass(frozen=True)
+class StepPatch:
+    step_id: uuid.UUID
+    fence: int  # the fence the step has now: a step claimed meanwhile is not ours to change
+    values: dict[str, Any]  # column name → new value
+
+
+@dataclass(frozen=True)
+class RunChanges:
+    run_id: uuid.UUID
+    expected_seq: int  # the run's audit_seq the changes were computed from
+    run_values: dict[str, Any]
+    steps: list[StepPatch] = field(default_factory=list)
+    events: list[AuditEvent] = field(default_factory=list)
+
+    def within_hot_columns(self) -> bool:
+        """Whether every change is one the hot path may write."""
+        return set(self.run_values) <= RUN_COLUMNS and all(
+            set(patch.values) <= STEP_COLUMNS for patch in self.steps
+        )
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID | Decimal):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in a hot-path change")
+
+
+def _event_row(event: AuditEvent) -> dict[str, Any]:
+    return {name: getattr(event, name) for name in EVENT_COLUMNS}
+
+
+class RunChangeWriter:
+    """Applies ``RunChanges``; ``apply`` is False when the run moved on (nothing written)."""
+
+    def __init__(self, engine: AsyncEngine, database_url: str) -> None:
+        self._engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+        self._dsn = make_url(database_url).set(drivername="postgresql")
+        self._pool: asyncpg.Pool | None = None
+
+    async def apply(self, changes: RunChanges) -> bool:
+        if self._postgres:
+            return await self._apply_postgres(changes)
+        return await self._apply_core(changes)
+
+    async def _apply_postgres(self, changes: RunChanges) -> bool:
+        document = json.dumps(
+            {
+                "run": changes.run_values,
+                "steps": [
+                    {"id": patch.step_id, "fence": patch.fence, "set": patch.values}
+                    for patch in changes.steps
+                ],
+                "events": [_event_row(event) for event in changes.events],
+            },
+            default=_json_default,
+        )
+        pool = await self._get_pool()
+        async with pool.acquire() as connection:
+            try:
+                applied = await connection.fetchval(
+                    "SELECT agent_engine_apply_run_changes($1, $2, $3::jsonb)",
+                    changes.run_id,
+                    changes.expected_seq,
+                    document,
+                )
+            except asyncpg.SerializationError:
+                return False
+        return bool(applied)
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            # No reset query on release: the function runs in its own implicit transaction and
+            # leaves no session state behind, so a reset would be a wasted round trip.
+            self._pool = await asyncpg.create_pool(
+                self._dsn.render_as_string(hide_password=False),
+                min_size=1,
+                max_size=POOL_MAX_SIZE,
+                reset=_no_reset,
+            )
+        return self._pool
+
+    async def _apply_core(self, changes: RunChanges) -> bool:
+        async with self._engine.connect() as connection, connection.begin() as transaction:
+            moved = await connection.execute(
+                update(RUNS)
+                .where(RUNS.c.id == changes.run_id, RUNS.c.audit_seq == changes.expected_seq)
+                .values({RUNS.c[name]: value for name, value in changes.run_values.items()})
+            )
+            if moved.rowcount != 1:
+                await transaction.rollback()
+                return False
+            for patch in changes.steps:
+                changed = await connection.execute(
+                    update(STEPS)
+                    .where(
+                        STEPS.c.id == patch.step_id,
+                        STEPS.c.run_id == changes.run_id,
+                        STEPS.c.fence == patch.fence,
+                    )
+                    .values({STEPS.c[name]: value for name, value in patch.values.items()})
+                )
+                if changed.rowcount != 1:
+                    await transaction.rollback()
+                    return False
+            if changes.events:
+                await connection.execute(insert(EVENTS), [_event_row(e) for e in changes.events])
+        return True
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+async def _no_reset(_connection: asyncpg.Connection) -> None:
+    return None
