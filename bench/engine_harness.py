@@ -17,6 +17,7 @@ from agent_engine.engine.context import EngineContext, build_context
 from agent_engine.engine.runs import CreateRunRequest, create_run
 from agent_engine.storage.database import transaction
 from agent_engine.storage.migrations import upgrade
+from agent_engine.storage.notifications import RunNotice
 from agent_engine.storage.tables import AgentRun, AuditEvent
 from agent_engine.worker.worker import WorkerOptions
 from bench.databases import BenchDatabase
@@ -54,9 +55,9 @@ async def _wait_finished(wakeups: asyncio.Queue[str], run_id: str) -> str:
     """Wait for the run's terminal audit event; returns its type."""
     async with asyncio.timeout(RUN_TIMEOUT_S):
         while True:
-            run, _seq, kind = (await wakeups.get()).split(" ", 2)
-            if run == run_id and kind.removeprefix("run.") in FINISHED:
-                return kind
+            notice = RunNotice.parse(await wakeups.get())
+            if notice is not None and str(notice.run_id) == run_id and notice.status in FINISHED:
+                return f"run.{notice.status}"
 
 
 async def _timelines(ctx: EngineContext, run_ids: Sequence[uuid.UUID]) -> list[StepTimeline]:

@@ -84,7 +84,7 @@ def _release_expired(
     """Steps whose worker stopped heartbeating go back to PENDING, keeping any effect intent."""
     for step in steps:
         expired = step.lease_expires_at is not None and step.lease_expires_at < now
-        if StepStatus(step.status) is StepStatus.RUNNING and expired:
+        if step.status == StepStatus.RUNNING and expired:
             move_step_txn(
                 session,
                 run,
@@ -103,7 +103,7 @@ def start_step_txn(
     session: AsyncSession, run: AgentRun, step: Step, owner: str, lease: timedelta
 ) -> None:
     """PENDING/APPROVED → RUNNING as a new attempt under a new fence and lease."""
-    if RunStatus(run.status) is RunStatus.PLANNED:
+    if run.status == RunStatus.PLANNED:
         move_run_txn(session, run, RunStatus.RUNNING, actor=owner)
     step.attempt += 1
     step.fence += 1
@@ -130,7 +130,7 @@ async def _park_for_approval(
         preview = {"input": resolved, "preview_error": str(exc)}
     step.resolved_input = resolved
     step.preview = preview
-    if RunStatus(run.status) is RunStatus.PLANNED:
+    if run.status == RunStatus.PLANNED:
         move_run_txn(session, run, RunStatus.RUNNING, actor=actor)
     move_step_txn(
         session,
@@ -162,7 +162,7 @@ async def take_ready_txn(
     """
     now = utcnow()
     _release_expired(session, run, steps, owner, now)
-    running = sum(1 for s in steps if StepStatus(s.status) is StepStatus.RUNNING)
+    running = sum(1 for s in steps if s.status == StepStatus.RUNNING)
     slots = min(limit, max(run.max_parallel - running, 0))
     work: list[Work] = []
     remaining = run.budget_usd - run.total_cost_usd if run.budget_usd is not None else None
@@ -181,11 +181,11 @@ async def take_ready_txn(
             fail_step_txn(session, run, step, exc, actor=owner)
             work.append(Parked(step.id, StepStatus(step.status)))
             continue
-        if StepStatus(step.status) is StepStatus.PENDING and step.requires_approval:
+        if step.status == StepStatus.PENDING and step.requires_approval:
             await _park_for_approval(ctx, session, run, step, resolved, llm, owner)
             work.append(Parked(step.id, StepStatus.AWAITING_APPROVAL))
             continue
-        if StepStatus(step.status) is StepStatus.APPROVED and step.preview:
+        if step.status == StepStatus.APPROVED and step.preview:
             resolved = executor.bind_preview(resolved, step.preview)
         step.resolved_input = resolved
         prior = step.effect_intent if step.effect_outcome is None else None

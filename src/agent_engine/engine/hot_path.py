@@ -20,16 +20,23 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import instance_state, set_committed_value
+from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.orm.exc import DetachedInstanceError
 
 from agent_engine.domain.states import TERMINAL_RUN_STATES, RunStatus, StepStatus
 from agent_engine.errors import EngineError
-from agent_engine.storage.run_changes import RunChanges, RunChangeWriter, StepPatch
+from agent_engine.storage.audit import take_notices
+from agent_engine.storage.run_changes import (
+    CollectingSession,
+    NeedsDatabase,
+    RunChanges,
+    RunChangeWriter,
+    StepPatch,
+)
 from agent_engine.storage.runs import OPEN_STEP_STATES
 from agent_engine.storage.tables import AgentRun, AuditEvent, Step
 from agent_engine.storage.types import utcnow
@@ -39,37 +46,6 @@ MAX_KNOWN_RUNS = 1024
 # Written on every hot-path change even when equal to what we last wrote: another worker's claim
 # round may have moved ``claimable_at`` without an audit event (it only refreshes it).
 ALWAYS_WRITTEN = ("status", "claimable_at", "audit_seq", "audit_head_hash", "updated_at")
-
-
-class NeedsDatabase(Exception):
-    """The change needs to read the database: the hot path gives up."""
-
-
-class ChangeCollector(AsyncSession):
-    """A session for state-machine code run against known state: it collects audit events and
-    refuses everything else (reads, flushes, other rows), which sends the caller to the
-    locking path."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.events: list[AuditEvent] = []
-
-    def add(self, instance: object, _warn: bool = True) -> None:
-        if not isinstance(instance, AuditEvent):
-            raise NeedsDatabase(f"adds a {type(instance).__name__}")
-        self.events.append(instance)
-
-    async def _refuse(self, *_args: Any, **_kwargs: Any) -> NoReturn:
-        raise NeedsDatabase("reads the database")
-
-    execute = _refuse
-    scalars = _refuse
-    scalar = _refuse
-    get = _refuse
-    flush = _refuse
-    refresh = _refuse
-    merge = _refuse
-    delete = _refuse
 
 
 def _column_names(model: type[Any]) -> dict[str, str]:
@@ -102,8 +78,8 @@ def _changed(instance: object, columns: dict[str, str]) -> dict[str, Any]:
 
 
 def _mark_committed(instance: object) -> None:
-    for key in list(_pending(instance)):
-        set_committed_value(instance, key, instance.__dict__.get(key))
+    """What was written is now the committed state (what a session's commit does)."""
+    _pending(instance).clear()
 
 
 def _finished(run: AgentRun) -> bool:
@@ -126,8 +102,10 @@ class KnownRuns:
 
     def __init__(self, capacity: int = MAX_KNOWN_RUNS) -> None:
         self._runs: OrderedDict[uuid.UUID, KnownRun] = OrderedDict()
-        # The last audit seq this worker committed per run, kept after the run finished too.
+        # The last audit seq this worker committed per run, kept after the run finished too, and
+        # the seq a write in flight will reach (its notification may arrive before its answer).
         self._written: OrderedDict[uuid.UUID, int] = OrderedDict()
+        self._writing: dict[uuid.UUID, int] = {}
         self._capacity = capacity
         self.hits = 0
         self.misses = 0
@@ -138,7 +116,7 @@ class KnownRuns:
     def wrote(self, run_id: uuid.UUID, seq: int) -> bool:
         """Whether event ``seq`` of ``run_id`` is already in a state this worker committed (its
         own write, or one it read under the run's lock): no news to react to."""
-        return seq <= self._written.get(run_id, 0)
+        return seq <= max(self._written.get(run_id, 0), self._writing.get(run_id, 0))
 
     def _note_written(self, run: AgentRun) -> None:
         self._written[run.id] = run.audit_seq
@@ -222,7 +200,7 @@ class KnownRuns:
             if step.status == StepStatus.RUNNING.value and expires is not None and expires < now:
                 return False, None
         expected_seq = run.audit_seq
-        collector = ChangeCollector()
+        collector = CollectingSession(accepts=(AuditEvent,))
         try:
             result = await mutate(collector, run, steps)
         except (NeedsDatabase, EngineError, DetachedInstanceError):
@@ -238,10 +216,16 @@ class KnownRuns:
                 fence = _pending(step).get("fence", step.fence)  # the fence it had before
                 patches.append(StepPatch(step.id, fence, values))
         changes = RunChanges(run.id, expected_seq, run_values, patches, collector.events)
-        if not changes.within_hot_columns() or not await writer.apply(changes):
+        if not changes.within_hot_columns():
             return False, None
+        self._writing[run.id] = run.audit_seq
+        try:
+            if not await writer.apply(changes):
+                return False, None
+        finally:
+            self._writing.pop(run.id, None)
         for instance in (run, *touched):
             _mark_committed(instance)
         if on_committed is not None:
-            on_committed(collector.info.pop("committed_events", []))
+            on_committed(take_notices(collector.info))
         return True, result

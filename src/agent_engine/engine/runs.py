@@ -13,7 +13,6 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import ConfigDict, Field
-from sqlalchemy.exc import IntegrityError
 
 from agent_engine.domain.approval_policy import ApprovalPolicy
 from agent_engine.domain.canonical import content_hash
@@ -25,15 +24,16 @@ from agent_engine.engine.plans import insert_plan_txn, validate_plan
 from agent_engine.engine.settle import refresh_claimable
 from agent_engine.errors import IdempotencyConflictError, InputValidationError
 from agent_engine.executors.workspace import check_workspace_root
-from agent_engine.storage.audit import append_event_txn, list_events_txn
+from agent_engine.storage.audit import append_event_txn, list_events_txn, take_notices
 from agent_engine.storage.database import read_transaction, transaction
+from agent_engine.storage.run_changes import CollectingSession, DuplicateRowError
 from agent_engine.storage.runs import (
     find_run_by_idempotency_key_txn,
     get_run_txn,
     list_runs_txn,
     list_steps_txn,
 )
-from agent_engine.storage.tables import AgentRun, AuditEvent, Step
+from agent_engine.storage.tables import AgentRun, AuditEvent, PlanVersion, Step
 from agent_engine.storage.transitions import move_run_txn, move_step_txn
 
 MAX_GOAL_CHARS = 20_000
@@ -93,64 +93,65 @@ async def create_run(
     plan = _plan_from_request(request)
     if plan is not None:
         validate_plan(plan, ctx.registry, has_workspace=workspace is not None)
-    try:
-        async with transaction(ctx.sessions) as session:
-            run = AgentRun(
-                id=uuid.uuid4(),
-                goal=request.goal,
-                status=RunStatus.CREATED.value,
-                workspace=workspace,
-                budget_usd=request.budget_usd,
-                budget_tokens=request.budget_tokens,
-                total_cost_usd=Decimal(0),
-                input_tokens=0,
-                output_tokens=0,
-                created_by=actor,
-                metadata_=request.metadata,
-                options={
-                    "approval_policy": request.approval_policy.model_dump(mode="json"),
-                    "plan_approval": request.plan_approval,
-                    "auto_start": request.auto_start,
-                },
-                idempotency_key=idempotency_key,
-                request_hash=request_hash,
-                started=request.auto_start,
-                max_parallel=request.max_parallel,
-                audit_seq=0,
-                plan_version=0,
-            )
-            session.add(run)
-            append_event_txn(
+    # The new rows are built by the usual state-machine code and written in one round trip.
+    session = CollectingSession(accepts=(AgentRun, PlanVersion, Step, AuditEvent))
+    run = AgentRun(
+        id=uuid.uuid4(),
+        goal=request.goal,
+        status=RunStatus.CREATED.value,
+        workspace=workspace,
+        budget_usd=request.budget_usd,
+        budget_tokens=request.budget_tokens,
+        total_cost_usd=Decimal(0),
+        input_tokens=0,
+        output_tokens=0,
+        created_by=actor,
+        metadata_=request.metadata,
+        options={
+            "approval_policy": request.approval_policy.model_dump(mode="json"),
+            "plan_approval": request.plan_approval,
+            "auto_start": request.auto_start,
+        },
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        started=request.auto_start,
+        max_parallel=request.max_parallel,
+        audit_seq=0,
+        plan_version=0,
+    )
+    session.add(run)
+    append_event_txn(
+        session,
+        run,
+        "run.created",
+        {"goal": request.goal, "workspace": workspace, "request_hash": request_hash},
+        actor=actor,
+    )
+    steps: list[Step] = []
+    if plan is not None:
+        move_run_txn(session, run, RunStatus.PLANNING, actor=actor, reason="explicit plan")
+        steps = insert_plan_txn(
+            session,
+            run,
+            plan,
+            ctx.registry,
+            policy=request.approval_policy,
+            actor=actor,
+            source="explicit",
+        )
+        move_run_txn(session, run, RunStatus.PLANNED, actor=actor)
+        if request.plan_approval:
+            move_run_txn(
                 session,
                 run,
-                "run.created",
-                {"goal": request.goal, "workspace": workspace, "request_hash": request_hash},
+                RunStatus.AWAITING_APPROVAL,
                 actor=actor,
+                reason="plan approval",
             )
-            steps: list[Step] = []
-            if plan is not None:
-                move_run_txn(session, run, RunStatus.PLANNING, actor=actor, reason="explicit plan")
-                steps = insert_plan_txn(
-                    session,
-                    run,
-                    plan,
-                    ctx.registry,
-                    policy=request.approval_policy,
-                    actor=actor,
-                    source="explicit",
-                )
-                move_run_txn(session, run, RunStatus.PLANNED, actor=actor)
-                if request.plan_approval:
-                    move_run_txn(
-                        session,
-                        run,
-                        RunStatus.AWAITING_APPROVAL,
-                        actor=actor,
-                        reason="plan approval",
-                    )
-            refresh_claimable(run, steps)
-        return RunView(run, steps)
-    except IntegrityError:
+    refresh_claimable(run, steps)
+    try:
+        await ctx.run_changes.insert_run(session.added)
+    except DuplicateRowError:
         # Lost a race with a concurrent request carrying the same key: answer with its run.
         if idempotency_key is None:
             raise
@@ -158,6 +159,9 @@ async def create_run(
         if existing is None:
             raise
         return existing
+    if ctx.publish_locally is not None:
+        ctx.publish_locally(take_notices(session.info))
+    return RunView(run, steps)
 
 
 async def _find_idempotent(ctx: EngineContext, key: str, request_hash: str) -> RunView | None:

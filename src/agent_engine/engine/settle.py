@@ -20,21 +20,25 @@ from agent_engine.storage.types import utcnow
 # Steps in these states let their dependents proceed. An optional step that failed or was rejected
 # counts too: the run "continues without it" (a reference to its output then fails loudly).
 _FAILED_FOR_GOOD = frozenset({StepStatus.FAILED, StepStatus.REJECTED})
+_FINISHED = TERMINAL_STEP_STATES | {StepStatus.FAILED}
 
 
 # A step that stays FAILED has failed for good: when its policy allows another attempt, the same
 # transaction that records the failure moves it back to PENDING.
 
 
+# Status columns hold the enums' string values; StrEnum members compare and hash as those strings,
+# so the checks below test the column directly (these run for every step on every record).
+
+
 def is_satisfied(step: Step) -> bool:
-    status = StepStatus(step.status)
+    status = step.status
     return status in SATISFIED_STEP_STATES or (step.optional and status in _FAILED_FOR_GOOD)
 
 
 def is_finished(step: Step) -> bool:
     """Terminal, or failed for good."""
-    status = StepStatus(step.status)
-    return status in TERMINAL_STEP_STATES or status is StepStatus.FAILED
+    return step.status in _FINISHED
 
 
 def ready_steps(steps: Sequence[Step]) -> list[Step]:
@@ -47,7 +51,7 @@ def ready_steps(steps: Sequence[Step]) -> list[Step]:
     return [
         step
         for step in steps
-        if StepStatus(step.status) in (StepStatus.PENDING, StepStatus.APPROVED)
+        if step.status in (StepStatus.PENDING, StepStatus.APPROVED)
         and all(dep not in by_number or is_satisfied(by_number[dep]) for dep in step.depends_on)
     ]
 
@@ -59,17 +63,17 @@ def plan_awaits_approval(run: AgentRun) -> bool:
 
 def refresh_claimable(run: AgentRun, steps: Sequence[Step]) -> None:
     """Keep ``run.claimable_at`` (what workers look for) equal to when its next step is ready."""
-    if not run.started or RunStatus(run.status) in TERMINAL_RUN_STATES or plan_awaits_approval(run):
+    if not run.started or run.status in TERMINAL_RUN_STATES or plan_awaits_approval(run):
         run.claimable_at = None
         return
-    if RunStatus(run.status) is RunStatus.CREATED:
+    if run.status == RunStatus.CREATED:
         run.claimable_at = utcnow()  # a worker plans it
         return
     moments = [step.not_before or utcnow() for step in ready_steps(steps)]
     expiries = [
         s.lease_expires_at
         for s in steps
-        if StepStatus(s.status) is StepStatus.RUNNING and s.lease_expires_at is not None
+        if s.status == StepStatus.RUNNING and s.lease_expires_at is not None
     ]
     candidates = moments + expiries
     run.claimable_at = min(candidates) if candidates else None
@@ -80,8 +84,7 @@ def blocking_failure(steps: Sequence[Step]) -> Step | None:
     for step in steps:
         if step.optional:
             continue
-        status = StepStatus(step.status)
-        if status in _FAILED_FOR_GOOD:
+        if step.status in _FAILED_FOR_GOOD:
             return step
     return None
 
@@ -118,7 +121,7 @@ def _settle_status(
     if all(is_finished(step) for step in steps):
         move_run_txn(session, run, RunStatus.COMPLETED, actor=actor)
         return
-    waiting = any(StepStatus(s.status) is StepStatus.AWAITING_APPROVAL for s in steps)
+    waiting = any(s.status == StepStatus.AWAITING_APPROVAL for s in steps)
     if waiting and status is RunStatus.RUNNING:
         move_run_txn(session, run, RunStatus.AWAITING_APPROVAL, actor=actor)
     elif not waiting and status is RunStatus.AWAITING_APPROVAL:

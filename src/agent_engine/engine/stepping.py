@@ -93,7 +93,7 @@ async def _locked(ctx: EngineContext, session: AsyncSession, claim: Claim) -> tu
 
 def _check_fence(step: Step, claim: Claim) -> None:
     """Refuse a write from an attempt that no longer owns the step (a newer fence, or gone)."""
-    if step.fence != claim.fence or StepStatus(step.status) is not StepStatus.RUNNING:
+    if step.fence != claim.fence or step.status != StepStatus.RUNNING:
         raise StaleFenceError(
             f"step {step.step_number}: attempt with fence {claim.fence} is no longer current "
             f"(fence {step.fence}, status {step.status})",
@@ -252,8 +252,8 @@ async def _record_txn(
         raise StaleFenceError(f"step {claim.step_id} no longer exists")
     # Calls that happened cost money whether or not this attempt may still write its result.
     record_calls_txn(session, run, step, result.calls)
-    if step.fence != claim.fence or StepStatus(step.status) is not StepStatus.RUNNING:
-        if StepStatus(step.status) is StepStatus.CANCELLED:
+    if step.fence != claim.fence or step.status != StepStatus.RUNNING:
+        if step.status == StepStatus.CANCELLED:
             return []  # cancelled meanwhile: the ledger is kept, the result is moot
         _check_fence(step, claim)
     for line in result.logs:
@@ -269,7 +269,7 @@ async def _record_txn(
     settle_run_txn(session, run, steps, actor=actor)
     if then is None or then.limit <= 0:
         return []
-    if RunStatus(run.status) not in RUNNABLE_RUN_STATES or not run.started:
+    if run.status not in RUNNABLE_RUN_STATES or not run.started:
         return []
     work = await take_ready_txn(
         ctx,
@@ -334,12 +334,12 @@ def _why_nothing_ready(run: AgentRun, steps: list[Step]) -> str:
     busy = [
         f"step {s.step_number} is {s.status}"
         for s in steps
-        if StepStatus(s.status) in (StepStatus.RUNNING, StepStatus.AWAITING_APPROVAL)
+        if s.status in (StepStatus.RUNNING, StepStatus.AWAITING_APPROVAL)
     ]
     waiting = [
         f"step {s.step_number} retries at {s.not_before.isoformat()}"
         for s in steps
-        if s.not_before is not None and StepStatus(s.status) is StepStatus.PENDING
+        if s.not_before is not None and s.status == StepStatus.PENDING
     ]
     detail = "; ".join(busy + waiting) or "no step has all its dependencies completed"
     return f"run {run.id} has no step ready to execute: {detail}"

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_engine.domain.canonical import content_hash
+from agent_engine.storage.notifications import RunNotice
 from agent_engine.storage.tables import AgentRun, AuditEvent
 from agent_engine.storage.types import utcnow
 
@@ -39,6 +40,19 @@ def event_hash(
             "prev_hash": prev_hash,
         }
     )
+
+
+CHANGED_RUNS = "agent_engine_changed_runs"
+
+
+def take_notices(info: dict[str, Any]) -> list[str]:
+    """The notification payloads for the runs a committed transaction changed (and forget them),
+    as PostgreSQL's trigger would send them: one per run, its state after the commit."""
+    runs: dict[uuid.UUID, AgentRun] = info.pop(CHANGED_RUNS, {})
+    return [
+        RunNotice.of(run.id, run.audit_seq, run.status, run.claimable_at).payload()
+        for run in runs.values()
+    ]
 
 
 def append_event_txn(
@@ -80,7 +94,7 @@ def append_event_txn(
     )
     session.add(event)
     # Announced after commit (SQLite, in-process); PostgreSQL's trigger does it across processes.
-    session.info.setdefault("committed_events", []).append(f"{run.id} {seq} {type}")
+    session.info.setdefault(CHANGED_RUNS, {})[run.id] = run
     run.audit_seq = seq
     run.audit_head_hash = digest
     return event

@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session
 
+from agent_engine.storage.audit import CHANGED_RUNS, take_notices
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PING_AFTER_IDLE_S = 5.0
 READ_ONLY = "agent_engine_read_only"
@@ -98,20 +100,20 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 def create_sessionmaker(
     engine: AsyncEngine, on_events_committed: Callable[[list[str]], None] | None = None
 ) -> async_sessionmaker[AsyncSession]:
-    """Sessions for ``engine``; ``on_events_committed`` gets the audit events each commit made."""
+    """Sessions for ``engine``; ``on_events_committed`` gets the notifications of each commit."""
 
     class EngineSession(Session):
         pass
 
     @event.listens_for(EngineSession, "after_commit")
     def _after_commit(session: Session) -> None:
-        events = session.info.pop("committed_events", [])
-        if events and on_events_committed is not None:
-            on_events_committed(events)
+        notices = take_notices(session.info)
+        if notices and on_events_committed is not None:
+            on_events_committed(notices)
 
     @event.listens_for(EngineSession, "after_rollback")
     def _after_rollback(session: Session) -> None:
-        session.info.pop("committed_events", None)
+        session.info.pop(CHANGED_RUNS, None)
 
     return async_sessionmaker(
         engine, expire_on_commit=False, autoflush=False, sync_session_class=EngineSession

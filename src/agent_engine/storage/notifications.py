@@ -1,45 +1,91 @@
 """Wake-ups when audit events commit: PostgreSQL LISTEN/NOTIFY across processes, in-process
-delivery on SQLite. Payloads are ``"<run_id> <seq> <type>"``; subscribers re-read the audit log,
-so a dropped notification delays a reader but never loses an event."""
+delivery on SQLite. Subscribers re-read the audit log, so a dropped notification delays a reader
+but never loses an event.
+
+One notification per run per committed transaction, saying how the run stands after it:
+``"<run_id> <audit_seq> <status> <claimable_at as epoch seconds, or ->"``. Workers use it to tell
+their own writes from news and to wake exactly when a run has a step to claim (including a retry
+whose backoff ends later); streams use the run id.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 from sqlalchemy.engine import make_url
 
 CHANNEL = "agent_engine_events"
+NOTHING_CLAIMABLE = "-"
 QUEUE_SIZE = 10_000
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunNotice:
+    """What a notification says about one run after a commit."""
+
+    run_id: uuid.UUID
+    seq: int  # the run's audit_seq: every event up to it is committed
+    status: str
+    claimable_at: float | None  # when a worker may claim a step of it (epoch seconds)
+
+    def payload(self) -> str:
+        claimable = NOTHING_CLAIMABLE if self.claimable_at is None else repr(self.claimable_at)
+        return f"{self.run_id} {self.seq} {self.status} {claimable}"
+
+    @classmethod
+    def parse(cls, payload: str) -> RunNotice | None:
+        """The notice, or None for a payload this version does not understand."""
+        try:
+            run_id, seq, status, claimable = payload.split(" ")
+            when = None if claimable == NOTHING_CLAIMABLE else float(claimable)
+            return cls(uuid.UUID(run_id), int(seq), status, when)
+        except ValueError:
+            return None
+
+    @classmethod
+    def of(
+        cls, run_id: uuid.UUID, seq: int, status: str, claimable_at: datetime | None
+    ) -> RunNotice:
+        return cls(run_id, seq, status, claimable_at.timestamp() if claimable_at else None)
 
 
 class Notifier:
     """Fan-out of event notifications to any number of in-process subscribers."""
 
     def __init__(self) -> None:
-        self._queues: set[asyncio.Queue[str]] = set()
+        # Each subscriber: its queue, and the filter that decides on arrival what goes in it.
+        self._queues: dict[asyncio.Queue[str], Callable[[str], bool] | None] = {}
         self._connection: asyncpg.Connection | None = None
 
     def publish(self, payloads: Iterable[str]) -> None:
         """Deliver to every subscriber; a full queue drops (its reader re-queries anyway)."""
         for payload in payloads:
-            for queue in self._queues:
+            for queue, accept in list(self._queues.items()):
+                if accept is not None and not accept(payload):
+                    continue
                 with contextlib.suppress(asyncio.QueueFull):
                     queue.put_nowait(payload)
 
     @asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[asyncio.Queue[str]]:
+    async def subscribe(
+        self, accept: Callable[[str], bool] | None = None
+    ) -> AsyncIterator[asyncio.Queue[str]]:
+        """A queue of payloads; with ``accept``, only those it returns True for."""
         queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_SIZE)
-        self._queues.add(queue)
+        self._queues[queue] = accept
         try:
             yield queue
         finally:
-            self._queues.discard(queue)
+            self._queues.pop(queue, None)
 
     async def listen_postgres(self, database_url: str) -> None:
         """LISTEN on the events channel over a dedicated connection (PostgreSQL only)."""

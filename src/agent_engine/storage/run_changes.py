@@ -1,4 +1,6 @@
-"""Writing a run's changes in one transaction without reading first, guarded by its ``audit_seq``.
+"""Writing a new run, or a run's changes, in one round trip (the hot path's storage half).
+
+Changes are written without reading first, guarded by the run's ``audit_seq``.
 
 This is the storage half of the hot path (``engine/hot_path.py`` computes the changes). Every
 state change of a run appends an audit event under the run's row lock, which moves ``audit_seq``;
@@ -6,8 +8,13 @@ so "the run's ``audit_seq`` is still what I last wrote" proves that nothing abou
 steps changed since, and the changes computed from that state are the ones the locking path would
 have made. When the guard fails nothing is written and the caller takes the locking path.
 
-PostgreSQL: one round trip, ``SELECT agent_engine_apply_run_changes(...)`` (migration 0004),
-over a small asyncpg pool of its own. SQLite: one IMMEDIATE transaction of Core statements.
+PostgreSQL: one round trip, ``SELECT agent_engine_apply_run_changes(...)`` or
+``SELECT agent_engine_insert_run(...)`` (migration 0004), over a small asyncpg pool of its own.
+SQLite: one IMMEDIATE transaction of Core statements.
+
+The rows come from the same state-machine code as everywhere else, run with a
+``CollectingSession``: it keeps what the code adds and refuses to read, so code that needs the
+database cannot silently take this path.
 """
 
 from __future__ import annotations
@@ -17,14 +24,15 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import asyncpg
-from sqlalchemy import Table, insert, update
+from sqlalchemy import Table, insert, inspect, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from agent_engine.storage.tables import AgentRun, AuditEvent, Step
+from agent_engine.storage.tables import AgentRun, AuditEvent, PlanVersion, Step
 
 # The only columns the hot path may write (the same lists as migration 0004's function); any
 # other change takes the locking path. What a run or a step *is* never changes here.
@@ -83,6 +91,71 @@ POOL_MAX_SIZE = 8
 RUNS = cast(Table, AgentRun.__table__)
 STEPS = cast(Table, Step.__table__)
 EVENTS = cast(Table, AuditEvent.__table__)
+PLANS = cast(Table, PlanVersion.__table__)
+NEW_RUN_TABLES = (RUNS, PLANS, STEPS, EVENTS)  # in foreign-key order
+
+
+class NeedsDatabase(Exception):
+    """The change needs to read the database (or write an unexpected row): take the locking path."""
+
+
+class DuplicateRowError(Exception):
+    """A unique constraint refused a new row (a concurrent run with the same idempotency key)."""
+
+
+class CollectingSession(AsyncSession):
+    """A session for state-machine code whose rows are written by ``RunChangeWriter``: it keeps
+    the instances added of the accepted classes and refuses everything else (reads, flushes)."""
+
+    def __init__(self, accepts: tuple[type, ...]) -> None:
+        super().__init__()
+        self.accepts = accepts
+        self.added: list[object] = []
+
+    def add(self, instance: object, _warn: bool = True) -> None:
+        if not isinstance(instance, self.accepts):
+            raise NeedsDatabase(f"adds a {type(instance).__name__}")
+        self.added.append(instance)
+
+    @property
+    def events(self) -> list[AuditEvent]:
+        return [item for item in self.added if isinstance(item, AuditEvent)]
+
+    async def _refuse(self, *_args: Any, **_kwargs: Any) -> NoReturn:
+        raise NeedsDatabase("reads the database")
+
+    execute = _refuse
+    scalars = _refuse
+    scalar = _refuse
+    get = _refuse
+    flush = _refuse
+    refresh = _refuse
+    merge = _refuse
+    delete = _refuse
+
+
+def _with_defaults(instance: object, table: Table) -> dict[str, Any]:
+    """Every column of a new row, applying the model's Python-side defaults as a flush would (and
+    setting them on the instance, which callers go on using)."""
+    mapper = inspect(type(instance))
+    loaded = instance.__dict__
+    row: dict[str, Any] = {}
+    for attribute in mapper.column_attrs:
+        column = attribute.columns[0]
+        if attribute.key in loaded:
+            value = loaded[attribute.key]
+        elif column.default is not None and column.default.is_scalar:
+            value = column.default.arg
+            setattr(instance, attribute.key, value)
+        elif column.default is not None and column.default.is_callable:
+            value = column.default.arg(None)
+            setattr(instance, attribute.key, value)
+        else:
+            value = None
+        if value is None and column.autoincrement is True:
+            continue  # the database numbers it
+        row[column.name] = value
+    return row
 
 
 @dataclass(frozen=True)
@@ -132,6 +205,33 @@ class RunChangeWriter:
         if self._postgres:
             return await self._apply_postgres(changes)
         return await self._apply_core(changes)
+
+    async def insert_run(self, added: list[object]) -> None:
+        """Insert a new run's rows (run, plans, steps, audit events) in one transaction."""
+        rows: dict[str, list[dict[str, Any]]] = {table.name: [] for table in NEW_RUN_TABLES}
+        for instance in added:
+            table = cast(Table, inspect(type(instance)).local_table)
+            if table.name not in rows:
+                raise NeedsDatabase(f"a new run has no {table.name} rows")
+            rows[table.name].append(_with_defaults(instance, table))
+        if self._postgres:
+            pool = await self._get_pool()
+            async with pool.acquire() as connection:
+                try:
+                    await connection.execute(
+                        "SELECT agent_engine_insert_run($1::jsonb)",
+                        json.dumps(rows, default=_json_default),
+                    )
+                except asyncpg.UniqueViolationError as exc:
+                    raise DuplicateRowError(str(exc)) from exc
+            return
+        try:
+            async with self._engine.begin() as connection:
+                for table in NEW_RUN_TABLES:
+                    if rows[table.name]:
+                        await connection.execute(insert(table), rows[table.name])
+        except IntegrityError as exc:
+            raise DuplicateRowError(str(exc.orig)) from exc
 
     async def _apply_postgres(self, changes: RunChanges) -> bool:
         document = json.dumps(

@@ -22,8 +22,15 @@ async def serve_worker(settings: Settings, options: WorkerOptions) -> None:
         loop.add_signal_handler(signum, stop.set)
     await ctx.start()
     logger.info("worker %s started (concurrency %d)", options.worker_id, options.concurrency)
+    worker = Worker(ctx, options)
     try:
-        await Worker(ctx, options).run(stop)
+        await worker.run(stop)
     finally:
         await ctx.close()
-        logger.info("worker %s stopped", options.worker_id)
+        known = worker.known_runs
+        logger.info(
+            "worker %s stopped (hot path: %d results recorded without reading, %d fell back)",
+            options.worker_id,
+            known.hits,
+            known.misses,
+        )

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -30,6 +31,7 @@ from agent_engine.engine.stepping import ContinueWith, record_result, run_claime
 from agent_engine.errors import EngineError, StaleFenceError
 from agent_engine.storage.claims import extend_leases_txn, lock_claimable_runs_txn
 from agent_engine.storage.database import transaction
+from agent_engine.storage.notifications import RunNotice
 from agent_engine.storage.runs import (
     get_run_txn,
     get_step_txn,
@@ -87,7 +89,8 @@ class Worker:
         self._inflight: dict[uuid.UUID, _Inflight] = {}
         self._planning: set[asyncio.Task[None]] = set()
         self._lease = timedelta(seconds=self.options.lease_s)
-        self._slot_freed = asyncio.Event()
+        self._recheck = asyncio.Event()  # a slot freed up, or a timer for claimable work fired
+        self._timer: asyncio.TimerHandle | None = None
         self._work_waiting = True  # look once at start
         # The runs this worker executes, as it last wrote them: recording goes without reading.
         self.known_runs = KnownRuns()
@@ -98,7 +101,8 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and execute until ``stop``; then drain within the shutdown grace period."""
-        async with self.ctx.notifier.subscribe() as wakeups:
+        # Notifications are judged as they arrive: only news wakes the loop.
+        async with self.ctx.notifier.subscribe(accept=self._on_event) as wakeups:
             heartbeat = asyncio.create_task(self._heartbeat_loop(stop))
             try:
                 while not stop.is_set():
@@ -114,15 +118,14 @@ class Worker:
                 await self._drain()
 
     async def _idle(self, wakeups: asyncio.Queue[str], stop: asyncio.Event) -> None:
-        """Sleep until a notification, a freed slot, stop, or the poll interval.
-
-        News (a notification that is not our own write, or the poll interval passing) marks work
-        as waiting; a freed slot only lets the loop act on work already known to be waiting."""
-        self._slot_freed.clear()
+        """Sleep until news (a notification ``_on_event`` accepted), a recheck (a freed slot or a
+        timer), stop, or the poll interval. News and the poll interval mark work as waiting; a
+        freed slot only lets the loop act on work already known to be waiting."""
+        self._recheck.clear()
         waiters = [
             asyncio.ensure_future(wakeups.get()),
             asyncio.ensure_future(stop.wait()),
-            asyncio.ensure_future(self._slot_freed.wait()),
+            asyncio.ensure_future(self._recheck.wait()),
         ]
         done, pending = await asyncio.wait(
             waiters, timeout=self.options.poll_s, return_when=asyncio.FIRST_COMPLETED
@@ -131,30 +134,49 @@ class Worker:
             waiter.cancel()
         news = not done  # the poll interval passed: look anyway
         for waiter in done:
-            payload = waiter.result()
-            news = (isinstance(payload, str) and self._on_event(payload)) or news
+            news = isinstance(waiter.result(), str) or news
         while not wakeups.empty():  # many commits, one wake-up
-            news = self._on_event(wakeups.get_nowait()) or news
+            wakeups.get_nowait()
+            news = True
         self._work_waiting = self._work_waiting or news
 
     def _on_event(self, payload: str) -> bool:
-        """Handle a committed event; whether it may mean work for a claim round.
+        """Handle a committed change of a run; whether a claim round may find work now.
 
-        Events already in a state this worker committed (its own claims and results, or what it
-        read under the run's lock) are no news: it took the ready steps then. Anything newer (an
-        approval, a retry, another process's write) is. A cancellation also signals the
-        executor at once instead of at the next heartbeat.
+        A state this worker committed itself (or read under the run's lock) is no news: it took
+        the ready steps then. A run with nothing claimable is no work. A run whose next step
+        becomes claimable later (a retry's backoff) sets a timer for that moment. A cancelled
+        run's executors are signalled at once instead of at the next heartbeat.
         """
-        try:
-            raw_run, raw_seq, kind = payload.split(" ", 2)
-            run_id, seq = uuid.UUID(raw_run), int(raw_seq)
-        except ValueError:
-            return True
-        if kind in ("run.cancelled", "step.cancelled"):
+        notice = RunNotice.parse(payload)
+        if notice is None:
+            return True  # not understood: look anyway
+        if notice.status == RunStatus.CANCELLED:
             for item in self._inflight.values():
-                if item.claim.run_id == run_id:
+                if item.claim.run_id == notice.run_id:
                     item.cancel.set()
-        return not self.known_runs.wrote(run_id, seq)
+        if self.known_runs.wrote(notice.run_id, notice.seq) or notice.claimable_at is None:
+            return False
+        delay = notice.claimable_at - time.time()
+        if delay > 0:
+            self._recheck_in(delay)
+            return False
+        return True
+
+    def _recheck_in(self, delay: float) -> None:
+        """Look for work after ``delay`` seconds (one timer: the earliest wins)."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + delay
+        if self._timer is not None and not self._timer.cancelled() and self._timer.when() <= due:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(due, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._work_waiting = True
+        self._recheck.set()
 
     async def _claim_round(self) -> bool:
         """One transaction: lock runs with work, claim their ready steps, start tasks.
@@ -222,7 +244,7 @@ class Worker:
 
     def _planning_done(self, task: asyncio.Task[None]) -> None:
         self._planning.discard(task)
-        self._slot_freed.set()
+        self._recheck.set()
 
     async def _execute(self, claim: Claim, cancel: asyncio.Event) -> None:
         handed_on = False  # this slot went straight to the run's next step
@@ -254,7 +276,7 @@ class Worker:
         finally:
             self._inflight.pop(claim.step_id, None)
             if not handed_on:
-                self._slot_freed.set()
+                self._recheck.set()
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         interval = self.options.lease_s / 3

@@ -1,4 +1,4 @@
-"""Hot path: apply a run's recorded changes in one round trip (PostgreSQL function)
+"""Hot path: create a run, and apply a run's changes, in one round trip (PostgreSQL functions)
 
 Revision ID: 0004
 Revises: 0003
@@ -9,6 +9,9 @@ step's result and claims the next step without reading anything first: it sends 
 the audit events, guarded by the run's ``audit_seq``. Every state change of a run writes an audit
 event under the run's row lock, so an unchanged ``audit_seq`` proves nothing changed since; when it
 moved, the function changes nothing and the worker falls back to the locking path.
+
+``agent_engine_insert_run`` writes a new run with its plan, steps and first audit events from one
+JSON document (every column by name, so it follows the tables as they grow).
 
 The columns below are the only ones the hot path may write; ``storage/run_changes.py`` lists the
 same names and refuses any other change (a test holds the two lists together).
@@ -120,11 +123,77 @@ $$
 """
 
 
+CREATE_INSERT_FUNCTION = f"""
+CREATE FUNCTION agent_engine_insert_run(p_rows jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO agent_runs
+    SELECT * FROM jsonb_populate_recordset(NULL::agent_runs, p_rows -> 'agent_runs');
+    INSERT INTO plans
+    SELECT * FROM jsonb_populate_recordset(NULL::plans, p_rows -> 'plans');
+    INSERT INTO steps
+    SELECT * FROM jsonb_populate_recordset(NULL::steps, p_rows -> 'steps');
+    INSERT INTO audit_events ({_columns(EVENT_COLUMNS)})
+    SELECT {_columns(EVENT_COLUMNS, "e.")}
+    FROM jsonb_populate_recordset(NULL::audit_events, p_rows -> 'audit_events') AS e;
+END
+$$
+"""
+
+
+# One notification per run per transaction, with the run's state after commit (see
+# storage/notifications.py): the trigger is deferred to commit time, so it reads the final row, and
+# PostgreSQL folds the identical payloads of one transaction into one notification.
+NOTIFY_PER_RUN = [
+    "DROP TRIGGER IF EXISTS audit_events_notify ON audit_events",
+    """
+    CREATE OR REPLACE FUNCTION audit_events_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        run record;
+    BEGIN
+        SELECT audit_seq, status, extract(epoch FROM claimable_at) AS claimable
+        INTO run FROM agent_runs WHERE id = NEW.run_id;
+        PERFORM pg_notify(
+            'agent_engine_events',
+            NEW.run_id::text || ' ' || run.audit_seq || ' ' || run.status || ' '
+                || coalesce(run.claimable::text, '-')
+        );
+        RETURN NULL;
+    END
+    $$
+    """,
+    """
+    CREATE CONSTRAINT TRIGGER audit_events_notify AFTER INSERT ON audit_events
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION audit_events_notify()
+    """,
+]
+NOTIFY_PER_EVENT = [  # migration 0003's
+    "DROP TRIGGER IF EXISTS audit_events_notify ON audit_events",
+    """
+    CREATE OR REPLACE FUNCTION audit_events_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('agent_engine_events', NEW.run_id::text || ' ' || NEW.seq || ' ' || NEW.type);
+        RETURN NULL;
+    END
+    $$
+    """,
+    """
+    CREATE TRIGGER audit_events_notify AFTER INSERT ON audit_events
+    FOR EACH ROW EXECUTE FUNCTION audit_events_notify()
+    """,
+]
+
+
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute(CREATE_FUNCTION)
+        op.execute(CREATE_INSERT_FUNCTION)
+        for statement in NOTIFY_PER_RUN:
+            op.execute(statement)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
+        for statement in NOTIFY_PER_EVENT:
+            op.execute(statement)
+        op.execute("DROP FUNCTION IF EXISTS agent_engine_insert_run(jsonb)")
         op.execute("DROP FUNCTION IF EXISTS agent_engine_apply_run_changes(uuid, bigint, jsonb)")
