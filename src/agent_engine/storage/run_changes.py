@@ -19,6 +19,7 @@ database cannot silently take this path.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -88,6 +89,7 @@ EVENT_COLUMNS = (
     "hash",
 )
 POOL_MAX_SIZE = 8
+MAX_BATCH = 64  # runs per group commit
 RUNS = cast(Table, AgentRun.__table__)
 STEPS = cast(Table, Step.__table__)
 EVENTS = cast(Table, AuditEvent.__table__)
@@ -200,11 +202,54 @@ class RunChangeWriter:
         self._postgres = engine.dialect.name == "postgresql"
         self._dsn = make_url(database_url).set(drivername="postgresql")
         self._pool: asyncpg.Pool | None = None
+        self._queue: list[tuple[RunChanges, asyncio.Future[bool]]] = []
+        self._flushing = False
+        self._flusher: asyncio.Task[None] | None = None
 
     async def apply(self, changes: RunChanges) -> bool:
-        if self._postgres:
-            return await self._apply_postgres(changes)
-        return await self._apply_core(changes)
+        if not self._postgres:
+            return await self._apply_core(changes)
+        # Group commit: changes that arrive while a batch is being written wait and go together
+        # in the next one. Alone, a change goes at once (the caller writes its own batch).
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append((changes, done))
+        if not self._flushing:
+            self._flushing = True
+            try:
+                await self._flush_one_batch()
+            finally:
+                if self._queue:  # what arrived meanwhile goes next, without this caller
+                    self._flusher = asyncio.create_task(self._flush_rest())
+                else:
+                    self._flushing = False
+        return await done
+
+    async def _flush_rest(self) -> None:
+        try:
+            while self._queue:
+                await self._flush_one_batch()
+        finally:
+            self._flushing = False
+
+    async def _flush_one_batch(self) -> None:
+        batch = self._queue[:MAX_BATCH]
+        del self._queue[: len(batch)]
+        try:
+            applied = await self._apply_postgres([changes for changes, _ in batch])
+        except Exception as exc:
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        except BaseException:
+            # The writing task was cancelled mid-call: whether the batch committed is unknown.
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(ConnectionError("group commit interrupted"))
+            raise
+        for (_, done), ok in zip(batch, applied, strict=True):
+            if not done.done():
+                done.set_result(ok)
 
     async def insert_run(self, added: list[object]) -> None:
         """Insert a new run's rows (run, plans, steps, audit events) in one transaction."""
@@ -233,30 +278,38 @@ class RunChangeWriter:
         except IntegrityError as exc:
             raise DuplicateRowError(str(exc.orig)) from exc
 
-    async def _apply_postgres(self, changes: RunChanges) -> bool:
+    async def _apply_postgres(self, batch: list[RunChanges]) -> list[bool]:
+        """One call for the batch; whether each run's changes were applied, in batch order."""
+        order = sorted(range(len(batch)), key=lambda i: batch[i].run_id)  # one lock order
         document = json.dumps(
-            {
-                "run": changes.run_values,
-                "steps": [
-                    {"id": patch.step_id, "fence": patch.fence, "set": patch.values}
-                    for patch in changes.steps
-                ],
-                "events": [_event_row(event) for event in changes.events],
-            },
+            [
+                {
+                    "run_id": batch[i].run_id,
+                    "expected_seq": batch[i].expected_seq,
+                    "run": batch[i].run_values,
+                    "steps": [
+                        {"id": patch.step_id, "fence": patch.fence, "set": patch.values}
+                        for patch in batch[i].steps
+                    ],
+                    "events": [_event_row(event) for event in batch[i].events],
+                }
+                for i in order
+            ],
             default=_json_default,
         )
         pool = await self._get_pool()
         async with pool.acquire() as connection:
             try:
-                applied = await connection.fetchval(
-                    "SELECT agent_engine_apply_run_changes($1, $2, $3::jsonb)",
-                    changes.run_id,
-                    changes.expected_seq,
-                    document,
+                sorted_applied = await connection.fetchval(
+                    "SELECT agent_engine_apply_run_changes($1::jsonb)", document
                 )
-            except asyncpg.SerializationError:
-                return False
-        return bool(applied)
+            except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError):
+                # Nothing was written: each caller takes the locking path for its run.
+                return [False] * len(batch)
+        applied = [False] * len(batch)
+        for position, index in enumerate(order):
+            applied[index] = bool(sorted_applied[position])
+        return applied
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:

@@ -29,8 +29,10 @@ async def serve_worker(settings: Settings, options: WorkerOptions) -> None:
         await ctx.close()
         known = worker.known_runs
         logger.info(
-            "worker %s stopped (hot path: %d results recorded without reading, %d fell back)",
+            "worker %s stopped (%d claim rounds; hot path: %d results recorded without reading, "
+            "%d fell back)",
             options.worker_id,
+            worker.claim_rounds,
             known.hits,
             known.misses,
         )

@@ -91,6 +91,7 @@ class Worker:
         self._lease = timedelta(seconds=self.options.lease_s)
         self._recheck = asyncio.Event()  # a slot freed up, or a timer for claimable work fired
         self._timer: asyncio.TimerHandle | None = None
+        self.claim_rounds = 0  # for the log line at shutdown
         self._work_waiting = True  # look once at start
         # The runs this worker executes, as it last wrote them: recording goes without reading.
         self.known_runs = KnownRuns()
@@ -183,6 +184,7 @@ class Worker:
 
         Returns whether more work may be waiting (the round used every free slot)."""
         free = self.options.concurrency - self.inflight
+        self.claim_rounds += 1
         claims: list[Claim] = []
         plans: list[tuple[str, bool]] = []
         locked: list[tuple[AgentRun, list[Step]]] = []

@@ -8,7 +8,8 @@ A worker that already holds a run's state (it wrote it in its previous transacti
 step's result and claims the next step without reading anything first: it sends the changes and
 the audit events, guarded by the run's ``audit_seq``. Every state change of a run writes an audit
 event under the run's row lock, so an unchanged ``audit_seq`` proves nothing changed since; when it
-moved, the function changes nothing and the worker falls back to the locking path.
+moved, the function changes nothing for that run and the worker falls back to the locking path.
+Changes of several runs that are ready together go in one call and one commit (group commit).
 
 ``agent_engine_insert_run`` writes a new run with its plan, steps and first audit events from one
 JSON document (every column by name, so it follows the tables as they grow).
@@ -82,42 +83,50 @@ def _columns(names: tuple[str, ...], prefix: str = "") -> str:
 # jsonb_populate_record(row, patch) is the row with the patch's keys replacing its values, so one
 # statement serves any subset of the columns without dynamic SQL.
 CREATE_FUNCTION = f"""
-CREATE FUNCTION agent_engine_apply_run_changes(
-    p_run_id uuid, p_expected_seq bigint, p_changes jsonb
-) RETURNS boolean LANGUAGE plpgsql AS $$
+CREATE FUNCTION agent_engine_apply_run_changes(p_batch jsonb)
+RETURNS boolean[] LANGUAGE plpgsql AS $$
 DECLARE
+    item jsonb;
+    v_run_id uuid;
     touched integer;
+    applied boolean[] := '{{}}';
 BEGIN
-    UPDATE agent_runs AS r
-    SET ({_columns(RUN_COLUMNS)}) = (
-        SELECT {_columns(RUN_COLUMNS, "p.")}
-        FROM jsonb_populate_record(r, p_changes -> 'run') AS p
-    )
-    WHERE r.id = p_run_id AND r.audit_seq = p_expected_seq;
-    IF NOT FOUND THEN
-        RETURN false;  -- the run changed (or is gone) since the caller read it
-    END IF;
+    -- One element per run, in run-id order (the caller sorts: one lock order for every batch).
+    FOR item IN SELECT value FROM jsonb_array_elements(p_batch) LOOP
+        v_run_id := (item ->> 'run_id')::uuid;
+        UPDATE agent_runs AS r
+        SET ({_columns(RUN_COLUMNS)}) = (
+            SELECT {_columns(RUN_COLUMNS, "p.")}
+            FROM jsonb_populate_record(r, item -> 'run') AS p
+        )
+        WHERE r.id = v_run_id AND r.audit_seq = (item ->> 'expected_seq')::bigint;
+        IF NOT FOUND THEN
+            applied := applied || false;  -- the run changed (or is gone) since the caller read it
+            CONTINUE;
+        END IF;
 
-    UPDATE steps AS s
-    SET ({_columns(STEP_COLUMNS)}) = (
-        SELECT {_columns(STEP_COLUMNS, "p.")}
-        FROM jsonb_populate_record(s, c.patch -> 'set') AS p
-    )
-    FROM jsonb_array_elements(p_changes -> 'steps') AS c(patch)
-    WHERE s.id = (c.patch ->> 'id')::uuid
-      AND s.run_id = p_run_id
-      AND s.fence = (c.patch ->> 'fence')::bigint;
-    GET DIAGNOSTICS touched = ROW_COUNT;
-    IF touched <> jsonb_array_length(p_changes -> 'steps') THEN
-        -- Cannot happen while every step change is audited; refuse rather than half-apply.
-        RAISE EXCEPTION 'a step of run % changed without an audit event', p_run_id
-            USING ERRCODE = 'serialization_failure';
-    END IF;
+        UPDATE steps AS s
+        SET ({_columns(STEP_COLUMNS)}) = (
+            SELECT {_columns(STEP_COLUMNS, "p.")}
+            FROM jsonb_populate_record(s, c.patch -> 'set') AS p
+        )
+        FROM jsonb_array_elements(item -> 'steps') AS c(patch)
+        WHERE s.id = (c.patch ->> 'id')::uuid
+          AND s.run_id = v_run_id
+          AND s.fence = (c.patch ->> 'fence')::bigint;
+        GET DIAGNOSTICS touched = ROW_COUNT;
+        IF touched <> jsonb_array_length(item -> 'steps') THEN
+            -- Cannot happen while every step change is audited; refuse rather than half-apply.
+            RAISE EXCEPTION 'a step of run % changed without an audit event', v_run_id
+                USING ERRCODE = 'serialization_failure';
+        END IF;
 
-    INSERT INTO audit_events ({_columns(EVENT_COLUMNS)})
-    SELECT {_columns(EVENT_COLUMNS, "e.")}
-    FROM jsonb_populate_recordset(NULL::audit_events, p_changes -> 'events') AS e;
-    RETURN true;
+        INSERT INTO audit_events ({_columns(EVENT_COLUMNS)})
+        SELECT {_columns(EVENT_COLUMNS, "e.")}
+        FROM jsonb_populate_recordset(NULL::audit_events, item -> 'events') AS e;
+        applied := applied || true;
+    END LOOP;
+    RETURN applied;
 END
 $$
 """
@@ -196,4 +205,4 @@ def downgrade() -> None:
         for statement in NOTIFY_PER_EVENT:
             op.execute(statement)
         op.execute("DROP FUNCTION IF EXISTS agent_engine_insert_run(jsonb)")
-        op.execute("DROP FUNCTION IF EXISTS agent_engine_apply_run_changes(uuid, bigint, jsonb)")
+        op.execute("DROP FUNCTION IF EXISTS agent_engine_apply_run_changes(jsonb)")
