@@ -8,6 +8,7 @@ one run are serialised without step-level locks, and never deadlock on lock orde
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -24,12 +25,14 @@ from agent_engine.domain.refs import (
 )
 from agent_engine.domain.states import RunStatus, StepStatus
 from agent_engine.engine.context import EngineContext, executor_context
+from agent_engine.engine.hot_path import changes_made
 from agent_engine.engine.retries import fail_step_txn
-from agent_engine.engine.settle import ready_steps
+from agent_engine.engine.settle import ready_steps, settle_run_txn
 from agent_engine.errors import EngineError, ExecutorError
 from agent_engine.llm.base import LLMClient
-from agent_engine.storage.runs import outputs_of_txn
-from agent_engine.storage.tables import AgentRun, Step
+from agent_engine.storage.run_changes import CollectingSession, RunChanges
+from agent_engine.storage.runs import list_open_steps_of_runs_txn, outputs_of_txn
+from agent_engine.storage.tables import AgentRun, AuditEvent, Step
 from agent_engine.storage.transitions import move_run_txn, move_step_txn
 from agent_engine.storage.types import utcnow
 
@@ -209,3 +212,70 @@ async def take_ready_txn(
             )
         )
     return work  # the caller settles the run, which refreshes what workers may claim
+
+
+class ClaimConflictError(RuntimeError):
+    """A run locked for a claim round changed anyway: the round is rolled back."""
+
+
+@dataclass(frozen=True)
+class LockedRun:
+    """A run a claim round changed, as committed (once the round's transaction commits)."""
+
+    run: AgentRun
+    steps: list[Step]
+    collected: CollectingSession  # what the round appended for it (its notifications)
+
+
+async def claim_from_locked_runs_txn(
+    ctx: EngineContext,
+    session: AsyncSession,
+    runs: Sequence[AgentRun],
+    *,
+    owner: str,
+    limit: int,
+    lease: timedelta,
+    llm: LLMClient,
+    step_types: frozenset[str] = frozenset(),
+) -> tuple[list[Claim], list[LockedRun]]:
+    """Claim ready steps of ``runs`` (locked by the caller's transaction), up to ``limit`` in all.
+
+    The rows are changed by the usual state-machine code, detached from the session, and written
+    with one call for all the runs instead of a flush (what a flush would write when a change
+    falls outside the hot columns). The caller calls ``mark_written`` after its commit.
+    """
+    open_steps = await list_open_steps_of_runs_txn(session, [run.id for run in runs])
+    claims: list[Claim] = []
+    changed: list[LockedRun] = []
+    batch: list[RunChanges] = []
+    for run in runs:
+        steps = open_steps[run.id]
+        for instance in (run, *steps):
+            session.expunge(instance)
+        collected = CollectingSession(reads_from=session)
+        expected_seq = run.audit_seq
+        work = await take_ready_txn(
+            ctx,
+            collected,
+            run,
+            steps,
+            owner=owner,
+            limit=limit - len(claims),
+            lease=lease,
+            llm=llm,
+            step_types=step_types,
+        )
+        settle_run_txn(collected, run, steps, actor=owner)
+        claims.extend(item for item in work if isinstance(item, Claim))
+        changed.append(LockedRun(run, steps, collected))
+        changes = changes_made(run, steps, expected_seq, collected.audit_rows)
+        if changes is None:
+            continue
+        if changes.within_hot_columns():
+            batch.append(changes)
+        else:  # columns the one-call write does not cover: let the session flush them
+            session.add_all([run, *steps])
+            session.add_all([AuditEvent(**row) for row in collected.audit_rows])
+    if batch and not all(await ctx.run_changes.apply_in(session, batch)):
+        raise ClaimConflictError("a run locked for claiming changed meanwhile")
+    return claims, changed

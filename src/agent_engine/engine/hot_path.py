@@ -38,7 +38,7 @@ from agent_engine.storage.run_changes import (
     StepPatch,
 )
 from agent_engine.storage.runs import OPEN_STEP_STATES
-from agent_engine.storage.tables import AgentRun, AuditEvent, Step
+from agent_engine.storage.tables import AgentRun, Step
 from agent_engine.storage.types import utcnow
 
 T = TypeVar("T")
@@ -80,6 +80,34 @@ def _changed(instance: object, columns: dict[str, str]) -> dict[str, Any]:
 def _mark_committed(instance: object) -> None:
     """What was written is now the committed state (what a session's commit does)."""
     _pending(instance).clear()
+
+
+def changes_made(
+    run: AgentRun, steps: list[Step], expected_seq: int, audit_rows: list[dict[str, Any]]
+) -> RunChanges | None:
+    """What state-machine code changed in ``run`` and ``steps`` since they were last committed,
+    with the audit events it appended, as one guarded write (None: it changed nothing)."""
+    run_values = _changed(run, _RUN_COLUMNS)
+    patches = []
+    for step in steps:
+        pending = _pending(step)
+        if not pending:
+            continue
+        values = _changed(step, _STEP_COLUMNS)
+        if values:
+            fence = pending.get("fence", step.fence)  # the fence it had before: the guard
+            patches.append(StepPatch(step.id, fence, values))
+    if not audit_rows and not patches and not run_values:
+        return None
+    for key in ALWAYS_WRITTEN:
+        run_values.setdefault(_RUN_COLUMNS[key], run.__dict__.get(key))
+    return RunChanges(run.id, expected_seq, run_values, patches, audit_rows)
+
+
+def mark_written(run: AgentRun, steps: list[Step]) -> None:
+    """The changes were written: they are now the committed state."""
+    for instance in (run, *steps):
+        _mark_committed(instance)
 
 
 def _finished(run: AgentRun) -> bool:
@@ -200,22 +228,14 @@ class KnownRuns:
             if step.status == StepStatus.RUNNING.value and expires is not None and expires < now:
                 return False, None
         expected_seq = run.audit_seq
-        collector = CollectingSession(accepts=(AuditEvent,))
+        collector = CollectingSession()
         try:
             result = await mutate(collector, run, steps)
         except (NeedsDatabase, EngineError, DetachedInstanceError):
             return False, None
-        run_values = _changed(run, _RUN_COLUMNS)
-        for key in ALWAYS_WRITTEN:
-            run_values.setdefault(_RUN_COLUMNS[key], run.__dict__.get(key))
-        patches = []
-        touched = [step for step in steps if _pending(step)]
-        for step in touched:
-            values = _changed(step, _STEP_COLUMNS)
-            if values:
-                fence = _pending(step).get("fence", step.fence)  # the fence it had before
-                patches.append(StepPatch(step.id, fence, values))
-        changes = RunChanges(run.id, expected_seq, run_values, patches, collector.events)
+        changes = changes_made(run, steps, expected_seq, collector.audit_rows)
+        if changes is None:
+            return True, result  # nothing to write
         if not changes.within_hot_columns():
             return False, None
         self._writing[run.id] = run.audit_seq
@@ -224,8 +244,7 @@ class KnownRuns:
                 return False, None
         finally:
             self._writing.pop(run.id, None)
-        for instance in (run, *touched):
-            _mark_committed(instance)
+        mark_written(run, steps)
         if on_committed is not None:
             on_committed(take_notices(collector.info))
         return True, result

@@ -94,7 +94,7 @@ async def create_run(
     if plan is not None:
         validate_plan(plan, ctx.registry, has_workspace=workspace is not None)
     # The new rows are built by the usual state-machine code and written in one round trip.
-    session = CollectingSession(accepts=(AgentRun, PlanVersion, Step, AuditEvent))
+    session = CollectingSession(accepts=(AgentRun, PlanVersion, Step))
     run = AgentRun(
         id=uuid.uuid4(),
         goal=request.goal,
@@ -150,7 +150,7 @@ async def create_run(
             )
     refresh_claimable(run, steps)
     try:
-        await ctx.run_changes.insert_run(session.added)
+        await ctx.run_changes.insert_run(session.added, session.audit_rows)
     except DuplicateRowError:
         # Lost a race with a concurrent request carrying the same key: answer with its run.
         if idempotency_key is None:

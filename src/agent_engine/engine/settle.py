@@ -21,6 +21,7 @@ from agent_engine.storage.types import utcnow
 # counts too: the run "continues without it" (a reference to its output then fails loudly).
 _FAILED_FOR_GOOD = frozenset({StepStatus.FAILED, StepStatus.REJECTED})
 _FINISHED = TERMINAL_STEP_STATES | {StepStatus.FAILED}
+_STARTABLE = frozenset({StepStatus.PENDING, StepStatus.APPROVED})
 
 
 # A step that stays FAILED has failed for good: when its policy allows another attempt, the same
@@ -48,12 +49,17 @@ def ready_steps(steps: Sequence[Step]) -> list[Step]:
     that is not among them has finished, and in a run that has not failed that means satisfied.
     """
     by_number = {step.step_number: step for step in steps}
-    return [
-        step
-        for step in steps
-        if step.status in (StepStatus.PENDING, StepStatus.APPROVED)
-        and all(dep not in by_number or is_satisfied(by_number[dep]) for dep in step.depends_on)
-    ]
+    ready = []
+    for step in steps:  # a plain loop: this runs for every open step on every record
+        if step.status not in _STARTABLE:
+            continue
+        for dependency in step.depends_on:
+            other = by_number.get(dependency)
+            if other is not None and not is_satisfied(other):
+                break
+        else:
+            ready.append(step)
+    return ready
 
 
 def plan_awaits_approval(run: AgentRun) -> bool:
@@ -92,14 +98,15 @@ def blocking_failure(steps: Sequence[Step]) -> Step | None:
 def settle_run_txn(
     session: AsyncSession, run: AgentRun, steps: Sequence[Step], *, actor: str
 ) -> None:
-    """Move the run to the status its steps imply: failed, completed, waiting or running."""
-    _settle_status(session, run, steps, actor=actor)
+    """Move the run to the status its steps imply, and refresh what workers may claim."""
+    settle_status_txn(session, run, steps, actor=actor)
     refresh_claimable(run, steps)
 
 
-def _settle_status(
+def settle_status_txn(
     session: AsyncSession, run: AgentRun, steps: Sequence[Step], *, actor: str
 ) -> None:
+    """Move the run to the status its steps imply: failed, completed, waiting or running."""
     status = RunStatus(run.status)
     if status not in (RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL):
         return

@@ -26,7 +26,12 @@ from agent_engine.engine.claiming import Claim, Parked, take_ready_txn
 from agent_engine.engine.context import EngineContext, LogCapture, executor_context, lazy_llm
 from agent_engine.engine.hot_path import KnownRuns
 from agent_engine.engine.retries import fail_step_txn
-from agent_engine.engine.settle import plan_awaits_approval, settle_run_txn
+from agent_engine.engine.settle import (
+    plan_awaits_approval,
+    refresh_claimable,
+    settle_run_txn,
+    settle_status_txn,
+)
 from agent_engine.errors import (
     ConflictError,
     EngineError,
@@ -266,24 +271,24 @@ async def _record_txn(
             step_id=step.id,
         )
     _write_result_txn(session, run, step, claim, result, actor=actor)
-    settle_run_txn(session, run, steps, actor=actor)
-    if then is None or then.limit <= 0:
-        return []
-    if run.status not in RUNNABLE_RUN_STATES or not run.started:
-        return []
-    work = await take_ready_txn(
-        ctx,
-        session,
-        run,
-        steps,
-        owner=then.owner,
-        limit=then.limit,
-        lease=then.lease,
-        llm=then.llm,
-        step_types=then.step_types,
-    )
-    settle_run_txn(session, run, steps, actor=then.owner)
-    return [item for item in work if isinstance(item, Claim)]
+    settle_status_txn(session, run, steps, actor=actor)
+    claims: list[Claim] = []
+    if then is not None and then.limit > 0 and run.status in RUNNABLE_RUN_STATES and run.started:
+        work = await take_ready_txn(
+            ctx,
+            session,
+            run,
+            steps,
+            owner=then.owner,
+            limit=then.limit,
+            lease=then.lease,
+            llm=then.llm,
+            step_types=then.step_types,
+        )
+        settle_status_txn(session, run, steps, actor=then.owner)
+        claims = [item for item in work if isinstance(item, Claim)]
+    refresh_claimable(run, steps)
+    return claims
 
 
 def _write_result_txn(

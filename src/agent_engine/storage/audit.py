@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_engine.domain.canonical import content_hash
 from agent_engine.storage.notifications import RunNotice
+from agent_engine.storage.run_changes import CollectingSession
 from agent_engine.storage.tables import AgentRun, AuditEvent
 from agent_engine.storage.types import utcnow
 
@@ -63,7 +64,7 @@ def append_event_txn(
     *,
     actor: str,
     step_id: uuid.UUID | None = None,
-) -> AuditEvent:
+) -> None:
     """Add the next event of ``run``'s chain to the caller's transaction.
 
     The caller holds the run row (locked on PostgreSQL, IMMEDIATE on SQLite); moving the chain head
@@ -81,23 +82,25 @@ def append_event_txn(
         created_at=created_at,
         prev_hash=run.audit_head_hash,
     )
-    event = AuditEvent(
-        run_id=run.id,
-        seq=seq,
-        type=type,
-        step_id=step_id,
-        payload=payload,
-        actor=actor,
-        created_at=created_at,
-        prev_hash=run.audit_head_hash,
-        hash=digest,
-    )
-    session.add(event)
+    row = {
+        "run_id": run.id,
+        "seq": seq,
+        "type": type,
+        "step_id": step_id,
+        "payload": payload,
+        "actor": actor,
+        "created_at": created_at,
+        "prev_hash": run.audit_head_hash,
+        "hash": digest,
+    }
+    if isinstance(session, CollectingSession):
+        session.audit_rows.append(row)  # written as a row: no ORM object needed
+    else:
+        session.add(AuditEvent(**row))
     # Announced after commit (SQLite, in-process); PostgreSQL's trigger does it across processes.
     session.info.setdefault(CHANGED_RUNS, {})[run.id] = run
     run.audit_seq = seq
     run.audit_head_hash = digest
-    return event
 
 
 async def list_events_txn(

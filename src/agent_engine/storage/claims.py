@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_engine.storage.tables import AgentRun, Step
@@ -25,16 +25,17 @@ async def lock_claimable_runs_txn(
 ) -> Sequence[AgentRun]:
     """Lock up to ``limit`` started runs that have a step ready now or a lease that expired.
 
+    ``claimable_at`` is the earliest of both (every transaction that changes steps keeps it), so
+    one indexed column answers. A heartbeat extends a lease without moving it: the run is then
+    looked at once too early, and that round moves it to the new expiry.
+
     ``FOR UPDATE SKIP LOCKED`` on PostgreSQL: a run another worker is claiming from or recording
     into is skipped, not waited for. SQLite's IMMEDIATE transaction already holds the database.
     """
-    expired = exists().where(
-        Step.run_id == AgentRun.id, Step.status == "running", Step.lease_expires_at < now
-    )
     query = select(AgentRun).where(
+        AgentRun.claimable_at <= now,
         AgentRun.started.is_(True),
         AgentRun.status.in_(CLAIMABLE_RUN_STATES),
-        or_(and_(AgentRun.claimable_at.is_not(None), AgentRun.claimable_at <= now), expired),
     )
     if step_types:
         query = query.where(

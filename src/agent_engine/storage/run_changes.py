@@ -28,10 +28,10 @@ from decimal import Decimal
 from typing import Any, NoReturn, cast
 
 import asyncpg
-from sqlalchemy import Table, insert, inspect, update
+from sqlalchemy import Table, insert, inspect, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from agent_engine.storage.tables import AgentRun, AuditEvent, PlanVersion, Step
 
@@ -107,30 +107,45 @@ class DuplicateRowError(Exception):
 
 class CollectingSession(AsyncSession):
     """A session for state-machine code whose rows are written by ``RunChangeWriter``: it keeps
-    the instances added of the accepted classes and refuses everything else (reads, flushes)."""
+    the instances added of the accepted classes and the audit events (as rows, see
+    ``append_event_txn``), and refuses everything else (reads, flushes, other rows)."""
 
-    def __init__(self, accepts: tuple[type, ...]) -> None:
+    def __init__(
+        self, accepts: tuple[type, ...] = (), *, reads_from: AsyncSession | None = None
+    ) -> None:
         super().__init__()
         self.accepts = accepts
         self.added: list[object] = []
+        self.audit_rows: list[dict[str, Any]] = []
+        # Reads may go to a real session in the same transaction when nothing read can be among
+        # the pending changes (a claim round: it writes no outputs before it reads them).
+        self._reads_from = reads_from
 
     def add(self, instance: object, _warn: bool = True) -> None:
         if not isinstance(instance, self.accepts):
             raise NeedsDatabase(f"adds a {type(instance).__name__}")
         self.added.append(instance)
 
-    @property
-    def events(self) -> list[AuditEvent]:
-        return [item for item in self.added if isinstance(item, AuditEvent)]
-
     async def _refuse(self, *_args: Any, **_kwargs: Any) -> NoReturn:
         raise NeedsDatabase("reads the database")
 
-    execute = _refuse
-    scalars = _refuse
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        if self._reads_from is None:
+            await self._refuse()
+        return await self._reads_from.execute(*args, **kwargs)
+
+    async def scalars(self, *args: Any, **kwargs: Any) -> Any:
+        if self._reads_from is None:
+            await self._refuse()
+        return await self._reads_from.scalars(*args, **kwargs)
+
+    async def flush(self, *args: Any, **kwargs: Any) -> None:
+        if self._reads_from is None:
+            await self._refuse()
+        # Nothing collected here is in that session: there is nothing of ours to flush.
+
     scalar = _refuse
     get = _refuse
-    flush = _refuse
     refresh = _refuse
     merge = _refuse
     delete = _refuse
@@ -173,7 +188,7 @@ class RunChanges:
     expected_seq: int  # the run's audit_seq the changes were computed from
     run_values: dict[str, Any]
     steps: list[StepPatch] = field(default_factory=list)
-    events: list[AuditEvent] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)  # audit_events rows
 
     def within_hot_columns(self) -> bool:
         """Whether every change is one the hot path may write."""
@@ -188,10 +203,6 @@ def _json_default(value: object) -> str:
     if isinstance(value, uuid.UUID | Decimal):
         return str(value)
     raise TypeError(f"cannot store {type(value).__name__} in a hot-path change")
-
-
-def _event_row(event: AuditEvent) -> dict[str, Any]:
-    return {name: getattr(event, name) for name in EVENT_COLUMNS}
 
 
 class RunChangeWriter:
@@ -251,9 +262,10 @@ class RunChangeWriter:
             if not done.done():
                 done.set_result(ok)
 
-    async def insert_run(self, added: list[object]) -> None:
+    async def insert_run(self, added: list[object], audit_rows: list[dict[str, Any]]) -> None:
         """Insert a new run's rows (run, plans, steps, audit events) in one transaction."""
         rows: dict[str, list[dict[str, Any]]] = {table.name: [] for table in NEW_RUN_TABLES}
+        rows[EVENTS.name] = audit_rows
         for instance in added:
             table = cast(Table, inspect(type(instance)).local_table)
             if table.name not in rows:
@@ -281,22 +293,7 @@ class RunChangeWriter:
     async def _apply_postgres(self, batch: list[RunChanges]) -> list[bool]:
         """One call for the batch; whether each run's changes were applied, in batch order."""
         order = sorted(range(len(batch)), key=lambda i: batch[i].run_id)  # one lock order
-        document = json.dumps(
-            [
-                {
-                    "run_id": batch[i].run_id,
-                    "expected_seq": batch[i].expected_seq,
-                    "run": batch[i].run_values,
-                    "steps": [
-                        {"id": patch.step_id, "fence": patch.fence, "set": patch.values}
-                        for patch in batch[i].steps
-                    ],
-                    "events": [_event_row(event) for event in batch[i].events],
-                }
-                for i in order
-            ],
-            default=_json_default,
-        )
+        document = _batch_document(batch, order)
         pool = await self._get_pool()
         async with pool.acquire() as connection:
             try:
@@ -325,30 +322,25 @@ class RunChangeWriter:
 
     async def _apply_core(self, changes: RunChanges) -> bool:
         async with self._engine.connect() as connection, connection.begin() as transaction:
-            moved = await connection.execute(
-                update(RUNS)
-                .where(RUNS.c.id == changes.run_id, RUNS.c.audit_seq == changes.expected_seq)
-                .values({RUNS.c[name]: value for name, value in changes.run_values.items()})
-            )
-            if moved.rowcount != 1:
-                await transaction.rollback()
-                return False
-            for patch in changes.steps:
-                changed = await connection.execute(
-                    update(STEPS)
-                    .where(
-                        STEPS.c.id == patch.step_id,
-                        STEPS.c.run_id == changes.run_id,
-                        STEPS.c.fence == patch.fence,
-                    )
-                    .values({STEPS.c[name]: value for name, value in patch.values.items()})
-                )
-                if changed.rowcount != 1:
-                    await transaction.rollback()
-                    return False
-            if changes.events:
-                await connection.execute(insert(EVENTS), [_event_row(e) for e in changes.events])
-        return True
+            if await _apply_on(connection, changes):
+                return True
+            await transaction.rollback()
+            return False
+
+    async def apply_in(self, session: AsyncSession, batch: list[RunChanges]) -> list[bool]:
+        """Apply in the caller's transaction (which may already hold the runs' locks)."""
+        if not self._postgres:
+            connection = await session.connection()
+            return [await _apply_on(connection, changes) for changes in batch]
+        order = sorted(range(len(batch)), key=lambda i: batch[i].run_id)
+        sorted_applied = await session.scalar(
+            text("SELECT agent_engine_apply_run_changes(CAST(:batch AS jsonb))"),
+            {"batch": _batch_document(batch, order)},
+        )
+        applied = [False] * len(batch)
+        for position, index in enumerate(order):
+            applied[index] = bool(sorted_applied[position])
+        return applied
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -358,3 +350,50 @@ class RunChangeWriter:
 
 async def _no_reset(_connection: asyncpg.Connection) -> None:
     return None
+
+
+def _batch_document(batch: list[RunChanges], order: list[int]) -> str:
+    """The JSON the PostgreSQL function takes: one element per run, in ``order``."""
+    return json.dumps(
+        [
+            {
+                "run_id": batch[i].run_id,
+                "expected_seq": batch[i].expected_seq,
+                "run": batch[i].run_values,
+                "steps": [
+                    {"id": patch.step_id, "fence": patch.fence, "set": patch.values}
+                    for patch in batch[i].steps
+                ],
+                "events": batch[i].events,
+            }
+            for i in order
+        ],
+        default=_json_default,
+    )
+
+
+async def _apply_on(connection: AsyncConnection, changes: RunChanges) -> bool:
+    """Core statements for one run's changes on ``connection`` (the caller owns the transaction
+    and rolls it back when this returns False)."""
+    moved = await connection.execute(
+        update(RUNS)
+        .where(RUNS.c.id == changes.run_id, RUNS.c.audit_seq == changes.expected_seq)
+        .values({RUNS.c[name]: value for name, value in changes.run_values.items()})
+    )
+    if moved.rowcount != 1:
+        return False
+    for patch in changes.steps:
+        changed = await connection.execute(
+            update(STEPS)
+            .where(
+                STEPS.c.id == patch.step_id,
+                STEPS.c.run_id == changes.run_id,
+                STEPS.c.fence == patch.fence,
+            )
+            .values({STEPS.c[name]: value for name, value in patch.values.items()})
+        )
+        if changed.rowcount != 1:
+            return False
+    if changes.events:
+        await connection.execute(insert(EVENTS), changes.events)
+    return True

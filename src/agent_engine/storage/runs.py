@@ -99,6 +99,23 @@ async def list_open_steps_txn(
     return list(result.all())
 
 
+async def list_open_steps_of_runs_txn(
+    session: AsyncSession, run_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[Step]]:
+    """The unfinished steps of several runs at once (one query), by run."""
+    by_run: dict[uuid.UUID, list[Step]] = {run_id: [] for run_id in run_ids}
+    if not run_ids:
+        return by_run
+    result = await session.scalars(
+        select(Step)
+        .where(Step.run_id.in_(run_ids), Step.status.in_(OPEN_STEP_STATES))
+        .order_by(Step.run_id, Step.step_number)
+    )
+    for step in result:
+        by_run[step.run_id].append(step)
+    return by_run
+
+
 async def outputs_of_txn(
     session: AsyncSession, run_id: uuid.UUID, numbers: set[int] | None = None
 ) -> dict[int, Any]:

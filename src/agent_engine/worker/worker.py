@@ -22,23 +22,27 @@ from sqlalchemy.exc import DBAPIError
 
 from agent_engine.config import Settings
 from agent_engine.domain.states import RunStatus, StepStatus
-from agent_engine.engine.claiming import Claim, take_ready_txn
+from agent_engine.engine.claiming import (
+    Claim,
+    ClaimConflictError,
+    LockedRun,
+    claim_from_locked_runs_txn,
+)
 from agent_engine.engine.context import EngineContext, lazy_llm
-from agent_engine.engine.hot_path import KnownRuns
+from agent_engine.engine.hot_path import KnownRuns, mark_written
 from agent_engine.engine.planner import plan_run
 from agent_engine.engine.settle import settle_run_txn
 from agent_engine.engine.stepping import ContinueWith, record_result, run_claimed
 from agent_engine.errors import EngineError, StaleFenceError
+from agent_engine.storage.audit import take_notices
 from agent_engine.storage.claims import extend_leases_txn, lock_claimable_runs_txn
 from agent_engine.storage.database import transaction
 from agent_engine.storage.notifications import RunNotice
 from agent_engine.storage.runs import (
     get_run_txn,
     get_step_txn,
-    list_open_steps_txn,
     list_steps_txn,
 )
-from agent_engine.storage.tables import AgentRun, Step
 from agent_engine.storage.transitions import move_step_txn
 from agent_engine.storage.types import utcnow
 
@@ -187,41 +191,42 @@ class Worker:
         self.claim_rounds += 1
         claims: list[Claim] = []
         plans: list[tuple[str, bool]] = []
-        locked: list[tuple[AgentRun, list[Step]]] = []
         llm = lazy_llm(self.ctx, None)
+        written: list[LockedRun] = []
         try:
             async with transaction(self.ctx.sessions) as session:
                 now = utcnow()
                 runs = await lock_claimable_runs_txn(
                     session, now=now, limit=free, step_types=sorted(self.options.step_types)
                 )
+                stepping = []
                 for run in runs:
                     status = RunStatus(run.status)
                     if status in (RunStatus.CREATED, RunStatus.PLANNING):
                         run.claimable_at = now + self._lease  # the planner's lease
                         plans.append((str(run.id), status is RunStatus.PLANNING))
-                        continue
-                    steps = await list_open_steps_txn(session, run.id)
-                    work = await take_ready_txn(
-                        self.ctx,
-                        session,
-                        run,
-                        steps,
-                        owner=self.id,
-                        limit=free - len(claims) - len(plans),
-                        lease=self._lease,
-                        llm=llm,
-                        step_types=self.options.step_types,
-                    )
-                    settle_run_txn(session, run, steps, actor=self.id)
-                    claims.extend(w for w in work if isinstance(w, Claim))
-                    locked.append((run, steps))
-        except DBAPIError as exc:
+                    else:
+                        stepping.append(run)
+                taken, written = await claim_from_locked_runs_txn(
+                    self.ctx,
+                    session,
+                    stepping,
+                    owner=self.id,
+                    limit=free - len(plans),
+                    lease=self._lease,
+                    llm=llm,
+                    step_types=self.options.step_types,
+                )
+                claims.extend(taken)
+        except (DBAPIError, ClaimConflictError) as exc:
             # Lost a race the database settled (deadlock victim, serialization): try again soon.
-            logger.warning("claim round failed: %s", exc.orig)
+            logger.warning("claim round failed: %s", getattr(exc, "orig", exc))
             return False
-        for run, steps in locked:
-            self.known_runs.remember(run, steps)
+        for locked in written:
+            mark_written(locked.run, locked.steps)
+            self.known_runs.remember(locked.run, locked.steps)
+            if self.ctx.publish_locally is not None:
+                self.ctx.publish_locally(take_notices(locked.collected.info))
         for claim in claims:
             self._spawn(claim)
         for run_id, resume in plans:
