@@ -129,7 +129,6 @@ class Step(Base):
         UniqueConstraint("run_id", "step_number"),
         CheckConstraint("step_number >= 1", name="step_number_positive"),
         Index("ix_steps_status_step_type", "status", "step_type"),
-        Index("ix_steps_status_lease_expires_at", "status", "lease_expires_at"),
     )
 
 

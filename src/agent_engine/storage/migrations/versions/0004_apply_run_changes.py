@@ -193,6 +193,9 @@ NOTIFY_PER_EVENT = [  # migration 0003's
 
 
 def upgrade() -> None:
+    # Claiming reads claimable_at alone (it covers expired leases); this index only cost writes.
+    with op.batch_alter_table("steps") as batch_op:
+        batch_op.drop_index("ix_steps_status_lease_expires_at")
     if op.get_bind().dialect.name == "postgresql":
         op.execute(CREATE_FUNCTION)
         op.execute(CREATE_INSERT_FUNCTION)
@@ -206,3 +209,7 @@ def downgrade() -> None:
             op.execute(statement)
         op.execute("DROP FUNCTION IF EXISTS agent_engine_insert_run(jsonb)")
         op.execute("DROP FUNCTION IF EXISTS agent_engine_apply_run_changes(jsonb)")
+    with op.batch_alter_table("steps") as batch_op:
+        batch_op.create_index(
+            "ix_steps_status_lease_expires_at", ["status", "lease_expires_at"], unique=False
+        )
