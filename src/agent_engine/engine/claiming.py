@@ -30,7 +30,8 @@ from agent_engine.engine.retries import fail_step_txn
 from agent_engine.engine.settle import ready_steps, settle_run_txn
 from agent_engine.errors import EngineError, ExecutorError
 from agent_engine.llm.base import LLMClient
-from agent_engine.storage.run_changes import CollectingSession, RunChanges
+from agent_engine.storage.collecting import CollectingSession
+from agent_engine.storage.run_changes import RunChanges
 from agent_engine.storage.runs import list_open_steps_of_runs_txn, outputs_of_txn
 from agent_engine.storage.tables import AgentRun, AuditEvent, Step
 from agent_engine.storage.transitions import move_run_txn, move_step_txn

@@ -30,13 +30,8 @@ from sqlalchemy.orm.exc import DetachedInstanceError
 from agent_engine.domain.states import TERMINAL_RUN_STATES, RunStatus, StepStatus
 from agent_engine.errors import EngineError
 from agent_engine.storage.audit import take_notices
-from agent_engine.storage.run_changes import (
-    CollectingSession,
-    NeedsDatabase,
-    RunChanges,
-    RunChangeWriter,
-    StepPatch,
-)
+from agent_engine.storage.collecting import CollectingSession, NeedsDatabase
+from agent_engine.storage.run_changes import RunChanges, RunChangeWriter, StepPatch
 from agent_engine.storage.runs import OPEN_STEP_STATES
 from agent_engine.storage.tables import AgentRun, Step
 from agent_engine.storage.types import utcnow

@@ -25,8 +25,9 @@ from agent_engine.engine.settle import refresh_claimable
 from agent_engine.errors import IdempotencyConflictError, InputValidationError
 from agent_engine.executors.workspace import check_workspace_root
 from agent_engine.storage.audit import append_event_txn, list_events_txn, take_notices
+from agent_engine.storage.collecting import CollectingSession
 from agent_engine.storage.database import read_transaction, transaction
-from agent_engine.storage.run_changes import CollectingSession, DuplicateRowError
+from agent_engine.storage.run_changes import DuplicateRowError
 from agent_engine.storage.runs import (
     find_run_by_idempotency_key_txn,
     get_run_txn,

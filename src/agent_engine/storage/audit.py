@@ -11,8 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_engine.domain.canonical import content_hash
+from agent_engine.storage.collecting import CollectingSession
 from agent_engine.storage.notifications import RunNotice
-from agent_engine.storage.run_changes import CollectingSession
 from agent_engine.storage.tables import AgentRun, AuditEvent
 from agent_engine.storage.types import utcnow
 

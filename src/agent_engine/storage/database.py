@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
+from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -40,7 +41,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(
             url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs
         )
-        _configure_sqlite(engine)
+        configure_sqlite(engine.sync_engine)
         return engine
     engine = create_async_engine(url, **kwargs)
     _ping_idle_connections(engine)
@@ -72,8 +73,20 @@ def _ping_idle_connections(engine: AsyncEngine) -> None:
             raise DisconnectionError(f"pooled connection is dead: {exc}") from exc
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    sync_engine = engine.sync_engine
+def create_sqlite_sync_engine(url: str) -> Engine:
+    """A blocking engine on the same SQLite file, for writes done whole in a worker thread (one
+    thread hop per transaction instead of one per statement)."""
+    sync_url = make_url(url).set(drivername="sqlite+pysqlite")
+    engine = sa_create_engine(
+        sync_url,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+    )
+    configure_sqlite(engine)
+    return engine
+
+
+def configure_sqlite(sync_engine: Engine) -> None:
+    """WAL, busy timeout, foreign keys, and BEGIN IMMEDIATE for writing transactions."""
 
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

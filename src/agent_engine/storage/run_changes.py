@@ -10,11 +10,11 @@ have made. When the guard fails nothing is written and the caller takes the lock
 
 PostgreSQL: one round trip, ``SELECT agent_engine_apply_run_changes(...)`` or
 ``SELECT agent_engine_insert_run(...)`` (migration 0004), over a small asyncpg pool of its own.
-SQLite: one IMMEDIATE transaction of Core statements.
+SQLite: one IMMEDIATE transaction of Core statements run whole in a worker thread.
+Changes that become ready while a write is in flight go together in the next (group commit).
 
 The rows come from the same state-machine code as everywhere else, run with a
-``CollectingSession``: it keeps what the code adds and refuses to read, so code that needs the
-database cannot silently take this path.
+``CollectingSession`` (``storage/collecting.py``).
 """
 
 from __future__ import annotations
@@ -22,17 +22,20 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 import asyncpg
-from sqlalchemy import Table, insert, inspect, text, update
+from sqlalchemy import Engine, Executable, Table, insert, inspect, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from agent_engine.storage.collecting import NeedsDatabase
+from agent_engine.storage.database import create_sqlite_sync_engine
 from agent_engine.storage.tables import AgentRun, AuditEvent, PlanVersion, Step
 
 # The only columns the hot path may write (the same lists as migration 0004's function); any
@@ -97,58 +100,8 @@ PLANS = cast(Table, PlanVersion.__table__)
 NEW_RUN_TABLES = (RUNS, PLANS, STEPS, EVENTS)  # in foreign-key order
 
 
-class NeedsDatabase(Exception):
-    """The change needs to read the database (or write an unexpected row): take the locking path."""
-
-
 class DuplicateRowError(Exception):
     """A unique constraint refused a new row (a concurrent run with the same idempotency key)."""
-
-
-class CollectingSession(AsyncSession):
-    """A session for state-machine code whose rows are written by ``RunChangeWriter``: it keeps
-    the instances added of the accepted classes and the audit events (as rows, see
-    ``append_event_txn``), and refuses everything else (reads, flushes, other rows)."""
-
-    def __init__(
-        self, accepts: tuple[type, ...] = (), *, reads_from: AsyncSession | None = None
-    ) -> None:
-        super().__init__()
-        self.accepts = accepts
-        self.added: list[object] = []
-        self.audit_rows: list[dict[str, Any]] = []
-        # Reads may go to a real session in the same transaction when nothing read can be among
-        # the pending changes (a claim round: it writes no outputs before it reads them).
-        self._reads_from = reads_from
-
-    def add(self, instance: object, _warn: bool = True) -> None:
-        if not isinstance(instance, self.accepts):
-            raise NeedsDatabase(f"adds a {type(instance).__name__}")
-        self.added.append(instance)
-
-    async def _refuse(self, *_args: Any, **_kwargs: Any) -> NoReturn:
-        raise NeedsDatabase("reads the database")
-
-    async def execute(self, *args: Any, **kwargs: Any) -> Any:
-        if self._reads_from is None:
-            await self._refuse()
-        return await self._reads_from.execute(*args, **kwargs)
-
-    async def scalars(self, *args: Any, **kwargs: Any) -> Any:
-        if self._reads_from is None:
-            await self._refuse()
-        return await self._reads_from.scalars(*args, **kwargs)
-
-    async def flush(self, *args: Any, **kwargs: Any) -> None:
-        if self._reads_from is None:
-            await self._refuse()
-        # Nothing collected here is in that session: there is nothing of ours to flush.
-
-    scalar = _refuse
-    get = _refuse
-    refresh = _refuse
-    merge = _refuse
-    delete = _refuse
 
 
 def _with_defaults(instance: object, table: Table) -> dict[str, Any]:
@@ -210,16 +163,16 @@ class RunChangeWriter:
 
     def __init__(self, engine: AsyncEngine, database_url: str) -> None:
         self._engine = engine
+        self._url = database_url
         self._postgres = engine.dialect.name == "postgresql"
         self._dsn = make_url(database_url).set(drivername="postgresql")
         self._pool: asyncpg.Pool | None = None
+        self._sqlite: Engine | None = None
         self._queue: list[tuple[RunChanges, asyncio.Future[bool]]] = []
         self._flushing = False
         self._flusher: asyncio.Task[None] | None = None
 
     async def apply(self, changes: RunChanges) -> bool:
-        if not self._postgres:
-            return await self._apply_core(changes)
         # Group commit: changes that arrive while a batch is being written wait and go together
         # in the next one. Alone, a change goes at once (the caller writes its own batch).
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -246,7 +199,7 @@ class RunChangeWriter:
         batch = self._queue[:MAX_BATCH]
         del self._queue[: len(batch)]
         try:
-            applied = await self._apply_postgres([changes for changes, _ in batch])
+            applied = await self._write_batch([changes for changes, _ in batch])
         except Exception as exc:
             for _, done in batch:
                 if not done.done():
@@ -271,24 +224,56 @@ class RunChangeWriter:
             if table.name not in rows:
                 raise NeedsDatabase(f"a new run has no {table.name} rows")
             rows[table.name].append(_with_defaults(instance, table))
-        if self._postgres:
-            pool = await self._get_pool()
-            async with pool.acquire() as connection:
-                try:
-                    await connection.execute(
-                        "SELECT agent_engine_insert_run($1::jsonb)",
-                        json.dumps(rows, default=_json_default),
-                    )
-                except asyncpg.UniqueViolationError as exc:
-                    raise DuplicateRowError(str(exc)) from exc
+        if not self._postgres:
+            await asyncio.to_thread(self._insert_sqlite, rows)
             return
+        pool = await self._get_pool()
+        async with pool.acquire() as connection:
+            try:
+                await connection.execute(
+                    "SELECT agent_engine_insert_run($1::jsonb)",
+                    json.dumps(rows, default=_json_default),
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise DuplicateRowError(str(exc)) from exc
+
+    def _insert_sqlite(self, rows: dict[str, list[dict[str, Any]]]) -> None:
         try:
-            async with self._engine.begin() as connection:
+            with self._sqlite_engine().begin() as connection:
                 for table in NEW_RUN_TABLES:
                     if rows[table.name]:
-                        await connection.execute(insert(table), rows[table.name])
+                        connection.execute(insert(table), rows[table.name])
         except IntegrityError as exc:
             raise DuplicateRowError(str(exc.orig)) from exc
+
+    async def _write_batch(self, batch: list[RunChanges]) -> list[bool]:
+        if self._postgres:
+            return await self._apply_postgres(batch)
+        # SQLite: the whole transaction in one thread hop (aiosqlite would take one per statement).
+        return await asyncio.to_thread(self._apply_sqlite, batch)
+
+    def _apply_sqlite(self, batch: list[RunChanges]) -> list[bool]:
+        applied = []
+        with self._sqlite_engine().begin() as connection:
+            for changes in batch:
+                savepoint = connection.begin_nested()  # a run whose guard fails leaves nothing
+                ok = True
+                for statement, rows, guarded in _statements(changes):
+                    result = connection.execute(statement, rows)
+                    if guarded and result.rowcount != 1:
+                        ok = False
+                        break
+                if ok:
+                    savepoint.commit()
+                else:
+                    savepoint.rollback()
+                applied.append(ok)
+        return applied
+
+    def _sqlite_engine(self) -> Engine:
+        if self._sqlite is None:
+            self._sqlite = create_sqlite_sync_engine(self._url)
+        return self._sqlite
 
     async def _apply_postgres(self, batch: list[RunChanges]) -> list[bool]:
         """One call for the batch; whether each run's changes were applied, in batch order."""
@@ -320,13 +305,6 @@ class RunChangeWriter:
             )
         return self._pool
 
-    async def _apply_core(self, changes: RunChanges) -> bool:
-        async with self._engine.connect() as connection, connection.begin() as transaction:
-            if await _apply_on(connection, changes):
-                return True
-            await transaction.rollback()
-            return False
-
     async def apply_in(self, session: AsyncSession, batch: list[RunChanges]) -> list[bool]:
         """Apply in the caller's transaction (which may already hold the runs' locks)."""
         if not self._postgres:
@@ -346,6 +324,9 @@ class RunChangeWriter:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+        if self._sqlite is not None:
+            self._sqlite.dispose()
+            self._sqlite = None
 
 
 async def _no_reset(_connection: asyncpg.Connection) -> None:
@@ -372,28 +353,36 @@ def _batch_document(batch: list[RunChanges], order: list[int]) -> str:
     )
 
 
-async def _apply_on(connection: AsyncConnection, changes: RunChanges) -> bool:
-    """Core statements for one run's changes on ``connection`` (the caller owns the transaction
-    and rolls it back when this returns False)."""
-    moved = await connection.execute(
+def _statements(changes: RunChanges) -> Iterator[tuple[Executable, list[Any] | None, bool]]:
+    """Core statements for one run's changes: (statement, rows, must change exactly one row)."""
+    yield (
         update(RUNS)
         .where(RUNS.c.id == changes.run_id, RUNS.c.audit_seq == changes.expected_seq)
-        .values({RUNS.c[name]: value for name, value in changes.run_values.items()})
+        .values({RUNS.c[name]: value for name, value in changes.run_values.items()}),
+        None,
+        True,
     )
-    if moved.rowcount != 1:
-        return False
     for patch in changes.steps:
-        changed = await connection.execute(
+        yield (
             update(STEPS)
             .where(
                 STEPS.c.id == patch.step_id,
                 STEPS.c.run_id == changes.run_id,
                 STEPS.c.fence == patch.fence,
             )
-            .values({STEPS.c[name]: value for name, value in patch.values.items()})
+            .values({STEPS.c[name]: value for name, value in patch.values.items()}),
+            None,
+            True,
         )
-        if changed.rowcount != 1:
-            return False
     if changes.events:
-        await connection.execute(insert(EVENTS), changes.events)
+        yield insert(EVENTS), changes.events, False
+
+
+async def _apply_on(connection: AsyncConnection, changes: RunChanges) -> bool:
+    """One run's changes on ``connection`` (the caller owns the transaction and rolls it back
+    when this returns False)."""
+    for statement, rows, guarded in _statements(changes):
+        result = await connection.execute(statement, rows)
+        if guarded and result.rowcount != 1:
+            return False
     return True
