@@ -98,12 +98,15 @@ def sequential_section(results: list[BackendResults], runs: int, steps: int) -> 
 
 
 def throughput_section(
-    results: list[BackendResults], runs: int, steps: int, concurrency: int
+    results: list[BackendResults], runs: int, steps: int, concurrency: int, rounds: int = 1
 ) -> Section:
     section = Section(
         f"Throughput: {runs} runs × {steps} steps submitted at once, worker processes with "
         f"concurrency {concurrency} each",
-        notes=["steps/s = total steps ÷ (first submission → last run finished)."],
+        notes=[
+            "steps/s = total steps ÷ (first submission → last run finished)"
+            + (f", over {rounds} rounds." if rounds > 1 else ".")
+        ],
     )
     for result in results:
         for workers, (ours, dbos) in sorted(result.throughput.items()):

@@ -12,7 +12,7 @@ import platform
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +38,7 @@ from bench.figures import (
     throughput_section,
 )
 from bench.report import ProfileReport, Reporter
+from bench.results import SequentialResult, ThroughputResult
 
 T = TypeVar("T")
 # What a failed measurement may raise; it is reported and the benchmark goes on.
@@ -76,6 +77,14 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fanout-runs", type=int, default=200)
     parser.add_argument("--steps", type=int, default=10, help="steps per fan-out run")
     parser.add_argument("--sse-runs", type=int, default=5)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="sequential and throughput measurements alternate between us and DBOS this many "
+        "times (the order flips each round) and are pooled: a machine whose speed drifts "
+        "during the run then weighs on both sides alike",
+    )
     parser.add_argument("--skip-dbos", action="store_true", help="measure our engine only")
     parser.add_argument("--skip-sse", action="store_true")
     parser.add_argument(
@@ -140,36 +149,65 @@ def _run_backend(bench: Bench, backend: str) -> BackendResults:
     args = bench.args
     dbos = None if args.skip_dbos else _dbos_module()
     result = BackendResults(backend)
-    seq_runs, seq_steps = args.sequential_runs, args.sequential_steps
-    ours_seq = bench.measure(
-        f"{backend}: sequential, ours",
-        bench.in_database(
-            backend,
-            "seq",
-            lambda db: engine_harness.measure_sequential(db, runs=seq_runs, steps=seq_steps),
-        ),
-    )
-    dbos_seq = None
-    if dbos is not None:
-        dbos_seq = bench.measure(
-            f"{backend}: sequential, DBOS",
-            bench.in_database(
-                backend,
-                "dbos_seq",
-                lambda db: dbos.measure_sequential(
-                    db, runs=seq_runs, steps=seq_steps, stock_sqlite=args.dbos_stock_sqlite
-                ),
-            ),
+    rounds = max(1, args.rounds)
+    per_round = max(1, -(-args.sequential_runs // rounds))
+    seq_steps = args.sequential_steps
+
+    def ours_seq(db: BenchDatabase) -> SequentialResult:
+        return engine_harness.measure_sequential(db, runs=per_round, steps=seq_steps)
+
+    def dbos_seq(db: BenchDatabase) -> SequentialResult:
+        assert dbos is not None
+        measured: SequentialResult = dbos.measure_sequential(
+            db, runs=per_round, steps=seq_steps, stock_sqlite=args.dbos_stock_sqlite
         )
-    result.sequential = (ours_seq, dbos_seq)
+        return measured
+
+    sequential = _alternate(
+        bench,
+        rounds,
+        ours=(f"{backend}: sequential, ours", bench.in_database(backend, "seq", ours_seq)),
+        theirs=None
+        if dbos is None
+        else (f"{backend}: sequential, DBOS", bench.in_database(backend, "dbos_seq", dbos_seq)),
+        combine=SequentialResult.combined,
+    )
+    result.sequential = sequential
     for workers in args.workers:
-        result.throughput[workers] = _throughput(bench, backend, workers, dbos)
+        result.throughput[workers] = _throughput(bench, backend, workers, dbos, rounds)
     if not args.skip_sse:
         result.stream = _stream(bench, backend, dbos)
     return result
 
 
-def _throughput(bench: Bench, backend: str, workers: int, dbos: Any) -> tuple[Any, Any]:
+def _alternate(
+    bench: Bench,
+    rounds: int,
+    *,
+    ours: tuple[str, Callable[[], T]],
+    theirs: tuple[str, Callable[[], T]] | None,
+    combine: Callable[[Sequence[T]], T],
+) -> tuple[T | None, T | None]:
+    """Each side ``rounds`` times, alternating (flipping who goes first), pooled per side."""
+    mine: list[T] = []
+    others: list[T] = []
+    for number in range(rounds):
+        sides = [(ours, mine), (theirs, others)]
+        if number % 2:
+            sides.reverse()
+        for side, into in sides:
+            if side is None:
+                continue
+            label, action = side
+            measured = bench.measure(f"{label} (round {number + 1}/{rounds})", action)
+            if measured is not None:
+                into.append(measured)
+    return (combine(mine) if mine else None, combine(others) if others else None)
+
+
+def _throughput(
+    bench: Bench, backend: str, workers: int, dbos: Any, rounds: int
+) -> tuple[Any, Any]:
     args = bench.args
     common = {
         "workers": workers,
@@ -178,25 +216,26 @@ def _throughput(bench: Bench, backend: str, workers: int, dbos: Any) -> tuple[An
         "steps": args.steps,
         "log_dir": bench.log_dir,
     }
-    ours = bench.measure(
-        f"{backend}: throughput, {workers} worker(s), ours",
-        bench.in_database(
-            backend, f"tp{workers}", lambda db: engine_harness.measure_throughput(db, **common)
-        ),
-    )
-    theirs = None
-    if dbos is not None:
-        theirs = bench.measure(
-            f"{backend}: throughput, {workers} worker(s), DBOS",
-            bench.in_database(
-                backend,
-                f"dbos_tp{workers}",
-                lambda db: dbos.measure_throughput(
-                    db, poll_s=args.dbos_poll_s, stock_sqlite=args.dbos_stock_sqlite, **common
-                ),
-            ),
+
+    def ours(db: BenchDatabase) -> ThroughputResult:
+        return engine_harness.measure_throughput(db, **common)
+
+    def theirs(db: BenchDatabase) -> ThroughputResult:
+        measured: ThroughputResult = dbos.measure_throughput(
+            db, poll_s=args.dbos_poll_s, stock_sqlite=args.dbos_stock_sqlite, **common
         )
-    return ours, theirs
+        return measured
+
+    label = f"{backend}: throughput, {workers} worker(s)"
+    return _alternate(
+        bench,
+        rounds,
+        ours=(f"{label}, ours", bench.in_database(backend, f"tp{workers}", ours)),
+        theirs=None
+        if dbos is None
+        else (f"{label}, DBOS", bench.in_database(backend, f"dbos_tp{workers}", theirs)),
+        combine=ThroughputResult.combined,
+    )
 
 
 def _stream(bench: Bench, backend: str, dbos: Any) -> tuple[Any, Any]:
@@ -263,6 +302,11 @@ def _environment(args: argparse.Namespace, backends: list[str]) -> list[str]:
             f"DBOS Transact {_dbos_module().dbos_version()}: queue polling "
             f"{args.dbos_poll_s}s, SQLite settings {sqlite}"
         )
+    lines.append(
+        f"each figure pools {max(1, args.rounds)} rounds, alternating with DBOS"
+        if not args.skip_dbos
+        else f"each figure pools {max(1, args.rounds)} rounds"
+    )
     lines.append(time.strftime("measured %Y-%m-%d %H:%M UTC", time.gmtime()))
     return lines
 
@@ -272,8 +316,12 @@ def _report(
 ) -> None:
     args = bench.args
     reporter.header(header)
-    reporter.section(sequential_section(results, args.sequential_runs, args.sequential_steps))
-    reporter.section(throughput_section(results, args.fanout_runs, args.steps, args.concurrency))
+    rounds = max(1, args.rounds)
+    per_round = max(1, -(-args.sequential_runs // rounds))
+    reporter.section(sequential_section(results, per_round * rounds, args.sequential_steps))
+    reporter.section(
+        throughput_section(results, args.fanout_runs, args.steps, args.concurrency, rounds)
+    )
     if not args.skip_sse:
         reporter.section(stream_section(results, args.sse_runs, args.sequential_steps))
     for result in results:

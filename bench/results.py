@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bench.sql_profile import StatementProfile
@@ -23,6 +24,22 @@ class SequentialResult:
         """Engine overhead per step: each run's latency divided by its steps."""
         return [value / self.steps for value in self.run_ms]
 
+    @classmethod
+    def combined(cls, parts: Sequence[SequentialResult]) -> SequentialResult:
+        """Rounds of the same workload as one sample (runs and latencies pooled)."""
+        profiles = [part.profile for part in parts if part.profile is not None]
+        return cls(
+            runs=sum(part.runs for part in parts),
+            steps=parts[0].steps,
+            run_ms=[value for part in parts for value in part.run_ms],
+            latencies=StepLatencies(
+                [v for part in parts for v in part.latencies.span_ms],
+                [v for part in parts for v in part.latencies.gap_ms],
+                [v for part in parts for v in part.latencies.cycle_ms],
+            ),
+            profile=StatementProfile.combined(profiles) if profiles else None,
+        )
+
 
 @dataclass(frozen=True)
 class ThroughputResult:
@@ -42,6 +59,25 @@ class ThroughputResult:
         if self.wall_s is None or self.wall_s <= 0:
             return None
         return self.runs * self.steps / self.wall_s
+
+    @classmethod
+    def combined(cls, parts: Sequence[ThroughputResult]) -> ThroughputResult:
+        """Rounds as one: all their steps over all their wall time (None if one never ended)."""
+        walls = [part.wall_s for part in parts]
+        statuses: dict[str, int] = {}
+        for part in parts:
+            for status, count in part.statuses.items():
+                statuses[status] = statuses.get(status, 0) + count
+        return cls(
+            workers=parts[0].workers,
+            concurrency=parts[0].concurrency,
+            runs=sum(part.runs for part in parts),
+            steps=parts[0].steps,
+            wall_s=None if any(w is None for w in walls) else sum(w for w in walls if w),
+            submit_s=sum(part.submit_s for part in parts),
+            statuses=statuses,
+            problems=[problem for part in parts for problem in part.problems],
+        )
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ driver; a context variable names the phase. The worker's claim round and heartbe
 :class:`ProfiledWorker` subclass, executing and recording by wrapping the two stepping functions
 the worker calls (for the duration of :func:`attributed_phases` only). ``BEGIN``/``COMMIT`` that
 the driver issues itself (asyncpg) are not cursor executions: they are counted as transactions.
-The wall time spent in each tagged phase is summed too.
+The wall time spent in each tagged phase is summed too. The hot path's calls (one function call
+per batch of results, one per new run) bypass SQLAlchemy's cursor and are counted where they are
+made, each as one statement in a transaction of its own.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from agent_engine.storage.run_changes import RunChangeWriter
 from agent_engine.worker import worker as worker_module
 from agent_engine.worker.worker import Worker
 
@@ -77,6 +80,27 @@ class StatementProfile:
     def _on_begin(self, _conn: Any) -> None:
         if self.active:
             self.transactions[PHASE.get()] += 1
+
+    @classmethod
+    def combined(cls, profiles: list[StatementProfile]) -> StatementProfile:
+        merged = cls()
+        for profile in profiles:
+            merged.statements.update(profile.statements)
+            merged.transactions.update(profile.transactions)
+            merged.shapes.update(profile.shapes)
+            for name, seconds in profile.seconds.items():
+                merged.seconds[name] = merged.seconds.get(name, 0.0) + seconds
+        return merged
+
+    def count_call(self, statement: str) -> None:
+        """A statement sent outside SQLAlchemy (the hot path's one call): one statement, and one
+        transaction of its own."""
+        if not self.active:
+            return
+        name = PHASE.get()
+        self.statements[name] += 1
+        self.transactions[name] += 1
+        self.shapes[(name, statement_shape(statement))] += 1
 
     @contextmanager
     def listening(self, engine: AsyncEngine) -> Iterator[StatementProfile]:
@@ -154,8 +178,23 @@ def attributed_phases(profile: StatementProfile) -> Iterator[None]:
     names = {"run_claimed": "execute", "record_result": "record"}
     for attribute, original in originals.items():
         setattr(worker_module, attribute, _tagged(profile, names[attribute], original))
+    # The hot path's calls do not go through SQLAlchemy's cursor: count them where they are made.
+    write_batch, insert_run = RunChangeWriter._write_batch, RunChangeWriter.insert_run
+
+    async def counted_batch(writer: RunChangeWriter, batch: list[Any]) -> list[bool]:
+        profile.count_call(f"SELECT agent_engine_apply_run_changes(<{len(batch)} run(s)>)")
+        return await write_batch(writer, batch)
+
+    async def counted_insert(writer: RunChangeWriter, *args: Any) -> None:
+        profile.count_call("SELECT agent_engine_insert_run(<run, plan, steps, events>)")
+        await insert_run(writer, *args)
+
+    RunChangeWriter._write_batch = counted_batch  # type: ignore[method-assign,assignment]
+    RunChangeWriter.insert_run = counted_insert  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
         for attribute, original in originals.items():
             setattr(worker_module, attribute, original)
+        RunChangeWriter._write_batch = write_batch  # type: ignore[method-assign]
+        RunChangeWriter.insert_run = insert_run  # type: ignore[method-assign]
