@@ -160,13 +160,14 @@ class Worker:
             for item in self._inflight.values():
                 if item.claim.run_id == notice.run_id:
                     item.cancel.set()
-        if self.known_runs.wrote(notice.run_id, notice.seq) or notice.claimable_at is None:
+        if notice.claimable_at is None:
             return False
         delay = notice.claimable_at - time.time()
         if delay > 0:
+            # Later, even after our own write: a retry we just scheduled is ours to take.
             self._recheck_in(delay)
             return False
-        return True
+        return not self.known_runs.wrote(notice.run_id, notice.seq)
 
     def _recheck_in(self, delay: float) -> None:
         """Look for work after ``delay`` seconds (one timer: the earliest wins)."""
