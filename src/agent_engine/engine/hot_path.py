@@ -230,7 +230,7 @@ class KnownRuns:
             return False, None
         changes = changes_made(run, steps, expected_seq, collector.audit_rows)
         if changes is None:
-            return True, result  # nothing to write
+            return False, None  # nothing to write would confirm the state: let the lock decide
         if not changes.within_hot_columns():
             return False, None
         self._writing[run.id] = run.audit_seq
