@@ -103,6 +103,8 @@ def _shape_rows(report: ProfileReport) -> list[list[str]]:
 STATEMENT_NOTE = (
     "Counted by a before_cursor_execute listener during the sequential workload; asyncpg's own "
     "BEGIN/COMMIT are not cursor executions (see transactions), SQLite's BEGIN IMMEDIATE is. "
+    "The hot path's writes (one call per group commit, one per new run) bypass that listener "
+    "and are counted where they are made, each as one statement in its own transaction. "
     "claim = the worker's claim rounds (a round that claims nothing is still a transaction), "
     "record = record_result, execute = run_claimed, create = create_run (per run). wall ms = "
     "time spent inside the phase."

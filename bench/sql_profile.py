@@ -182,11 +182,19 @@ def attributed_phases(profile: StatementProfile) -> Iterator[None]:
     write_batch, insert_run = RunChangeWriter._write_batch, RunChangeWriter.insert_run
 
     async def counted_batch(writer: RunChangeWriter, batch: list[Any]) -> list[bool]:
-        profile.count_call(f"SELECT agent_engine_apply_run_changes(<{len(batch)} run(s)>)")
+        profile.count_call(
+            f"SELECT agent_engine_apply_run_changes(<{len(batch)} run(s)>)"
+            if writer._postgres
+            else f"one IMMEDIATE transaction in a thread (<{len(batch)} run(s)>)"
+        )
         return await write_batch(writer, batch)
 
     async def counted_insert(writer: RunChangeWriter, *args: Any) -> None:
-        profile.count_call("SELECT agent_engine_insert_run(<run, plan, steps, events>)")
+        profile.count_call(
+            "SELECT agent_engine_insert_run(<run, plan, steps, events>)"
+            if writer._postgres
+            else "one IMMEDIATE transaction in a thread (<run, plan, steps, events>)"
+        )
         await insert_run(writer, *args)
 
     RunChangeWriter._write_batch = counted_batch  # type: ignore[method-assign,assignment]
