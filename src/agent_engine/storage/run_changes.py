@@ -20,9 +20,10 @@ The rows come from the same state-machine code as everywhere else, run with a
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -33,6 +34,7 @@ from sqlalchemy import Engine, Executable, Table, insert, inspect, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.orm import Mapper
 
 from agent_engine.storage.collecting import NeedsDatabase
 from agent_engine.storage.database import create_sqlite_sync_engine
@@ -104,27 +106,52 @@ class DuplicateRowError(Exception):
     """A unique constraint refused a new row (a concurrent run with the same idempotency key)."""
 
 
-def _with_defaults(instance: object, table: Table) -> dict[str, Any]:
-    """Every column of a new row, applying the model's Python-side defaults as a flush would (and
-    setting them on the instance, which callers go on using)."""
-    mapper = inspect(type(instance))
-    loaded = instance.__dict__
-    row: dict[str, Any] = {}
+@dataclass(frozen=True)
+class _ColumnFill:
+    key: str  # the attribute
+    name: str  # the column
+    default: Callable[[], Any] | None  # the model's Python-side default, if any
+    numbered: bool  # the database numbers it when no value is given
+
+
+_FILLS: dict[type, tuple[_ColumnFill, ...]] = {}
+
+
+def _fills(model: type) -> tuple[_ColumnFill, ...]:
+    """How to fill each column of a model's new rows (worked out once per model)."""
+    known = _FILLS.get(model)
+    if known is not None:
+        return known
+    mapper: Mapper[Any] = inspect(model)
+    fills = []
     for attribute in mapper.column_attrs:
         column = attribute.columns[0]
-        if attribute.key in loaded:
-            value = loaded[attribute.key]
-        elif column.default is not None and column.default.is_scalar:
-            value = column.default.arg
-            setattr(instance, attribute.key, value)
+        default: Callable[[], Any] | None = None
+        if column.default is not None and column.default.is_scalar:
+            default = functools.partial(lambda value: value, column.default.arg)
         elif column.default is not None and column.default.is_callable:
-            value = column.default.arg(None)
-            setattr(instance, attribute.key, value)
+            default = functools.partial(column.default.arg, None)
+        fills.append(_ColumnFill(attribute.key, column.name, default, column.autoincrement is True))
+    _FILLS[model] = tuple(fills)
+    return _FILLS[model]
+
+
+def _with_defaults(instance: object) -> dict[str, Any]:
+    """Every column of a new row, applying the model's Python-side defaults as a flush would (and
+    setting them on the instance, which callers go on using)."""
+    loaded = instance.__dict__
+    row: dict[str, Any] = {}
+    for fill in _fills(type(instance)):
+        if fill.key in loaded:
+            value = loaded[fill.key]
+        elif fill.default is not None:
+            value = fill.default()
+            setattr(instance, fill.key, value)
         else:
             value = None
-        if value is None and column.autoincrement is True:
+        if value is None and fill.numbered:
             continue  # the database numbers it
-        row[column.name] = value
+        row[fill.name] = value
     return row
 
 
@@ -223,7 +250,7 @@ class RunChangeWriter:
             table = cast(Table, inspect(type(instance)).local_table)
             if table.name not in rows:
                 raise NeedsDatabase(f"a new run has no {table.name} rows")
-            rows[table.name].append(_with_defaults(instance, table))
+            rows[table.name].append(_with_defaults(instance))
         if not self._postgres:
             await asyncio.to_thread(self._insert_sqlite, rows)
             return
