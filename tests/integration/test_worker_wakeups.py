@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 import pytest
 
-from agent_engine.api.app import create_app
 from agent_engine.config import Settings
 from agent_engine.engine.context import build_context
 from agent_engine.engine.runs import CreateRunRequest, create_run
@@ -20,21 +19,13 @@ from agent_engine.storage.notifications import RunNotice
 from agent_engine.storage.run_changes import RunChanges, RunChangeWriter
 from agent_engine.storage.runs import list_steps_txn
 from agent_engine.worker.worker import Worker, WorkerOptions
-from tests.integration.test_workers import step, wait_for
+from tests.integration.test_workers import embedded_worker_client, step, wait_for
 
 
 @pytest.fixture
 async def slow_polling_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The API with its embedded worker, polling so rarely that only wake-ups can drive it."""
-    app = create_app(
-        settings.model_copy(
-            update={"embedded_worker": True, "worker_poll_s": 600.0, "worker_concurrency": 4}
-        )
-    )
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
-    ):
+    async with embedded_worker_client(settings, poll_s=600.0) as http:
         yield http
 
 

@@ -19,18 +19,26 @@ from agent_engine.api.app import create_app
 from agent_engine.config import Settings
 
 
-@pytest.fixture
-async def worker_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+@contextlib.asynccontextmanager
+async def embedded_worker_client(
+    settings: Settings, *, poll_s: float
+) -> AsyncIterator[httpx.AsyncClient]:
     """The API with its embedded worker running, as `serve` runs it."""
     app = create_app(
         settings.model_copy(
-            update={"embedded_worker": True, "worker_poll_s": 0.2, "worker_concurrency": 4}
+            update={"embedded_worker": True, "worker_poll_s": poll_s, "worker_concurrency": 4}
         )
     )
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
     ):
+        yield http
+
+
+@pytest.fixture
+async def worker_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with embedded_worker_client(settings, poll_s=0.2) as http:
         yield http
 
 
