@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.exc import DBAPIError
 
 from agent_engine.config import Settings
 from agent_engine.engine.context import build_context
@@ -19,6 +20,7 @@ from agent_engine.storage.notifications import RunNotice
 from agent_engine.storage.run_changes import RunChanges, RunChangeWriter
 from agent_engine.storage.runs import list_steps_txn
 from agent_engine.worker.worker import Worker, WorkerOptions
+from tests.databases import PostgresServer
 from tests.integration.test_workers import embedded_worker_client, step, wait_for
 
 
@@ -128,3 +130,21 @@ async def test_claim_rounds_fall_back_to_a_flush_for_columns_the_one_call_does_n
     worker, _writer, views = await _run_many(settings, 3, writer_class=RunChangeWriter)
     assert worker.known_runs.hits == 0
     assert all(s.status == "completed" and s.fence == 1 for v in views for s in v)
+
+
+@pytest.mark.postgres
+async def test_the_writers_driver_errors_are_database_errors_like_any_other(
+    postgres_server: PostgresServer | None,
+) -> None:
+    """A failed one-call write (its own asyncpg pool) reaches the API's 503 handler and the
+    worker's retry path like any other database error."""
+    if postgres_server is None:
+        pytest.skip(getattr(pytest, "postgres_skip_reason", "PostgreSQL not reachable"))
+    missing = postgres_server.url_for(f"ae_missing_{uuid.uuid4().hex[:8]}")
+    ctx = build_context(Settings(database_url=missing, _env_file=None))  # type: ignore[call-arg]
+    request = CreateRunRequest.model_validate({"goal": "g", "steps": [step(1)]})
+    try:
+        with pytest.raises(DBAPIError):
+            await create_run(ctx, request, actor="t", idempotency_key=None)
+    finally:
+        await ctx.close()

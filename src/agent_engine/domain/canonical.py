@@ -10,7 +10,8 @@ from typing import Any
 from uuid import UUID
 
 
-def _default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """JSON for the values our documents hold beyond JSON's own (exact decimals, ids, times)."""
     if isinstance(value, Decimal):
         # Exact decimal text, so that hashing money never goes through a float.
         return format(value, "f")
@@ -24,7 +25,7 @@ def _default(value: Any) -> Any:
 def canonical_json(value: Any) -> bytes:
     """Sorted keys, UTF-8, no insignificant whitespace."""
     return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=json_default
     ).encode("utf-8")
 
 

@@ -105,6 +105,11 @@ def mark_written(run: AgentRun, steps: list[Step]) -> None:
         _mark_committed(instance)
 
 
+def _still_open(steps: list[Step]) -> list[Step]:
+    """The steps a later change may touch (what ``list_open_steps_txn`` would read)."""
+    return [step for step in steps if step.status in OPEN_STEP_STATES]
+
+
 def _finished(run: AgentRun) -> bool:
     status = RunStatus(run.status)
     return status in TERMINAL_RUN_STATES or status is RunStatus.FAILED
@@ -133,9 +138,6 @@ class KnownRuns:
         self.hits = 0
         self.misses = 0
 
-    def __len__(self) -> int:
-        return len(self._runs)
-
     def wrote(self, run_id: uuid.UUID, seq: int) -> bool:
         """Whether event ``seq`` of ``run_id`` is already in a state this worker committed (its
         own write, or one it read under the run's lock): no news to react to."""
@@ -153,8 +155,7 @@ class KnownRuns:
         if _finished(run):
             self.forget(run.id)
             return
-        open_steps = [step for step in steps if step.status in OPEN_STEP_STATES]
-        self._runs[run.id] = KnownRun(run, open_steps)
+        self._runs[run.id] = KnownRun(run, _still_open(steps))
         self._runs.move_to_end(run.id)
         while len(self._runs) > self._capacity:
             self._runs.popitem(last=False)
@@ -189,10 +190,7 @@ class KnownRuns:
             done, result = False, None
             try:
                 done, result = await self._change(writer, known, mutate, on_committed)
-            except BaseException:
-                done = False  # the write may or may not have happened: trust nothing known
-                raise
-            finally:
+            finally:  # on an error the write may or may not have happened: trust nothing known
                 if not done:
                     known.usable = False
                     self.forget(run_id)
@@ -204,7 +202,7 @@ class KnownRuns:
             if _finished(known.run):
                 self.forget(run_id)
             else:
-                known.steps = [step for step in known.steps if step.status in OPEN_STEP_STATES]
+                known.steps = _still_open(known.steps)
             return True, result
 
     async def _change(

@@ -88,7 +88,7 @@ class StepResult:
     logs: tuple[dict[str, str], ...] = ()
 
 
-async def _locked(ctx: EngineContext, session: AsyncSession, claim: Claim) -> tuple[AgentRun, Step]:
+async def lock_claimed_txn(session: AsyncSession, claim: Claim) -> tuple[AgentRun, Step]:
     """The run (locked) and the claimed step, or StaleFenceError if the claim is no longer ours."""
     run = await get_run_txn(session, claim.run_id, lock=True)
     step = await get_step_txn(session, run.id, claim.step_id)
@@ -109,7 +109,7 @@ def _check_fence(step: Step, claim: Claim) -> None:
 async def record_intent(ctx: EngineContext, claim: Claim, intent: dict[str, Any]) -> None:
     """Commit what a side effect is about to do before doing it (the effect ledger's first half)."""
     async with transaction(ctx.sessions) as session:
-        run, step = await _locked(ctx, session, claim)
+        run, step = await lock_claimed_txn(session, claim)
         step.effect_intent = {"attempt": claim.attempt, "fence": claim.fence, **intent}
         step.effect_outcome = None
         append_event_txn(
@@ -125,7 +125,7 @@ async def record_intent(ctx: EngineContext, claim: Claim, intent: dict[str, Any]
 async def park_outcome_unknown(ctx: EngineContext, claim: Claim, *, actor: str) -> None:
     """A crashed side effect whose outcome cannot be known waits for a human to decide."""
     async with transaction(ctx.sessions) as session:
-        run, step = await _locked(ctx, session, claim)
+        run, step = await lock_claimed_txn(session, claim)
         step.outcome_unknown = True
         step.preview = {
             "outcome_unknown": True,

@@ -120,8 +120,11 @@ def create_sessionmaker(
 
     @event.listens_for(EngineSession, "after_commit")
     def _after_commit(session: Session) -> None:
+        if on_events_committed is None:  # PostgreSQL: the trigger announces commits
+            session.info.pop(CHANGED_RUNS, None)
+            return
         notices = take_notices(session.info)
-        if notices and on_events_committed is not None:
+        if notices:
             on_events_committed(notices)
 
     @event.listens_for(EngineSession, "after_rollback")

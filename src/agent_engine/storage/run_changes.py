@@ -23,19 +23,19 @@ import asyncio
 import functools
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal
 from typing import Any, cast
 
 import asyncpg
 from sqlalchemy import Engine, Executable, Table, insert, inspect, text, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapper
 
+from agent_engine.domain.canonical import json_default
 from agent_engine.storage.collecting import NeedsDatabase
 from agent_engine.storage.database import create_sqlite_sync_engine
 from agent_engine.storage.tables import AgentRun, AuditEvent, PlanVersion, Step
@@ -177,14 +177,6 @@ class RunChanges:
         )
 
 
-def _json_default(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID | Decimal):
-        return str(value)
-    raise TypeError(f"cannot store {type(value).__name__} in a hot-path change")
-
-
 class RunChangeWriter:
     """Applies ``RunChanges``; ``apply`` is False when the run moved on (nothing written)."""
 
@@ -197,7 +189,7 @@ class RunChangeWriter:
         self._sqlite: Engine | None = None
         self._queue: list[tuple[RunChanges, asyncio.Future[bool]]] = []
         self._flushing = False
-        self._flusher: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None  # held: the loop keeps only weak refs
 
     async def apply(self, changes: RunChanges) -> bool:
         # Group commit: changes that arrive while a batch is being written wait and go together
@@ -254,12 +246,11 @@ class RunChangeWriter:
         if not self._postgres:
             await asyncio.to_thread(self._insert_sqlite, rows)
             return
-        pool = await self._get_pool()
-        async with pool.acquire() as connection:
+        async with self._connection() as connection:
             try:
                 await connection.execute(
                     "SELECT agent_engine_insert_run($1::jsonb)",
-                    json.dumps(rows, default=_json_default),
+                    json.dumps(rows, default=json_default),
                 )
             except asyncpg.UniqueViolationError as exc:
                 raise DuplicateRowError(str(exc)) from exc
@@ -304,21 +295,28 @@ class RunChangeWriter:
 
     async def _apply_postgres(self, batch: list[RunChanges]) -> list[bool]:
         """One call for the batch; whether each run's changes were applied, in batch order."""
-        order = sorted(range(len(batch)), key=lambda i: batch[i].run_id)  # one lock order
-        document = _batch_document(batch, order)
-        pool = await self._get_pool()
-        async with pool.acquire() as connection:
+        order = _lock_order(batch)
+        async with self._connection() as connection:
             try:
-                sorted_applied = await connection.fetchval(
-                    "SELECT agent_engine_apply_run_changes($1::jsonb)", document
+                in_order = await connection.fetchval(
+                    "SELECT agent_engine_apply_run_changes($1::jsonb)",
+                    _batch_document(batch, order),
                 )
             except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError):
                 # Nothing was written: each caller takes the locking path for its run.
                 return [False] * len(batch)
-        applied = [False] * len(batch)
-        for position, index in enumerate(order):
-            applied[index] = bool(sorted_applied[position])
-        return applied
+        return _in_batch_order(order, in_order)
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; driver errors leave as SQLAlchemy's, like every other database
+        error of the engine (the API answers 503 for them, workers retry)."""
+        try:
+            pool = await self._get_pool()
+            async with pool.acquire() as connection:
+                yield connection
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise OperationalError("hot-path write", None, exc) from exc
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -337,15 +335,12 @@ class RunChangeWriter:
         if not self._postgres:
             connection = await session.connection()
             return [await _apply_on(connection, changes) for changes in batch]
-        order = sorted(range(len(batch)), key=lambda i: batch[i].run_id)
-        sorted_applied = await session.scalar(
+        order = _lock_order(batch)
+        in_order = await session.scalar(
             text("SELECT agent_engine_apply_run_changes(CAST(:batch AS jsonb))"),
             {"batch": _batch_document(batch, order)},
         )
-        applied = [False] * len(batch)
-        for position, index in enumerate(order):
-            applied[index] = bool(sorted_applied[position])
-        return applied
+        return _in_batch_order(order, in_order)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -358,6 +353,19 @@ class RunChangeWriter:
 
 async def _no_reset(_connection: asyncpg.Connection) -> None:
     return None
+
+
+def _lock_order(batch: list[RunChanges]) -> list[int]:
+    """Positions of the batch by run id: every batch locks runs in one order (no deadlocks)."""
+    return sorted(range(len(batch)), key=lambda i: batch[i].run_id)
+
+
+def _in_batch_order(order: list[int], in_order: list[bool]) -> list[bool]:
+    """The function's answers (given in ``order``) back in the batch's own order."""
+    applied = [False] * len(order)
+    for position, index in enumerate(order):
+        applied[index] = bool(in_order[position])
+    return applied
 
 
 def _batch_document(batch: list[RunChanges], order: list[int]) -> str:
@@ -376,7 +384,7 @@ def _batch_document(batch: list[RunChanges], order: list[int]) -> str:
             }
             for i in order
         ],
-        default=_json_default,
+        default=json_default,
     )
 
 

@@ -32,15 +32,18 @@ from agent_engine.engine.context import EngineContext, lazy_llm
 from agent_engine.engine.hot_path import KnownRuns, mark_written
 from agent_engine.engine.planner import plan_run
 from agent_engine.engine.settle import settle_run_txn
-from agent_engine.engine.stepping import ContinueWith, record_result, run_claimed
+from agent_engine.engine.stepping import (
+    ContinueWith,
+    lock_claimed_txn,
+    record_result,
+    run_claimed,
+)
 from agent_engine.errors import EngineError, StaleFenceError
 from agent_engine.storage.audit import take_notices
 from agent_engine.storage.claims import extend_leases_txn, lock_claimable_runs_txn
 from agent_engine.storage.database import transaction
 from agent_engine.storage.notifications import RunNotice
 from agent_engine.storage.runs import (
-    get_run_txn,
-    get_step_txn,
     list_steps_txn,
 )
 from agent_engine.storage.transitions import move_step_txn
@@ -324,10 +327,7 @@ class Worker:
         """Hand an unfinished step back (RUNNING → PENDING) so another worker takes it at once."""
         try:
             async with transaction(self.ctx.sessions) as session:
-                run = await get_run_txn(session, claim.run_id, lock=True)
-                step = await get_step_txn(session, run.id, claim.step_id)
-                if step.fence != claim.fence or StepStatus(step.status) is not StepStatus.RUNNING:
-                    return
+                run, step = await lock_claimed_txn(session, claim)
                 step.lease_owner = None
                 step.lease_expires_at = None
                 move_step_txn(
@@ -340,5 +340,7 @@ class Worker:
                     fence=claim.fence,
                 )
                 settle_run_txn(session, run, await list_steps_txn(session, run.id), actor=self.id)
+        except StaleFenceError:
+            return  # no longer ours: nothing to hand back
         except (DBAPIError, EngineError) as exc:
             logger.error("could not release step %s: %s", claim.step_id, exc)
