@@ -43,11 +43,15 @@ def test_notice_round_trips_and_unknown_payloads_are_refused() -> None:
         assert RunNotice.parse(payload) is None
 
 
-async def test_new_runs_wake_an_idle_worker_without_polling(
+async def test_started_runs_wake_an_idle_worker_without_polling(
     slow_polling_client: httpx.AsyncClient,
 ) -> None:
-    body = {"goal": "wake", "steps": [step(1), step(2)], "auto_start": True}
+    # Started after creation, the run reaches the worker by its notification alone (a run created
+    # with auto_start would be handed to the in-process worker directly: test_hand_off.py).
+    body = {"goal": "wake", "steps": [step(1), step(2)]}
     run = (await slow_polling_client.post("/v1/agent-runs", json=body)).json()
+    started = await slow_polling_client.post(f"/v1/agent-runs/{run['id']}/start")
+    assert started.status_code == 200, started.text
     done = await wait_for(slow_polling_client, run["id"], {"completed"})
     assert [s["output_data"]["value"] for s in done["steps"]] == [1, 2]
 

@@ -215,6 +215,35 @@ async def take_ready_txn(
     return work  # the caller settles the run, which refreshes what workers may claim
 
 
+async def claim_ready_txn(
+    ctx: EngineContext,
+    session: AsyncSession,
+    run: AgentRun,
+    steps: list[Step],
+    *,
+    owner: str,
+    limit: int,
+    lease: timedelta,
+    llm: LLMClient,
+    step_types: frozenset[str] = frozenset(),
+) -> list[Claim]:
+    """``take_ready_txn`` and settle the run: what a claim round does for each run it locked (and
+    a worker for a run handed to it at creation)."""
+    work = await take_ready_txn(
+        ctx,
+        session,
+        run,
+        steps,
+        owner=owner,
+        limit=limit,
+        lease=lease,
+        llm=llm,
+        step_types=step_types,
+    )
+    settle_run_txn(session, run, steps, actor=owner)
+    return [item for item in work if isinstance(item, Claim)]
+
+
 class ClaimConflictError(RuntimeError):
     """A run locked for a claim round changed anyway: the round is rolled back."""
 
@@ -255,19 +284,19 @@ async def claim_from_locked_runs_txn(
             session.expunge(instance)
         collected = CollectingSession(reads_from=session)
         expected_seq = run.audit_seq
-        work = await take_ready_txn(
-            ctx,
-            collected,
-            run,
-            steps,
-            owner=owner,
-            limit=limit - len(claims),
-            lease=lease,
-            llm=llm,
-            step_types=step_types,
+        claims.extend(
+            await claim_ready_txn(
+                ctx,
+                collected,
+                run,
+                steps,
+                owner=owner,
+                limit=limit - len(claims),
+                lease=lease,
+                llm=llm,
+                step_types=step_types,
+            )
         )
-        settle_run_txn(collected, run, steps, actor=owner)
-        claims.extend(item for item in work if isinstance(item, Claim))
         changed.append(LockedRun(run, steps, collected))
         changes = changes_made(run, steps, expected_seq, collected.audit_rows)
         if changes is None:

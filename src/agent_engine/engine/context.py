@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -19,7 +20,21 @@ from agent_engine.storage.database import create_engine, create_sessionmaker
 from agent_engine.storage.notifications import Notifier
 from agent_engine.storage.run_changes import RunChangeWriter
 
+if TYPE_CHECKING:
+    from agent_engine.storage.tables import AgentRun, Step
+
 LLMClientFactory = Callable[[Decimal | None], LLMClient]
+
+
+class HandOff(Protocol):
+    """An in-process worker that starts runs created in this process as soon as they are written,
+    without waiting for their notification and a claim round."""
+
+    def expect(self, run: AgentRun) -> bool:
+        """Before ``run`` is written: whether this worker will take it (if it is written)."""
+
+    def take(self, run: AgentRun, steps: list[Step], *, written: bool) -> None:
+        """After an expected run's write: claim its first steps, or forget it (not written)."""
 
 
 @dataclass
@@ -35,6 +50,9 @@ class EngineContext:
     notifier: Notifier = field(default_factory=Notifier)
     # The hot path's writer (one round trip per change on PostgreSQL); built on first use.
     _run_changes: RunChangeWriter | None = None
+    # Set while a worker runs in this process (``serve``'s embedded worker): new runs go to it
+    # directly instead of through a notification and a claim round.
+    hand_off: HandOff | None = None
 
     @property
     def run_changes(self) -> RunChangeWriter:

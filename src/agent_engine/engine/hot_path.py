@@ -20,7 +20,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,10 +33,11 @@ from agent_engine.storage.audit import take_notices
 from agent_engine.storage.collecting import CollectingSession, NeedsDatabase
 from agent_engine.storage.run_changes import RunChanges, RunChangeWriter, StepPatch
 from agent_engine.storage.runs import OPEN_STEP_STATES
-from agent_engine.storage.tables import AgentRun, Step
+from agent_engine.storage.tables import AgentRun, Base, Step
 from agent_engine.storage.types import utcnow
 
 T = TypeVar("T")
+Row = TypeVar("Row", bound=Base)
 MAX_KNOWN_RUNS = 1024
 # Written on every hot-path change even when equal to what we last wrote: another worker's claim
 # round may have moved ``claimable_at`` without an audit event (it only refreshes it).
@@ -50,6 +51,10 @@ def _column_names(model: type[Any]) -> dict[str, str]:
 
 _RUN_COLUMNS = _column_names(AgentRun)
 _STEP_COLUMNS = _column_names(Step)
+_COLUMN_KEYS: dict[type[Base], tuple[str, ...]] = {
+    AgentRun: tuple(_RUN_COLUMNS),
+    Step: tuple(_STEP_COLUMNS),
+}
 
 
 def _pending(instance: object) -> dict[str, Any]:
@@ -70,6 +75,17 @@ def _changed(instance: object, columns: dict[str, str]) -> dict[str, Any]:
         if before is not value and before != value:
             changed[columns[key]] = value
     return changed
+
+
+def detached_copy(instance: Row) -> Row:
+    """A new instance holding ``instance``'s column values as its committed state, sharing
+    nothing mutable with it but the (never mutated in place) JSON values."""
+    mapper = inspect(type(instance))
+    copy = cast(Row, mapper.class_manager.new_instance())
+    loaded = instance.__dict__
+    keys = _COLUMN_KEYS[type(instance)]
+    copy.__dict__.update({key: loaded[key] for key in keys if key in loaded})
+    return copy
 
 
 def _mark_committed(instance: object) -> None:
@@ -159,6 +175,20 @@ class KnownRuns:
         self._runs.move_to_end(run.id)
         while len(self._runs) > self._capacity:
             self._runs.popitem(last=False)
+
+    def expect(self, run: AgentRun) -> None:
+        """``run`` is about to be written in this process (created with ``auto_start``): its
+        notification will be no news to this worker, which takes it directly (``adopt``)."""
+        self._writing[run.id] = run.audit_seq
+
+    def adopt(self, run: AgentRun, steps: list[Step]) -> None:
+        """Keep an expected run once written, as a copy: its creator goes on using its own."""
+        self.remember(detached_copy(run), [detached_copy(step) for step in steps])
+        self._writing.pop(run.id, None)
+
+    def unexpect(self, run_id: uuid.UUID) -> None:
+        """An expected run was not written after all."""
+        self._writing.pop(run_id, None)
 
     def forget(self, run_id: uuid.UUID) -> None:
         self._runs.pop(run_id, None)

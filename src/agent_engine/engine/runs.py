@@ -150,8 +150,12 @@ async def create_run(
                 reason="plan approval",
             )
     refresh_claimable(run, steps)
+    # An in-process worker told before the write treats the run's notification as its own news.
+    local = ctx.hand_off if ctx.hand_off is not None and ctx.hand_off.expect(run) else None
+    written = False
     try:
         await ctx.run_changes.insert_run(session.added, session.audit_rows)
+        written = True
     except DuplicateRowError:
         # Lost a race with a concurrent request carrying the same key: answer with its run.
         if idempotency_key is None:
@@ -160,6 +164,9 @@ async def create_run(
         if existing is None:
             raise
         return existing
+    finally:
+        if local is not None:
+            local.take(run, steps, written=written)
     if ctx.publish_locally is not None:
         ctx.publish_locally(take_notices(session.info))
     return RunView(run, steps)

@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_engine.config import Settings
 from agent_engine.domain.states import RunStatus, StepStatus
@@ -27,6 +28,7 @@ from agent_engine.engine.claiming import (
     ClaimConflictError,
     LockedRun,
     claim_from_locked_runs_txn,
+    claim_ready_txn,
 )
 from agent_engine.engine.context import EngineContext, lazy_llm
 from agent_engine.engine.hot_path import KnownRuns, mark_written
@@ -43,9 +45,8 @@ from agent_engine.storage.audit import take_notices
 from agent_engine.storage.claims import extend_leases_txn, lock_claimable_runs_txn
 from agent_engine.storage.database import transaction
 from agent_engine.storage.notifications import RunNotice
-from agent_engine.storage.runs import (
-    list_steps_txn,
-)
+from agent_engine.storage.runs import list_steps_txn
+from agent_engine.storage.tables import AgentRun, Step
 from agent_engine.storage.transitions import move_step_txn
 from agent_engine.storage.types import utcnow
 
@@ -95,6 +96,9 @@ class Worker:
         self.id = self.options.worker_id
         self._inflight: dict[uuid.UUID, _Inflight] = {}
         self._planning: set[asyncio.Task[None]] = set()
+        self._expected = 0  # runs created in this process, about to be written
+        self._offers: set[asyncio.Task[None]] = set()  # runs created here, being claimed
+        self._stop: asyncio.Event | None = None
         self._lease = timedelta(seconds=self.options.lease_s)
         self._recheck = asyncio.Event()  # a slot freed up, or a timer for claimable work fired
         self._timer: asyncio.TimerHandle | None = None
@@ -105,10 +109,12 @@ class Worker:
 
     @property
     def inflight(self) -> int:
-        return len(self._inflight) + len(self._planning)
+        return len(self._inflight) + len(self._planning) + self._expected + len(self._offers)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and execute until ``stop``; then drain within the shutdown grace period."""
+        self._stop = stop
+        self.ctx.hand_off = self
         # Notifications are judged as they arrive: only news wakes the loop.
         async with self.ctx.notifier.subscribe(accept=self._on_event) as wakeups:
             heartbeat = asyncio.create_task(self._heartbeat_loop(stop))
@@ -120,10 +126,74 @@ class Worker:
                     else:
                         await self._idle(wakeups, stop)
             finally:
+                if self.ctx.hand_off is self:
+                    self.ctx.hand_off = None
                 heartbeat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await heartbeat
                 await self._drain()
+
+    def expect(self, run: AgentRun) -> bool:
+        """A run about to be created in this process: take it if its first steps are ready now
+        and a slot is free (``take`` follows once it is written). The notification of its
+        creation is then no news to this worker, so no claim round looks for it."""
+        ready = run.claimable_at is not None and run.claimable_at <= utcnow()
+        if (
+            not ready
+            or run.status != RunStatus.PLANNED
+            or self._stop is None
+            or self._stop.is_set()
+            or self.inflight >= self.options.concurrency
+        ):
+            return False
+        self.known_runs.expect(run)
+        self._expected += 1  # holds a slot until ``take``
+        return True
+
+    def take(self, run: AgentRun, steps: list[Step], *, written: bool) -> None:
+        """Claim the first steps of an expected run straight from what was written.
+
+        The claim is the hot path's guarded write, so another worker that claimed the run first
+        (it was notified too) simply wins, and this one leaves the run to claim rounds.
+        """
+        self._expected -= 1
+        if not written:
+            self.known_runs.unexpect(run.id)
+            return
+        self.known_runs.adopt(run, steps)
+        task = asyncio.create_task(self._claim_offered(run.id))
+        self._offers.add(task)
+        task.add_done_callback(self._offers.discard)
+
+    async def _claim_offered(self, run_id: uuid.UUID) -> None:
+        limit = self.options.concurrency - self.inflight + 1  # this task's slot is one of them
+
+        async def claim(session: AsyncSession, run: AgentRun, steps: list[Step]) -> list[Claim]:
+            return await claim_ready_txn(
+                self.ctx,
+                session,
+                run,
+                steps,
+                owner=self.id,
+                limit=limit,
+                lease=self._lease,
+                llm=lazy_llm(self.ctx, None),
+                step_types=self.options.step_types,
+            )
+
+        try:
+            written, claims = await self.known_runs.change(
+                self.ctx.run_changes, run_id, claim, on_committed=self.ctx.publish_locally
+            )
+        except (DBAPIError, OSError) as exc:
+            logger.warning("claiming new run %s failed: %s", run_id, exc)
+            written, claims = False, None
+        for next_claim in claims or []:
+            self._spawn(next_claim)
+        if not written or len(claims or []) >= limit:
+            # Not ours after all (or more ready than we took): a claim round decides.
+            self._work_waiting = True
+            self._recheck.set()
 
     async def _idle(self, wakeups: asyncio.Queue[str], stop: asyncio.Event) -> None:
         """Sleep until news (a notification ``_on_event`` accepted), a recheck (a freed slot or a
@@ -309,6 +379,8 @@ class Worker:
 
     async def _drain(self) -> None:
         """Let in-flight steps finish within the grace period; hand the rest back."""
+        if self._offers:  # they end quickly, and may start steps to drain
+            await asyncio.wait(list(self._offers), timeout=self.options.shutdown_grace_s)
         tasks = [item.task for item in self._inflight.values()] + list(self._planning)
         if tasks:
             await asyncio.wait(tasks, timeout=self.options.shutdown_grace_s)

@@ -1,0 +1,192 @@
+"""Runs created beside a worker (``serve``'s embedded worker) go to it directly: no notification
+round trip and no claim round, and nothing lost when another worker gets there first."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from agent_engine.config import Settings
+from agent_engine.engine.context import EngineContext, build_context
+from agent_engine.engine.runs import CreateRunRequest, create_run
+from agent_engine.engine.stepping import execute_one
+from agent_engine.storage.audit import list_events_txn
+from agent_engine.storage.database import read_transaction
+from agent_engine.storage.run_changes import RunChangeWriter
+from agent_engine.storage.runs import get_run_txn, list_steps_txn
+from agent_engine.storage.tables import AuditEvent, Step
+from agent_engine.worker.worker import Worker, WorkerOptions
+from tests.integration.test_workers import step
+
+
+@asynccontextmanager
+async def running_worker(
+    settings: Settings, *, concurrency: int = 4, writer: type[RunChangeWriter] | None = None
+) -> AsyncIterator[tuple[EngineContext, Worker]]:
+    """A context with an in-process worker that polls so rarely that only wake-ups and hand-offs
+    drive it; yields once its start-up claim round is done."""
+    ctx = build_context(settings)
+    if writer is not None:
+        ctx._run_changes = writer(ctx.db, settings.database_url)
+    await ctx.start()
+    worker = Worker(ctx, WorkerOptions(worker_id="here", concurrency=concurrency, poll_s=600.0))
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await _until(lambda: worker.claim_rounds == 1 and ctx.hand_off is worker)
+        yield ctx, worker
+    finally:
+        stop.set()
+        await task
+        await ctx.close()
+
+
+async def _until(condition: Callable[[], bool], limit_s: float = 10.0) -> None:
+    async with asyncio.timeout(limit_s):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+
+
+def _request(steps: list[dict[str, Any]], **extra: Any) -> CreateRunRequest:
+    return CreateRunRequest.model_validate(
+        {"goal": "hand-off", "steps": steps, "auto_start": True, **extra}
+    )
+
+
+async def _finished(
+    ctx: EngineContext, run_id: Any, limit_s: float = 20.0
+) -> tuple[str, list[Step], list[AuditEvent]]:
+    """Wait until the run stops moving (completed, failed or waiting); its status, steps, audit."""
+    async with asyncio.timeout(limit_s):
+        while True:
+            async with read_transaction(ctx.sessions) as session:
+                run = await get_run_txn(session, run_id)
+                if run.status in ("completed", "failed", "awaiting_approval"):
+                    steps = await list_steps_txn(session, run.id)
+                    events = await list_events_txn(session, run.id, after_seq=0, limit=1000)
+                    return run.status, steps, list(events)
+            await asyncio.sleep(0.02)
+
+
+async def test_a_run_created_beside_a_worker_runs_without_any_claim_round(
+    settings: Settings,
+) -> None:
+    async with running_worker(settings) as (ctx, worker):
+        view = await create_run(
+            ctx, _request([step(1), step(2), step(3)]), actor="t", idempotency_key=None
+        )
+        status, steps, events = await _finished(ctx, view.run.id)
+        assert status == "completed"
+        assert [s.output_data["value"] for s in steps] == [1, 2, 3]
+        assert all(s.attempt == 1 and s.fence == 1 for s in steps)
+        # Only the round every worker makes at start: the run's own notification woke nothing.
+        assert worker.claim_rounds == 1
+        assert worker.known_runs.hits == 4  # the first claim and three results
+        assert worker.inflight == 0
+        assert {e.actor for e in events if e.type == "step.running"} == {"here"}
+    # The creator's instances were not the worker's: they still show the run as created.
+    assert view.run.status == "planned"
+    assert [s.status for s in view.steps] == ["pending"] * 3
+
+
+async def test_ready_branches_are_taken_together_up_to_the_free_slots(
+    settings: Settings,
+) -> None:
+    branches = [step(n, depends_on=[], sleep_s=0.3) for n in range(3)]
+    async with running_worker(settings, concurrency=2) as (ctx, worker):
+        view = await create_run(ctx, _request(branches), actor="t", idempotency_key=None)
+        status, steps, _events = await _finished(ctx, view.run.id)
+        assert status == "completed"
+        by_start = sorted(steps, key=lambda s: s.started_at)
+        # Two slots: two branches at once from the hand-off, the third once a slot freed up.
+        assert by_start[1].started_at < by_start[0].completed_at
+        assert by_start[2].started_at >= min(s.completed_at for s in by_start[:2])
+        assert worker.claim_rounds >= 2  # the third branch needed a claim round
+
+
+async def test_a_first_step_that_needs_approval_is_parked_by_the_hand_off(
+    settings: Settings,
+) -> None:
+    gated = {**step("gated"), "requires_approval": True}
+    async with running_worker(settings) as (ctx, worker):
+        view = await create_run(ctx, _request([gated]), actor="t", idempotency_key=None)
+        status, steps, events = await _finished(ctx, view.run.id)
+        assert status == "awaiting_approval"
+        assert steps[0].status == "awaiting_approval"
+        assert steps[0].preview is not None
+        assert [e.type for e in events][-2:] == ["step.awaiting_approval", "run.awaiting_approval"]
+        assert worker.claim_rounds == 1
+
+
+class ClaimedElsewhereWriter(RunChangeWriter):
+    """The real writer; right after a new run is written, another actor executes its first step
+    (as another worker, notified of the run, may do before this process takes it)."""
+
+    ctx: EngineContext
+
+    async def insert_run(self, added: list[object], audit_rows: list[dict[str, Any]]) -> None:
+        await super().insert_run(added, audit_rows)
+        await execute_one(self.ctx, str(audit_rows[0]["run_id"]), actor="elsewhere")
+
+
+async def test_a_run_another_worker_took_first_is_left_to_claim_rounds(
+    settings: Settings,
+) -> None:
+    async with running_worker(settings, writer=ClaimedElsewhereWriter) as (ctx, worker):
+        assert isinstance(ctx.run_changes, ClaimedElsewhereWriter)
+        ctx.run_changes.ctx = ctx
+        view = await create_run(ctx, _request([step(1), step(2)]), actor="t", idempotency_key=None)
+        status, steps, events = await _finished(ctx, view.run.id)
+    assert status == "completed"
+    # Step 1 ran once, elsewhere; the hand-off's guarded claim was refused and wrote nothing,
+    # and a claim round took step 2.
+    assert [(s.attempt, s.fence) for s in steps] == [(1, 1), (1, 1)]
+    running = [(e.actor, e.payload["step_number"]) for e in events if e.type == "step.running"]
+    assert running == [("elsewhere", 1), ("here", 2)]
+    assert worker.known_runs.misses >= 1
+    assert worker.claim_rounds >= 2
+    assert worker.inflight == 0
+
+
+class SameKeyBarrierWriter(RunChangeWriter):
+    """The real writer, holding each new run until two are waiting, so that two requests with
+    the same idempotency key both insert (a race the unique constraint settles)."""
+
+    waiting: list[asyncio.Event]
+    run_ids: list[Any]
+
+    async def insert_run(self, added: list[object], audit_rows: list[dict[str, Any]]) -> None:
+        self.run_ids.append(audit_rows[0]["run_id"])
+        arrived = asyncio.Event()
+        self.waiting.append(arrived)
+        if len(self.waiting) == 2:
+            for event in self.waiting:
+                event.set()
+        await arrived.wait()
+        await super().insert_run(added, audit_rows)
+
+
+async def test_a_hand_off_whose_run_lost_an_idempotency_race_frees_its_slot(
+    settings: Settings,
+) -> None:
+    async with running_worker(settings, writer=SameKeyBarrierWriter) as (ctx, worker):
+        assert isinstance(ctx.run_changes, SameKeyBarrierWriter)
+        ctx.run_changes.waiting = []
+        ctx.run_changes.run_ids = []
+        request = _request([step(1)])
+        first, second = await asyncio.gather(
+            create_run(ctx, request, actor="t", idempotency_key="same"),
+            create_run(ctx, request, actor="t", idempotency_key="same"),
+        )
+        assert first.run.id == second.run.id
+        assert [first.replayed, second.replayed].count(True) == 1
+        status, steps, _events = await _finished(ctx, first.run.id)
+        assert status == "completed"
+        assert steps[0].attempt == 1
+        await _until(lambda: worker.inflight == 0)  # the loser's reserved slot is free again
+        (lost,) = set(ctx.run_changes.run_ids) - {first.run.id}
+        assert not worker.known_runs.wrote(lost, 1)  # and its notice would be news again
