@@ -152,3 +152,59 @@ async def test_the_writers_driver_errors_are_database_errors_like_any_other(
             await create_run(ctx, request, actor="t", idempotency_key=None)
     finally:
         await ctx.close()
+
+
+async def test_the_group_commits_kept_connection_is_replaced_after_it_broke(
+    settings: Settings,
+) -> None:
+    """The writer keeps one connection for its batches; a batch on a connection the server
+    dropped fails as a database error, and the next batch goes through on a fresh one."""
+    if not settings.database_url.startswith("postgresql"):
+        pytest.skip("the kept connection is PostgreSQL's (SQLite writes in a thread)")
+    writer = RunChangeWriter(build_context(settings).db, settings.database_url)
+    unknown_run = RunChanges(uuid.uuid4(), 0, {"status": "running"})
+    try:
+        assert await writer.apply(unknown_run) is False  # guard: no such run, nothing written
+        kept = writer._held
+        assert kept is not None
+        assert await writer.apply(unknown_run) is False
+        assert writer._held is kept  # the same connection, not one from the pool each time
+        async with writer._connection() as admin:
+            await admin.execute("SELECT pg_terminate_backend($1)", kept.get_server_pid())
+        with pytest.raises(DBAPIError):
+            await writer.apply(unknown_run)
+        assert await writer.apply(unknown_run) is False
+        assert writer._held is not None and writer._held is not kept
+    finally:
+        await writer.close()
+
+
+class BreaksOnceWriter(RunChangeWriter):
+    """The real writer; the server drops its kept connection just before the first batch that
+    records a result."""
+
+    broke = False
+
+    async def _write_batch(self, batch: list[RunChanges]) -> list[bool]:
+        records = any(e["type"] == "step.completed" for c in batch for e in c.events)
+        if records and not BreaksOnceWriter.broke:
+            BreaksOnceWriter.broke = True
+            async with self._connection(held=True) as kept:
+                pid = kept.get_server_pid()
+            async with self._connection() as admin:
+                await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        return await super()._write_batch(batch)
+
+
+async def test_a_result_whose_one_call_write_failed_is_recorded_by_the_locking_path(
+    settings: Settings,
+) -> None:
+    if not settings.database_url.startswith("postgresql"):
+        pytest.skip("the kept connection is PostgreSQL's (SQLite writes in a thread)")
+    BreaksOnceWriter.broke = False
+    # Leases of 30 s: had the result been lost, the run would wait for its lease to lapse.
+    worker, _writer, views = await _run_many(settings, 1, writer_class=BreaksOnceWriter)
+    assert BreaksOnceWriter.broke
+    (steps,) = views
+    assert [(s.status, s.attempt) for s in steps] == [("completed", 1)] * len(steps)
+    assert worker.known_runs.misses >= 1

@@ -79,12 +79,12 @@ def _changed(instance: object, columns: dict[str, str]) -> dict[str, Any]:
 
 def detached_copy(instance: Row) -> Row:
     """A new instance holding ``instance``'s column values as its committed state, sharing
-    nothing mutable with it but the (never mutated in place) JSON values."""
+    nothing mutable with it but the (never mutated in place) JSON values. Columns it never set
+    are None, as in the row written from it."""
     mapper = inspect(type(instance))
     copy = cast(Row, mapper.class_manager.new_instance())
     loaded = instance.__dict__
-    keys = _COLUMN_KEYS[type(instance)]
-    copy.__dict__.update({key: loaded[key] for key in keys if key in loaded})
+    copy.__dict__.update({key: loaded.get(key) for key in _COLUMN_KEYS[type(instance)]})
     return copy
 
 
@@ -224,8 +224,8 @@ class KnownRuns:
                 if not done:
                     known.usable = False
                     self.forget(run_id)
+                    self.misses += 1
             if not done:
-                self.misses += 1
                 return False, None
             self.hits += 1
             self._note_written(known.run)

@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_engine.domain.canonical import content_hash
@@ -226,9 +227,15 @@ async def record_result(
 
     known = then.known if then is not None else None
     if known is not None:
-        written, claims = await known.change(
-            ctx.run_changes, claim.run_id, record, on_committed=ctx.publish_locally
-        )
+        try:
+            written, claims = await known.change(
+                ctx.run_changes, claim.run_id, record, on_committed=ctx.publish_locally
+            )
+        except DBAPIError as exc:
+            # The one-call write failed (say its connection broke), committed or not: the locking
+            # path re-reads and records the result, or finds it recorded (a stale fence).
+            logger.warning("hot-path write for step %s failed: %s", claim.step_id, exc.orig)
+            written, claims = False, None
         if written and claims is not None:
             return claims
     async with transaction(ctx.sessions) as session:
