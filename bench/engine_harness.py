@@ -51,6 +51,12 @@ def noop_request(goal: str, steps: int, *, auto_start: bool = True) -> CreateRun
     return CreateRunRequest(goal=goal, steps=plan, auto_start=auto_start)
 
 
+def _announces_an_end(payload: str) -> bool:
+    """The client's filter: only notices of finished runs wake it (it waits for nothing else)."""
+    notice = RunNotice.parse(payload)
+    return notice is not None and notice.status in FINISHED
+
+
 async def _wait_finished(wakeups: asyncio.Queue[str], run_id: str) -> str:
     """Wait for the run's terminal audit event; returns its type."""
     async with asyncio.timeout(RUN_TIMEOUT_S):
@@ -105,7 +111,7 @@ async def _sequential(url: str, runs: int, steps: int) -> SequentialResult:
                 ctx, WorkerOptions(worker_id="bench-sequential"), profile=profile
             )
             worker_task = asyncio.create_task(worker.run(stop))
-            async with ctx.notifier.subscribe() as wakeups:
+            async with ctx.notifier.subscribe(accept=_announces_an_end) as wakeups:
                 await _one_run(ctx, wakeups, steps, profile)  # warm-up: connections, caches
                 with profile.recording():
                     for _ in range(runs):

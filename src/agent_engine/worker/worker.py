@@ -328,7 +328,16 @@ class Worker:
         self._recheck.set()
 
     async def _execute(self, claim: Claim, cancel: asyncio.Event) -> None:
-        handed_on = False  # this slot went straight to the run's next step
+        """Execute ``claim``, record it, and go on in this task with the first of the run's next
+        steps the recording claimed (the others get tasks of their own)."""
+        current: tuple[Claim, asyncio.Event] | None = (claim, cancel)
+        while current is not None:
+            current = await self._execute_one(*current)
+
+    async def _execute_one(
+        self, claim: Claim, cancel: asyncio.Event
+    ) -> tuple[Claim, asyncio.Event] | None:
+        following: list[Claim] = []  # this slot goes straight to the run's next step
         try:
             result = await run_claimed(self.ctx, claim, cancel=cancel)
             if result is not None:
@@ -342,10 +351,8 @@ class Worker:
                     known=self.known_runs,
                 )
                 following = await record_result(self.ctx, claim, result, actor=self.id, then=then)
-                for next_claim in following:
+                for next_claim in following[1:]:
                     self._spawn(next_claim)
-                if following:
-                    handed_on = True
                 if len(following) >= then.limit:
                     self._work_waiting = True  # the run may have more ready steps than we took
         except StaleFenceError as exc:
@@ -355,9 +362,17 @@ class Worker:
             # The database is unreachable: the lease will lapse and another worker retries.
             logger.error("step %s could not be recorded: %s", claim.step_id, exc)
         finally:
-            self._inflight.pop(claim.step_id, None)
-            if not handed_on:
+            item = self._inflight.pop(claim.step_id, None)
+            if not following:
                 self._recheck.set()
+        if not following:
+            return None
+        if item is None:  # not registered (cannot happen): never leave a claimed step behind
+            self._spawn(following[0])
+            return None
+        next_cancel = asyncio.Event()
+        self._inflight[following[0].step_id] = _Inflight(following[0], next_cancel, item.task)
+        return following[0], next_cancel
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         interval = self.options.lease_s / 3
