@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.states import RunStatus, StepStatus
+from agent_engine.domain.text import NUMBER_PROBLEM, TEXT_PROBLEM, find_unstorable
 from agent_engine.engine.claiming import Claim, Parked, take_ready_txn
 from agent_engine.engine.context import EngineContext, LogCapture, executor_context, lazy_llm
 from agent_engine.engine.hot_path import KnownRuns
@@ -179,7 +180,7 @@ async def run_claimed(
         if claim.side_effects:
             await record_intent(ctx, claim, await executor.preview(parsed, context))
             crash_point("before_effect", claim.step_type)
-        output = (await executor.execute(parsed, context)).model_dump(mode="json")
+        output = _storable(claim, (await executor.execute(parsed, context)).model_dump(mode="json"))
         if claim.side_effects:
             crash_point("after_effect", claim.step_type)
     except StaleFenceError:
@@ -195,6 +196,17 @@ async def run_claimed(
     if capture.dropped:
         capture.lines.append({"level": "warning", "message": f"{capture.dropped} more lines"})
     return StepResult(output, error, list(llm.calls), latency_ms, logs=tuple(capture.lines))
+
+
+def _storable(claim: Claim, output: dict[str, Any]) -> dict[str, Any]:
+    """The output, if every database can store it (and it can be hashed); else the step fails."""
+    where = find_unstorable(output)
+    if where is not None:
+        raise ExecutorError(
+            f"step {claim.step_number}: output {where} cannot be stored: "
+            f"{TEXT_PROBLEM}, and {NUMBER_PROBLEM}"
+        )
+    return output
 
 
 @dataclass(frozen=True)

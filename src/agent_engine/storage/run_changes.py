@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -35,7 +34,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapper
 
-from agent_engine.domain.canonical import json_default
+from agent_engine.domain.canonical import wire_json
 from agent_engine.storage.collecting import NeedsDatabase
 from agent_engine.storage.database import create_sqlite_sync_engine
 from agent_engine.storage.tables import AgentRun, AuditEvent, PlanVersion, Step
@@ -251,7 +250,7 @@ class RunChangeWriter:
             try:
                 await connection.execute(
                     "SELECT agent_engine_insert_run($1::jsonb)",
-                    json.dumps(rows, default=json_default),
+                    wire_json(rows),
                 )
             except asyncpg.UniqueViolationError as exc:
                 raise DuplicateRowError(str(exc)) from exc
@@ -399,7 +398,7 @@ def _in_batch_order(order: list[int], in_order: list[bool]) -> list[bool]:
 
 def _batch_document(batch: list[RunChanges], order: list[int]) -> str:
     """The JSON the PostgreSQL function takes: one element per run, in ``order``."""
-    return json.dumps(
+    return wire_json(
         [
             {
                 "run_id": batch[i].run_id,
@@ -412,8 +411,7 @@ def _batch_document(batch: list[RunChanges], order: list[int]) -> str:
                 "events": batch[i].events,
             }
             for i in order
-        ],
-        default=json_default,
+        ]
     )
 
 
