@@ -11,7 +11,6 @@ from typing import Any
 from agent_engine.config import Settings
 from agent_engine.engine.context import EngineContext, build_context
 from agent_engine.engine.runs import CreateRunRequest, create_run
-from agent_engine.engine.stepping import execute_one
 from agent_engine.storage.audit import list_events_txn
 from agent_engine.storage.database import read_transaction
 from agent_engine.storage.run_changes import RunChangeWriter
@@ -79,18 +78,34 @@ async def test_a_run_created_beside_a_worker_runs_without_any_claim_round(
         view = await create_run(
             ctx, _request([step(1), step(2), step(3)]), actor="t", idempotency_key=None
         )
+        # Its first step was claimed in the write that created it.
+        assert view.run.status == "running"
+        assert [(s.status, s.lease_owner) for s in view.steps] == [
+            ("running", "here"),
+            ("pending", None),
+            ("pending", None),
+        ]
         status, steps, events = await _finished(ctx, view.run.id)
         assert status == "completed"
         assert [s.output_data["value"] for s in steps] == [1, 2, 3]
         assert all(s.attempt == 1 and s.fence == 1 for s in steps)
         # Only the round every worker makes at start: the run's own notification woke nothing.
         assert worker.claim_rounds == 1
-        assert worker.known_runs.hits == 4  # the first claim and three results
+        assert worker.known_runs.hits == 3  # three results, each with the next step's claim
         assert worker.inflight == 0
         assert {e.actor for e in events if e.type == "step.running"} == {"here"}
-    # The creator's instances were not the worker's: they still show the run as created.
-    assert view.run.status == "planned"
-    assert [s.status for s in view.steps] == ["pending"] * 3
+        types = [e.type for e in events]
+        assert types[: types.index("step.completed")] == [
+            "run.created",
+            "run.planning",
+            "plan.recorded",
+            "run.planned",
+            "run.running",
+            "step.running",
+        ]
+    # The worker went on with copies: the instances the creator answered with did not move.
+    assert view.run.status == "running"
+    assert view.steps[0].status == "running"
 
 
 async def test_ready_branches_are_taken_together_up_to_the_free_slots(
@@ -122,34 +137,38 @@ async def test_a_first_step_that_needs_approval_is_parked_by_the_hand_off(
         assert worker.claim_rounds == 1
 
 
-class ClaimedElsewhereWriter(RunChangeWriter):
-    """The real writer; right after a new run is written, another actor executes its first step
-    (as another worker, notified of the run, may do before this process takes it)."""
-
-    ctx: EngineContext
-
-    async def insert_run(self, added: list[object], audit_rows: list[dict[str, Any]]) -> None:
-        await super().insert_run(added, audit_rows)
-        await execute_one(self.ctx, str(audit_rows[0]["run_id"]), actor="elsewhere")
-
-
-async def test_a_run_another_worker_took_first_is_left_to_claim_rounds(
+async def test_a_new_run_whose_claim_needs_the_database_goes_to_a_claim_round(
     settings: Settings,
 ) -> None:
-    async with running_worker(settings, writer=ClaimedElsewhereWriter) as (ctx, worker):
-        assert isinstance(ctx.run_changes, ClaimedElsewhereWriter)
-        ctx.run_changes.ctx = ctx
-        view = await create_run(ctx, _request([step(1), step(2)]), actor="t", idempotency_key=None)
-        status, steps, events = await _finished(ctx, view.run.id)
-    assert status == "completed"
-    # Step 1 ran once, elsewhere; the hand-off's guarded claim was refused and wrote nothing,
-    # and a claim round took step 2.
-    assert [(s.attempt, s.fence) for s in steps] == [(1, 1), (1, 1)]
-    running = [(e.actor, e.payload["step_number"]) for e in events if e.type == "step.running"]
-    assert running == [("elsewhere", 1), ("here", 2)]
-    assert worker.known_runs.misses >= 1
-    assert worker.claim_rounds >= 2
-    assert worker.inflight == 0
+    # summarize reads every earlier output when it is claimed: nothing to claim from memory.
+    first = {"step_type": "summarize", "input_data": {"instruction": "sum up"}}
+    async with running_worker(settings) as (ctx, worker):
+        view = await create_run(ctx, _request([first]), actor="t", idempotency_key=None)
+        assert view.run.status == "planned"  # written as created, unclaimed
+        status, _steps, events = await _finished(ctx, view.run.id)
+        assert status == "completed"
+        assert worker.claim_rounds == 2  # its notification woke the worker's claim round
+        assert [e.actor for e in events if e.type == "step.running"] == ["here"]
+
+
+async def test_a_worker_leaves_new_runs_of_step_types_it_does_not_serve(
+    settings: Settings,
+) -> None:
+    ctx = build_context(settings)
+    await ctx.start()
+    worker = Worker(ctx, WorkerOptions(worker_id="picky", step_types=frozenset({"read_file"})))
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await _until(lambda: ctx.hand_off is worker)
+        view = await create_run(ctx, _request([step(1)]), actor="t", idempotency_key=None)
+        assert view.run.status == "planned"
+        assert view.steps[0].status == "pending"
+        assert worker.inflight == 0
+    finally:
+        stop.set()
+        await task
+        await ctx.close()
 
 
 class SameKeyBarrierWriter(RunChangeWriter):

@@ -244,6 +244,17 @@ async def claim_ready_txn(
     return [item for item in work if isinstance(item, Claim)]
 
 
+@dataclass(frozen=True)
+class NewRunClaim:
+    """A new run's first steps claimed before its first write, to be written with it: the run
+    and steps as claimed (copies of the creator's), the claim's audit events, and the claims."""
+
+    run: AgentRun
+    steps: list[Step]
+    collected: CollectingSession
+    claims: list[Claim]
+
+
 class ClaimConflictError(RuntimeError):
     """A run locked for a claim round changed anyway: the round is rolled back."""
 

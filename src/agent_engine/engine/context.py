@@ -21,20 +21,22 @@ from agent_engine.storage.notifications import Notifier
 from agent_engine.storage.run_changes import RunChangeWriter
 
 if TYPE_CHECKING:
+    from agent_engine.engine.claiming import NewRunClaim
     from agent_engine.storage.tables import AgentRun, Step
 
 LLMClientFactory = Callable[[Decimal | None], LLMClient]
 
 
 class HandOff(Protocol):
-    """An in-process worker that starts runs created in this process as soon as they are written,
-    without waiting for their notification and a claim round."""
+    """An in-process worker that takes runs created in this process in the very write that
+    creates them, without a notification, a claim round or a write of its own."""
 
-    def expect(self, run: AgentRun) -> bool:
-        """Before ``run`` is written: whether this worker will take it (if it is written)."""
+    async def claim_new(self, run: AgentRun, steps: list[Step]) -> NewRunClaim | None:
+        """Before ``run`` is first written: claim its ready steps for this worker, on copies, to
+        be written with it (None: this worker does not take it)."""
 
-    def take(self, run: AgentRun, steps: list[Step], *, written: bool) -> None:
-        """After an expected run's write: claim its first steps, or forget it (not written)."""
+    def started(self, taken: NewRunClaim, *, written: bool) -> None:
+        """After the write: start the claimed steps, or forget them (the run was not written)."""
 
 
 @dataclass

@@ -19,6 +19,7 @@ from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.plan import Plan, PlanStep
 from agent_engine.domain.states import TERMINAL_STEP_STATES, RunStatus, StepStatus
 from agent_engine.domain.text import StorableModel
+from agent_engine.engine.claiming import NewRunClaim
 from agent_engine.engine.context import EngineContext
 from agent_engine.engine.plans import insert_plan_txn, validate_plan
 from agent_engine.engine.settle import refresh_claimable
@@ -27,7 +28,7 @@ from agent_engine.executors.workspace import check_workspace_root
 from agent_engine.storage.audit import append_event_txn, list_events_txn, take_notices
 from agent_engine.storage.collecting import CollectingSession
 from agent_engine.storage.database import read_transaction, transaction
-from agent_engine.storage.run_changes import DuplicateRowError
+from agent_engine.storage.run_changes import DuplicateRowError, fill_defaults
 from agent_engine.storage.runs import (
     find_run_by_idempotency_key_txn,
     get_run_txn,
@@ -94,7 +95,64 @@ async def create_run(
     plan = _plan_from_request(request)
     if plan is not None:
         validate_plan(plan, ctx.registry, has_workspace=workspace is not None)
-    # The new rows are built by the usual state-machine code and written in one round trip.
+    new = _new_run(ctx, request, plan, workspace, actor, idempotency_key, request_hash)
+    # An in-process worker may claim the run's first steps in this very write.
+    local = ctx.hand_off
+    taken = await local.claim_new(new.run, new.steps) if local is not None else None
+    if taken is not None:
+        new = new.claimed(taken)
+    written = False
+    try:
+        await ctx.run_changes.insert_run(new.rows, new.audit_rows)
+        written = True
+    except DuplicateRowError:
+        # Lost a race with a concurrent request carrying the same key: answer with its run.
+        if idempotency_key is None:
+            raise
+        existing = await _find_idempotent(ctx, idempotency_key, request_hash)
+        if existing is None:
+            raise
+        return existing
+    finally:
+        if taken is not None and local is not None:
+            local.started(taken, written=written)
+    if ctx.publish_locally is not None:
+        ctx.publish_locally(take_notices(new.announced))
+    return RunView(new.run, new.steps)
+
+
+@dataclass(frozen=True)
+class _NewRun:
+    """A new run's rows, built by the usual state-machine code, to be written in one round trip."""
+
+    run: AgentRun
+    steps: list[Step]
+    rows: list[object]  # run, plan version, steps
+    audit_rows: list[dict[str, Any]]
+    announced: dict[str, Any]  # the session's info: its notifications
+
+    def claimed(self, taken: NewRunClaim) -> _NewRun:
+        """The same run with its first steps claimed (``taken`` holds claimed copies)."""
+        swap: dict[int, object] = {id(self.run): taken.run}
+        swap.update({id(old): new for old, new in zip(self.steps, taken.steps, strict=True)})
+        return _NewRun(
+            run=taken.run,
+            steps=taken.steps,
+            rows=[swap.get(id(row), row) for row in self.rows],
+            audit_rows=self.audit_rows + taken.collected.audit_rows,
+            announced=taken.collected.info,
+        )
+
+
+def _new_run(
+    ctx: EngineContext,
+    request: CreateRunRequest,
+    plan: Plan | None,
+    workspace: str | None,
+    actor: str,
+    idempotency_key: str | None,
+    request_hash: str,
+) -> _NewRun:
     session = CollectingSession(accepts=(AgentRun, PlanVersion, Step))
     run = AgentRun(
         id=uuid.uuid4(),
@@ -150,26 +208,9 @@ async def create_run(
                 reason="plan approval",
             )
     refresh_claimable(run, steps)
-    # An in-process worker told before the write treats the run's notification as its own news.
-    local = ctx.hand_off if ctx.hand_off is not None and ctx.hand_off.expect(run) else None
-    written = False
-    try:
-        await ctx.run_changes.insert_run(session.added, session.audit_rows)
-        written = True
-    except DuplicateRowError:
-        # Lost a race with a concurrent request carrying the same key: answer with its run.
-        if idempotency_key is None:
-            raise
-        existing = await _find_idempotent(ctx, idempotency_key, request_hash)
-        if existing is None:
-            raise
-        return existing
-    finally:
-        if local is not None:
-            local.take(run, steps, written=written)
-    if ctx.publish_locally is not None:
-        ctx.publish_locally(take_notices(session.info))
-    return RunView(run, steps)
+    for row in session.added:
+        fill_defaults(row)  # as written: what a worker claiming it at once works from
+    return _NewRun(run, steps, session.added, session.audit_rows, session.info)
 
 
 async def _find_idempotent(ctx: EngineContext, key: str, request_hash: str) -> RunView | None:

@@ -135,19 +135,22 @@ def _fills(model: type) -> tuple[_ColumnFill, ...]:
     return _FILLS[model]
 
 
+def fill_defaults(instance: object) -> None:
+    """Set the model's Python-side defaults a flush would set on a new instance (its callers go on
+    using it, and code that reads it before the write expects them)."""
+    loaded = instance.__dict__
+    for fill in _fills(type(instance)):
+        if fill.key not in loaded and fill.default is not None:
+            setattr(instance, fill.key, fill.default())
+
+
 def _with_defaults(instance: object) -> dict[str, Any]:
-    """Every column of a new row, applying the model's Python-side defaults as a flush would (and
-    setting them on the instance, which callers go on using)."""
+    """Every column of a new row, the model's Python-side defaults applied as a flush would."""
+    fill_defaults(instance)
     loaded = instance.__dict__
     row: dict[str, Any] = {}
     for fill in _fills(type(instance)):
-        if fill.key in loaded:
-            value = loaded[fill.key]
-        elif fill.default is not None:
-            value = fill.default()
-            setattr(instance, fill.key, value)
-        else:
-            value = None
+        value = loaded.get(fill.key)
         if value is None and fill.numbered:
             continue  # the database numbers it
         row[fill.name] = value

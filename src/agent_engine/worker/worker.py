@@ -19,7 +19,6 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_engine.config import Settings
 from agent_engine.domain.states import RunStatus, StepStatus
@@ -27,11 +26,12 @@ from agent_engine.engine.claiming import (
     Claim,
     ClaimConflictError,
     LockedRun,
+    NewRunClaim,
     claim_from_locked_runs_txn,
     claim_ready_txn,
 )
 from agent_engine.engine.context import EngineContext, lazy_llm
-from agent_engine.engine.hot_path import KnownRuns, mark_written
+from agent_engine.engine.hot_path import KnownRuns, detached_copy, mark_written
 from agent_engine.engine.planner import plan_run
 from agent_engine.engine.settle import settle_run_txn
 from agent_engine.engine.stepping import (
@@ -43,6 +43,7 @@ from agent_engine.engine.stepping import (
 from agent_engine.errors import EngineError, StaleFenceError
 from agent_engine.storage.audit import take_notices
 from agent_engine.storage.claims import extend_leases_txn, lock_claimable_runs_txn
+from agent_engine.storage.collecting import CollectingSession, NeedsDatabase
 from agent_engine.storage.database import transaction
 from agent_engine.storage.notifications import RunNotice
 from agent_engine.storage.runs import list_steps_txn
@@ -96,8 +97,7 @@ class Worker:
         self.id = self.options.worker_id
         self._inflight: dict[uuid.UUID, _Inflight] = {}
         self._planning: set[asyncio.Task[None]] = set()
-        self._expected = 0  # runs created in this process, about to be written
-        self._offers: set[asyncio.Task[None]] = set()  # runs created here, being claimed
+        self._reserved = 0  # slots of steps claimed for runs created here, not yet written
         self._stop: asyncio.Event | None = None
         self._lease = timedelta(seconds=self.options.lease_s)
         self._recheck = asyncio.Event()  # a slot freed up, or a timer for claimable work fired
@@ -109,7 +109,7 @@ class Worker:
 
     @property
     def inflight(self) -> int:
-        return len(self._inflight) + len(self._planning) + self._expected + len(self._offers)
+        return len(self._inflight) + len(self._planning) + self._reserved
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and execute until ``stop``; then drain within the shutdown grace period."""
@@ -133,67 +133,61 @@ class Worker:
                     await heartbeat
                 await self._drain()
 
-    def expect(self, run: AgentRun) -> bool:
-        """A run about to be created in this process: take it if its first steps are ready now
-        and a slot is free (``take`` follows once it is written). The notification of its
-        creation is then no news to this worker, so no claim round looks for it."""
+    async def claim_new(self, run: AgentRun, steps: list[Step]) -> NewRunClaim | None:
+        """A run about to be created in this process: when its first steps are ready now and a
+        slot is free, claim them (on copies of its rows) so that they are written with it.
+
+        Nothing is read: the run is new, so what the creator holds is the whole truth. Its
+        notification is then no news to this worker, so no claim round looks for it.
+        """
+        limit = self.options.concurrency - self.inflight
         ready = run.claimable_at is not None and run.claimable_at <= utcnow()
         if (
             not ready
+            or limit <= 0
             or run.status != RunStatus.PLANNED
             or self._stop is None
             or self._stop.is_set()
-            or self.inflight >= self.options.concurrency
         ):
-            return False
-        self.known_runs.expect(run)
-        self._expected += 1  # holds a slot until ``take``
-        return True
-
-    def take(self, run: AgentRun, steps: list[Step], *, written: bool) -> None:
-        """Claim the first steps of an expected run straight from what was written.
-
-        The claim is the hot path's guarded write, so another worker that claimed the run first
-        (it was notified too) simply wins, and this one leaves the run to claim rounds.
-        """
-        self._expected -= 1
-        if not written:
-            self.known_runs.unexpect(run.id)
-            return
-        self.known_runs.adopt(run, steps)
-        task = asyncio.create_task(self._claim_offered(run.id))
-        self._offers.add(task)
-        task.add_done_callback(self._offers.discard)
-
-    async def _claim_offered(self, run_id: uuid.UUID) -> None:
-        limit = self.options.concurrency - self.inflight + 1  # this task's slot is one of them
-
-        async def claim(session: AsyncSession, run: AgentRun, steps: list[Step]) -> list[Claim]:
-            return await claim_ready_txn(
+            return None
+        claimed_run = detached_copy(run)
+        claimed_steps = [detached_copy(step) for step in steps]
+        collected = CollectingSession()
+        self._reserved += limit  # while the claim is worked out (an approval's preview may wait)
+        try:
+            claims = await claim_ready_txn(
                 self.ctx,
-                session,
-                run,
-                steps,
+                collected,
+                claimed_run,
+                claimed_steps,
                 owner=self.id,
                 limit=limit,
                 lease=self._lease,
                 llm=lazy_llm(self.ctx, None),
                 step_types=self.options.step_types,
             )
+        except (NeedsDatabase, EngineError):
+            return None  # the run goes as created; its notification brings it to a claim round
+        finally:
+            self._reserved -= limit
+        if not collected.audit_rows:
+            return None  # nothing this worker may take
+        self._reserved += len(claims)  # until ``started``
+        self.known_runs.expect(claimed_run)
+        return NewRunClaim(claimed_run, claimed_steps, collected, claims)
 
-        try:
-            written, claims = await self.known_runs.change(
-                self.ctx.run_changes, run_id, claim, on_committed=self.ctx.publish_locally
-            )
-        except (DBAPIError, OSError) as exc:
-            logger.warning("claiming new run %s failed: %s", run_id, exc)
-            written, claims = False, None
-        for next_claim in claims or []:
-            self._spawn(next_claim)
-        if not written or len(claims or []) >= limit:
-            # Not ours after all (or more ready than we took): a claim round decides.
-            self._work_waiting = True
-            self._recheck.set()
+    def started(self, taken: NewRunClaim, *, written: bool) -> None:
+        """The run claimed by ``claim_new`` was written (or not, and nothing was claimed)."""
+        self._reserved -= len(taken.claims)
+        if not written:
+            self.known_runs.unexpect(taken.run.id)
+            return
+        # A copy again: the creator answers its caller with the instances it wrote.
+        self.known_runs.adopt(taken.run, taken.steps)
+        for claim in taken.claims:
+            self._spawn(claim)
+        if taken.claims and self.inflight >= self.options.concurrency:
+            self._work_waiting = True  # the run may have more ready steps than there were slots
 
     async def _idle(self, wakeups: asyncio.Queue[str], stop: asyncio.Event) -> None:
         """Sleep until news (a notification ``_on_event`` accepted), a recheck (a freed slot or a
@@ -394,8 +388,6 @@ class Worker:
 
     async def _drain(self) -> None:
         """Let in-flight steps finish within the grace period; hand the rest back."""
-        if self._offers:  # they end quickly, and may start steps to drain
-            await asyncio.wait(list(self._offers), timeout=self.options.shutdown_grace_s)
         tasks = [item.task for item in self._inflight.values()] + list(self._planning)
         if tasks:
             await asyncio.wait(tasks, timeout=self.options.shutdown_grace_s)
