@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ from agent_engine.config import Settings
 from agent_engine.engine.context import build_context
 from agent_engine.engine.runs import CreateRunRequest, create_run
 from agent_engine.storage.database import read_transaction
-from agent_engine.storage.notifications import RunNotice
+from agent_engine.storage.notifications import Notifier, RunNotice
 from agent_engine.storage.run_changes import RunChanges, RunChangeWriter
 from agent_engine.storage.runs import list_steps_txn
 from agent_engine.worker.worker import Worker, WorkerOptions
@@ -41,6 +42,22 @@ def test_notice_round_trips_and_unknown_payloads_are_refused() -> None:
     )
     for payload in ("", "x 1 running -", f"{run_id} seven running -", f"{run_id} 1 running"):
         assert RunNotice.parse(payload) is None
+
+
+async def test_each_run_state_is_delivered_once_whichever_way_it_arrives_first() -> None:
+    """A commit is announced in-process at once, and on PostgreSQL again through LISTEN: the
+    echo (or any older state of the run) is dropped."""
+    notifier = Notifier()
+    run_id = uuid.uuid4()
+    seen: list[str] = []
+    async with notifier.subscribe() as queue:
+        notifier.publish([RunNotice.of(run_id, 3, "running", None).payload()])
+        notifier.publish([RunNotice.of(run_id, 3, "running", None).payload()])  # the echo
+        notifier.publish([RunNotice.of(run_id, 2, "running", None).payload()])  # older
+        notifier.publish([RunNotice.of(run_id, 4, "completed", None).payload(), "other"])
+        while not queue.empty():
+            seen.append(queue.get_nowait())
+    assert [RunNotice.parse(p).seq if RunNotice.parse(p) else p for p in seen] == [3, 4, "other"]
 
 
 async def test_started_runs_wake_an_idle_worker_without_polling(
@@ -157,8 +174,7 @@ async def test_the_writers_driver_errors_are_database_errors_like_any_other(
 async def test_the_group_commits_kept_connection_is_replaced_after_it_broke(
     settings: Settings,
 ) -> None:
-    """The writer keeps one connection for its batches; a batch on a connection the server
-    dropped fails as a database error, and the next batch goes through on a fresh one."""
+    """The writer keeps one connection for its batches; one the server dropped is replaced."""
     if not settings.database_url.startswith("postgresql"):
         pytest.skip("the kept connection is PostgreSQL's (SQLite writes in a thread)")
     writer = RunChangeWriter(build_context(settings).db, settings.database_url)
@@ -171,7 +187,9 @@ async def test_the_group_commits_kept_connection_is_replaced_after_it_broke(
         assert writer._held is kept  # the same connection, not one from the pool each time
         async with writer._connection() as admin:
             await admin.execute("SELECT pg_terminate_backend($1)", kept.get_server_pid())
-        with pytest.raises(DBAPIError):
+        # The next batch fails if the drop is noticed only mid-call (nothing was written), or
+        # goes through on a fresh connection if it was noticed before; the one after, surely.
+        with contextlib.suppress(DBAPIError):
             await writer.apply(unknown_run)
         assert await writer.apply(unknown_run) is False
         assert writer._held is not None and writer._held is not kept
@@ -180,20 +198,46 @@ async def test_the_group_commits_kept_connection_is_replaced_after_it_broke(
 
 
 class BreaksOnceWriter(RunChangeWriter):
-    """The real writer; the server drops its kept connection just before the first batch that
-    records a result."""
+    """The real writer; the server drops its connection in the middle of the first batch that
+    records a result (the batch waits for a row lock held here, and its backend is terminated
+    while it waits): a failed write the writer cannot tell from a lost answer."""
 
     broke = False
 
     async def _write_batch(self, batch: list[RunChanges]) -> list[bool]:
         records = any(e["type"] == "step.completed" for c in batch for e in c.events)
-        if records and not BreaksOnceWriter.broke:
-            BreaksOnceWriter.broke = True
-            async with self._connection(held=True) as kept:
-                pid = kept.get_server_pid()
-            async with self._connection() as admin:
-                await admin.execute("SELECT pg_terminate_backend($1)", pid)
-        return await super()._write_batch(batch)
+        if not records or BreaksOnceWriter.broke:
+            return await super()._write_batch(batch)
+        BreaksOnceWriter.broke = True
+        async with self._connection() as locker, self._connection() as admin:
+            # (The polls run outside the locking transaction: it would see one stats snapshot.)
+            lock = "SELECT 1 FROM agent_runs WHERE id = $1 FOR UPDATE"
+            held = locker.transaction()
+            await held.start()
+            await locker.execute(lock, batch[0].run_id)
+            write = asyncio.ensure_future(super()._write_batch(batch))
+            waiting = await _poll(
+                admin,
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE '%agent_engine_apply_run_changes%'",
+            )
+            await admin.execute("SELECT pg_terminate_backend($1)", waiting)
+            # Gone before the lock is released: the write certainly did not commit.
+            gone = (
+                f"SELECT true WHERE NOT EXISTS (SELECT FROM pg_stat_activity WHERE pid = {waiting})"
+            )
+            await _poll(admin, gone)
+            await held.rollback()
+        return await write
+
+
+async def _poll(connection: Any, query: str) -> Any:
+    async with asyncio.timeout(10):
+        while True:
+            found = await connection.fetchval(query)
+            if found is not None:
+                return found
+            await asyncio.sleep(0.01)
 
 
 async def test_a_result_whose_one_call_write_failed_is_recorded_by_the_locking_path(

@@ -63,9 +63,10 @@ class EngineContext:
         return self._run_changes
 
     @property
-    def publish_locally(self) -> Callable[[list[str]], None] | None:
-        """How writes outside a session announce their events (PostgreSQL's trigger does it)."""
-        return None if self.db.dialect.name == "postgresql" else self.notifier.publish
+    def publish_locally(self) -> Callable[[list[str]], None]:
+        """How writes outside a session announce their events in this process (on PostgreSQL
+        the trigger announces them to every process too; the notifier drops that echo)."""
+        return self.notifier.publish
 
     async def start(self) -> None:
         """Start listening for committed events (PostgreSQL: LISTEN across processes)."""
@@ -108,12 +109,12 @@ def build_context(
     """Build the context for ``settings``; tests may pass their own registry or LLM factory."""
     db = create_engine(settings.database_url)
     notifier = Notifier()
-    # PostgreSQL announces commits itself (trigger + NOTIFY); elsewhere the session does.
-    local = None if db.dialect.name == "postgresql" else notifier.publish
+    # Commits are announced in this process at once; PostgreSQL's trigger + NOTIFY also tells
+    # the others.
     return EngineContext(
         settings=settings,
         db=db,
-        sessions=create_sessionmaker(db, local),
+        sessions=create_sessionmaker(db, notifier.publish),
         notifier=notifier,
         registry=registry if registry is not None else load_registry(),
         llm_factory=llm_factory if llm_factory is not None else _default_llm_factory(settings),

@@ -265,9 +265,10 @@ class KnownRuns:
         try:
             if not await writer.apply(changes):
                 return False, None
+            mark_written(run, steps)
+            self._note_written(run)  # before announcing it: our own write is no news to us
+            if on_committed is not None:
+                on_committed(take_notices(collector.info))
         finally:
             self._writing.pop(run.id, None)
-        mark_written(run, steps)
-        if on_committed is not None:
-            on_committed(take_notices(collector.info))
         return True, result

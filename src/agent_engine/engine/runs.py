@@ -116,8 +116,7 @@ async def create_run(
     finally:
         if taken is not None and local is not None:
             local.started(taken, written=written)
-    if ctx.publish_locally is not None:
-        ctx.publish_locally(take_notices(new.announced))
+    ctx.publish_locally(take_notices(new.announced))
     return RunView(new.run, new.steps)
 
 

@@ -1,5 +1,5 @@
-"""Wake-ups when audit events commit: PostgreSQL LISTEN/NOTIFY across processes, in-process
-delivery on SQLite. Subscribers re-read the audit log, so a dropped notification delays a reader
+"""Wake-ups when audit events commit: in-process delivery at once, and PostgreSQL LISTEN/NOTIFY
+across processes. Subscribers re-read the audit log, so a dropped notification delays a reader
 but never loses an event.
 
 One notification per run per committed transaction, saying how the run stands after it:
@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from sqlalchemy.engine import make_url
 CHANNEL = "agent_engine_events"
 NOTHING_CLAIMABLE = "-"
 QUEUE_SIZE = 10_000
+DELIVERED_RUNS = 4096  # runs whose last delivered seq is remembered (to drop the echo)
 logger = logging.getLogger(__name__)
 
 
@@ -59,16 +61,38 @@ class RunNotice:
 
 
 class Notifier:
-    """Fan-out of event notifications to any number of in-process subscribers."""
+    """Fan-out of event notifications to any number of in-process subscribers.
+
+    A commit made in this process is announced at once, in-process; on PostgreSQL the same commit
+    also comes back through LISTEN (it is how other processes learn of it). Each run's state is
+    delivered once: a notice whose ``audit_seq`` was already delivered for its run is dropped.
+    """
 
     def __init__(self) -> None:
         # Each subscriber: its queue, and the filter that decides on arrival what goes in it.
         self._queues: dict[asyncio.Queue[str], Callable[[str], bool] | None] = {}
         self._connection: asyncpg.Connection | None = None
+        self._delivered: OrderedDict[str, int] = OrderedDict()  # run id → highest seq delivered
+
+    def _is_news(self, payload: str) -> bool:
+        run_id, _, rest = payload.partition(" ")
+        seq_text = rest.partition(" ")[0]
+        if not seq_text.isdigit():
+            return True  # not a run notice this version knows: deliver as it is
+        seq = int(seq_text)
+        if self._delivered.get(run_id, -1) >= seq:
+            return False
+        self._delivered[run_id] = seq
+        self._delivered.move_to_end(run_id)
+        if len(self._delivered) > DELIVERED_RUNS:
+            self._delivered.popitem(last=False)
+        return True
 
     def publish(self, payloads: Iterable[str]) -> None:
         """Deliver to every subscriber; a full queue drops (its reader re-queries anyway)."""
         for payload in payloads:
+            if not self._is_news(payload):
+                continue
             for queue, accept in list(self._queues.items()):
                 if accept is not None and not accept(payload):
                     continue

@@ -20,6 +20,7 @@ The rows come from the same state-machine code as everywhere else, run with a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -315,25 +316,27 @@ class RunChangeWriter:
         """A pooled connection; driver errors leave as SQLAlchemy's, like every other database
         error of the engine (the API answers 503 for them, workers retry).
 
-        ``held``: the group commit's own connection, kept between batches (only one batch is in
-        flight at a time, and taking it from the pool each time cost a tenth of a call).
+        ``held``: the group commit's own connection, outside the pool and kept between batches
+        (only one batch is in flight at a time, and taking one from the pool each time cost a
+        tenth of a call). One that broke is replaced by the next batch.
         """
         try:
-            pool = await self._get_pool()
             if not held:
+                pool = await self._get_pool()
                 async with pool.acquire() as connection:
                     yield connection
                 return
-            if self._held is None:
-                self._held = await pool.acquire()
+            if self._held is None or self._held.is_closed():
+                self._held = await asyncpg.connect(self._dsn.render_as_string(hide_password=False))
             try:
                 yield self._held
             except asyncpg.PostgresError:
-                if self._held is not None and self._held.is_closed():
-                    await self._release_held()
+                if self._held.is_closed():
+                    self._held = None
                 raise
-            except BaseException:  # broken, or interrupted: the next batch takes a fresh one
-                await self._release_held()
+            except BaseException:  # broken, or interrupted mid-call: the next batch reconnects
+                self._held.terminate()
+                self._held = None
                 raise
         except (
             asyncpg.PostgresError,
@@ -343,10 +346,11 @@ class RunChangeWriter:
         ) as exc:
             raise OperationalError("hot-path write", None, exc) from exc
 
-    async def _release_held(self) -> None:
+    async def _close_held(self) -> None:
         held, self._held = self._held, None
-        if held is not None and self._pool is not None:
-            await self._pool.release(held)
+        if held is not None:
+            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                await held.close()
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -373,7 +377,7 @@ class RunChangeWriter:
         return _in_batch_order(order, in_order)
 
     async def close(self) -> None:
-        await self._release_held()
+        await self._close_held()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

@@ -293,8 +293,7 @@ class Worker:
         for locked in written:
             mark_written(locked.run, locked.steps)
             self.known_runs.remember(locked.run, locked.steps)
-            if self.ctx.publish_locally is not None:
-                self.ctx.publish_locally(take_notices(locked.collected.info))
+            self.ctx.publish_locally(take_notices(locked.collected.info))
         for claim in claims:
             self._spawn(claim)
         for run_id, resume in plans:
