@@ -84,11 +84,17 @@ async def _resolve(session: AsyncSession, run: AgentRun, step: Step) -> dict[str
 
 def _release_expired(
     session: AsyncSession, run: AgentRun, steps: list[Step], actor: str, now: datetime
-) -> None:
-    """Steps whose worker stopped heartbeating go back to PENDING, keeping any effect intent."""
+) -> int:
+    """Steps whose worker stopped heartbeating go back to PENDING, keeping any effect intent.
+    Returns how many steps are still running (the same pass)."""
+    running = 0
     for step in steps:
-        expired = step.lease_expires_at is not None and step.lease_expires_at < now
-        if step.status == StepStatus.RUNNING and expired:
+        if step.status != StepStatus.RUNNING:
+            continue
+        expires = step.lease_expires_at
+        if expires is None or expires >= now:
+            running += 1
+        else:
             move_step_txn(
                 session,
                 run,
@@ -101,6 +107,7 @@ def _release_expired(
             )
             step.lease_owner = None
             step.lease_expires_at = None
+    return running
 
 
 def start_step_txn(
@@ -165,8 +172,7 @@ async def take_ready_txn(
     whose references do not resolve fails. The caller settles the run afterwards.
     """
     now = utcnow()
-    _release_expired(session, run, steps, owner, now)
-    running = sum(1 for s in steps if s.status == StepStatus.RUNNING)
+    running = _release_expired(session, run, steps, owner, now)
     slots = min(limit, max(run.max_parallel - running, 0))
     work: list[Work] = []
     remaining = run.budget_usd - run.total_cost_usd if run.budget_usd is not None else None

@@ -110,7 +110,19 @@ def settle_status_txn(
     status = RunStatus(run.status)
     if status not in (RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL):
         return
-    failed = blocking_failure(steps)
+    # One pass for the three questions (this runs twice on every record): the first required
+    # step that failed for good (as ``blocking_failure``), whether all finished, whether any waits.
+    failed: Step | None = None
+    finished = True
+    waiting = False
+    for step in steps:
+        step_status = step.status
+        if step_status in _FINISHED:
+            if failed is None and step_status in _FAILED_FOR_GOOD and not step.optional:
+                failed = step
+        else:
+            finished = False
+            waiting = waiting or step_status == StepStatus.AWAITING_APPROVAL
     if failed is not None:
         move_run_txn(
             session,
@@ -125,10 +137,9 @@ def settle_status_txn(
             "error": failed.error,
         }
         return
-    if all(is_finished(step) for step in steps):
+    if finished:
         move_run_txn(session, run, RunStatus.COMPLETED, actor=actor)
         return
-    waiting = any(s.status == StepStatus.AWAITING_APPROVAL for s in steps)
     if waiting and status is RunStatus.RUNNING:
         move_run_txn(session, run, RunStatus.AWAITING_APPROVAL, actor=actor)
     elif not waiting and status is RunStatus.AWAITING_APPROVAL:

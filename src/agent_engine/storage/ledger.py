@@ -27,6 +27,8 @@ def record_calls_txn(
     Returns the new rows (their ids are set). An unpriced call (no known price) is stored with a
     NULL cost and ``priced = false``: it adds nothing to the totals and the cost summary flags it.
     """
+    if not records:
+        return []  # most steps call no model: nothing to add, and no totals to touch
     added = Decimal(0)
     rows: list[LLMCall] = []
     for record in records:

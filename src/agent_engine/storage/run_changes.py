@@ -138,11 +138,12 @@ def _fills(model: type) -> tuple[_ColumnFill, ...]:
 
 def fill_defaults(instance: object) -> None:
     """Set the model's Python-side defaults a flush would set on a new instance (its callers go on
-    using it, and code that reads it before the write expects them)."""
+    using it, and code that reads it before the write expects them). Written as loaded values,
+    not as changes: the instance is written whole, and never flushed by a session."""
     loaded = instance.__dict__
     for fill in _fills(type(instance)):
         if fill.key not in loaded and fill.default is not None:
-            setattr(instance, fill.key, fill.default())
+            loaded[fill.key] = fill.default()
 
 
 def _with_defaults(instance: object) -> dict[str, Any]:
