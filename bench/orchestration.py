@@ -72,7 +72,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backends", type=_backend_list, default=list(BACKENDS))
     parser.add_argument("--workers", type=_int_list, default=[1, 2, 4], help="processes")
     parser.add_argument("--concurrency", type=int, default=8, help="steps/workflows per process")
-    parser.add_argument("--sequential-runs", type=int, default=20)
+    parser.add_argument("--sequential-runs", type=int, default=40)
     parser.add_argument("--sequential-steps", type=int, default=20)
     parser.add_argument("--fanout-runs", type=int, default=200)
     parser.add_argument("--steps", type=int, default=10, help="steps per fan-out run")
