@@ -227,8 +227,7 @@ class KnownRuns:
                     self.misses += 1
             if not done:
                 return False, None
-            self.hits += 1
-            self._note_written(known.run)
+            self.hits += 1  # (``_change`` noted the write before announcing it)
             if _finished(known.run):
                 self.forget(run_id)
             else:

@@ -111,18 +111,16 @@ def configure_sqlite(sync_engine: Engine) -> None:
 
 
 def create_sessionmaker(
-    engine: AsyncEngine, on_events_committed: Callable[[list[str]], None] | None = None
+    engine: AsyncEngine, on_events_committed: Callable[[list[str]], None]
 ) -> async_sessionmaker[AsyncSession]:
-    """Sessions for ``engine``; ``on_events_committed`` gets the notifications of each commit."""
+    """Sessions for ``engine``; ``on_events_committed`` gets the notifications of each commit
+    (announced in this process; PostgreSQL's trigger also announces them to the others)."""
 
     class EngineSession(Session):
         pass
 
     @event.listens_for(EngineSession, "after_commit")
     def _after_commit(session: Session) -> None:
-        if on_events_committed is None:  # PostgreSQL: the trigger announces commits
-            session.info.pop(CHANGED_RUNS, None)
-            return
         notices = take_notices(session.info)
         if notices:
             on_events_committed(notices)
