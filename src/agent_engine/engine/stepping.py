@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.states import RunStatus, StepStatus
 from agent_engine.domain.text import NUMBER_PROBLEM, TEXT_PROBLEM, find_unstorable
-from agent_engine.engine.claiming import Claim, Parked, take_ready_txn
+from agent_engine.engine.claiming import Claim, Parked, lease_until, take_ready_txn
 from agent_engine.engine.context import EngineContext, LogCapture, executor_context, lazy_llm
 from agent_engine.engine.hot_path import KnownRuns
 from agent_engine.engine.retries import fail_step_txn
@@ -403,4 +403,6 @@ async def _keep_lease(ctx: EngineContext, claim: Claim, owner: str, lease: timed
     while True:
         await asyncio.sleep(lease.total_seconds() / 3)
         async with transaction(ctx.sessions) as session:
-            await extend_leases_txn(session, owner, {claim.step_id: claim.fence}, utcnow() + lease)
+            await extend_leases_txn(
+                session, owner, {claim.step_id: claim.fence}, lease_until(utcnow(), lease)
+            )

@@ -128,7 +128,6 @@ class Step(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "step_number"),
         CheckConstraint("step_number >= 1", name="step_number_positive"),
-        Index("ix_steps_status_step_type", "status", "step_type"),
     )
 
 

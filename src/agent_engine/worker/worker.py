@@ -29,6 +29,7 @@ from agent_engine.engine.claiming import (
     NewRunClaim,
     claim_from_locked_runs_txn,
     claim_ready_txn,
+    lease_until,
 )
 from agent_engine.engine.context import EngineContext, lazy_llm
 from agent_engine.engine.hot_path import KnownRuns, detached_copy, mark_written
@@ -271,7 +272,7 @@ class Worker:
                 for run in runs:
                     status = RunStatus(run.status)
                     if status in (RunStatus.CREATED, RunStatus.PLANNING):
-                        run.claimable_at = now + self._lease  # the planner's lease
+                        run.claimable_at = lease_until(now, self._lease)  # the planner's lease
                         plans.append((str(run.id), status is RunStatus.PLANNING))
                     else:
                         stepping.append(run)
@@ -376,7 +377,9 @@ class Worker:
                 continue
             try:
                 async with transaction(self.ctx.sessions) as session:
-                    held = await extend_leases_txn(session, self.id, fences, utcnow() + self._lease)
+                    held = await extend_leases_txn(
+                        session, self.id, fences, lease_until(utcnow(), self._lease)
+                    )
             except DBAPIError as exc:
                 logger.warning("heartbeat failed: %s", exc.orig)
                 continue
