@@ -77,9 +77,9 @@ async def engine_context(settings: Settings) -> AsyncIterator[EngineContext]:
 class LockingOnlyRuns(KnownRuns):
     """Known runs whose hot path always declines: every change takes the locking path."""
 
-    async def change(self, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+    async def start_change(self, *args: Any, **kwargs: Any) -> None:
         self.misses += 1
-        return False, None
+        return None
 
 
 class RecordingWriter:
@@ -106,9 +106,9 @@ class RecordingRuns(KnownRuns):
         super().__init__()
         self.applied: list[tuple[RunChanges, bool]] = []
 
-    async def change(self, writer: RunChangeWriter, *args: Any, **kwargs: Any) -> Any:
+    async def start_change(self, writer: RunChangeWriter, *args: Any, **kwargs: Any) -> Any:
         recording = cast(RunChangeWriter, RecordingWriter(writer, self.applied))
-        return await super().change(recording, *args, **kwargs)
+        return await super().start_change(recording, *args, **kwargs)
 
 
 @asynccontextmanager

@@ -20,7 +20,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -133,12 +133,25 @@ def _finished(run: AgentRun) -> bool:
 
 @dataclass
 class KnownRun:
-    """A run and its open steps exactly as this worker last committed them."""
+    """A run and its open steps exactly as this worker last wrote them (or is writing them)."""
 
     run: AgentRun
     steps: list[Step]
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     usable: bool = True
+    # The write of the last change while it is in flight: the next change of the run is computed
+    # on top of it, and sent once it committed (each write is guarded by the one before).
+    writing: asyncio.Future[bool] | None = None
+
+
+@dataclass(frozen=True)
+class Started(Generic[T]):
+    """A change computed and sent: ``result`` is the mutation's; ``written`` resolves True once
+    the change committed, False when it was not written (the run moved on: take the locking
+    path), or raises when its outcome is unknown (the connection broke mid-call)."""
+
+    result: T
+    written: asyncio.Future[bool]
 
 
 class KnownRuns:
@@ -147,7 +160,7 @@ class KnownRuns:
     def __init__(self, capacity: int = MAX_KNOWN_RUNS) -> None:
         self._runs: OrderedDict[uuid.UUID, KnownRun] = OrderedDict()
         # The last audit seq this worker committed per run, kept after the run finished too, and
-        # the seq a write in flight will reach (its notification may arrive before its answer).
+        # the seq writes in flight will reach (their notification may arrive before their answer).
         self._written: OrderedDict[uuid.UUID, int] = OrderedDict()
         self._writing: dict[uuid.UUID, int] = {}
         self._capacity = capacity
@@ -159,15 +172,16 @@ class KnownRuns:
         own write, or one it read under the run's lock): no news to react to."""
         return seq <= max(self._written.get(run_id, 0), self._writing.get(run_id, 0))
 
-    def _note_written(self, run: AgentRun) -> None:
-        self._written[run.id] = run.audit_seq
-        self._written.move_to_end(run.id)
+    def _note_written(self, run_id: uuid.UUID, seq: int) -> None:
+        if seq > self._written.get(run_id, 0):
+            self._written[run_id] = seq
+        self._written.move_to_end(run_id)
         while len(self._written) > self._capacity:
             self._written.popitem(last=False)
 
     def remember(self, run: AgentRun, steps: list[Step]) -> None:
         """Keep ``run`` and ``steps`` as just committed (the caller's session is done with them)."""
-        self._note_written(run)
+        self._note_written(run.id, run.audit_seq)
         if _finished(run):
             self.forget(run.id)
             return
@@ -193,6 +207,12 @@ class KnownRuns:
     def forget(self, run_id: uuid.UUID) -> None:
         self._runs.pop(run_id, None)
 
+    def _drop(self, known: KnownRun) -> None:
+        """Trust nothing known about the run any more (a write failed, or may have)."""
+        known.usable = False
+        if self._runs.get(known.run.id) is known:
+            self.forget(known.run.id)
+
     def get(self, run_id: uuid.UUID) -> KnownRun | None:
         return self._runs.get(run_id)
 
@@ -209,38 +229,54 @@ class KnownRuns:
         Returns ``(True, result)`` when written, ``(False, None)`` when the caller must take the
         locking path (nothing was written).
         """
+        started = await self.start_change(writer, run_id, mutate, on_committed=on_committed)
+        if started is None or not await started.written:
+            return False, None
+        return True, started.result
+
+    async def start_change(
+        self,
+        writer: RunChangeWriter,
+        run_id: uuid.UUID,
+        mutate: Callable[[AsyncSession, AgentRun, list[Step]], Awaitable[T]],
+        *,
+        on_committed: Callable[[list[str]], None] | None = None,
+    ) -> Started[T] | None:
+        """Run ``mutate`` against the known state of ``run_id`` and send what it changed, without
+        waiting for the write to commit (None: take the locking path, nothing was sent).
+
+        The known state moves on at once, so the run's next change can be computed while this
+        one is written; that next change is sent only after this one committed. When a write
+        fails, the state is dropped and later changes of the run take the locking path.
+        """
         known = self._runs.get(run_id)
         if known is None:
             self.misses += 1
-            return False, None
+            return None
         async with known.lock:  # one change at a time per run in this worker
             if not known.usable or self._runs.get(run_id) is not known:
                 self.misses += 1
-                return False, None
-            done, result = False, None
+                return None
+            started = None
             try:
-                done, result = await self._change(writer, known, mutate, on_committed)
-            finally:  # on an error the write may or may not have happened: trust nothing known
-                if not done:
-                    known.usable = False
-                    self.forget(run_id)
+                started = await self._start(writer, known, mutate, on_committed)
+            finally:  # on an error the state may be half changed: trust nothing known
+                if started is None:
+                    self._drop(known)
                     self.misses += 1
-            if not done:
-                return False, None
-            self.hits += 1  # (``_change`` noted the write before announcing it)
             if _finished(known.run):
                 self.forget(run_id)
             else:
                 known.steps = _still_open(known.steps)
-            return True, result
+            return started
 
-    async def _change(
+    async def _start(
         self,
         writer: RunChangeWriter,
         known: KnownRun,
         mutate: Callable[[AsyncSession, AgentRun, list[Step]], Awaitable[T]],
         on_committed: Callable[[list[str]], None] | None,
-    ) -> tuple[bool, T | None]:
+    ) -> Started[T] | None:
         run, steps = known.run, known.steps
         now = utcnow()
         # Another worker's lease may have been extended since we last saw it (heartbeats are not
@@ -248,26 +284,66 @@ class KnownRuns:
         for step in steps:
             expires = step.lease_expires_at
             if step.status == StepStatus.RUNNING.value and expires is not None and expires < now:
-                return False, None
+                return None
         expected_seq = run.audit_seq
         collector = CollectingSession()
         try:
             result = await mutate(collector, run, steps)
         except (NeedsDatabase, EngineError, DetachedInstanceError):
-            return False, None
+            return None
         changes = changes_made(run, steps, expected_seq, collector.audit_rows)
         if changes is None:
-            return False, None  # nothing to write would confirm the state: let the lock decide
+            return None  # nothing to write would confirm the state: let the lock decide
         if not changes.within_hot_columns():
-            return False, None
-        self._writing[run.id] = run.audit_seq
+            return None
+        previous = known.writing
+        if previous is not None and not await committed(previous):
+            return None  # the change this one was computed on top of was not written
+        notices = take_notices(collector.info)  # the run's state as this change leaves it
+        mark_written(run, steps)  # what is being written is the base of the next change
+        seq = run.audit_seq
+        self._writing[run.id] = seq
+        written = asyncio.ensure_future(
+            self._write(writer, known, changes, seq, notices, on_committed)
+        )
+        known.writing = written
+        # Let the write go out now (it runs up to waiting for the database's answer): the caller
+        # may not yield to the loop before it has run its next step.
+        await asyncio.sleep(0)
+        return Started(result, written)
+
+    async def _write(
+        self,
+        writer: RunChangeWriter,
+        known: KnownRun,
+        changes: RunChanges,
+        seq: int,
+        notices: list[str],
+        on_committed: Callable[[list[str]], None] | None,
+    ) -> bool:
+        run_id = changes.run_id
+        written = False
         try:
-            if not await writer.apply(changes):
-                return False, None
-            mark_written(run, steps)
-            self._note_written(run)  # before announcing it: our own write is no news to us
-            if on_committed is not None:
-                on_committed(take_notices(collector.info))
+            written = await writer.apply(changes)
         finally:
-            self._writing.pop(run.id, None)
-        return True, result
+            if self._writing.get(run_id) == seq or not written:
+                self._writing.pop(run_id, None)
+            if not written:  # refused, or unknown (an error): the locking path decides
+                self._drop(known)
+                self.misses += 1
+        if not written:
+            return False
+        self.hits += 1
+        self._note_written(run_id, seq)  # before announcing it: our own write is no news to us
+        if on_committed is not None:
+            on_committed(notices)
+        return True
+
+
+async def committed(write: asyncio.Future[bool]) -> bool:
+    """Whether an earlier write of the run committed (shielded: a caller that is cancelled while
+    waiting must not cancel a write that others wait for too)."""
+    try:
+        return await asyncio.shield(write)
+    except Exception:  # its outcome is unknown: its sender falls back, and so does this change
+        return False

@@ -26,7 +26,7 @@ from agent_engine.domain.states import RunStatus, StepStatus
 from agent_engine.domain.text import NUMBER_PROBLEM, TEXT_PROBLEM, find_unstorable
 from agent_engine.engine.claiming import Claim, Parked, lease_until, take_ready_txn
 from agent_engine.engine.context import EngineContext, LogCapture, executor_context, lazy_llm
-from agent_engine.engine.hot_path import KnownRuns
+from agent_engine.engine.hot_path import KnownRuns, committed
 from agent_engine.engine.retries import fail_step_txn
 from agent_engine.engine.settle import (
     plan_awaits_approval,
@@ -223,6 +223,48 @@ class ContinueWith:
     known: KnownRuns | None = None
 
 
+@dataclass
+class Recording:
+    """A result being recorded: ``claims`` are the run's next steps taken with it. When the hot
+    path sent the write and it has not committed yet, ``confirmed`` waits for it."""
+
+    ctx: EngineContext
+    claim: Claim
+    result: StepResult
+    actor: str
+    then: ContinueWith | None
+    claims: list[Claim]
+    written: asyncio.Future[bool] | None = None  # the hot path's write, while in flight
+
+    @property
+    def in_flight(self) -> bool:
+        return self.written is not None and not self.written.done()
+
+    async def committed(self) -> bool:
+        """Whether the result and the claims are in the database (False: the hot path's write
+        failed, or its outcome is unknown; ``confirmed`` then takes the locking path)."""
+        return self.written is None or await committed(self.written)
+
+    async def confirmed(self) -> list[Claim]:
+        """The claims once the write that made them committed. If it was not written (the run
+        moved on) or its connection broke, the result goes through the locking path, which
+        records it (or finds it recorded: a stale fence), and its claims are returned instead."""
+        if self.written is None:
+            return self.claims
+        try:
+            if await asyncio.shield(self.written):
+                return self.claims
+        except DBAPIError as exc:
+            # Committed or not: the locking path re-reads and records the result, or finds it
+            # recorded (a stale fence).
+            logger.warning("hot-path write for step %s failed: %s", self.claim.step_id, exc.orig)
+        self.written = None
+        self.claims = await _record_locking(
+            self.ctx, self.claim, self.result, actor=self.actor, then=self.then
+        )
+        return self.claims
+
+
 async def record_result(
     ctx: EngineContext,
     claim: Claim,
@@ -233,27 +275,60 @@ async def record_result(
 ) -> list[Claim]:
     """Write the step's result if the claim's fence is still current (the ledger in any case),
     settle the run, and with ``then`` claim its next ready steps; returns those claims."""
+    recording = await start_recording(ctx, claim, result, actor=actor, then=then)
+    assert recording is not None  # (None only for a step that started early)
+    return await recording.confirmed()
 
-    async def record(session: AsyncSession, run: AgentRun, steps: list[Step]) -> list[Claim]:
-        return await _record_txn(ctx, session, run, steps, claim, result, actor=actor, then=then)
 
+async def start_recording(
+    ctx: EngineContext,
+    claim: Claim,
+    result: StepResult,
+    *,
+    actor: str,
+    then: ContinueWith | None = None,
+    claimed_by: Recording | None = None,
+) -> Recording | None:
+    """``record_result``, returning as soon as the hot path sent its write: the caller may
+    start a claimed step that is free to repeat while the write commits (``Recording``).
+
+    ``claimed_by``: the recording whose write claimed this step, when the step started before
+    that write committed. This result is computed on top of it and sent once it committed; None
+    when it did not (the claim never existed: this result is not to be recorded).
+    """
     known = then.known if then is not None else None
     if known is not None:
-        try:
-            written, claims = await known.change(
-                ctx.run_changes, claim.run_id, record, on_committed=ctx.publish_locally
+
+        async def record(session: AsyncSession, run: AgentRun, steps: list[Step]) -> list[Claim]:
+            return await _record_txn(
+                ctx, session, run, steps, claim, result, actor=actor, then=then
             )
-        except DBAPIError as exc:
-            # The one-call write failed (say its connection broke), committed or not: the locking
-            # path re-reads and records the result, or finds it recorded (a stale fence).
-            logger.warning("hot-path write for step %s failed: %s", claim.step_id, exc.orig)
-            written, claims = False, None
-        if written and claims is not None:
-            return claims
+
+        started = await known.start_change(
+            ctx.run_changes, claim.run_id, record, on_committed=ctx.publish_locally
+        )
+        if started is not None:
+            return Recording(ctx, claim, result, actor, then, started.result, started.written)
+    if claimed_by is not None and not await claimed_by.committed():
+        return None
+    claims = await _record_locking(ctx, claim, result, actor=actor, then=then)
+    return Recording(ctx, claim, result, actor, then, claims)
+
+
+async def _record_locking(
+    ctx: EngineContext,
+    claim: Claim,
+    result: StepResult,
+    *,
+    actor: str,
+    then: ContinueWith | None,
+) -> list[Claim]:
+    """Record under the run's row lock, from what the database holds."""
     async with transaction(ctx.sessions) as session:
         run = await get_run_txn(session, claim.run_id, lock=True)
         steps = await list_open_steps_txn(session, run.id, also=claim.step_id)
-        claims = await record(session, run, steps)
+        claims = await _record_txn(ctx, session, run, steps, claim, result, actor=actor, then=then)
+    known = then.known if then is not None else None
     if known is not None:
         known.remember(run, steps)
     return claims

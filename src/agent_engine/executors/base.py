@@ -77,6 +77,10 @@ class Executor(abc.ABC, Generic[InputT, OutputT]):
     # Whether the step reads every earlier step's output (context.prior_outputs); loading them
     # costs a query, so only executors that say so get them.
     needs_prior_outputs: ClassVar[bool] = False
+    # Whether a worker may start the step while the write that claimed it is still committing:
+    # only for steps that change nothing and call no model, so that a start whose claim then
+    # fails to commit costs nothing and is simply forgotten (the step runs again when claimed).
+    may_start_early: ClassVar[bool] = False
 
     @abc.abstractmethod
     async def execute(self, input: InputT, context: ExecutorContext) -> OutputT:

@@ -115,6 +115,7 @@ class ListFilesExecutor(Executor[ListFilesInput, ListFilesOutput]):
     input_model = ListFilesInput
     output_model = ListFilesOutput
     side_effects = False
+    may_start_early = True  # reads only: starting before the claim commits risks nothing
     idempotent = True
     needs_workspace = True
 

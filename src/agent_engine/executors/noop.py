@@ -34,6 +34,7 @@ class NoopExecutor(Executor[NoopInput, NoopOutput]):
     name = "noop"
     input_model = NoopInput
     output_model = NoopOutput
+    may_start_early = True  # changes nothing: starting before its claim commits risks nothing
 
     async def execute(self, input: NoopInput, context: ExecutorContext) -> NoopOutput:
         if input.sleep_s:

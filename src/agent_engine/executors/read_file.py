@@ -80,6 +80,7 @@ class ReadFileExecutor(Executor[ReadFileInput, ReadFileOutput]):
     input_model = ReadFileInput
     output_model = ReadFileOutput
     side_effects = False
+    may_start_early = True  # reads only: starting before the claim commits risks nothing
     idempotent = True
     needs_workspace = True
 

@@ -37,9 +37,11 @@ from agent_engine.engine.planner import plan_run
 from agent_engine.engine.settle import settle_run_txn
 from agent_engine.engine.stepping import (
     ContinueWith,
+    Recording,
+    StepResult,
     lock_claimed_txn,
-    record_result,
     run_claimed,
+    start_recording,
 )
 from agent_engine.errors import EngineError, StaleFenceError
 from agent_engine.storage.audit import take_notices
@@ -86,6 +88,19 @@ class _Inflight:
     claim: Claim
     cancel: asyncio.Event
     task: asyncio.Task[None]
+    # False while the write that claimed the step may still be committing (the step started
+    # early): a heartbeat would not find the lease yet, and must not take that for a lost claim.
+    confirmed: bool = True
+
+
+@dataclass(frozen=True)
+class _Next:
+    """What a worker task executes next, and the recording whose write claimed it, when the
+    step starts before that write committed."""
+
+    claim: Claim
+    cancel: asyncio.Event
+    claimed_by: Recording | None = None
 
 
 class Worker:
@@ -324,31 +339,30 @@ class Worker:
     async def _execute(self, claim: Claim, cancel: asyncio.Event) -> None:
         """Execute ``claim``, record it, and go on in this task with the first of the run's next
         steps the recording claimed (the others get tasks of their own)."""
-        current: tuple[Claim, asyncio.Event] | None = (claim, cancel)
+        current: _Next | None = _Next(claim, cancel)
         while current is not None:
-            current = await self._execute_one(*current)
+            current = await self._execute_one(current)
 
-    async def _execute_one(
-        self, claim: Claim, cancel: asyncio.Event
-    ) -> tuple[Claim, asyncio.Event] | None:
+    def _may_start_early(self, claim: Claim) -> bool:
+        executor = self.ctx.registry.get(claim.step_type)
+        return executor is not None and executor.may_start_early and claim.prior_intent is None
+
+    async def _execute_one(self, current: _Next) -> _Next | None:
+        """Execute one claimed step and record it; what this task does next.
+
+        A step that is free to repeat (``may_start_early``) starts while the write that claimed
+        it is still committing; its result is recorded only once that write committed, and is
+        forgotten when it did not (then the claims the locking path made go on instead).
+        """
+        claim = current.claim
         following: list[Claim] = []  # this slot goes straight to the run's next step
+        early: Recording | None = None  # the write this task's next step starts ahead of
         try:
-            result = await run_claimed(self.ctx, claim, cancel=cancel)
+            result = await run_claimed(self.ctx, claim, cancel=current.cancel)
             if result is not None:
-                # This task's slot frees up as it records: it may take the run's next steps.
-                then = ContinueWith(
-                    owner=self.id,
-                    limit=self.options.concurrency - self.inflight + 1,
-                    lease=self._lease,
-                    llm=lazy_llm(self.ctx, None),
-                    step_types=self.options.step_types,
-                    known=self.known_runs,
-                )
-                following = await record_result(self.ctx, claim, result, actor=self.id, then=then)
-                for next_claim in following[1:]:
-                    self._spawn(next_claim)
-                if len(following) >= then.limit:
-                    self._work_waiting = True  # the run may have more ready steps than we took
+                following, early = await self._record(claim, result, current.claimed_by)
+            for next_claim in following[1:]:
+                self._spawn(next_claim)
         except StaleFenceError as exc:
             # A newer attempt owns the step (our lease lapsed): our result must not count.
             logger.warning("result of step %s refused: %s", claim.step_id, exc.detail)
@@ -364,15 +378,62 @@ class Worker:
         if item is None:  # not registered (cannot happen): never leave a claimed step behind
             self._spawn(following[0])
             return None
-        next_cancel = asyncio.Event()
-        self._inflight[following[0].step_id] = _Inflight(following[0], next_cancel, item.task)
-        return following[0], next_cancel
+        upcoming = _Next(following[0], asyncio.Event(), claimed_by=early)
+        self._inflight[upcoming.claim.step_id] = _Inflight(
+            upcoming.claim, upcoming.cancel, item.task, confirmed=early is None
+        )
+        if early is not None and early.written is not None:
+            early.written.add_done_callback(lambda _: self._confirm(upcoming.claim))
+        return upcoming
+
+    async def _record(
+        self, claim: Claim, result: StepResult, claimed_by: Recording | None
+    ) -> tuple[list[Claim], Recording | None]:
+        """Record a result with the run's next steps claimed; the claims, and the recording when
+        the first may start before its write commits (the only claim, free to repeat).
+
+        A step that started early (``claimed_by``) is recorded on top of the write that claimed
+        it; when that write did not commit, the claim never existed: its result is forgotten,
+        the earlier result goes through the locking path, and the claims made there go on."""
+        # This task's slot frees up as it records: it may take the run's next steps.
+        then = ContinueWith(
+            owner=self.id,
+            limit=self.options.concurrency - self.inflight + 1,
+            lease=self._lease,
+            llm=lazy_llm(self.ctx, None),
+            step_types=self.options.step_types,
+            known=self.known_runs,
+        )
+        recording = await start_recording(
+            self.ctx, claim, result, actor=self.id, then=then, claimed_by=claimed_by
+        )
+        if recording is None:
+            assert claimed_by is not None
+            return await claimed_by.confirmed(), None
+        early = None
+        following = recording.claims
+        if recording.in_flight and len(following) == 1 and self._may_start_early(following[0]):
+            early = recording
+        else:
+            following = await recording.confirmed()
+        if len(following) >= then.limit:
+            self._work_waiting = True  # the run may have more ready steps than we took
+        return following, early
+
+    def _confirm(self, claim: Claim) -> None:
+        """The write that claimed this step settled: heartbeats look after its lease again (and
+        cancel the step if that write did not claim it after all)."""
+        item = self._inflight.get(claim.step_id)
+        if item is not None and item.claim is claim:
+            item.confirmed = True
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         interval = self.options.lease_s / 3
         while True:
             await asyncio.sleep(interval)
-            fences = {sid: item.claim.fence for sid, item in self._inflight.items()}
+            fences = {
+                sid: item.claim.fence for sid, item in self._inflight.items() if item.confirmed
+            }
             if not fences:
                 continue
             try:
