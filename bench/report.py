@@ -106,7 +106,8 @@ STATEMENT_NOTE = (
     "The hot path's writes (one call per group commit, one per new run) bypass that listener "
     "and are counted where they are made, each as one statement in its own transaction. "
     "claim = the worker's claim rounds (a round that claims nothing is still a transaction), "
-    "record = record_result, execute = run_claimed, create = create_run (per run). wall ms = "
+    "record = start_recording (its write, sent from a task of its own, included), execute = "
+    "run_claimed, create = create_run (per run). wall ms = "
     "time spent inside the phase."
 )
 SHAPE_HEADERS = ["phase", "statement (first 80 characters)", "per step"]

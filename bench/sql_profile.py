@@ -165,17 +165,18 @@ def _tagged(
 
 @contextmanager
 def attributed_phases(profile: StatementProfile) -> Iterator[None]:
-    """Tag the worker's calls of ``run_claimed`` (execute) and ``record_result`` (record).
+    """Tag the worker's calls of ``run_claimed`` (execute) and ``start_recording`` (record; the
+    write it sends runs in a task of its own, which inherits the tag).
 
     A name the worker module no longer has is left alone: its statements then count under the
     phase of the task that spawned it (the claim round).
     """
     originals = {
         attribute: getattr(worker_module, attribute)
-        for attribute in ("run_claimed", "record_result")
+        for attribute in ("run_claimed", "record_result", "start_recording")
         if hasattr(worker_module, attribute)
     }
-    names = {"run_claimed": "execute", "record_result": "record"}
+    names = {"run_claimed": "execute", "record_result": "record", "start_recording": "record"}
     for attribute, original in originals.items():
         setattr(worker_module, attribute, _tagged(profile, names[attribute], original))
     # The hot path's calls do not go through SQLAlchemy's cursor: count them where they are made.

@@ -152,6 +152,9 @@ class Started(Generic[T]):
 
     result: T
     written: asyncio.Future[bool]
+    # The run's audit chain head once written (seq, hash), when the change appends events: finding
+    # it in the database proves a write whose answer was lost did commit.
+    head: tuple[int, str] | None = None
 
 
 class KnownRuns:
@@ -310,7 +313,8 @@ class KnownRuns:
         # Let the write go out now (it runs up to waiting for the database's answer): the caller
         # may not yield to the loop before it has run its next step.
         await asyncio.sleep(0)
-        return Started(result, written)
+        head = (seq, run.audit_head_hash) if changes.events and run.audit_head_hash else None
+        return Started(result, written, head)
 
     async def _write(
         self,

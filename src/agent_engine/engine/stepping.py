@@ -26,7 +26,7 @@ from agent_engine.domain.states import RunStatus, StepStatus
 from agent_engine.domain.text import NUMBER_PROBLEM, TEXT_PROBLEM, find_unstorable
 from agent_engine.engine.claiming import Claim, Parked, lease_until, take_ready_txn
 from agent_engine.engine.context import EngineContext, LogCapture, executor_context, lazy_llm
-from agent_engine.engine.hot_path import KnownRuns, committed
+from agent_engine.engine.hot_path import KnownRuns
 from agent_engine.engine.retries import fail_step_txn
 from agent_engine.engine.settle import (
     plan_awaits_approval,
@@ -43,9 +43,9 @@ from agent_engine.errors import (
 )
 from agent_engine.faults import crash_point
 from agent_engine.llm.base import LLMCallRecord, LLMClient
-from agent_engine.storage.audit import append_event_txn
+from agent_engine.storage.audit import append_event_txn, has_event_txn
 from agent_engine.storage.claims import extend_leases_txn
-from agent_engine.storage.database import transaction
+from agent_engine.storage.database import read_transaction, transaction
 from agent_engine.storage.ledger import record_calls_txn
 from agent_engine.storage.runs import (
     get_run_txn,
@@ -235,34 +235,47 @@ class Recording:
     then: ContinueWith | None
     claims: list[Claim]
     written: asyncio.Future[bool] | None = None  # the hot path's write, while in flight
+    head: tuple[int, str] | None = None  # the chain head that write leaves (``Started.head``)
+    outcome: bool | None = None  # whether that write committed, once known
 
     @property
     def in_flight(self) -> bool:
         return self.written is not None and not self.written.done()
 
     async def committed(self) -> bool:
-        """Whether the result and the claims are in the database (False: the hot path's write
-        failed, or its outcome is unknown; ``confirmed`` then takes the locking path)."""
-        return self.written is None or await committed(self.written)
+        """Whether the result and the claims are in the database: the hot path's write committed,
+        or its answer was lost but its last audit event is stored. False: not written, or not
+        provably (``confirmed`` then takes the locking path)."""
+        if self.written is None:
+            return True
+        if self.outcome is None:
+            try:
+                self.outcome = await asyncio.shield(self.written)
+            except DBAPIError as exc:
+                logger.warning("hot-path write for step %s failed: %s", self.claim.step_id, exc)
+                self.outcome = await self._committed_anyway()
+        return self.outcome
 
     async def confirmed(self) -> list[Claim]:
         """The claims once the write that made them committed. If it was not written (the run
-        moved on) or its connection broke, the result goes through the locking path, which
-        records it (or finds it recorded: a stale fence), and its claims are returned instead."""
-        if self.written is None:
+        moved on) or may not have been (its connection broke), the result goes through the
+        locking path, which records it (or finds it recorded: a stale fence), and its claims are
+        returned instead."""
+        if await self.committed():
             return self.claims
-        try:
-            if await asyncio.shield(self.written):
-                return self.claims
-        except DBAPIError as exc:
-            # Committed or not: the locking path re-reads and records the result, or finds it
-            # recorded (a stale fence).
-            logger.warning("hot-path write for step %s failed: %s", self.claim.step_id, exc.orig)
-        self.written = None
+        self.written, self.outcome = None, None
         self.claims = await _record_locking(
             self.ctx, self.claim, self.result, actor=self.actor, then=self.then
         )
         return self.claims
+
+    async def _committed_anyway(self) -> bool:
+        """Whether a write whose outcome is unknown committed: its last audit event is stored."""
+        if self.head is None:
+            return False
+        seq, digest = self.head
+        async with read_transaction(self.ctx.sessions) as session:
+            return await has_event_txn(session, self.claim.run_id, seq, digest)
 
 
 async def record_result(
@@ -308,7 +321,9 @@ async def start_recording(
             ctx.run_changes, claim.run_id, record, on_committed=ctx.publish_locally
         )
         if started is not None:
-            return Recording(ctx, claim, result, actor, then, started.result, started.written)
+            return Recording(
+                ctx, claim, result, actor, then, started.result, started.written, started.head
+            )
     if claimed_by is not None and not await claimed_by.committed():
         return None
     claims = await _record_locking(ctx, claim, result, actor=actor, then=then)

@@ -116,6 +116,15 @@ async def list_events_txn(
     return result.all()
 
 
+async def has_event_txn(session: AsyncSession, run_id: uuid.UUID, seq: int, digest: str) -> bool:
+    """Whether event ``seq`` of ``run_id`` is stored with exactly this hash (a write that
+    appended it committed: hashes chain every earlier event and the event's own time)."""
+    stored = await session.scalar(
+        select(AuditEvent.hash).where(AuditEvent.run_id == run_id, AuditEvent.seq == seq)
+    )
+    return stored == digest
+
+
 def verify_chain(events: Sequence[AuditEvent]) -> tuple[bool, int | None]:
     """Check seq continuity and every hash link; returns (ok, first bad seq)."""
     prev_hash: str | None = None

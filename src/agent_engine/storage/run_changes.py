@@ -196,6 +196,13 @@ class RunChangeWriter:
         self._flushing = False
         self._flusher: asyncio.Task[None] | None = None  # held: the loop keeps only weak refs
 
+    @property
+    def works_elsewhere(self) -> bool:
+        """Whether a write's work happens outside this process (PostgreSQL's server), leaving
+        the interpreter free while it commits. SQLite's happens in a thread of this process, which
+        would compete with whatever runs meanwhile for the interpreter."""
+        return self._postgres
+
     async def apply(self, changes: RunChanges) -> bool:
         # Group commit: changes that arrive while a batch is being written wait and go together
         # in the next one. Alone, a change goes at once (the caller writes its own batch).

@@ -344,8 +344,15 @@ class Worker:
             current = await self._execute_one(current)
 
     def _may_start_early(self, claim: Claim) -> bool:
+        """Whether ``claim`` may start before the write that made it commits: its executor is
+        free to repeat, and the write leaves this process's interpreter free meanwhile."""
         executor = self.ctx.registry.get(claim.step_type)
-        return executor is not None and executor.may_start_early and claim.prior_intent is None
+        return (
+            executor is not None
+            and executor.may_start_early
+            and claim.prior_intent is None
+            and self.ctx.run_changes.works_elsewhere
+        )
 
     async def _execute_one(self, current: _Next) -> _Next | None:
         """Execute one claimed step and record it; what this task does next.
