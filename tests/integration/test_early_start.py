@@ -153,6 +153,19 @@ def _needs_early_starts(settings: Settings) -> None:
         pytest.skip("no step starts early on SQLite (it writes in a thread of the worker)")
 
 
+def _each_step_recorded_once(steps: list[Any], events: list[Any]) -> None:
+    """Every step completed in its first attempt, with one start and one completion in an
+    intact audit chain, in order."""
+    assert [(s.status, s.attempt) for s in steps] == [("completed", 1)] * len(steps)
+    assert verify_chain(events) == (True, None)
+    per_step = [(e.type, e.payload["step_number"]) for e in events if e.type.startswith("step.")]
+    assert per_step == [
+        (kind, number)
+        for number in range(1, len(steps) + 1)
+        for kind in ("step.running", "step.completed")
+    ]
+
+
 @pytest.fixture(autouse=True)
 def _fresh_log() -> None:
     global LOG
@@ -197,12 +210,7 @@ async def test_an_early_start_whose_claim_was_not_written_is_forgotten_and_run_a
     # Step 3 started early, under a claim that never existed, then again under the claim the
     # locking path made; only the second start left a trace.
     assert [number for _, number, _ in Probe.starts] == [1, 2, 3, 3, 4]
-    assert [(s.status, s.attempt) for s in steps] == [("completed", 1)] * 4
-    assert verify_chain(events) == (True, None)
-    per_step = [(e.type, e.payload["step_number"]) for e in events if e.type.startswith("step.")]
-    assert per_step == [
-        (kind, number) for number in range(1, 5) for kind in ("step.running", "step.completed")
-    ]
+    _each_step_recorded_once(steps, events)
 
 
 async def test_a_write_whose_answer_was_lost_is_found_committed_and_its_claim_goes_on(
@@ -220,12 +228,7 @@ async def test_a_write_whose_answer_was_lost_is_found_committed_and_its_claim_go
             steps = await list_steps_txn(session, run_id)
     assert LOG.lost == 1
     assert [number for _, number, _ in Probe.starts] == [1, 2, 3, 4]  # none ran twice
-    assert [(s.status, s.attempt) for s in steps] == [("completed", 1)] * 4
-    assert verify_chain(events) == (True, None)
-    per_step = [(e.type, e.payload["step_number"]) for e in events if e.type.startswith("step.")]
-    assert per_step == [
-        (kind, number) for number in range(1, 5) for kind in ("step.running", "step.completed")
-    ]
+    _each_step_recorded_once(steps, events)
 
 
 async def test_heartbeats_leave_a_step_alone_while_the_write_claiming_it_commits(
