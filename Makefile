@@ -44,7 +44,7 @@ format: $(STAMP) ## Format the code
 migrate: $(STAMP) ## Apply migrations to AGENT_ENGINE_DATABASE_URL
 	$(BIN)/agent-engine db upgrade
 
-bench: $(STAMP) ## Run the orchestration benchmark (installs the bench extra: DBOS)
+bench: $(STAMP) ## Run the orchestration benchmark (installs the bench extra: DBOS, LangGraph)
 	@if command -v uv >/dev/null 2>&1; then \
 		VIRTUAL_ENV=$(VENV) uv pip install --quiet -r requirements/bench.lock; \
 	else \

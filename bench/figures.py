@@ -1,5 +1,5 @@
 """Turning measurements into the figures the report prints: one value for our engine, one for
-DBOS measured in the same invocation, and their ratio."""
+DBOS (or, in one section, LangGraph) measured in the same invocation, and their ratio."""
 
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ class Section:
     title: str
     notes: list[str] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
+    other: str = "DBOS"  # the system the figures compare us with
 
 
 @dataclass
@@ -55,6 +56,7 @@ class BackendResults:
         default_factory=dict
     )
     stream: tuple[StreamResult | None, StreamResult | None] = (None, None)
+    langgraph: SequentialResult | None = None  # the sequential workload (PostgreSQL only)
 
 
 def _pick(
@@ -94,6 +96,30 @@ def sequential_section(results: list[BackendResults], runs: int, steps: int) -> 
         for metric, read in _SEQUENTIAL_METRICS:
             ours, dbos = _pick(result.sequential, read)
             section.figures.append(Figure(result.backend, metric, "ms", ours, dbos))
+    return section
+
+
+_LANGGRAPH_METRICS = _SEQUENTIAL_METRICS[:3]  # LangGraph's steps keep no times of their own
+
+
+def langgraph_section(results: list[BackendResults], runs: int, steps: int) -> Section | None:
+    """Ours against LangGraph on the sequential workload (None when LangGraph was not run)."""
+    measured = [r for r in results if r.langgraph is not None]
+    if not measured:
+        return None
+    section = Section(
+        f"Sequential against LangGraph: {runs} runs × {steps} no-op steps",
+        notes=[
+            "LangGraph: a StateGraph of no-op nodes in a chain, PostgresSaver checkpointer, "
+            'invoke(..., durability="sync"): each node\'s checkpoint commits before the next '
+            "node runs. Measured in the same rounds as ours (our figures as in the table above).",
+        ],
+        other="LangGraph",
+    )
+    for result in measured:
+        for metric, read in _LANGGRAPH_METRICS:
+            ours, theirs = _pick((result.sequential[0], result.langgraph), read)
+            section.figures.append(Figure(result.backend, metric, "ms", ours, theirs))
     return section
 
 

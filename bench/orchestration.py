@@ -33,6 +33,7 @@ from bench.databases import (
 )
 from bench.figures import (
     BackendResults,
+    langgraph_section,
     sequential_section,
     stream_section,
     throughput_section,
@@ -86,6 +87,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "during the run then weighs on both sides alike",
     )
     parser.add_argument("--skip-dbos", action="store_true", help="measure our engine only")
+    parser.add_argument(
+        "--skip-langgraph",
+        action="store_true",
+        help="leave out the LangGraph reference (sequential workload, PostgreSQL)",
+    )
     parser.add_argument("--skip-sse", action="store_true")
     parser.add_argument(
         "--postgres-url",
@@ -163,16 +169,37 @@ def _run_backend(bench: Bench, backend: str) -> BackendResults:
         )
         return measured
 
-    sequential = _alternate(
+    langgraph = _langgraph_module() if backend == "postgres" and not args.skip_langgraph else None
+
+    def langgraph_seq(db: BenchDatabase) -> SequentialResult:
+        assert langgraph is not None
+        measured: SequentialResult = langgraph.measure_sequential(
+            db, runs=per_round, steps=seq_steps
+        )
+        return measured
+
+    ours_side, dbos_side, langgraph_side = _alternate(
         bench,
         rounds,
-        ours=(f"{backend}: sequential, ours", bench.in_database(backend, "seq", ours_seq)),
-        theirs=None
-        if dbos is None
-        else (f"{backend}: sequential, DBOS", bench.in_database(backend, "dbos_seq", dbos_seq)),
+        [
+            (f"{backend}: sequential, ours", bench.in_database(backend, "seq", ours_seq)),
+            None
+            if dbos is None
+            else (
+                f"{backend}: sequential, DBOS",
+                bench.in_database(backend, "dbos_seq", dbos_seq),
+            ),
+            None
+            if langgraph is None
+            else (
+                f"{backend}: sequential, LangGraph",
+                bench.in_database(backend, "langgraph_seq", langgraph_seq),
+            ),
+        ],
         combine=SequentialResult.combined,
     )
-    result.sequential = sequential
+    result.sequential = (ours_side, dbos_side)
+    result.langgraph = langgraph_side
     for workers in args.workers:
         result.throughput[workers] = _throughput(bench, backend, workers, dbos, rounds)
     if not args.skip_sse:
@@ -183,26 +210,26 @@ def _run_backend(bench: Bench, backend: str) -> BackendResults:
 def _alternate(
     bench: Bench,
     rounds: int,
+    sides: list[tuple[str, Callable[[], T]] | None],
     *,
-    ours: tuple[str, Callable[[], T]],
-    theirs: tuple[str, Callable[[], T]] | None,
     combine: Callable[[Sequence[T]], T],
-) -> tuple[T | None, T | None]:
-    """Each side ``rounds`` times, alternating (flipping who goes first), pooled per side."""
-    mine: list[T] = []
-    others: list[T] = []
+) -> list[T | None]:
+    """Each side ``rounds`` times, alternating (the order reversed every other round), pooled
+    per side; a side that is None (skipped) stays None."""
+    pooled: list[list[T]] = [[] for _ in sides]
     for number in range(rounds):
-        sides = [(ours, mine), (theirs, others)]
+        order = list(range(len(sides)))
         if number % 2:
-            sides.reverse()
-        for side, into in sides:
+            order.reverse()
+        for index in order:
+            side = sides[index]
             if side is None:
                 continue
             label, action = side
             measured = bench.measure(f"{label} (round {number + 1}/{rounds})", action)
             if measured is not None:
-                into.append(measured)
-    return (combine(mine) if mine else None, combine(others) if others else None)
+                pooled[index].append(measured)
+    return [combine(results) if results else None for results in pooled]
 
 
 def _throughput(
@@ -227,15 +254,18 @@ def _throughput(
         return measured
 
     label = f"{backend}: throughput, {workers} worker(s)"
-    return _alternate(
+    mine, others = _alternate(
         bench,
         rounds,
-        ours=(f"{label}, ours", bench.in_database(backend, f"tp{workers}", ours)),
-        theirs=None
-        if dbos is None
-        else (f"{label}, DBOS", bench.in_database(backend, f"dbos_tp{workers}", theirs)),
+        [
+            (f"{label}, ours", bench.in_database(backend, f"tp{workers}", ours)),
+            None
+            if dbos is None
+            else (f"{label}, DBOS", bench.in_database(backend, f"dbos_tp{workers}", theirs)),
+        ],
         combine=ThroughputResult.combined,
     )
+    return mine, others
 
 
 def _stream(bench: Bench, backend: str, dbos: Any) -> tuple[Any, Any]:
@@ -271,6 +301,15 @@ def _dbos_module() -> Any:
     return dbos_harness
 
 
+def _langgraph_module() -> Any:
+    """The LangGraph harness, or None when LangGraph is not installed (it is optional)."""
+    try:
+        from bench import langgraph_harness
+    except ImportError:
+        return None
+    return langgraph_harness
+
+
 def _source_state() -> str:
     """The commit measured, and which engine files differed from it."""
     root = Path(__file__).resolve().parent.parent
@@ -302,6 +341,9 @@ def _environment(args: argparse.Namespace, backends: list[str]) -> list[str]:
             f"DBOS Transact {_dbos_module().dbos_version()}: queue polling "
             f"{args.dbos_poll_s}s, SQLite settings {sqlite}"
         )
+    langgraph = None if args.skip_langgraph else _langgraph_module()
+    if langgraph is not None and "postgres" in backends:
+        lines.append(langgraph.langgraph_version())
     lines.append(
         f"each figure pools {max(1, args.rounds)} rounds, alternating with DBOS"
         if not args.skip_dbos
@@ -319,6 +361,9 @@ def _report(
     rounds = max(1, args.rounds)
     per_round = max(1, -(-args.sequential_runs // rounds))
     reporter.section(sequential_section(results, per_round * rounds, args.sequential_steps))
+    against_langgraph = langgraph_section(results, per_round * rounds, args.sequential_steps)
+    if against_langgraph is not None:
+        reporter.section(against_langgraph)
     reporter.section(
         throughput_section(results, args.fanout_runs, args.steps, args.concurrency, rounds)
     )

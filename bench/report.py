@@ -50,7 +50,8 @@ def _figure_rows(section: Section) -> list[list[str]]:
     ]
 
 
-FIGURE_HEADERS = ["backend", "metric", "ours", "DBOS", "ours ÷ DBOS", "ours vs DBOS"]
+def figure_headers(other: str) -> list[str]:
+    return ["backend", "metric", "ours", other, f"ours ÷ {other}", f"ours vs {other}"]
 
 
 def _phase_rows(report: ProfileReport) -> list[list[str]]:
@@ -150,7 +151,7 @@ class Reporter:
             self._text(f"- {line}" if self.markdown else f"  {line}")
 
     def section(self, section: Section) -> None:
-        self._table(section.title, FIGURE_HEADERS, _figure_rows(section))
+        self._table(section.title, figure_headers(section.other), _figure_rows(section))
         for note in section.notes:
             self._text(f"\n_{note}_" if self.markdown else f"  {note}")
 
