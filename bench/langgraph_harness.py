@@ -13,12 +13,15 @@ import uuid
 from importlib.metadata import version
 from typing import Any, TypedDict
 
+import psycopg
 from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.graph import END, START, StateGraph
 
 from bench.databases import BenchDatabase
 from bench.results import SequentialResult
 from bench.stats import StepLatencies
+
+ERRORS: tuple[type[BaseException], ...] = (psycopg.Error,)  # a failed LangGraph measurement
 
 
 class _State(TypedDict):

@@ -393,7 +393,10 @@ def main(argv: list[str] | None = None) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         errors = MEASUREMENT_ERRORS
         if not args.skip_dbos:
-            errors = (*MEASUREMENT_ERRORS, *_dbos_module().ERRORS)
+            errors = (*errors, *_dbos_module().ERRORS)
+        langgraph = None if args.skip_langgraph else _langgraph_module()
+        if langgraph is not None:
+            errors = (*errors, *langgraph.ERRORS)
         bench = Bench(args, progress, log_dir, problems, errors)
         header = _environment(args, backends)
         started = time.perf_counter()
