@@ -345,7 +345,7 @@ def _environment(args: argparse.Namespace, backends: list[str]) -> list[str]:
     if langgraph is not None and "postgres" in backends:
         lines.append(langgraph.langgraph_version())
     lines.append(
-        f"each figure pools {max(1, args.rounds)} rounds, alternating with DBOS"
+        f"each figure pools {max(1, args.rounds)} rounds, alternating between the systems"
         if not args.skip_dbos
         else f"each figure pools {max(1, args.rounds)} rounds"
     )
