@@ -92,6 +92,49 @@ async def test_a_retry_is_taken_when_its_backoff_ends_not_at_the_next_poll(
     assert waited.total_seconds() >= scheduled["payload"]["retry_in_s"] - 0.001
 
 
+class DelayedWriter(RunChangeWriter):
+    """The real writer, each batch held back 50 ms before it is sent."""
+
+    async def _write_batch(self, batch: list[RunChanges]) -> list[bool]:
+        await asyncio.sleep(0.05)
+        return await super()._write_batch(batch)
+
+
+async def test_a_retry_due_before_its_own_write_committed_is_taken_at_once(
+    settings: Settings,
+) -> None:
+    """A backoff of at most 10 ms, writes of 50 ms: the retry falls due while the write that
+    schedules it commits, so the notice of that (the worker's own) write already says "claimable
+    now". That is work all the same: with polling every 10 minutes, taking it for no news would
+    leave the run waiting."""
+    ctx = build_context(settings)
+    ctx._run_changes = DelayedWriter(ctx.db, settings.database_url)
+    await ctx.start()
+    stop = asyncio.Event()
+    # Two slots: one stays free, so no full worker marks work as waiting on its own account.
+    worker = Worker(ctx, WorkerOptions(worker_id="w", concurrency=2, poll_s=600))
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        spec = step("flaky", fail_attempts=1)
+        spec["retry_policy"] = {"max_attempts": 2, "initial_backoff_s": 0.01, "max_backoff_s": 0.01}
+        request = CreateRunRequest.model_validate(
+            {"goal": "short backoff", "steps": [spec], "auto_start": True}
+        )
+        run_id = (await create_run(ctx, request, actor="t", idempotency_key=None)).run.id
+        async with asyncio.timeout(20):
+            while True:
+                async with read_transaction(ctx.sessions) as session:
+                    (only,) = await list_steps_txn(session, run_id)
+                if only.status == "completed":
+                    break
+                await asyncio.sleep(0.02)
+        assert only.attempt == 2
+    finally:
+        stop.set()
+        await task
+        await ctx.close()
+
+
 class RecordingWriter(RunChangeWriter):
     """The real writer, noting how many runs each group commit carried."""
 

@@ -162,29 +162,12 @@ class KnownRuns:
 
     def __init__(self, capacity: int = MAX_KNOWN_RUNS) -> None:
         self._runs: OrderedDict[uuid.UUID, KnownRun] = OrderedDict()
-        # The last audit seq this worker committed per run, kept after the run finished too, and
-        # the seq writes in flight will reach (their notification may arrive before their answer).
-        self._written: OrderedDict[uuid.UUID, int] = OrderedDict()
-        self._writing: dict[uuid.UUID, int] = {}
         self._capacity = capacity
         self.hits = 0
         self.misses = 0
 
-    def wrote(self, run_id: uuid.UUID, seq: int) -> bool:
-        """Whether event ``seq`` of ``run_id`` is already in a state this worker committed (its
-        own write, or one it read under the run's lock): no news to react to."""
-        return seq <= max(self._written.get(run_id, 0), self._writing.get(run_id, 0))
-
-    def _note_written(self, run_id: uuid.UUID, seq: int) -> None:
-        if seq > self._written.get(run_id, 0):
-            self._written[run_id] = seq
-        self._written.move_to_end(run_id)
-        while len(self._written) > self._capacity:
-            self._written.popitem(last=False)
-
     def remember(self, run: AgentRun, steps: list[Step]) -> None:
         """Keep ``run`` and ``steps`` as just committed (the caller's session is done with them)."""
-        self._note_written(run.id, run.audit_seq)
         if _finished(run):
             self.forget(run.id)
             return
@@ -193,19 +176,10 @@ class KnownRuns:
         while len(self._runs) > self._capacity:
             self._runs.popitem(last=False)
 
-    def expect(self, run: AgentRun) -> None:
-        """``run`` is about to be written in this process (created with ``auto_start``): its
-        notification will be no news to this worker, which takes it directly (``adopt``)."""
-        self._writing[run.id] = run.audit_seq
-
     def adopt(self, run: AgentRun, steps: list[Step]) -> None:
-        """Keep an expected run once written, as a copy: its creator goes on using its own."""
+        """Keep a run this process just created and claimed, as a copy: its creator goes on
+        using its own instances."""
         self.remember(detached_copy(run), [detached_copy(step) for step in steps])
-        self._writing.pop(run.id, None)
-
-    def unexpect(self, run_id: uuid.UUID) -> None:
-        """An expected run was not written after all."""
-        self._writing.pop(run_id, None)
 
     def forget(self, run_id: uuid.UUID) -> None:
         self._runs.pop(run_id, None)
@@ -304,16 +278,14 @@ class KnownRuns:
             return None  # the change this one was computed on top of was not written
         notices = take_notices(collector.info)  # the run's state as this change leaves it
         mark_written(run, steps)  # what is being written is the base of the next change
-        seq = run.audit_seq
-        self._writing[run.id] = seq
-        written = asyncio.ensure_future(
-            self._write(writer, known, changes, seq, notices, on_committed)
-        )
+        written = asyncio.ensure_future(self._write(writer, known, changes, notices, on_committed))
         known.writing = written
         # Let the write go out now (it runs up to waiting for the database's answer): the caller
         # may not yield to the loop before it has run its next step.
         await asyncio.sleep(0)
-        head = (seq, run.audit_head_hash) if changes.events and run.audit_head_hash else None
+        head = (
+            (run.audit_seq, run.audit_head_hash) if changes.events and run.audit_head_hash else None
+        )
         return Started(result, written, head)
 
     async def _write(
@@ -321,24 +293,19 @@ class KnownRuns:
         writer: RunChangeWriter,
         known: KnownRun,
         changes: RunChanges,
-        seq: int,
         notices: list[str],
         on_committed: Callable[[list[str]], None] | None,
     ) -> bool:
-        run_id = changes.run_id
         written = False
         try:
             written = await writer.apply(changes)
         finally:
-            if self._writing.get(run_id) == seq or not written:
-                self._writing.pop(run_id, None)
             if not written:  # refused, or unknown (an error): the locking path decides
                 self._drop(known)
                 self.misses += 1
         if not written:
             return False
         self.hits += 1
-        self._note_written(run_id, seq)  # before announcing it: our own write is no news to us
         if on_committed is not None:
             on_committed(notices)
         return True

@@ -189,14 +189,12 @@ class Worker:
         if not collected.audit_rows:
             return None  # nothing this worker may take
         self._reserved += len(claims)  # until ``started``
-        self.known_runs.expect(claimed_run)
         return NewRunClaim(claimed_run, claimed_steps, collected, claims)
 
     def started(self, taken: NewRunClaim, *, written: bool) -> None:
         """The run claimed by ``claim_new`` was written (or not, and nothing was claimed)."""
         self._reserved -= len(taken.claims)
         if not written:
-            self.known_runs.unexpect(taken.run.id)
             return
         # A copy again: the creator answers its caller with the instances it wrote.
         self.known_runs.adopt(taken.run, taken.steps)
@@ -231,9 +229,11 @@ class Worker:
     def _on_event(self, payload: str) -> bool:
         """Handle a committed change of a run; whether a claim round may find work now.
 
-        A state this worker committed itself (or read under the run's lock) is no news: it took
-        the ready steps then. A run with nothing claimable is no work. A run whose next step
-        becomes claimable later (a retry's backoff) sets a timer for that moment. A cancelled
+        A run with nothing claimable is no work. A run whose next step becomes claimable later
+        (a lease's end, a retry's backoff) sets a timer for that moment. A run with a step
+        claimable now is work, even when this worker wrote that state itself: a retry's short
+        backoff may end while the write that scheduled it commits, and when the worker left
+        ready steps behind for want of slots, the round waits for a free one anyway. A cancelled
         run's executors are signalled at once instead of at the next heartbeat.
         """
         notice = RunNotice.parse(payload)
@@ -247,10 +247,9 @@ class Worker:
             return False
         delay = notice.claimable_at - time.time()
         if delay > 0:
-            # Later, even after our own write: a retry we just scheduled is ours to take.
             self._recheck_in(delay)
             return False
-        return not self.known_runs.wrote(notice.run_id, notice.seq)
+        return True
 
     def _recheck_in(self, delay: float) -> None:
         """Look for work after ``delay`` seconds (one timer: the earliest wins)."""
