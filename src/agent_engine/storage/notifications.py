@@ -3,9 +3,9 @@ across processes. Subscribers re-read the audit log, so a dropped notification d
 but never loses an event.
 
 One notification per run per committed transaction, saying how the run stands after it:
-``"<run_id> <audit_seq> <status> <claimable_at as epoch seconds, or ->"``. Workers use it to tell
-their own writes from news and to wake exactly when a run has a step to claim (including a retry
-whose backoff ends later); streams use the run id.
+``"<run_id> <audit_seq> <status> <claimable_at as epoch seconds, or ->"``. Workers use it to wake
+exactly when a run has a step to claim (now, or later: a lease's end, a retry's backoff); streams
+use the run id.
 """
 
 from __future__ import annotations

@@ -154,7 +154,8 @@ class Worker:
         slot is free, claim them (on copies of its rows) so that they are written with it.
 
         Nothing is read: the run is new, so what the creator holds is the whole truth. Its
-        notification is then no news to this worker, so no claim round looks for it.
+        notification then says its next step is due when the claimed lease ends, so no claim
+        round looks for it now.
         """
         limit = self.options.concurrency - self.inflight
         ready = run.claimable_at is not None and run.claimable_at <= utcnow()
