@@ -263,7 +263,7 @@ class Recording:
         returned instead."""
         if await self.committed():
             return self.claims
-        self.written, self.outcome = None, None
+        self.written = None  # recorded under the lock below: committed from then on
         self.claims = await _record_locking(
             self.ctx, self.claim, self.result, actor=self.actor, then=self.then
         )
