@@ -11,8 +11,10 @@ from agent_engine.engine.runs import CreateRunRequest, create_run
 from agent_engine.errors import InvalidTransitionError
 from agent_engine.storage.audit import list_events_txn
 from agent_engine.storage.database import transaction
-from agent_engine.storage.runs import get_run_txn
-from agent_engine.storage.transitions import move_run_txn
+from agent_engine.domain.records import ChangeSet
+from agent_engine.domain.transitions import move_run
+from agent_engine.engine.locking import change_run
+from agent_engine.storage.runs import get_run_txn, load_run_txn
 
 
 class Boom(Exception):
@@ -25,9 +27,11 @@ async def test_failed_transaction_leaves_neither_state_nor_event(settings: Setti
         view = await create_run(ctx, CreateRunRequest(goal="g"), actor="t", idempotency_key=None)
         with pytest.raises(Boom):
             async with transaction(ctx.sessions) as session:
-                run = await get_run_txn(session, view.run.id, lock=True)
-                move_run_txn(session, run, RunStatus.PLANNING, actor="t")
-                await session.flush()  # the rows reach the database inside the transaction
+                record = await load_run_txn(session, view.run.id, lock=True)
+                changes = ChangeSet(record, [])
+                move_run(changes, record, RunStatus.PLANNING, actor="t")
+                # The rows reach the database inside the transaction, which then fails.
+                assert await ctx.changes.apply_in(session, [changes]) == [True]
                 raise Boom
         async with transaction(ctx.sessions) as session:
             run = await get_run_txn(session, view.run.id)
@@ -44,9 +48,8 @@ async def test_illegal_transition_changes_nothing(settings: Settings) -> None:
     try:
         view = await create_run(ctx, CreateRunRequest(goal="g"), actor="t", idempotency_key=None)
         with pytest.raises(InvalidTransitionError):
-            async with transaction(ctx.sessions) as session:
-                run = await get_run_txn(session, view.run.id, lock=True)
-                move_run_txn(session, run, RunStatus.COMPLETED, actor="t")
+            async with change_run(ctx, view.run.id) as locked:
+                move_run(locked.changes, locked.changes.run, RunStatus.COMPLETED, actor="t")
         async with transaction(ctx.sessions) as session:
             run = await get_run_txn(session, view.run.id)
             assert run.status == "created"

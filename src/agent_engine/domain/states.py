@@ -82,3 +82,21 @@ def check_step_transition(current: StepStatus, target: StepStatus) -> None:
     """Raise :class:`InvalidTransitionError` unless the step table allows ``current → target``."""
     if target not in STEP_TRANSITIONS[current]:
         raise InvalidTransitionError("step", current.value, target.value)
+
+
+# The groups of states the rest of the engine asks about, defined once, beside the tables.
+# A run is over (no step of it runs again unless a person resumes it) when terminal or failed.
+RUN_OVER_STATES = TERMINAL_RUN_STATES | {R.FAILED}
+# A run whose steps may be started (by a worker or by hand).
+RUNNABLE_RUN_STATES = frozenset({R.PLANNED, R.RUNNING, R.AWAITING_APPROVAL})
+# Runs a worker looks at: planned by a worker when created (or when its planner's lease lapsed).
+CLAIMABLE_RUN_STATES = frozenset({R.CREATED, R.PLANNING}) | RUNNABLE_RUN_STATES
+# Steps that may still change: what claiming and settling read.
+OPEN_STEP_STATES = frozenset({S.PENDING, S.RUNNING, S.AWAITING_APPROVAL, S.APPROVED})
+# Steps that may start now, once their dependencies are satisfied.
+STARTABLE_STEP_STATES = frozenset({S.PENDING, S.APPROVED})
+# A step in one of these stays there unless a person retries it.
+FAILED_FOR_GOOD_STEP_STATES = frozenset({S.FAILED, S.REJECTED})
+# Finished: terminal, or failed (for good unless attempts remain); entering one stamps
+# the step's completed_at.
+FINISHED_STEP_STATES = TERMINAL_STEP_STATES | {S.FAILED}

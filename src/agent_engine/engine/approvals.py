@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
+from agent_engine.domain.records import approval_row
 from agent_engine.domain.states import RunStatus, StepStatus
+from agent_engine.domain.transitions import move_step
 from agent_engine.engine.context import EngineContext
+from agent_engine.engine.locking import change_run
 from agent_engine.engine.runs import RunView
-from agent_engine.engine.settle import settle_run_txn
-from agent_engine.errors import InvalidTransitionError
-from agent_engine.storage.database import transaction
-from agent_engine.storage.runs import get_run_txn, get_step_txn, list_steps_txn
-from agent_engine.storage.tables import Approval
-from agent_engine.storage.transitions import move_step_txn
+from agent_engine.engine.settle import settle_run
+from agent_engine.errors import InvalidTransitionError, NotFoundError
+from agent_engine.storage.runs import parse_step_id
 
 Decision = Literal["approved", "rejected"]
 _OPEN_RUN_STATES = (RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL)
@@ -29,13 +29,19 @@ async def decide_step(
 ) -> RunView:
     """Record ``actor``'s decision on a waiting step, with what they were shown, and settle the run.
 
-    The run row is locked for the whole decision, so of two concurrent decisions exactly one
-    finds the step still waiting; the other gets 409. The approvals table's unique
-    (step, attempt) key backs this up in the database itself.
+    The run is locked for the whole decision, so of two concurrent decisions exactly one finds
+    the step still waiting; the other gets 409. The approvals table's unique (step, attempt) key
+    backs this up in the database itself.
     """
-    async with transaction(ctx.sessions) as session:
-        run = await get_run_txn(session, run_id, lock=True)
-        step = await get_step_txn(session, run.id, step_id, lock=True)
+    wanted = parse_step_id(step_id)
+    async with change_run(ctx, run_id) as locked:
+        changes = locked.changes
+        run = changes.run
+        step = changes.step(wanted)
+        if step is None:
+            raise NotFoundError(
+                f"run {run.id} has no step with id {step_id!r}", run_id=str(run.id), step_id=step_id
+            )
         if RunStatus(run.status) not in _OPEN_RUN_STATES:
             raise InvalidTransitionError(
                 "step",
@@ -45,17 +51,10 @@ async def decide_step(
             )
         target = StepStatus.APPROVED if decision == "approved" else StepStatus.REJECTED
         shown = step.preview or {"input": step.resolved_input or step.input_data}
-        move_step_txn(
-            session,
-            run,
-            step,
-            target,
-            actor=actor,
-            comment=comment,
-            shown=shown,
-        )
-        session.add(
-            Approval(
+        move_step(changes, run, step, target, actor=actor, comment=comment, shown=shown)
+        changes.add(
+            "approvals",
+            approval_row(
                 run_id=run.id,
                 step_id=step.id,
                 decision=decision,
@@ -63,8 +62,7 @@ async def decide_step(
                 comment=comment,
                 shown=shown,
                 attempt=step.attempt,
-            )
+            ),
         )
-        steps = await list_steps_txn(session, run.id)
-        settle_run_txn(session, run, steps, actor=actor)
-        return RunView(run, steps)
+        settle_run(changes, run, changes.steps, actor=actor)
+    return RunView(run, changes.steps)

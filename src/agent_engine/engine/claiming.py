@@ -1,22 +1,23 @@
-"""Taking ready steps of one locked run: leases, fences, approvals and expired-lease recovery.
+"""Taking ready steps of a run: leases, fences, approvals and expired-lease recovery.
 
-Everything here runs inside the caller's transaction, which holds the run's row. The run row is
-the one lock every writer of a run takes first, so claims, results, approvals and cancellation of
-one run are serialised without step-level locks, and never deadlock on lock order.
+These are decisions on records (``domain/records.py``): they change the run and its steps and
+add audit events to the caller's change set, which is written guarded by the run's version, so
+claims, results, approvals and cancellation of one run never overwrite each other.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from agent_engine.domain.clock import utcnow
+from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
 from agent_engine.domain.refs import (
     StepReferenceError,
     iter_references,
@@ -24,18 +25,16 @@ from agent_engine.domain.refs import (
     resolve_references,
 )
 from agent_engine.domain.states import RunStatus, StepStatus
+from agent_engine.domain.transitions import move_run, move_step
 from agent_engine.engine.context import EngineContext, executor_context
-from agent_engine.engine.hot_path import changes_made
-from agent_engine.engine.retries import fail_step_txn
-from agent_engine.engine.settle import ready_steps, settle_run_txn
+from agent_engine.engine.retries import fail_step
+from agent_engine.engine.settle import ready_steps, settle_run
 from agent_engine.errors import EngineError, ExecutorError
 from agent_engine.llm.base import LLMClient
-from agent_engine.storage.collecting import CollectingSession
-from agent_engine.storage.run_changes import RunChanges
-from agent_engine.storage.runs import list_open_steps_of_runs_txn, outputs_of_txn
-from agent_engine.storage.tables import AgentRun, AuditEvent, Step
-from agent_engine.storage.transitions import move_run_txn, move_step_txn
-from agent_engine.storage.types import utcnow
+
+# Stored outputs of a run's steps by number (None: all of them). Outputs of finished steps never
+# change, so they may be read outside the write that uses them.
+OutputReader = Callable[[set[int] | None], Awaitable[dict[int, Any]]]
 
 
 @dataclass(frozen=True)
@@ -69,13 +68,30 @@ class Parked:
 Work = Claim | Parked
 
 
-async def _resolve(session: AsyncSession, run: AgentRun, step: Step) -> dict[str, Any]:
-    """The step's input with references replaced by the outputs they name (read on demand)."""
+async def outputs_of(
+    steps: Sequence[StepRecord], read: OutputReader, numbers: set[int] | None
+) -> dict[int, Any]:
+    """Outputs by step number: those the decision holds (a result recorded in this very change
+    set among them), and the stored ones for the rest."""
+    held = {
+        s.step_number: s.output_data
+        for s in steps
+        if s.output_data is not None and (numbers is None or s.step_number in numbers)
+    }
+    missing = None if numbers is None else numbers - held.keys()
+    stored = await read(missing) if missing is None or missing else {}
+    return {**stored, **held}
+
+
+async def _resolve(
+    step: StepRecord, steps: Sequence[StepRecord], read: OutputReader
+) -> dict[str, Any]:
+    """The step's input with references replaced by the outputs they name."""
     if step.resolved_input is not None:
         return step.resolved_input  # resolved once, recorded, never re-resolved
     try:
         wanted = {parse_reference(ref)[0] for ref in iter_references(step.input_data)}
-        outputs = await outputs_of_txn(session, run.id, wanted) if wanted else {}
+        outputs = await outputs_of(steps, read, wanted) if wanted else {}
         resolved: dict[str, Any] = resolve_references(step.input_data, outputs)
     except StepReferenceError as exc:
         raise ExecutorError(f"step {step.step_number}: {exc}") from exc
@@ -92,7 +108,7 @@ def lease_until(now: datetime, lease: timedelta) -> datetime:
 
 
 def _release_expired(
-    session: AsyncSession, run: AgentRun, steps: list[Step], actor: str, now: datetime
+    changes: ChangeSet, run: RunRecord, steps: list[StepRecord], actor: str, now: datetime
 ) -> int:
     """Steps whose worker stopped heartbeating go back to PENDING, keeping any effect intent.
     Returns how many steps are still running (the same pass)."""
@@ -104,8 +120,8 @@ def _release_expired(
         if expires is None or expires >= now:
             running += 1
         else:
-            move_step_txn(
-                session,
+            move_step(
+                changes,
                 run,
                 step,
                 StepStatus.PENDING,
@@ -119,41 +135,52 @@ def _release_expired(
     return running
 
 
-def start_step_txn(
-    session: AsyncSession, run: AgentRun, step: Step, owner: str, lease: timedelta
+def start_step(
+    changes: ChangeSet, run: RunRecord, step: StepRecord, owner: str, lease: timedelta
 ) -> None:
     """PENDING/APPROVED → RUNNING as a new attempt under a new fence and lease."""
     if run.status == RunStatus.PLANNED:
-        move_run_txn(session, run, RunStatus.RUNNING, actor=owner)
+        move_run(changes, run, RunStatus.RUNNING, actor=owner)
     step.attempt += 1
     step.fence += 1
     step.lease_owner = owner
     step.lease_expires_at = lease_until(utcnow(), lease)
     step.not_before = None
-    move_step_txn(session, run, step, StepStatus.RUNNING, actor=owner, fence=step.fence)
+    move_step(changes, run, step, StepStatus.RUNNING, actor=owner, fence=step.fence)
 
 
 async def _park_for_approval(
     ctx: EngineContext,
-    session: AsyncSession,
-    run: AgentRun,
-    step: Step,
+    changes: ChangeSet,
+    run: RunRecord,
+    step: StepRecord,
     resolved: dict[str, Any],
     llm: LLMClient,
     actor: str,
-) -> None:
+    lease: timedelta,
+) -> StepStatus:
+    """Show a person exactly what the step will do; a step whose preview already fails (its
+    command is not allowed, its edit does not apply) cannot work: it fails at once instead."""
     executor = ctx.registry[step.step_type]
     context = executor_context(ctx, run.id, step.step_number, run.workspace, llm)
     try:
         preview = await executor.preview(executor.validate_input(resolved), context)
     except (EngineError, ValidationError) as exc:
-        preview = {"input": resolved, "preview_error": str(exc)}
+        error = (
+            exc
+            if isinstance(exc, EngineError)
+            else ExecutorError(f"step {step.step_number}: input is invalid: {exc}")
+        )
+        step.resolved_input = resolved
+        start_step(changes, run, step, actor, lease)
+        fail_step(changes, run, step, error, actor=actor)
+        return StepStatus(step.status)
     step.resolved_input = resolved
     step.preview = preview
     if run.status == RunStatus.PLANNED:
-        move_run_txn(session, run, RunStatus.RUNNING, actor=actor)
-    move_step_txn(
-        session,
+        move_run(changes, run, RunStatus.RUNNING, actor=actor)
+    move_step(
+        changes,
         run,
         step,
         StepStatus.AWAITING_APPROVAL,
@@ -161,13 +188,13 @@ async def _park_for_approval(
         rule=step.approval_rule,
         shown=preview,
     )
+    return StepStatus.AWAITING_APPROVAL
 
 
-async def take_ready_txn(
+async def take_ready(
     ctx: EngineContext,
-    session: AsyncSession,
-    run: AgentRun,
-    steps: list[Step],
+    changes: ChangeSet,
+    read: OutputReader,
     *,
     owner: str,
     limit: int,
@@ -180,8 +207,9 @@ async def take_ready_txn(
     A ready step that needs approval is parked in AWAITING_APPROVAL with its preview instead; one
     whose references do not resolve fails. The caller settles the run afterwards.
     """
+    run, steps = changes.run, changes.steps
     now = utcnow()
-    running = _release_expired(session, run, steps, owner, now)
+    running = _release_expired(changes, run, steps, owner, now)
     slots = min(limit, max(run.max_parallel - running, 0))
     work: list[Work] = []
     remaining = run.budget_usd - run.total_cost_usd if run.budget_usd is not None else None
@@ -194,22 +222,22 @@ async def take_ready_txn(
             continue
         executor = ctx.registry[step.step_type]
         try:
-            resolved = await _resolve(session, run, step)
+            resolved = await _resolve(step, steps, read)
         except ExecutorError as exc:
-            start_step_txn(session, run, step, owner, lease)
-            fail_step_txn(session, run, step, exc, actor=owner)
+            start_step(changes, run, step, owner, lease)
+            fail_step(changes, run, step, exc, actor=owner)
             work.append(Parked(step.id, StepStatus(step.status)))
             continue
         if step.status == StepStatus.PENDING and step.requires_approval:
-            await _park_for_approval(ctx, session, run, step, resolved, llm, owner)
-            work.append(Parked(step.id, StepStatus.AWAITING_APPROVAL))
+            parked = await _park_for_approval(ctx, changes, run, step, resolved, llm, owner, lease)
+            work.append(Parked(step.id, parked))
             continue
         if step.status == StepStatus.APPROVED and step.preview:
             resolved = executor.bind_preview(resolved, step.preview)
         step.resolved_input = resolved
         prior = step.effect_intent if step.effect_outcome is None else None
-        earlier = await outputs_of_txn(session, run.id) if executor.needs_prior_outputs else {}
-        start_step_txn(session, run, step, owner, lease)
+        earlier = await outputs_of(steps, read, None) if executor.needs_prior_outputs else {}
+        start_step(changes, run, step, owner, lease)
         work.append(
             Claim(
                 run_id=run.id,
@@ -230,11 +258,10 @@ async def take_ready_txn(
     return work  # the caller settles the run, which refreshes what workers may claim
 
 
-async def claim_ready_txn(
+async def claim_ready(
     ctx: EngineContext,
-    session: AsyncSession,
-    run: AgentRun,
-    steps: list[Step],
+    changes: ChangeSet,
+    read: OutputReader,
     *,
     owner: str,
     limit: int,
@@ -242,96 +269,17 @@ async def claim_ready_txn(
     llm: LLMClient,
     step_types: frozenset[str] = frozenset(),
 ) -> list[Claim]:
-    """``take_ready_txn`` and settle the run: what a claim round does for each run it locked (and
+    """``take_ready`` and settle the run: what a claim round does for each run it locked (and
     a worker for a run handed to it at creation)."""
-    work = await take_ready_txn(
+    work = await take_ready(
         ctx,
-        session,
-        run,
-        steps,
+        changes,
+        read,
         owner=owner,
         limit=limit,
         lease=lease,
         llm=llm,
         step_types=step_types,
     )
-    settle_run_txn(session, run, steps, actor=owner)
+    settle_run(changes, changes.run, changes.steps, actor=owner)
     return [item for item in work if isinstance(item, Claim)]
-
-
-@dataclass(frozen=True)
-class NewRunClaim:
-    """A new run's first steps claimed before its first write, to be written with it: the run
-    and steps as claimed (copies of the creator's), the claim's audit events, and the claims."""
-
-    run: AgentRun
-    steps: list[Step]
-    collected: CollectingSession
-    claims: list[Claim]
-
-
-class ClaimConflictError(RuntimeError):
-    """A run locked for a claim round changed anyway: the round is rolled back."""
-
-
-@dataclass(frozen=True)
-class LockedRun:
-    """A run a claim round changed, as committed (once the round's transaction commits)."""
-
-    run: AgentRun
-    steps: list[Step]
-    collected: CollectingSession  # what the round appended for it (its notifications)
-
-
-async def claim_from_locked_runs_txn(
-    ctx: EngineContext,
-    session: AsyncSession,
-    runs: Sequence[AgentRun],
-    *,
-    owner: str,
-    limit: int,
-    lease: timedelta,
-    llm: LLMClient,
-    step_types: frozenset[str] = frozenset(),
-) -> tuple[list[Claim], list[LockedRun]]:
-    """Claim ready steps of ``runs`` (locked by the caller's transaction), up to ``limit`` in all.
-
-    The rows are changed by the usual state-machine code, detached from the session, and written
-    with one call for all the runs instead of a flush (what a flush would write when a change
-    falls outside the hot columns). The caller calls ``mark_written`` after its commit.
-    """
-    open_steps = await list_open_steps_of_runs_txn(session, [run.id for run in runs])
-    claims: list[Claim] = []
-    changed: list[LockedRun] = []
-    batch: list[RunChanges] = []
-    for run in runs:
-        steps = open_steps[run.id]
-        for instance in (run, *steps):
-            session.expunge(instance)
-        collected = CollectingSession(reads_from=session)
-        expected_seq = run.audit_seq
-        claims.extend(
-            await claim_ready_txn(
-                ctx,
-                collected,
-                run,
-                steps,
-                owner=owner,
-                limit=limit - len(claims),
-                lease=lease,
-                llm=llm,
-                step_types=step_types,
-            )
-        )
-        changed.append(LockedRun(run, steps, collected))
-        changes = changes_made(run, steps, expected_seq, collected.audit_rows)
-        if changes is None:
-            continue
-        if changes.within_hot_columns():
-            batch.append(changes)
-        else:  # columns the one-call write does not cover: let the session flush them
-            session.add_all([run, *steps])
-            session.add_all([AuditEvent(**row) for row in collected.audit_rows])
-    if batch and not all(await ctx.run_changes.apply_in(session, batch)):
-        raise ClaimConflictError("a run locked for claiming changed meanwhile")
-    return claims, changed

@@ -8,21 +8,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from agent_engine.config import Settings
+from agent_engine.domain.records import ChangeSet
 from agent_engine.executors.base import ExecutionLimits, ExecutorContext
 from agent_engine.executors.registry import ExecutorRegistry, load_registry
 from agent_engine.llm.base import CompletionRequest, CompletionResponse, LLMCallRecord, LLMClient
+from agent_engine.storage.changes import ChangeWriter
 from agent_engine.storage.database import create_engine, create_sessionmaker
 from agent_engine.storage.notifications import Notifier
-from agent_engine.storage.run_changes import RunChangeWriter
-
-if TYPE_CHECKING:
-    from agent_engine.engine.claiming import NewRunClaim
-    from agent_engine.storage.tables import AgentRun, Step
 
 LLMClientFactory = Callable[[Decimal | None], LLMClient]
 
@@ -31,11 +28,11 @@ class HandOff(Protocol):
     """An in-process worker that takes runs created in this process in the very write that
     creates them, without a notification, a claim round or a write of its own."""
 
-    async def claim_new(self, run: AgentRun, steps: list[Step]) -> NewRunClaim | None:
-        """Before ``run`` is first written: claim its ready steps for this worker, on copies, to
-        be written with it (None: this worker does not take it)."""
+    async def claim_new(self, changes: ChangeSet) -> ChangeSet | None:
+        """Before a new run is first written: its change set with its ready steps claimed for
+        this worker, to be written instead (None: this worker does not take it)."""
 
-    def started(self, taken: NewRunClaim, *, written: bool) -> None:
+    def started(self, taken: ChangeSet, *, written: bool) -> None:
         """After the write: start the claimed steps, or forget them (the run was not written)."""
 
 
@@ -50,23 +47,19 @@ class EngineContext:
     llm_factory: LLMClientFactory
     limits: ExecutionLimits = field(default_factory=ExecutionLimits)
     notifier: Notifier = field(default_factory=Notifier)
-    # The hot path's writer (one round trip per change on PostgreSQL); built on first use.
-    _run_changes: RunChangeWriter | None = None
+    # Writes every change set (group commit; one round trip per batch on PostgreSQL).
+    _changes: ChangeWriter | None = None
     # Set while a worker runs in this process (``serve``'s embedded worker): new runs go to it
     # directly instead of through a notification and a claim round.
     hand_off: HandOff | None = None
 
     @property
-    def run_changes(self) -> RunChangeWriter:
-        if self._run_changes is None:
-            self._run_changes = RunChangeWriter(self.db, self.settings.database_url)
-        return self._run_changes
-
-    @property
-    def publish_locally(self) -> Callable[[list[str]], None]:
-        """How writes outside a session announce their events in this process (on PostgreSQL
-        the trigger announces them to every process too; the notifier drops that echo)."""
-        return self.notifier.publish
+    def changes(self) -> ChangeWriter:
+        if self._changes is None:
+            # Writes announce their runs in this process at once; on PostgreSQL the trigger
+            # announces them to every process too (the notifier drops that echo).
+            self._changes = ChangeWriter(self.db, self.notifier.publish)
+        return self._changes
 
     async def start(self) -> None:
         """Start listening for committed events (PostgreSQL: LISTEN across processes)."""
@@ -75,8 +68,6 @@ class EngineContext:
 
     async def close(self) -> None:
         await self.notifier.close()
-        if self._run_changes is not None:
-            await self._run_changes.close()
         await self.db.dispose()
 
 

@@ -2,57 +2,57 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from agent_engine.domain.states import TERMINAL_RUN_STATES, RunStatus, StepStatus
+from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
+from agent_engine.domain.states import RUN_OVER_STATES, TERMINAL_RUN_STATES, RunStatus, StepStatus
+from agent_engine.domain.transitions import append_event, move_run, move_step
 from agent_engine.engine.context import EngineContext
+from agent_engine.engine.locking import change_run
 from agent_engine.engine.runs import RunView
-from agent_engine.engine.settle import refresh_claimable, settle_run_txn
-from agent_engine.errors import ConflictError, InvalidTransitionError
-from agent_engine.storage.audit import append_event_txn
-from agent_engine.storage.database import transaction
-from agent_engine.storage.runs import get_run_txn, get_step_txn, list_steps_txn
-from agent_engine.storage.tables import AgentRun, Step
-from agent_engine.storage.transitions import move_run_txn, move_step_txn
+from agent_engine.engine.settle import refresh_claimable, settle_run
+from agent_engine.errors import ConflictError, InvalidTransitionError, NotFoundError
+from agent_engine.storage.runs import parse_step_id
 
 
 async def start_run(ctx: EngineContext, run_id: str, *, actor: str) -> RunView:
     """Hand the run to the workers (they plan it first if it has no plan). Idempotent."""
-    async with transaction(ctx.sessions) as session:
-        run = await get_run_txn(session, run_id, lock=True)
-        if (
-            RunStatus(run.status) in TERMINAL_RUN_STATES
-            or RunStatus(run.status) is RunStatus.FAILED
-        ):
+    async with change_run(ctx, run_id) as locked:
+        changes = locked.changes
+        run = changes.run
+        if RunStatus(run.status) in RUN_OVER_STATES:
             raise InvalidTransitionError(
                 "run",
                 run.status,
                 RunStatus.RUNNING.value,
                 detail=f"run {run.id} is '{run.status}' and cannot be started",
             )
-        steps = await list_steps_txn(session, run.id)
         if not run.started:
             run.started = True
-            append_event_txn(session, run, "run.started", {"status": run.status}, actor=actor)
-        refresh_claimable(run, steps)
-        return RunView(run, steps)
+            append_event(changes, run, "run.started", {"status": run.status}, actor=actor)
+        refresh_claimable(run, changes.steps)
+    return RunView(run, changes.steps)
 
 
 def _reopen_step(
-    session: AsyncSession, run: AgentRun, step: Step, *, actor: str, reason: str
+    changes: ChangeSet, run: RunRecord, step: StepRecord, *, actor: str, reason: str
 ) -> None:
     # A step retried by hand gets one more attempt than it has used, whatever its policy said.
     step.max_attempts = max(step.max_attempts, step.attempt + 1)
     step.not_before = None
     step.resolved_input = None  # re-resolve: the inputs it references may have been redone
-    move_step_txn(session, run, step, StepStatus.PENDING, actor=actor, reason=reason)
+    move_step(changes, run, step, StepStatus.PENDING, actor=actor, reason=reason)
 
 
 async def retry_step(ctx: EngineContext, run_id: str, step_id: str, *, actor: str) -> RunView:
     """Put a FAILED step back to PENDING; a run that failed because of it runs again."""
-    async with transaction(ctx.sessions) as session:
-        run = await get_run_txn(session, run_id, lock=True)
-        step = await get_step_txn(session, run.id, step_id)
+    wanted = parse_step_id(step_id)
+    async with change_run(ctx, run_id) as locked:
+        changes = locked.changes
+        run = changes.run
+        step = changes.step(wanted)
+        if step is None:
+            raise NotFoundError(
+                f"run {run.id} has no step with id {step_id!r}", run_id=str(run.id), step_id=step_id
+            )
         if RunStatus(run.status) in TERMINAL_RUN_STATES:
             raise InvalidTransitionError(
                 "run",
@@ -62,13 +62,12 @@ async def retry_step(ctx: EngineContext, run_id: str, step_id: str, *, actor: st
             )
         if StepStatus(step.status) is not StepStatus.FAILED:
             raise InvalidTransitionError("step", step.status, StepStatus.PENDING.value)
-        _reopen_step(session, run, step, actor=actor, reason="retried by hand")
+        _reopen_step(changes, run, step, actor=actor, reason="retried by hand")
         if RunStatus(run.status) is RunStatus.FAILED:
             run.error = None
-            move_run_txn(session, run, RunStatus.RUNNING, actor=actor, reason="step retried")
-        steps = await list_steps_txn(session, run.id)
-        settle_run_txn(session, run, steps, actor=actor)
-        return RunView(run, steps)
+            move_run(changes, run, RunStatus.RUNNING, actor=actor, reason="step retried")
+        settle_run(changes, run, changes.steps, actor=actor)
+    return RunView(run, changes.steps)
 
 
 async def resume_run(ctx: EngineContext, run_id: str, *, actor: str) -> RunView:
@@ -76,9 +75,9 @@ async def resume_run(ctx: EngineContext, run_id: str, *, actor: str) -> RunView:
 
     A run that failed because a human rejected a step is not resumable (that was a decision).
     """
-    async with transaction(ctx.sessions) as session:
-        run = await get_run_txn(session, run_id, lock=True)
-        steps = await list_steps_txn(session, run.id)
+    async with change_run(ctx, run_id) as locked:
+        changes = locked.changes
+        run, steps = changes.run, changes.steps
         if RunStatus(run.status) is not RunStatus.FAILED:
             raise InvalidTransitionError("run", run.status, RunStatus.RUNNING.value)
         if not steps:
@@ -94,8 +93,8 @@ async def resume_run(ctx: EngineContext, run_id: str, *, actor: str) -> RunView:
             )
         for step in steps:
             if StepStatus(step.status) is StepStatus.FAILED and not step.optional:
-                _reopen_step(session, run, step, actor=actor, reason="run resumed")
+                _reopen_step(changes, run, step, actor=actor, reason="run resumed")
         run.error = None
-        move_run_txn(session, run, RunStatus.RUNNING, actor=actor, reason="resumed")
-        settle_run_txn(session, run, steps, actor=actor)
-        return RunView(run, steps)
+        move_run(changes, run, RunStatus.RUNNING, actor=actor, reason="resumed")
+        settle_run(changes, run, steps, actor=actor)
+    return RunView(run, steps)

@@ -8,15 +8,17 @@ from typing import Any, Literal
 
 from sqlalchemy import select
 
+from agent_engine.domain.records import approval_row
 from agent_engine.domain.states import RunStatus
+from agent_engine.domain.transitions import move_run
 from agent_engine.engine.context import EngineContext
+from agent_engine.engine.locking import change_run
 from agent_engine.engine.runs import RunView
 from agent_engine.engine.settle import plan_awaits_approval, refresh_claimable
 from agent_engine.errors import ConflictError, NotFoundError
-from agent_engine.storage.database import read_transaction, transaction
-from agent_engine.storage.runs import get_run_txn, list_steps_txn
-from agent_engine.storage.tables import Approval, PlanVersion
-from agent_engine.storage.transitions import move_run_txn
+from agent_engine.storage.database import read_transaction
+from agent_engine.storage.runs import get_run_txn
+from agent_engine.storage.tables import PlanVersion
 
 
 async def get_plan(ctx: EngineContext, run_id: str, version: int | None) -> PlanVersion:
@@ -93,8 +95,9 @@ async def decide_plan(
     comment: str | None,
 ) -> RunView:
     """Approve the waiting plan (the run becomes PLANNED) or reject it (the run FAILS)."""
-    async with transaction(ctx.sessions) as session:
-        run = await get_run_txn(session, run_id, lock=True)
+    async with change_run(ctx, run_id) as locked:
+        changes = locked.changes
+        run = changes.run
         if RunStatus(run.status) is not RunStatus.AWAITING_APPROVAL or not plan_awaits_approval(
             run
         ):
@@ -104,15 +107,16 @@ async def decide_plan(
                 current_state=run.status,
             )
         plan = (
-            await session.scalars(
+            await locked.session.scalars(
                 select(PlanVersion).where(
                     PlanVersion.run_id == run.id, PlanVersion.version == run.plan_version
                 )
             )
         ).one()
         shown = {"plan_version": plan.version, "plan_hash": plan.plan_hash, "plan": plan.document}
-        session.add(
-            Approval(
+        changes.add(
+            "approvals",
+            approval_row(
                 run_id=run.id,
                 step_id=None,
                 decision=decision,
@@ -120,13 +124,12 @@ async def decide_plan(
                 comment=comment,
                 shown=shown,
                 attempt=plan.version,
-            )
+            ),
         )
-        steps = await list_steps_txn(session, run.id)
         if decision == "approved":
             run.plan_approved_version = plan.version
-            move_run_txn(
-                session,
+            move_run(
+                changes,
                 run,
                 RunStatus.PLANNED,
                 actor=actor,
@@ -135,11 +138,11 @@ async def decide_plan(
                 plan_hash=plan.plan_hash,
                 decision="plan approved",
             )
-            refresh_claimable(run, steps)
+            refresh_claimable(run, changes.steps)
         else:
             run.error = {"code": "plan_rejected", "message": comment}
-            move_run_txn(
-                session,
+            move_run(
+                changes,
                 run,
                 RunStatus.FAILED,
                 actor=actor,
@@ -147,4 +150,4 @@ async def decide_plan(
                 plan_version=plan.version,
                 decision="plan rejected",
             )
-        return RunView(run, steps)
+    return RunView(run, changes.steps)

@@ -13,24 +13,22 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import delete
 
 from agent_engine.domain.approval_policy import ApprovalPolicy
 from agent_engine.domain.plan import Plan
+from agent_engine.domain.records import RunRecord, StepRecord
 from agent_engine.domain.states import RunStatus, StepStatus
+from agent_engine.domain.transitions import append_event, move_run, move_step
 from agent_engine.engine.context import EngineContext, executor_context
-from agent_engine.engine.plans import insert_plan_txn, validate_plan
+from agent_engine.engine.ledger import record_calls
+from agent_engine.engine.locking import change_run
+from agent_engine.engine.plans import insert_plan, validate_plan
 from agent_engine.engine.settle import refresh_claimable
 from agent_engine.errors import ConflictError, EngineError, PlanValidationError, ProviderError
 from agent_engine.llm.base import ChatMessage, CompletionRequest, LLMClient
 from agent_engine.llm.planning import request_plan
 from agent_engine.router.client import RoutedLLMClient
-from agent_engine.storage.audit import append_event_txn
-from agent_engine.storage.database import transaction
-from agent_engine.storage.ledger import record_calls_txn
-from agent_engine.storage.runs import get_run_txn, list_steps_txn
-from agent_engine.storage.tables import AgentRun, Step
-from agent_engine.storage.transitions import move_run_txn
+from agent_engine.storage.runs import delete_steps_txn
 
 logger = logging.getLogger(__name__)
 MAX_PLAN_ATTEMPTS = 3
@@ -61,7 +59,7 @@ def step_catalog(ctx: EngineContext) -> list[dict[str, Any]]:
 
 
 async def _workspace_files(
-    ctx: EngineContext, run: AgentRun, llm: LLMClient
+    ctx: EngineContext, run: RunRecord, llm: LLMClient
 ) -> list[dict[str, Any]] | None:
     if run.workspace is None or "list_files" not in ctx.registry:
         return None
@@ -90,7 +88,7 @@ async def _estimate(llm: LLMClient, plan: Plan) -> list[Decimal | None]:
     return estimates
 
 
-async def _make_plan(ctx: EngineContext, run: AgentRun, llm: LLMClient) -> PlanOutcome:
+async def _make_plan(ctx: EngineContext, run: RunRecord, llm: LLMClient) -> PlanOutcome:
     """Ask for a plan, feeding validation errors back, at most ``MAX_PLAN_ATTEMPTS`` times."""
     files = await _workspace_files(ctx, run, llm)
     catalog = step_catalog(ctx)
@@ -117,7 +115,7 @@ async def _make_plan(ctx: EngineContext, run: AgentRun, llm: LLMClient) -> PlanO
     return PlanOutcome(None, None, "; ".join(errors), [])
 
 
-def _check_replannable(run: AgentRun, steps: list[Step]) -> None:
+def _check_replannable(run: RunRecord, steps: list[StepRecord]) -> None:
     if RunStatus(run.status) not in REPLANNABLE or any(
         StepStatus(s.status) is not StepStatus.PENDING or s.attempt for s in steps
     ):
@@ -135,35 +133,49 @@ async def plan_run(
 
     ``resume`` takes over a run left in PLANNING by a worker that died while planning it.
     """
-    async with transaction(ctx.sessions) as session:
-        run = await get_run_txn(session, run_id, lock=True)
+    async with change_run(ctx, run_id) as locked:
+        changes = locked.changes
+        run = changes.run
         if replan:
-            _check_replannable(run, await list_steps_txn(session, run.id))
-            await session.execute(delete(Step).where(Step.run_id == run.id))
+            _check_replannable(run, changes.steps)
+            # The old steps never ran; each leaves with an audited transition (the plan they
+            # belonged to stays in the run's plan versions), then makes room for the new ones.
+            for step in changes.steps:
+                move_step(
+                    changes,
+                    run,
+                    step,
+                    StepStatus.CANCELLED,
+                    actor=actor,
+                    reason=f"superseded: plan version {run.plan_version} is being replaced",
+                )
+            await delete_steps_txn(locked.session, run.id)
+            changes.steps.clear()
             run.plan_approved_version = None
         if resume and RunStatus(run.status) is RunStatus.PLANNING:
-            append_event_txn(
-                session, run, "plan.resumed", {"reason": "planner lease expired"}, actor=actor
+            append_event(
+                changes, run, "plan.resumed", {"reason": "planner lease expired"}, actor=actor
             )
         else:
-            move_run_txn(session, run, RunStatus.PLANNING, actor=actor, replan=replan or None)
+            move_run(changes, run, RunStatus.PLANNING, actor=actor, replan=replan or None)
     llm = ctx.llm_factory(run.budget_usd)
     try:
         outcome = await _make_plan(ctx, run, llm)
     except EngineError as exc:
         outcome = PlanOutcome(None, None, exc.detail, [])
-    async with transaction(ctx.sessions) as session:
-        run = await get_run_txn(session, run_id, lock=True)
-        rows = record_calls_txn(session, run, None, llm.calls, purpose="plan")
+    async with change_run(ctx, run_id) as locked:
+        changes = locked.changes
+        run = changes.run
+        rows = record_calls(changes, run, None, llm.calls, purpose="plan")
         if RunStatus(run.status) is not RunStatus.PLANNING:
             return  # cancelled while planning: keep the ledger, drop the plan
         if outcome.plan is None:
             run.error = {"code": "planning_failed", "message": outcome.failure}
-            move_run_txn(session, run, RunStatus.FAILED, actor=actor, reason=outcome.failure)
+            move_run(changes, run, RunStatus.FAILED, actor=actor, reason=outcome.failure)
             return
-        made_by = next((row.id for row in reversed(rows) if row.error is None), None)
-        steps = insert_plan_txn(
-            session,
+        made_by = next((row["id"] for row in reversed(rows) if row["error"] is None), None)
+        steps = insert_plan(
+            changes,
             run,
             outcome.plan,
             ctx.registry,
@@ -174,9 +186,7 @@ async def plan_run(
             llm_call_id=made_by,
             step_estimates=outcome.estimates,
         )
-        move_run_txn(session, run, RunStatus.PLANNED, actor=actor)
+        move_run(changes, run, RunStatus.PLANNED, actor=actor)
         if run.options.get("plan_approval"):
-            move_run_txn(
-                session, run, RunStatus.AWAITING_APPROVAL, actor=actor, reason="plan approval"
-            )
+            move_run(changes, run, RunStatus.AWAITING_APPROVAL, actor=actor, reason="plan approval")
         refresh_claimable(run, steps)

@@ -6,18 +6,17 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from agent_engine.domain.approval_policy import ApprovalPolicy, decide_approval
 from agent_engine.domain.canonical import content_hash
+from agent_engine.domain.clock import utcnow
 from agent_engine.domain.plan import Plan
+from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
 from agent_engine.domain.refs import StepReferenceError, iter_references, parse_reference
 from agent_engine.domain.retry import policy_for
 from agent_engine.domain.states import StepStatus
+from agent_engine.domain.transitions import append_event
 from agent_engine.errors import PlanValidationError
 from agent_engine.executors.registry import ExecutorRegistry
-from agent_engine.storage.audit import append_event_txn
-from agent_engine.storage.tables import AgentRun, PlanVersion, Step
 
 
 def _plan_error(step_number: int, field: str, message: str) -> PlanValidationError:
@@ -70,9 +69,9 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     }
 
 
-def insert_plan_txn(
-    session: AsyncSession,
-    run: AgentRun,
+def insert_plan(
+    changes: ChangeSet,
+    run: RunRecord,
     plan: Plan,
     registry: ExecutorRegistry,
     *,
@@ -82,32 +81,37 @@ def insert_plan_txn(
     rationale: str | None = None,
     llm_call_id: uuid.UUID | None = None,
     step_estimates: list[Decimal | None] | None = None,
-) -> list[Step]:
-    """Write ``plan`` as the run's steps and as a new plan version, with approval decisions and
+) -> list[StepRecord]:
+    """Add ``plan`` as the run's steps and as a new plan version, with approval decisions and
     estimated cost per step, and record it in the audit."""
     document = plan_document(plan)
     run.plan_version += 1
     run.plan_hash = content_hash(document)
     estimates = step_estimates or [Decimal(0)] * len(plan.steps)
     known = [e for e in estimates if e is not None]
-    session.add(
-        PlanVersion(
-            run_id=run.id,
-            version=run.plan_version,
-            plan_hash=run.plan_hash,
-            document=document,
-            source=source,
-            rationale=rationale,
-            llm_call_id=llm_call_id,
-            estimated_cost_usd=sum(known, Decimal(0)) if len(known) == len(estimates) else None,
-            step_estimates=[
+    changes.add(
+        "plans",
+        {
+            "id": uuid.uuid4(),
+            "run_id": run.id,
+            "version": run.plan_version,
+            "plan_hash": run.plan_hash,
+            "document": document,
+            "source": source,
+            "rationale": rationale,
+            "llm_call_id": llm_call_id,
+            "estimated_cost_usd": (
+                sum(known, Decimal(0)) if len(known) == len(estimates) else None
+            ),
+            "step_estimates": [
                 {"step_number": n, "estimated_cost_usd": format(e, "f") if e is not None else None}
                 for n, e in enumerate(estimates, start=1)
             ],
-            created_by=actor,
-        )
+            "created_by": actor,
+            "created_at": utcnow(),
+        },
     )
-    steps: list[Step] = []
+    steps: list[StepRecord] = []
     for number, (spec, deps) in enumerate(zip(plan.steps, plan.dependencies(), strict=True), 1):
         executor = registry[spec.step_type]
         requires, rule = decide_approval(
@@ -117,7 +121,8 @@ def insert_plan_txn(
             executor_default=executor.requires_approval,
             policy=policy,
         )
-        step = Step(
+        step = StepRecord(
+            id=uuid.uuid4(),
             run_id=run.id,
             step_number=number,
             step_type=spec.step_type,
@@ -136,10 +141,10 @@ def insert_plan_txn(
             ).max_attempts,
             retry_policy=spec.retry_policy.model_dump() if spec.retry_policy else None,
         )
-        session.add(step)
+        changes.add_step(step)
         steps.append(step)
-    append_event_txn(
-        session,
+    append_event(
+        changes,
         run,
         "plan.recorded",
         {

@@ -5,32 +5,30 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
+from agent_engine.domain.clock import utcnow
+from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
 from agent_engine.domain.retry import is_retryable, policy_for
 from agent_engine.domain.states import StepStatus
+from agent_engine.domain.transitions import move_step
 from agent_engine.errors import CancelledError, EngineError
-from agent_engine.storage.tables import AgentRun, Step
-from agent_engine.storage.transitions import move_step_txn
-from agent_engine.storage.types import utcnow
 
 
-def fail_step_txn(
-    session: AsyncSession, run: AgentRun, step: Step, error: EngineError, *, actor: str
+def fail_step(
+    changes: ChangeSet, run: RunRecord, step: StepRecord, error: EngineError, *, actor: str
 ) -> None:
     """RUNNING → FAILED, and back to PENDING (after a backoff) if the policy allows another go."""
     step.error = {"code": error.code, "message": error.detail, **_jsonable(error.data)}
     step.lease_owner = None
     step.lease_expires_at = None
-    move_step_txn(session, run, step, StepStatus.FAILED, actor=actor, error=step.error)
+    move_step(changes, run, step, StepStatus.FAILED, actor=actor, error=step.error)
     if isinstance(error, CancelledError):
         return
     policy = policy_for(step.step_type, step.retry_policy, step.max_attempts)
     if step.attempt < policy.max_attempts and is_retryable(error):
         delay = policy.delay_s(step.attempt)
         step.not_before = utcnow() + timedelta(seconds=delay)
-        move_step_txn(
-            session,
+        move_step(
+            changes,
             run,
             step,
             StepStatus.PENDING,

@@ -17,26 +17,27 @@ from pydantic import ConfigDict, Field
 from agent_engine.domain.approval_policy import ApprovalPolicy
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.plan import Plan, PlanStep
+from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
 from agent_engine.domain.states import TERMINAL_STEP_STATES, RunStatus, StepStatus
 from agent_engine.domain.text import StorableModel
-from agent_engine.engine.claiming import NewRunClaim
+from agent_engine.domain.transitions import append_event, move_run, move_step
 from agent_engine.engine.context import EngineContext
-from agent_engine.engine.plans import insert_plan_txn, validate_plan
+from agent_engine.engine.locking import change_run
+from agent_engine.engine.plans import insert_plan, validate_plan
 from agent_engine.engine.settle import refresh_claimable
 from agent_engine.errors import IdempotencyConflictError, InputValidationError
 from agent_engine.executors.workspace import check_workspace_root
-from agent_engine.storage.audit import append_event_txn, list_events_txn, take_notices
-from agent_engine.storage.collecting import CollectingSession
-from agent_engine.storage.database import read_transaction, transaction
-from agent_engine.storage.run_changes import DuplicateRowError, fill_defaults
+from agent_engine.storage.audit import list_events_txn
+from agent_engine.storage.changes import DuplicateRowError
+from agent_engine.storage.database import read_transaction
 from agent_engine.storage.runs import (
     find_run_by_idempotency_key_txn,
     get_run_txn,
     list_runs_txn,
-    list_steps_txn,
+    load_run_txn,
+    load_steps_txn,
 )
-from agent_engine.storage.tables import AgentRun, AuditEvent, PlanVersion, Step
-from agent_engine.storage.transitions import move_run_txn, move_step_txn
+from agent_engine.storage.tables import AgentRun, AuditEvent
 
 MAX_GOAL_CHARS = 20_000
 
@@ -60,8 +61,8 @@ class CreateRunRequest(StorableModel):
 
 @dataclass(frozen=True)
 class RunView:
-    run: AgentRun
-    steps: list[Step]
+    run: RunRecord
+    steps: list[StepRecord]
     replayed: bool = False  # an idempotent retry returned the run created earlier
 
 
@@ -95,15 +96,13 @@ async def create_run(
     plan = _plan_from_request(request)
     if plan is not None:
         validate_plan(plan, ctx.registry, has_workspace=workspace is not None)
-    new = _new_run(ctx, request, plan, workspace, actor, idempotency_key, request_hash)
+    changes = _new_run(ctx, request, plan, workspace, actor, idempotency_key, request_hash)
     # An in-process worker may claim the run's first steps in this very write.
     local = ctx.hand_off
-    taken = await local.claim_new(new.run, new.steps) if local is not None else None
-    if taken is not None:
-        new = new.claimed(taken)
+    taken = await local.claim_new(changes) if local is not None else None
     written = False
     try:
-        await ctx.run_changes.insert_run(new.rows, new.audit_rows)
+        await ctx.changes.insert(taken or changes)
         written = True
     except DuplicateRowError:
         # Lost a race with a concurrent request carrying the same key: answer with its run.
@@ -116,31 +115,7 @@ async def create_run(
     finally:
         if taken is not None and local is not None:
             local.started(taken, written=written)
-    ctx.publish_locally(take_notices(new.announced))
-    return RunView(new.run, new.steps)
-
-
-@dataclass(frozen=True)
-class _NewRun:
-    """A new run's rows, built by the usual state-machine code, to be written in one round trip."""
-
-    run: AgentRun
-    steps: list[Step]
-    rows: list[object]  # run, plan version, steps
-    audit_rows: list[dict[str, Any]]
-    announced: dict[str, Any]  # the session's info: its notifications
-
-    def claimed(self, taken: NewRunClaim) -> _NewRun:
-        """The same run with its first steps claimed (``taken`` holds claimed copies)."""
-        swap: dict[int, object] = {id(self.run): taken.run}
-        swap.update({id(old): new for old, new in zip(self.steps, taken.steps, strict=True)})
-        return _NewRun(
-            run=taken.run,
-            steps=taken.steps,
-            rows=[swap.get(id(row), row) for row in self.rows],
-            audit_rows=self.audit_rows + taken.collected.audit_rows,
-            announced=taken.collected.info,
-        )
+    return RunView(changes.run, changes.steps)  # as created: the worker has its own copy
 
 
 def _new_run(
@@ -151,20 +126,17 @@ def _new_run(
     actor: str,
     idempotency_key: str | None,
     request_hash: str,
-) -> _NewRun:
-    session = CollectingSession(accepts=(AgentRun, PlanVersion, Step))
-    run = AgentRun(
+) -> ChangeSet:
+    """The new run's change set: the run, its plan and steps, and their audit events."""
+    run = RunRecord(
         id=uuid.uuid4(),
         goal=request.goal,
         status=RunStatus.CREATED.value,
         workspace=workspace,
         budget_usd=request.budget_usd,
         budget_tokens=request.budget_tokens,
-        total_cost_usd=Decimal(0),
-        input_tokens=0,
-        output_tokens=0,
         created_by=actor,
-        metadata_=request.metadata,
+        metadata=request.metadata,
         options={
             "approval_policy": request.approval_policy.model_dump(mode="json"),
             "plan_approval": request.plan_approval,
@@ -174,22 +146,19 @@ def _new_run(
         request_hash=request_hash,
         started=request.auto_start,
         max_parallel=request.max_parallel,
-        audit_seq=0,
-        plan_version=0,
     )
-    session.add(run)
-    append_event_txn(
-        session,
+    changes = ChangeSet(run, [], new_run=True)
+    append_event(
+        changes,
         run,
         "run.created",
         {"goal": request.goal, "workspace": workspace, "request_hash": request_hash},
         actor=actor,
     )
-    steps: list[Step] = []
     if plan is not None:
-        move_run_txn(session, run, RunStatus.PLANNING, actor=actor, reason="explicit plan")
-        steps = insert_plan_txn(
-            session,
+        move_run(changes, run, RunStatus.PLANNING, actor=actor, reason="explicit plan")
+        insert_plan(
+            changes,
             run,
             plan,
             ctx.registry,
@@ -197,19 +166,11 @@ def _new_run(
             actor=actor,
             source="explicit",
         )
-        move_run_txn(session, run, RunStatus.PLANNED, actor=actor)
+        move_run(changes, run, RunStatus.PLANNED, actor=actor)
         if request.plan_approval:
-            move_run_txn(
-                session,
-                run,
-                RunStatus.AWAITING_APPROVAL,
-                actor=actor,
-                reason="plan approval",
-            )
-    refresh_claimable(run, steps)
-    for row in session.added:
-        fill_defaults(row)  # as written: what a worker claiming it at once works from
-    return _NewRun(run, steps, session.added, session.audit_rows, session.info)
+            move_run(changes, run, RunStatus.AWAITING_APPROVAL, actor=actor, reason="plan approval")
+    refresh_claimable(run, changes.steps)
+    return changes
 
 
 async def _find_idempotent(ctx: EngineContext, key: str, request_hash: str) -> RunView | None:
@@ -222,13 +183,14 @@ async def _find_idempotent(ctx: EngineContext, key: str, request_hash: str) -> R
                 f"Idempotency-Key {key!r} was used for a different request (run {run.id})",
                 run_id=str(run.id),
             )
-        return RunView(run, await list_steps_txn(session, run.id), replayed=True)
+        record = await load_run_txn(session, run.id)
+        return RunView(record, await load_steps_txn(session, run.id), replayed=True)
 
 
 async def get_run(ctx: EngineContext, run_id: str) -> RunView:
     async with read_transaction(ctx.sessions) as session:
-        run = await get_run_txn(session, run_id)
-        return RunView(run, await list_steps_txn(session, run.id))
+        run = await load_run_txn(session, run_id)
+        return RunView(run, await load_steps_txn(session, run.id))
 
 
 def encode_cursor(run: AgentRun) -> str:
@@ -261,25 +223,25 @@ async def list_runs(
     return page, next_cursor
 
 
-async def list_steps(ctx: EngineContext, run_id: str) -> list[Step]:
+async def list_steps(ctx: EngineContext, run_id: str) -> list[StepRecord]:
     async with read_transaction(ctx.sessions) as session:
-        run = await get_run_txn(session, run_id)
-        return await list_steps_txn(session, run.id)
+        run = await load_run_txn(session, run_id)
+        return await load_steps_txn(session, run.id)
 
 
 async def cancel_run(ctx: EngineContext, run_id: str, *, actor: str, reason: str | None) -> RunView:
-    """Cancel the run and every step that has not finished, in one transaction."""
-    async with transaction(ctx.sessions) as session:
-        run = await get_run_txn(session, run_id, lock=True)
-        move_run_txn(session, run, RunStatus.CANCELLED, actor=actor, reason=reason)
-        steps = await list_steps_txn(session, run.id)
-        for step in steps:
+    """Cancel the run and every step that has not finished, in one write."""
+    async with change_run(ctx, run_id) as locked:
+        changes = locked.changes
+        run = changes.run
+        move_run(changes, run, RunStatus.CANCELLED, actor=actor, reason=reason)
+        for step in changes.steps:
             if StepStatus(step.status) not in TERMINAL_STEP_STATES:
-                move_step_txn(session, run, step, StepStatus.CANCELLED, actor=actor, reason=reason)
+                move_step(changes, run, step, StepStatus.CANCELLED, actor=actor, reason=reason)
                 step.lease_owner = None
                 step.lease_expires_at = None
-        refresh_claimable(run, steps)
-        return RunView(run, steps)
+        refresh_claimable(run, changes.steps)
+    return RunView(run, changes.steps)
 
 
 async def list_audit(

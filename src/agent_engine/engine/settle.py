@@ -4,24 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
+from agent_engine.domain.clock import utcnow
+from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
 from agent_engine.domain.states import (
+    FAILED_FOR_GOOD_STEP_STATES,
+    FINISHED_STEP_STATES,
     SATISFIED_STEP_STATES,
+    STARTABLE_STEP_STATES,
     TERMINAL_RUN_STATES,
-    TERMINAL_STEP_STATES,
     RunStatus,
     StepStatus,
 )
-from agent_engine.storage.tables import AgentRun, Step
-from agent_engine.storage.transitions import move_run_txn
-from agent_engine.storage.types import utcnow
+from agent_engine.domain.transitions import move_run
 
-# Steps in these states let their dependents proceed. An optional step that failed or was rejected
-# counts too: the run "continues without it" (a reference to its output then fails loudly).
-_FAILED_FOR_GOOD = frozenset({StepStatus.FAILED, StepStatus.REJECTED})
-_FINISHED = TERMINAL_STEP_STATES | {StepStatus.FAILED}
-_STARTABLE = frozenset({StepStatus.PENDING, StepStatus.APPROVED})
+# An optional step that failed or was rejected lets its dependents proceed too: the run
+# "continues without it" (a reference to its output then fails loudly).
+_FAILED_FOR_GOOD = FAILED_FOR_GOOD_STEP_STATES
+_FINISHED = FINISHED_STEP_STATES
+_STARTABLE = STARTABLE_STEP_STATES
 
 
 # A step that stays FAILED has failed for good: when its policy allows another attempt, the same
@@ -32,20 +32,20 @@ _STARTABLE = frozenset({StepStatus.PENDING, StepStatus.APPROVED})
 # so the checks below test the column directly (these run for every step on every record).
 
 
-def is_satisfied(step: Step) -> bool:
+def is_satisfied(step: StepRecord) -> bool:
     status = step.status
     return status in SATISFIED_STEP_STATES or (step.optional and status in _FAILED_FOR_GOOD)
 
 
-def is_finished(step: Step) -> bool:
+def is_finished(step: StepRecord) -> bool:
     """Terminal, or failed for good."""
     return step.status in _FINISHED
 
 
-def ready_steps(steps: Sequence[Step]) -> list[Step]:
+def ready_steps(steps: Sequence[StepRecord]) -> list[StepRecord]:
     """Steps that may run now: pending or approved, with every dependency satisfied.
 
-    ``steps`` may hold only the run's open steps (see ``list_open_steps_txn``): a dependency
+    ``steps`` may hold only the run's open steps (see ``load_steps_txn``): a dependency
     that is not among them has finished, and in a run that has not failed that means satisfied.
     """
     by_number = {step.step_number: step for step in steps}
@@ -62,18 +62,22 @@ def ready_steps(steps: Sequence[Step]) -> list[Step]:
     return ready
 
 
-def plan_awaits_approval(run: AgentRun) -> bool:
+def plan_awaits_approval(run: RunRecord) -> bool:
     """A run created with ``plan_approval`` whose current plan version no human approved yet."""
     return bool(run.options.get("plan_approval")) and run.plan_approved_version != run.plan_version
 
 
-def refresh_claimable(run: AgentRun, steps: Sequence[Step]) -> None:
+def refresh_claimable(run: RunRecord, steps: Sequence[StepRecord]) -> None:
     """Keep ``run.claimable_at`` (what workers look for) equal to when its next step is ready."""
-    if not run.started or run.status in TERMINAL_RUN_STATES or plan_awaits_approval(run):
+    if not run.started or run.status in TERMINAL_RUN_STATES:
         run.claimable_at = None
         return
     if run.status == RunStatus.CREATED:
-        run.claimable_at = utcnow()  # a worker plans it
+        # A worker plans it; a plan that then waits for approval is not claimable (below).
+        run.claimable_at = utcnow()
+        return
+    if plan_awaits_approval(run):
+        run.claimable_at = None
         return
     moments = [step.not_before or utcnow() for step in ready_steps(steps)]
     expiries = [
@@ -85,7 +89,7 @@ def refresh_claimable(run: AgentRun, steps: Sequence[Step]) -> None:
     run.claimable_at = min(candidates) if candidates else None
 
 
-def blocking_failure(steps: Sequence[Step]) -> Step | None:
+def blocking_failure(steps: Sequence[StepRecord]) -> StepRecord | None:
     """The first required step that failed for good or was rejected."""
     for step in steps:
         if step.optional:
@@ -95,16 +99,16 @@ def blocking_failure(steps: Sequence[Step]) -> Step | None:
     return None
 
 
-def settle_run_txn(
-    session: AsyncSession, run: AgentRun, steps: Sequence[Step], *, actor: str
+def settle_run(
+    changes: ChangeSet, run: RunRecord, steps: Sequence[StepRecord], *, actor: str
 ) -> None:
     """Move the run to the status its steps imply, and refresh what workers may claim."""
-    settle_status_txn(session, run, steps, actor=actor)
+    settle_status(changes, run, steps, actor=actor)
     refresh_claimable(run, steps)
 
 
-def settle_status_txn(
-    session: AsyncSession, run: AgentRun, steps: Sequence[Step], *, actor: str
+def settle_status(
+    changes: ChangeSet, run: RunRecord, steps: Sequence[StepRecord], *, actor: str
 ) -> None:
     """Move the run to the status its steps imply: failed, completed, waiting or running."""
     status = RunStatus(run.status)
@@ -112,7 +116,7 @@ def settle_status_txn(
         return
     # One pass for the three questions (this runs twice on every record): the first required
     # step that failed for good (as ``blocking_failure``), whether all finished, whether any waits.
-    failed: Step | None = None
+    failed: StepRecord | None = None
     finished = True
     waiting = False
     for step in steps:
@@ -124,8 +128,8 @@ def settle_status_txn(
             finished = False
             waiting = waiting or step_status == StepStatus.AWAITING_APPROVAL
     if failed is not None:
-        move_run_txn(
-            session,
+        move_run(
+            changes,
             run,
             RunStatus.FAILED,
             actor=actor,
@@ -138,9 +142,9 @@ def settle_status_txn(
         }
         return
     if finished:
-        move_run_txn(session, run, RunStatus.COMPLETED, actor=actor)
+        move_run(changes, run, RunStatus.COMPLETED, actor=actor)
         return
     if waiting and status is RunStatus.RUNNING:
-        move_run_txn(session, run, RunStatus.AWAITING_APPROVAL, actor=actor)
+        move_run(changes, run, RunStatus.AWAITING_APPROVAL, actor=actor)
     elif not waiting and status is RunStatus.AWAITING_APPROVAL:
-        move_run_txn(session, run, RunStatus.RUNNING, actor=actor)
+        move_run(changes, run, RunStatus.RUNNING, actor=actor)

@@ -4,103 +4,30 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent_engine.domain.canonical import content_hash
-from agent_engine.storage.collecting import CollectingSession
+from agent_engine.domain.records import RunRecord
+from agent_engine.domain.transitions import event_hash
 from agent_engine.storage.notifications import RunNotice
-from agent_engine.storage.tables import AgentRun, AuditEvent
-from agent_engine.storage.types import utcnow
-
-
-def event_hash(
-    *,
-    run_id: uuid.UUID,
-    seq: int,
-    type: str,
-    step_id: uuid.UUID | None,
-    payload: dict[str, Any],
-    actor: str,
-    created_at: datetime,
-    prev_hash: str | None,
-) -> str:
-    """The chained hash of one event; a verifier recomputes it from the stored columns."""
-    return content_hash(
-        {
-            "run_id": str(run_id),
-            "seq": seq,
-            "type": type,
-            "step_id": str(step_id) if step_id else None,
-            "payload": payload,
-            "actor": actor,
-            "created_at": created_at.isoformat(),
-            "prev_hash": prev_hash,
-        }
-    )
-
+from agent_engine.storage.tables import AuditEvent
 
 CHANGED_RUNS = "agent_engine_changed_runs"
 
 
+def notice_of(run: RunRecord) -> str:
+    """The notification payload for ``run`` as a write leaves it, as PostgreSQL's trigger would
+    send it at commit."""
+    return RunNotice.of(run.id, run.audit_seq, run.status, run.claimable_at).payload()
+
+
 def take_notices(info: dict[str, Any]) -> list[str]:
-    """The notification payloads for the runs a committed transaction changed (and forget them),
-    as PostgreSQL's trigger would send them: one per run, its state after the commit."""
-    runs: dict[uuid.UUID, AgentRun] = info.pop(CHANGED_RUNS, {})
-    return [
-        RunNotice.of(run.id, run.audit_seq, run.status, run.claimable_at).payload()
-        for run in runs.values()
-    ]
-
-
-def append_event_txn(
-    session: AsyncSession,
-    run: AgentRun,
-    type: str,
-    payload: dict[str, Any],
-    *,
-    actor: str,
-    step_id: uuid.UUID | None = None,
-) -> None:
-    """Add the next event of ``run``'s chain to the caller's transaction.
-
-    The caller holds the run row (locked on PostgreSQL, IMMEDIATE on SQLite); moving the chain head
-    on that row is what keeps ``seq`` gap-free under concurrency.
-    """
-    seq = run.audit_seq + 1
-    created_at = utcnow()
-    digest = event_hash(
-        run_id=run.id,
-        seq=seq,
-        type=type,
-        step_id=step_id,
-        payload=payload,
-        actor=actor,
-        created_at=created_at,
-        prev_hash=run.audit_head_hash,
-    )
-    row = {
-        "run_id": run.id,
-        "seq": seq,
-        "type": type,
-        "step_id": step_id,
-        "payload": payload,
-        "actor": actor,
-        "created_at": created_at,
-        "prev_hash": run.audit_head_hash,
-        "hash": digest,
-    }
-    if isinstance(session, CollectingSession):
-        session.audit_rows.append(row)  # written as a row: no ORM object needed
-    else:
-        session.add(AuditEvent(**row))
-    # Announced after commit (SQLite, in-process); PostgreSQL's trigger does it across processes.
-    session.info.setdefault(CHANGED_RUNS, {})[run.id] = run
-    run.audit_seq = seq
-    run.audit_head_hash = digest
+    """The notification payloads for the runs a committed transaction changed (and forget them):
+    one per run, its state after the commit."""
+    runs: dict[uuid.UUID, RunRecord] = info.pop(CHANGED_RUNS, {})
+    return [notice_of(run) for run in runs.values()]
 
 
 async def list_events_txn(

@@ -9,10 +9,12 @@ from datetime import datetime
 from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent_engine.storage.tables import AgentRun, Step
+from agent_engine.domain.records import RunRecord
+from agent_engine.domain.states import CLAIMABLE_RUN_STATES
+from agent_engine.storage.runs import RUNS, lock_runs_txn
+from agent_engine.storage.tables import Step
 
-# CREATED: a worker plans it; PLANNING: only when the planner's lease (claimable_at) expired.
-CLAIMABLE_RUN_STATES = ("created", "planning", "planned", "running", "awaiting_approval")
+_CLAIMABLE = sorted(CLAIMABLE_RUN_STATES)
 
 
 async def lock_claimable_runs_txn(
@@ -22,7 +24,7 @@ async def lock_claimable_runs_txn(
     limit: int,
     step_types: Sequence[str] = (),
     exclude: Sequence[uuid.UUID] = (),
-) -> Sequence[AgentRun]:
+) -> list[RunRecord]:
     """Lock up to ``limit`` started runs that have a step ready now or a lease that expired.
 
     ``claimable_at`` is the earliest of both (every transaction that changes steps keeps it), so
@@ -32,27 +34,27 @@ async def lock_claimable_runs_txn(
     ``FOR UPDATE SKIP LOCKED`` on PostgreSQL: a run another worker is claiming from or recording
     into is skipped, not waited for. SQLite's IMMEDIATE transaction already holds the database.
     """
-    query = select(AgentRun).where(
-        AgentRun.claimable_at <= now,
-        AgentRun.started.is_(True),
-        AgentRun.status.in_(CLAIMABLE_RUN_STATES),
+    query = select(RUNS).where(
+        RUNS.c.claimable_at <= now,
+        RUNS.c.started.is_(True),
+        RUNS.c.status.in_(_CLAIMABLE),
     )
     if step_types:
         query = query.where(
             exists().where(
-                Step.run_id == AgentRun.id,
+                Step.run_id == RUNS.c.id,
                 Step.status.in_(("pending", "approved", "running")),
                 Step.step_type.in_(step_types),
             )
         )
     if exclude:
-        query = query.where(AgentRun.id.not_in(exclude))
+        query = query.where(RUNS.c.id.not_in(exclude))
     query = (
-        query.order_by(AgentRun.claimable_at, AgentRun.created_at)
+        query.order_by(RUNS.c.claimable_at, RUNS.c.created_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    return (await session.scalars(query)).all()
+    return await lock_runs_txn(session, query)
 
 
 async def extend_leases_txn(
@@ -61,14 +63,26 @@ async def extend_leases_txn(
     """Heartbeat: push the leases of steps ``owner`` still holds; returns the ids still held.
 
     A step missing from the answer was cancelled, or reclaimed after our lease lapsed: the worker
-    must stop it and never write its result.
+    must stop it and never write its result. The steps' runs get a new version, like every
+    write of a run's rows: a change decided from the leases as they were is refused.
     """
     if not fences:
         return set()
+    held = (Step.id.in_(list(fences)), Step.lease_owner == owner, Step.status == "running")
+    # Runs first, in id order, as every write locks them: no deadlock with a write of a run.
+    runs = (
+        await session.scalars(
+            select(RUNS.c.id)
+            .where(RUNS.c.id.in_(select(Step.run_id).where(*held)))
+            .order_by(RUNS.c.id)
+            .with_for_update()
+        )
+    ).all()
+    if runs:
+        await session.execute(
+            update(RUNS).where(RUNS.c.id.in_(runs)).values(version=RUNS.c.version + 1)
+        )
     result = await session.execute(
-        update(Step)
-        .where(Step.id.in_(list(fences)), Step.lease_owner == owner, Step.status == "running")
-        .values(lease_expires_at=until)
-        .returning(Step.id, Step.fence)
+        update(Step).where(*held).values(lease_expires_at=until).returning(Step.id, Step.fence)
     )
     return {row.id for row in result if fences.get(row.id) == row.fence}

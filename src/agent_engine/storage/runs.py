@@ -5,13 +5,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, Table, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agent_engine.domain.records import RunRecord, StepRecord
+from agent_engine.domain.states import OPEN_STEP_STATES
 from agent_engine.errors import NotFoundError
 from agent_engine.storage.tables import AgentRun, Approval, Step
+
+RUNS = cast(Table, AgentRun.__table__)
+STEPS = cast(Table, Step.__table__)
 
 
 def _parse_id(kind: str, raw: str | uuid.UUID) -> uuid.UUID:
@@ -82,52 +87,7 @@ async def list_steps_txn(session: AsyncSession, run_id: uuid.UUID) -> list[Step]
     return list(result.all())
 
 
-OPEN_STEP_STATES = ("pending", "running", "awaiting_approval", "approved")
-
-
-async def list_open_steps_txn(
-    session: AsyncSession, run_id: uuid.UUID, *, also: uuid.UUID | None = None
-) -> list[Step]:
-    """The run's unfinished steps (plus ``also``): what claiming and settling need, in a query
-    whose size does not grow with the steps already done."""
-    condition: ColumnElement[bool] = Step.status.in_(OPEN_STEP_STATES)
-    if also is not None:
-        condition = or_(condition, Step.id == also)
-    result = await session.scalars(
-        select(Step).where(Step.run_id == run_id, condition).order_by(Step.step_number)
-    )
-    return list(result.all())
-
-
-async def list_open_steps_of_runs_txn(
-    session: AsyncSession, run_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, list[Step]]:
-    """The unfinished steps of several runs at once (one query), by run."""
-    by_run: dict[uuid.UUID, list[Step]] = {run_id: [] for run_id in run_ids}
-    if not run_ids:
-        return by_run
-    result = await session.scalars(
-        select(Step)
-        .where(Step.run_id.in_(run_ids), Step.status.in_(OPEN_STEP_STATES))
-        .order_by(Step.run_id, Step.step_number)
-    )
-    for step in result:
-        by_run[step.run_id].append(step)
-    return by_run
-
-
-async def outputs_of_txn(
-    session: AsyncSession, run_id: uuid.UUID, numbers: set[int] | None = None
-) -> dict[int, Any]:
-    """Outputs of the run's steps by number (``numbers``: only those), including outputs
-    written earlier in this same transaction."""
-    await session.flush()
-    query = select(Step.step_number, Step.output_data).where(
-        Step.run_id == run_id, Step.output_data.is_not(None)
-    )
-    if numbers is not None:
-        query = query.where(Step.step_number.in_(numbers))
-    return {row.step_number: row.output_data for row in await session.execute(query)}
+_OPEN = sorted(OPEN_STEP_STATES)
 
 
 async def get_step_txn(
@@ -152,3 +112,80 @@ async def list_approvals_txn(session: AsyncSession, run_id: uuid.UUID) -> Sequen
         select(Approval).where(Approval.run_id == run_id).order_by(Approval.decided_at)
     )
     return result.all()
+
+
+# The state machine's input: runs and steps as plain records (``domain/records.py``).
+
+
+async def load_run_txn(
+    session: AsyncSession, run_id: str | uuid.UUID, *, lock: bool = False
+) -> RunRecord:
+    """The run as a record, locked ``FOR UPDATE`` when ``lock`` (SQLite's IMMEDIATE
+    transaction already holds the database)."""
+    parsed = parse_run_id(run_id)
+    query = select(RUNS).where(RUNS.c.id == parsed)
+    if lock:
+        query = query.with_for_update()
+    row = (await session.execute(query)).mappings().one_or_none()
+    if row is None:
+        raise NotFoundError(f"no run with id {str(run_id)!r}", run_id=str(run_id))
+    return RunRecord(**row)
+
+
+async def lock_runs_txn(session: AsyncSession, query: Any) -> list[RunRecord]:
+    """The runs a ``select`` of ``agent_runs`` rows returns, as records."""
+    return [RunRecord(**row) for row in (await session.execute(query)).mappings()]
+
+
+async def load_steps_txn(
+    session: AsyncSession,
+    run_id: uuid.UUID,
+    *,
+    open_only: bool = False,
+    also: uuid.UUID | None = None,
+) -> list[StepRecord]:
+    """The run's steps as records in step order: all, or only the unfinished ones (plus
+    ``also``), which is what claiming and settling need and does not grow with the run."""
+    query = select(STEPS).where(STEPS.c.run_id == run_id)
+    if open_only:
+        condition: ColumnElement[bool] = STEPS.c.status.in_(_OPEN)
+        if also is not None:
+            condition = or_(condition, STEPS.c.id == also)
+        query = query.where(condition)
+    rows = (await session.execute(query.order_by(STEPS.c.step_number))).mappings()
+    return [StepRecord(**row) for row in rows]
+
+
+async def load_open_steps_of_runs_txn(
+    session: AsyncSession, run_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[StepRecord]]:
+    """The unfinished steps of several runs at once (one query), by run."""
+    by_run: dict[uuid.UUID, list[StepRecord]] = {run_id: [] for run_id in run_ids}
+    if not run_ids:
+        return by_run
+    rows = await session.execute(
+        select(STEPS)
+        .where(STEPS.c.run_id.in_(run_ids), STEPS.c.status.in_(_OPEN))
+        .order_by(STEPS.c.run_id, STEPS.c.step_number)
+    )
+    for row in rows.mappings():
+        by_run[row["run_id"]].append(StepRecord(**row))
+    return by_run
+
+
+async def outputs_txn(
+    session: AsyncSession, run_id: uuid.UUID, numbers: set[int] | None = None
+) -> dict[int, Any]:
+    """Stored outputs of the run's steps by number (``numbers``: only those)."""
+    query = select(STEPS.c.step_number, STEPS.c.output_data).where(
+        STEPS.c.run_id == run_id, STEPS.c.output_data.is_not(None)
+    )
+    if numbers is not None:
+        query = query.where(STEPS.c.step_number.in_(numbers))
+    return {row.step_number: row.output_data for row in await session.execute(query)}
+
+
+async def delete_steps_txn(session: AsyncSession, run_id: uuid.UUID) -> None:
+    """Remove a run's steps before a new plan takes their numbers (re-planning, which is only
+    allowed before any step started, and audits each step's departure)."""
+    await session.execute(STEPS.delete().where(STEPS.c.run_id == run_id))

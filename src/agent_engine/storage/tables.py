@@ -72,6 +72,9 @@ class AgentRun(Base):
     # transactions that change steps, so claiming reads one indexed column instead of the DAG.
     claimable_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     audit_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Bumped by every write of the run or its steps; a write applies only if it is still the
+    # version the change was decided from (a trigger refuses an update that does not bump it).
+    version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     audit_head_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -11,17 +11,15 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-MONEY_SCALE = 9
-_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
+from agent_engine.domain.clock import utcnow
+from agent_engine.domain.money import MONEY_SCALE, quantize_money
+
+__all__ = ["JSONDocument", "Money", "UTCDateTime", "quantize_money", "utcnow"]
+
 
 # JSONB on PostgreSQL (indexable, compact), JSON text on SQLite: one model definition for both.
 # None is SQL NULL (not JSON 'null'), so "no output" is one thing to every query and writer.
 JSONDocument = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
-
-
-def quantize_money(value: Decimal) -> Decimal:
-    """Money to the stored scale (9 decimal places)."""
-    return value.quantize(_QUANTUM)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -64,7 +62,3 @@ class Money(TypeDecorator[Decimal]):
         if value is None:
             return None
         return quantize_money(Decimal(str(value)))
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

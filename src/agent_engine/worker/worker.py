@@ -19,40 +19,31 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_engine.config import Settings
+from agent_engine.domain.clock import utcnow
+from agent_engine.domain.records import ChangeSet, copy_changes
 from agent_engine.domain.states import RunStatus, StepStatus
-from agent_engine.engine.claiming import (
-    Claim,
-    ClaimConflictError,
-    LockedRun,
-    NewRunClaim,
-    claim_from_locked_runs_txn,
-    claim_ready_txn,
-    lease_until,
-)
+from agent_engine.domain.transitions import move_step
+from agent_engine.engine.claiming import Claim, OutputReader, claim_ready, lease_until
 from agent_engine.engine.context import EngineContext, lazy_llm
-from agent_engine.engine.hot_path import KnownRuns, detached_copy, mark_written
+from agent_engine.engine.locking import change_run
 from agent_engine.engine.planner import plan_run
-from agent_engine.engine.settle import settle_run_txn
+from agent_engine.engine.settle import settle_run
 from agent_engine.engine.stepping import (
     ContinueWith,
-    Recording,
     StepResult,
-    lock_claimed_txn,
+    claimed_step,
+    decide_result,
     run_claimed,
-    start_recording,
 )
 from agent_engine.errors import EngineError, StaleFenceError
-from agent_engine.storage.audit import take_notices
 from agent_engine.storage.claims import extend_leases_txn, lock_claimable_runs_txn
-from agent_engine.storage.collecting import CollectingSession, NeedsDatabase
-from agent_engine.storage.database import transaction
+from agent_engine.storage.database import read_transaction, transaction
 from agent_engine.storage.notifications import RunNotice
-from agent_engine.storage.runs import list_steps_txn
-from agent_engine.storage.tables import AgentRun, Step
-from agent_engine.storage.transitions import move_step_txn
-from agent_engine.storage.types import utcnow
+from agent_engine.storage.runs import load_open_steps_of_runs_txn, outputs_txn
+from agent_engine.worker.known_runs import KnownRuns
 
 logger = logging.getLogger(__name__)
 
@@ -88,19 +79,19 @@ class _Inflight:
     claim: Claim
     cancel: asyncio.Event
     task: asyncio.Task[None]
-    # False while the write that claimed the step may still be committing (the step started
-    # early): a heartbeat would not find the lease yet, and must not take that for a lost claim.
-    confirmed: bool = True
 
 
-@dataclass(frozen=True)
-class _Next:
-    """What a worker task executes next, and the recording whose write claimed it, when the
-    step starts before that write committed."""
+def _reader(session: AsyncSession, run_id: uuid.UUID) -> OutputReader:
+    """Stored outputs of one run, read in the claim round's transaction."""
 
-    claim: Claim
-    cancel: asyncio.Event
-    claimed_by: Recording | None = None
+    async def read(numbers: set[int] | None) -> dict[int, Any]:
+        return await outputs_txn(session, run_id, numbers)
+
+    return read
+
+
+async def _no_outputs(_numbers: set[int] | None) -> dict[int, Any]:
+    return {}  # a run not written yet has none
 
 
 class Worker:
@@ -114,6 +105,7 @@ class Worker:
         self._inflight: dict[uuid.UUID, _Inflight] = {}
         self._planning: set[asyncio.Task[None]] = set()
         self._reserved = 0  # slots of steps claimed for runs created here, not yet written
+        self._new_claims: dict[uuid.UUID, list[Claim]] = {}  # by run, until ``started``
         self._stop: asyncio.Event | None = None
         self._lease = timedelta(seconds=self.options.lease_s)
         self._recheck = asyncio.Event()  # a slot freed up, or a timer for claimable work fired
@@ -149,14 +141,15 @@ class Worker:
                     await heartbeat
                 await self._drain()
 
-    async def claim_new(self, run: AgentRun, steps: list[Step]) -> NewRunClaim | None:
+    async def claim_new(self, changes: ChangeSet) -> ChangeSet | None:
         """A run about to be created in this process: when its first steps are ready now and a
-        slot is free, claim them (on copies of its rows) so that they are written with it.
+        slot is free, claim them in a copy of its change set, to be written instead of it.
 
-        Nothing is read: the run is new, so what the creator holds is the whole truth. Its
-        notification then says its next step is due when the claimed lease ends, so no claim
-        round looks for it now.
+        Nothing is read: the run is new, so its change set is the whole truth. Its notification
+        then says its next step is due when the claimed lease ends, so no claim round looks for
+        it now.
         """
+        run = changes.run
         limit = self.options.concurrency - self.inflight
         ready = run.claimable_at is not None and run.claimable_at <= utcnow()
         if (
@@ -167,41 +160,40 @@ class Worker:
             or self._stop.is_set()
         ):
             return None
-        claimed_run = detached_copy(run)
-        claimed_steps = [detached_copy(step) for step in steps]
-        collected = CollectingSession()
+        claimed = copy_changes(changes)
+        events_before = len(claimed.events())
         self._reserved += limit  # while the claim is worked out (an approval's preview may wait)
         try:
-            claims = await claim_ready_txn(
+            claims = await claim_ready(
                 self.ctx,
-                collected,
-                claimed_run,
-                claimed_steps,
+                claimed,
+                _no_outputs,
                 owner=self.id,
                 limit=limit,
                 lease=self._lease,
                 llm=lazy_llm(self.ctx, None),
                 step_types=self.options.step_types,
             )
-        except (NeedsDatabase, EngineError):
+        except EngineError:
             return None  # the run goes as created; its notification brings it to a claim round
         finally:
             self._reserved -= limit
-        if not collected.audit_rows:
+        if len(claimed.events()) == events_before:
             return None  # nothing this worker may take
         self._reserved += len(claims)  # until ``started``
-        return NewRunClaim(claimed_run, claimed_steps, collected, claims)
+        self._new_claims[run.id] = claims
+        return claimed
 
-    def started(self, taken: NewRunClaim, *, written: bool) -> None:
+    def started(self, taken: ChangeSet, *, written: bool) -> None:
         """The run claimed by ``claim_new`` was written (or not, and nothing was claimed)."""
-        self._reserved -= len(taken.claims)
+        claims = self._new_claims.pop(taken.run.id, [])
+        self._reserved -= len(claims)
         if not written:
             return
-        # A copy again: the creator answers its caller with the instances it wrote.
-        self.known_runs.adopt(taken.run, taken.steps)
-        for claim in taken.claims:
+        self.known_runs.remember(taken)
+        for claim in claims:
             self._spawn(claim)
-        if taken.claims and self.inflight >= self.options.concurrency:
+        if claims and self.inflight >= self.options.concurrency:
             self._work_waiting = True  # the run may have more ready steps than there were slots
 
     async def _idle(self, wakeups: asyncio.Queue[str], stop: asyncio.Event) -> None:
@@ -276,40 +268,48 @@ class Worker:
         claims: list[Claim] = []
         plans: list[tuple[str, bool]] = []
         llm = lazy_llm(self.ctx, None)
-        written: list[LockedRun] = []
+        written: list[ChangeSet] = []
         try:
             async with transaction(self.ctx.sessions) as session:
                 now = utcnow()
                 runs = await lock_claimable_runs_txn(
                     session, now=now, limit=free, step_types=sorted(self.options.step_types)
                 )
-                stepping = []
+                open_steps = await load_open_steps_of_runs_txn(session, [run.id for run in runs])
                 for run in runs:
+                    changes = ChangeSet(run, open_steps[run.id])
                     status = RunStatus(run.status)
                     if status in (RunStatus.CREATED, RunStatus.PLANNING):
                         run.claimable_at = lease_until(now, self._lease)  # the planner's lease
                         plans.append((str(run.id), status is RunStatus.PLANNING))
                     else:
-                        stepping.append(run)
-                taken, written = await claim_from_locked_runs_txn(
-                    self.ctx,
-                    session,
-                    stepping,
-                    owner=self.id,
-                    limit=free - len(plans),
-                    lease=self._lease,
-                    llm=llm,
-                    step_types=self.options.step_types,
-                )
-                claims.extend(taken)
-        except (DBAPIError, ClaimConflictError) as exc:
+
+                        async def read(
+                            numbers: set[int] | None, run_id: uuid.UUID = run.id
+                        ) -> dict[int, Any]:
+                            return await outputs_txn(session, run_id, numbers)
+
+                        claims.extend(
+                            await claim_ready(
+                                self.ctx,
+                                changes,
+                                read,
+                                owner=self.id,
+                                limit=free - len(plans) - len(claims),
+                                lease=self._lease,
+                                llm=llm,
+                                step_types=self.options.step_types,
+                            )
+                        )
+                    if not changes.is_empty():
+                        written.append(changes)
+                await self.ctx.changes.apply_in(session, written)
+        except DBAPIError as exc:
             # Lost a race the database settled (deadlock victim, serialization): try again soon.
-            logger.warning("claim round failed: %s", getattr(exc, "orig", exc))
+            logger.warning("claim round failed: %s", exc.orig)
             return False
-        for locked in written:
-            mark_written(locked.run, locked.steps)
-            self.known_runs.remember(locked.run, locked.steps)
-            self.ctx.publish_locally(take_notices(locked.collected.info))
+        for changes in written:
+            self.known_runs.remember(changes)
         for claim in claims:
             self._spawn(claim)
         for run_id, resume in plans:
@@ -339,35 +339,19 @@ class Worker:
     async def _execute(self, claim: Claim, cancel: asyncio.Event) -> None:
         """Execute ``claim``, record it, and go on in this task with the first of the run's next
         steps the recording claimed (the others get tasks of their own)."""
-        current: _Next | None = _Next(claim, cancel)
+        current: Claim | None = claim
         while current is not None:
-            current = await self._execute_one(current)
+            current, cancel = await self._execute_one(current, cancel)
 
-    def _may_start_early(self, claim: Claim) -> bool:
-        """Whether ``claim`` may start before the write that made it commits: its executor is
-        free to repeat, and the write leaves this process's interpreter free meanwhile."""
-        executor = self.ctx.registry.get(claim.step_type)
-        return (
-            executor is not None
-            and executor.may_start_early
-            and claim.prior_intent is None
-            and self.ctx.run_changes.works_elsewhere
-        )
-
-    async def _execute_one(self, current: _Next) -> _Next | None:
-        """Execute one claimed step and record it; what this task does next.
-
-        A step that is free to repeat (``may_start_early``) starts while the write that claimed
-        it is still committing; its result is recorded only once that write committed, and is
-        forgotten when it did not (then the claims the locking path made go on instead).
-        """
-        claim = current.claim
+    async def _execute_one(
+        self, claim: Claim, cancel: asyncio.Event
+    ) -> tuple[Claim | None, asyncio.Event]:
+        """Execute one claimed step and record it; the step this task executes next."""
         following: list[Claim] = []  # this slot goes straight to the run's next step
-        early: Recording | None = None  # the write this task's next step starts ahead of
         try:
-            result = await run_claimed(self.ctx, claim, cancel=current.cancel)
+            result = await run_claimed(self.ctx, claim, cancel=cancel)
             if result is not None:
-                following, early = await self._record(claim, result, current.claimed_by)
+                following = await self._record(claim, result)
             for next_claim in following[1:]:
                 self._spawn(next_claim)
         except StaleFenceError as exc:
@@ -381,27 +365,18 @@ class Worker:
             if not following:
                 self._recheck.set()
         if not following:
-            return None
+            return None, cancel
+        upcoming = following[0]
         if item is None:  # not registered (cannot happen): never leave a claimed step behind
-            self._spawn(following[0])
-            return None
-        upcoming = _Next(following[0], asyncio.Event(), claimed_by=early)
-        self._inflight[upcoming.claim.step_id] = _Inflight(
-            upcoming.claim, upcoming.cancel, item.task, confirmed=early is None
-        )
-        if early is not None and early.written is not None:
-            early.written.add_done_callback(lambda _: self._confirm(upcoming.claim))
-        return upcoming
+            self._spawn(upcoming)
+            return None, cancel
+        next_cancel = asyncio.Event()
+        self._inflight[upcoming.step_id] = _Inflight(upcoming, next_cancel, item.task)
+        return upcoming, next_cancel
 
-    async def _record(
-        self, claim: Claim, result: StepResult, claimed_by: Recording | None
-    ) -> tuple[list[Claim], Recording | None]:
-        """Record a result with the run's next steps claimed; the claims, and the recording when
-        the first may start before its write commits (the only claim, free to repeat).
-
-        A step that started early (``claimed_by``) is recorded on top of the write that claimed
-        it; when that write did not commit, the claim never existed: its result is forgotten,
-        the earlier result goes through the locking path, and the claims made there go on."""
+    async def _record(self, claim: Claim, result: StepResult) -> list[Claim]:
+        """Record a result with the run's next steps claimed: on the records this worker holds
+        when it holds the run, else (or when that write is refused) under the run's lock."""
         # This task's slot frees up as it records: it may take the run's next steps.
         then = ContinueWith(
             owner=self.id,
@@ -409,38 +384,37 @@ class Worker:
             lease=self._lease,
             llm=lazy_llm(self.ctx, None),
             step_types=self.options.step_types,
-            known=self.known_runs,
         )
-        recording = await start_recording(
-            self.ctx, claim, result, actor=self.id, then=then, claimed_by=claimed_by
-        )
-        if recording is None:
-            assert claimed_by is not None
-            return await claimed_by.confirmed(), None
-        early = None
-        following = recording.claims
-        if recording.in_flight and len(following) == 1 and self._may_start_early(following[0]):
-            early = recording
-        else:
-            following = await recording.confirmed()
-        if len(following) >= then.limit:
-            self._work_waiting = True  # the run may have more ready steps than we took
-        return following, early
 
-    def _confirm(self, claim: Claim) -> None:
-        """The write that claimed this step settled: heartbeats look after its lease again (and
-        cancel the step if that write did not claim it after all)."""
-        item = self._inflight.get(claim.step_id)
-        if item is not None and item.claim is claim:
-            item.confirmed = True
+        async def read_stored(numbers: set[int] | None) -> dict[int, Any]:
+            async with read_transaction(self.ctx.sessions) as session:
+                return await outputs_txn(session, claim.run_id, numbers)
+
+        async def decide(changes: ChangeSet) -> list[Claim]:
+            return await decide_result(
+                self.ctx, changes, read_stored, claim, result, actor=self.id, then=then
+            )
+
+        written, claims = await self.known_runs.change(
+            self.ctx.changes, self.ctx.sessions, claim.run_id, decide
+        )
+        if not written or claims is None:
+            async with change_run(
+                self.ctx, claim.run_id, open_steps=True, also=claim.step_id
+            ) as locked:
+                claims = await decide_result(
+                    self.ctx, locked.changes, locked.read, claim, result, actor=self.id, then=then
+                )
+            self.known_runs.remember(locked.changes)
+        if len(claims) >= then.limit:
+            self._work_waiting = True  # the run may have more ready steps than we took
+        return claims
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         interval = self.options.lease_s / 3
         while True:
             await asyncio.sleep(interval)
-            fences = {
-                sid: item.claim.fence for sid, item in self._inflight.items() if item.confirmed
-            }
+            fences = {sid: item.claim.fence for sid, item in self._inflight.items()}
             if not fences:
                 continue
             try:
@@ -474,21 +448,23 @@ class Worker:
 
     async def _release(self, claim: Claim) -> None:
         """Hand an unfinished step back (RUNNING → PENDING) so another worker takes it at once."""
+        self.known_runs.forget(claim.run_id)
         try:
-            async with transaction(self.ctx.sessions) as session:
-                run, step = await lock_claimed_txn(session, claim)
+            async with change_run(self.ctx, claim.run_id) as locked:
+                changes = locked.changes
+                step = claimed_step(changes, claim)
                 step.lease_owner = None
                 step.lease_expires_at = None
-                move_step_txn(
-                    session,
-                    run,
+                move_step(
+                    changes,
+                    changes.run,
                     step,
                     StepStatus.PENDING,
                     actor=self.id,
                     reason="worker shutdown",
                     fence=claim.fence,
                 )
-                settle_run_txn(session, run, await list_steps_txn(session, run.id), actor=self.id)
+                settle_run(changes, changes.run, changes.steps, actor=self.id)
         except StaleFenceError:
             return  # no longer ours: nothing to hand back
         except (DBAPIError, EngineError) as exc:

@@ -1,0 +1,78 @@
+"""The cost ledger's write side: one ``llm_calls`` row per provider call, added to the change set
+that records the step (or the plan), with the step and run totals moved by the same amounts."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from agent_engine.domain.clock import utcnow
+from agent_engine.domain.money import quantize_money
+from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
+from agent_engine.llm.base import LLMCallRecord
+
+
+def record_calls(
+    changes: ChangeSet,
+    run: RunRecord,
+    step: StepRecord | None,
+    records: Sequence[LLMCallRecord],
+    *,
+    purpose: str = "step",
+) -> list[dict[str, Any]]:
+    """Add ``records`` to the ledger and to the step and run totals; the new rows.
+
+    An unpriced call (no known price) is stored with a NULL cost and ``priced = false``: it adds
+    nothing to the totals and the cost summary flags it.
+    """
+    if not records:
+        return []  # most steps call no model: nothing to add, and no totals to touch
+    added = Decimal(0)
+    rows: list[dict[str, Any]] = []
+    for record in records:
+        cost = quantize_money(record.cost_usd) if record.cost_usd is not None else None
+        row = {
+            "id": uuid.uuid4(),
+            "run_id": run.id,
+            "step_id": step.id if step is not None else None,
+            "purpose": purpose,
+            "provider": record.provider,
+            "model": record.model,
+            "request": record.request,
+            "request_hash": record.request_hash,
+            "response": record.response,
+            "input_tokens": record.usage.input_tokens,
+            "output_tokens": record.usage.output_tokens,
+            "cached_input_tokens": record.usage.cached_input_tokens,
+            "cache_write_tokens": record.usage.cache_write_tokens,
+            "reasoning_tokens": record.usage.reasoning_tokens,
+            "usage_estimated": record.usage.estimated,
+            "cost_usd": cost,
+            "priced": cost is not None,
+            "price_source": record.price_source,
+            "latency_ms": record.latency_ms,
+            "attempt": record.attempt,
+            "error": record.error,
+            "routing": record.routing,
+            "cached": False,
+            "replayed": record.replayed,
+            "created_at": utcnow(),
+        }
+        changes.add("llm_calls", row)
+        rows.append(row)
+        if cost is not None:
+            added += cost
+        run.input_tokens += record.usage.input_tokens
+        run.output_tokens += record.usage.output_tokens
+        if step is not None:
+            step.input_tokens += record.usage.input_tokens
+            step.output_tokens += record.usage.output_tokens
+    run.total_cost_usd = quantize_money(run.total_cost_usd + added)
+    if step is not None:
+        step.cost_usd = quantize_money(step.cost_usd + added)
+        successful = [r for r in records if r.error is None]
+        if successful:
+            step.model = f"{successful[-1].provider}:{successful[-1].model}"
+    return rows

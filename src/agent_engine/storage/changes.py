@@ -1,0 +1,236 @@
+"""Writing change sets: every change of a run goes through here, in one guarded write.
+
+A ``ChangeSet`` (``domain/records.py``) holds the fields a decision changed on a run and its
+steps, and the rows it added. Written, it is one update of the run that applies only if the run's
+``version`` is still the one the decision read (and bumps it), the updates of its steps, and the
+inserts, all in one transaction. When the guard fails, nothing of that run is written and the
+caller decides again from what the database holds (``apply`` answers False).
+
+- PostgreSQL: one call, ``SELECT agent_engine_apply_changes_v1(…)`` (``storage/sql/``), either
+  alone (its own implicit transaction: one round trip) or inside the caller's transaction.
+- SQLite: the same changes as Core statements, in one transaction.
+
+Change sets that become ready while a write is in flight go together in the next one (group
+commit): one commit for all the runs whose results are ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Table, insert, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+from agent_engine.domain.canonical import wire_json
+from agent_engine.domain.records import ChangeSet
+from agent_engine.storage.audit import CHANGED_RUNS, notice_of
+from agent_engine.storage.tables import Base
+
+# Foreign keys first: a plan version names the LLM call that made it, calls name their step.
+INSERT_ORDER = ("agent_runs", "steps", "llm_calls", "plans", "approvals", "audit_events")
+TABLES: dict[str, Table] = {name: Base.metadata.tables[name] for name in INSERT_ORDER}
+MAX_BATCH = 64  # runs per group commit
+APPLY_SQL = text("SELECT agent_engine_apply_changes_v1(CAST(:batch AS jsonb))")
+
+
+class DuplicateRowError(Exception):
+    """A unique constraint refused a new row (a concurrent run with the same idempotency key)."""
+
+
+@dataclass(frozen=True)
+class Write:
+    """A change set as the values to write (what both backends execute)."""
+
+    run_id: uuid.UUID
+    expected_version: int | None  # None: a new run, only inserted
+    run_values: dict[str, Any]
+    step_values: list[tuple[uuid.UUID, dict[str, Any]]]
+    inserts: list[tuple[str, list[dict[str, Any]]]]
+
+    def document(self) -> dict[str, Any]:
+        """The element of ``agent_engine_apply_changes_v1``'s batch for this write."""
+        return {
+            "run_id": self.run_id,
+            "expected_version": self.expected_version,
+            "run": self.run_values,
+            "steps": [{"id": step_id, "set": values} for step_id, values in self.step_values],
+            "inserts": [[table, rows] for table, rows in self.inserts],
+        }
+
+
+def prepare(changes: ChangeSet) -> Write:
+    """What writing ``changes`` writes. The run's version moves on here: a change computed on
+    top of this one is guarded by the version this one leaves."""
+    run = changes.run
+    rows: dict[str, list[dict[str, Any]]] = {}
+    if changes.new_run:
+        rows["agent_runs"] = [run.row()]
+        expected: int | None = None
+        run_values: dict[str, Any] = {}
+    else:
+        expected = changes.expected_version
+        run.version = expected + 1
+        run_values = run.changes()
+    new = {id(step) for step in changes.new_steps}
+    if changes.new_steps:
+        rows["steps"] = [step.row() for step in changes.new_steps]
+    step_values = [
+        (step.id, values)
+        for step in changes.steps
+        if id(step) not in new and (values := step.changes())
+    ]
+    for table, row in changes.rows:
+        rows.setdefault(table, []).append(row)
+    inserts = [(table, rows[table]) for table in INSERT_ORDER if table in rows]
+    return Write(run.id, expected, run_values, step_values, inserts)
+
+
+def mark_saved(changes: ChangeSet) -> None:
+    """The change set was written: its records' stored state is what they hold now."""
+    changes.run.saved()
+    for step in changes.steps:
+        step.saved()
+
+
+class ChangeWriter:
+    """Writes change sets through the engine's one connection pool."""
+
+    def __init__(self, engine: AsyncEngine, publish: Callable[[list[str]], None]) -> None:
+        self._engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+        self._publish = publish
+        self._queue: list[tuple[ChangeSet, Write, asyncio.Future[bool]]] = []
+        self._flushing = False
+        self._flusher: asyncio.Task[None] | None = None  # held: the loop keeps only weak refs
+
+    @property
+    def works_elsewhere(self) -> bool:
+        """Whether a write's work happens outside this process (PostgreSQL's server), leaving
+        the interpreter free while it commits (SQLite's runs in a thread of this process)."""
+        return self._postgres
+
+    async def apply(self, changes: ChangeSet) -> bool:
+        """Write ``changes`` in a transaction of its own (shared with whatever else is ready);
+        False when the run moved on (nothing written). Raises when the outcome is unknown (the
+        connection broke mid-write)."""
+        write = prepare(changes)
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append((changes, write, done))
+        if not self._flushing:
+            self._flushing = True
+            try:
+                await self._flush_one_batch()
+            finally:
+                if self._queue:  # what arrived meanwhile goes next, without this caller
+                    self._flusher = asyncio.create_task(self._flush_rest())
+                else:
+                    self._flushing = False
+        return await done
+
+    async def insert(self, changes: ChangeSet) -> None:
+        """Write a new run's change set in a transaction of its own, not shared: a unique key it
+        breaks (an idempotency key used concurrently) raises ``DuplicateRowError`` to its
+        creator alone."""
+        try:
+            await self._write_batch([prepare(changes)])
+        except IntegrityError as exc:
+            raise DuplicateRowError(str(exc.orig)) from exc
+        mark_saved(changes)
+        self._publish([notice_of(changes.run)])
+
+    async def apply_in(self, session: AsyncSession, batch: Sequence[ChangeSet]) -> list[bool]:
+        """Write ``batch`` in the caller's transaction; its commit announces them."""
+        writes = [prepare(changes) for changes in batch]
+        connection = await session.connection()
+        applied = await self._execute(connection, writes)
+        changed = session.info.setdefault(CHANGED_RUNS, {})
+        for changes, ok in zip(batch, applied, strict=True):
+            if ok:
+                mark_saved(changes)
+                changed[changes.run.id] = changes.run
+        return applied
+
+    async def _flush_rest(self) -> None:
+        try:
+            while self._queue:
+                await self._flush_one_batch()
+        finally:
+            self._flushing = False
+
+    async def _flush_one_batch(self) -> None:
+        batch = self._queue[:MAX_BATCH]
+        del self._queue[: len(batch)]
+        try:
+            applied = await self._write_batch([write for _, write, _ in batch])
+        except BaseException as exc:
+            # Whether the batch committed is unknown: every caller learns it.
+            for _, _, done in batch:
+                if not done.done():
+                    done.set_exception(
+                        exc if isinstance(exc, Exception) else ConnectionError("write interrupted")
+                    )
+            if not isinstance(exc, Exception):
+                raise
+            return
+        notices = []
+        for (changes, _, done), ok in zip(batch, applied, strict=True):
+            if ok:
+                mark_saved(changes)
+                notices.append(notice_of(changes.run))
+            if not done.done():
+                done.set_result(ok)
+        if notices:
+            self._publish(notices)
+
+    async def _write_batch(self, writes: list[Write]) -> list[bool]:
+        if self._postgres:
+            # One statement is one implicit transaction: no BEGIN and COMMIT round trips.
+            async with self._engine.connect() as connection:
+                autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+                return await self._execute(autocommit, writes)
+        async with self._engine.begin() as connection:
+            return await self._execute(connection, writes)
+
+    async def _execute(self, connection: AsyncConnection, writes: list[Write]) -> list[bool]:
+        if self._postgres:
+            # One lock order for every batch (by run id): two batches never deadlock.
+            order = sorted(range(len(writes)), key=lambda i: writes[i].run_id)
+            answers = await connection.scalar(
+                APPLY_SQL, {"batch": wire_json([writes[i].document() for i in order])}
+            )
+            applied = [False] * len(writes)
+            for position, index in enumerate(order):
+                applied[index] = bool(answers[position])
+            return applied
+        return await connection.run_sync(_apply_sqlite, writes)
+
+
+def _apply_sqlite(connection: Connection, writes: list[Write]) -> list[bool]:
+    """The writes as Core statements, in the caller's (IMMEDIATE) transaction."""
+    runs, steps = TABLES["agent_runs"], TABLES["steps"]
+    applied = []
+    for write in writes:
+        if write.expected_version is not None:
+            result = connection.execute(
+                update(runs)
+                .where(runs.c.id == write.run_id, runs.c.version == write.expected_version)
+                .values(write.run_values)
+            )
+            if result.rowcount != 1:
+                applied.append(False)  # checked first: nothing else of this run was written
+                continue
+            for step_id, values in write.step_values:
+                connection.execute(
+                    update(steps)
+                    .where(steps.c.id == step_id, steps.c.run_id == write.run_id)
+                    .values(values)
+                )
+        for table, rows in write.inserts:
+            connection.execute(insert(TABLES[table]), rows)
+        applied.append(True)
+    return applied
