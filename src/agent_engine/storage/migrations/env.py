@@ -23,9 +23,10 @@ from agent_engine.storage.tables import Base
 target_metadata = Base.metadata
 config = context.config
 # Only the alembic command reads an ini file; its logging sections print each revision applied.
-from_command_line = config.config_file_name is not None
-if from_command_line:
-    fileConfig(config.config_file_name, disable_existing_loggers=False)
+ini_file = config.config_file_name
+from_command_line = ini_file is not None
+if ini_file is not None:
+    fileConfig(ini_file, disable_existing_loggers=False)
 
 
 def _database_url() -> str:
