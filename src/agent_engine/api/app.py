@@ -28,7 +28,11 @@ def create_app(
     registry: ExecutorRegistry | None = None,
     llm_factory: LLMClientFactory | None = None,
 ) -> FastAPI:
-    """Build the API. The database is reached (and migrated, if enabled) only at start-up."""
+    """Build the API. The database is reached (and migrated, if enabled) only at start-up.
+
+    With no arguments the settings come from the environment, so this is also the factory for
+    ``uvicorn --factory agent_engine.api.app:create_app``.
+    """
     settings = settings or get_settings()
 
     @asynccontextmanager

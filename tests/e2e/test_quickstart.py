@@ -1,0 +1,117 @@
+"""The README's Quickstart, run as written against a real ``agent-engine serve``, so it cannot drift
+from the code.
+
+Only the first shell block under "## Quickstart" runs. The sample-workspace block follows a run
+that stops for approval with ``curl -sN …/events``, a stream that ends only when the run finishes,
+so as a script it would wait for ever; ``tests/e2e/test_sample_workspace.py`` covers that story.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agent_engine.storage.migrations import head_revision
+from tests.databases import sqlite_url
+from tests.processes import clean_env, free_port, running
+
+pytestmark = pytest.mark.slow
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+API_LINE = "API=http://127.0.0.1:8000"
+SCRIPT_LIMIT_S = 120  # a failure bound, not a measurement
+GATED_GOAL = "two no-op steps, the second gated"
+
+
+def quickstart_block() -> str:
+    """The first ```sh block of the README's "## Quickstart" section."""
+    text = README.read_text(encoding="utf-8")
+    _, found, rest = text.partition("\n## Quickstart\n")
+    assert found, "README.md has no '## Quickstart' section"
+    section = rest.split("\n## ", 1)[0]
+    match = re.search(r"^```sh\n(.*?)^```$", section, re.DOTALL | re.MULTILINE)
+    assert match is not None, "the Quickstart has no ```sh block"
+    return match.group(1)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    """``agent-engine serve`` as ``make serve`` runs it, on a free port and temporary state."""
+    workspaces = tmp_path / "workspaces"
+    workspaces.mkdir()
+    port = free_port()
+    env = clean_env(
+        AGENT_ENGINE_PORT=str(port),
+        AGENT_ENGINE_DATABASE_URL=sqlite_url(tmp_path / "var" / "agent-engine.db"),
+        AGENT_ENGINE_WORKSPACE_ROOTS=str(workspaces),
+        AGENT_ENGINE_LOG_LEVEL="warning",
+    )
+    with running(["agent_engine", "serve"], tmp_path, env, port) as url:
+        yield url
+
+
+def run_block(block: str, api: str, workdir: Path) -> subprocess.CompletedProcess[str]:
+    assert API_LINE in block.splitlines(), f"the Quickstart no longer sets {API_LINE}"
+    script = workdir / "quickstart.sh"
+    script.write_text("set -euo pipefail\n" + block.replace(API_LINE, f"API={api}"))
+    return subprocess.run(
+        ["bash", str(script)],
+        cwd=workdir,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=SCRIPT_LIMIT_S,
+        check=False,
+    )
+
+
+def json_documents(output: str) -> list[Any]:
+    """The JSON documents the script printed one after another (curl adds no newlines)."""
+    decoder = json.JSONDecoder()
+    documents: list[Any] = []
+    position = 0
+    while (position := _skip_space(output, position)) < len(output):
+        document, position = decoder.raw_decode(output, position)
+        documents.append(document)
+    return documents
+
+
+def _skip_space(text: str, position: int) -> int:
+    while position < len(text) and text[position].isspace():
+        position += 1
+    return position
+
+
+def test_readme_quickstart_runs_as_written(server: str, tmp_path: Path) -> None:
+    result = run_block(quickstart_block(), server, tmp_path)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    documents = json_documents(result.stdout)
+    problems = [d for d in documents if isinstance(d, dict) and "code" in d and "title" in d]
+    # The one refusal the Quickstart shows: cancelling the completed run. Nothing else failed.
+    assert [(p["status"], p["code"]) for p in problems] == [(409, "invalid_transition")], problems
+    assert problems[0]["instance"].endswith("/cancel")
+    health = [d for d in documents if isinstance(d, dict) and "schema_revision" in d]
+    assert [d["status"] for d in health] == ["ok", "ready"], health
+    assert health[1]["schema_revision"] == head_revision()
+
+    # What the script did, as the server now tells it.
+    with httpx.Client(base_url=server, timeout=30) as client:
+        runs: list[dict[str, Any]] = client.get("/v1/agent-runs").json()["items"]
+        by_goal = {run["goal"]: run for run in runs}
+        assert len(runs) == 2, runs
+        gated = client.get(f"/v1/agent-runs/{by_goal[GATED_GOAL]['id']}").json()
+    assert by_goal["Analyze the codebase and suggest improvements"]["status"] == "created"
+    assert gated["status"] == "completed"
+    assert [step["status"] for step in gated["steps"]] == ["completed", "completed"]
+    assert gated["steps"][1]["output_data"] == gated["steps"][0]["output_data"]
+    audits = [d for d in documents if isinstance(d, dict) and "chain_valid" in d]
+    assert [(a["run_id"], a["chain_valid"]) for a in audits] == [(gated["id"], True)]
+    approvals = [event for event in audits[0]["events"] if event["type"] == "step.approved"]
+    assert [event["actor"] for event in approvals] == ["alice"]
