@@ -27,6 +27,9 @@ from agent_engine.executors.registry import ExecutorRegistry
 from agent_engine.storage.audit import append_event_txn
 from agent_engine.storage.tables import AgentRun, PlanVersion, Step
 
+# How many problems the one-line detail spells out; ``errors`` always lists them all.
+_DETAILS_SHOWN = 3
+
 
 @dataclass
 class _Findings:
@@ -46,9 +49,6 @@ class _Findings:
         if len(self.details) > _DETAILS_SHOWN:
             detail += f"; and {len(self.details) - _DETAILS_SHOWN} more (see errors)"
         return PlanValidationError(detail, errors=self.errors)
-
-
-_DETAILS_SHOWN = 3
 
 
 def _ancestors(dependencies: list[list[int]]) -> list[set[int]]:
