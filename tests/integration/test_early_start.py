@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 import pytest
+from agent_engine.storage.run_changes import RunChanges, RunChangeWriter
 from sqlalchemy.exc import OperationalError
 
 from agent_engine.config import Settings
@@ -27,7 +28,6 @@ from agent_engine.executors.noop import NoopExecutor, NoopInput, NoopOutput
 from agent_engine.executors.registry import ExecutorRegistry, load_registry
 from agent_engine.storage.audit import list_events_txn, verify_chain
 from agent_engine.storage.database import read_transaction
-from agent_engine.storage.run_changes import RunChanges, RunChangeWriter
 from agent_engine.storage.runs import list_steps_txn
 from agent_engine.worker.worker import Worker, WorkerOptions
 

@@ -20,6 +20,9 @@ from types import ModuleType
 from typing import Any, cast
 
 import pytest
+from agent_engine.engine.hot_path import KnownRuns
+from agent_engine.storage.collecting import NeedsDatabase
+from agent_engine.storage.run_changes import RunChanges, RunChangeWriter, StepPatch
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,16 +35,13 @@ from agent_engine.engine.approvals import decide_step
 from agent_engine.engine.claiming import Claim, take_ready_txn
 from agent_engine.engine.context import EngineContext, build_context, lazy_llm
 from agent_engine.engine.control import start_run
-from agent_engine.engine.hot_path import KnownRuns
 from agent_engine.engine.runs import CreateRunRequest, cancel_run, create_run, get_run
 from agent_engine.engine.settle import settle_run_txn
 from agent_engine.engine.stepping import ContinueWith, record_result, run_claimed
 from agent_engine.storage import run_changes
 from agent_engine.storage.audit import append_event_txn, event_hash, list_events_txn, verify_chain
-from agent_engine.storage.collecting import NeedsDatabase
 from agent_engine.storage.database import read_transaction, transaction
 from agent_engine.storage.notifications import RunNotice
-from agent_engine.storage.run_changes import RunChanges, RunChangeWriter, StepPatch
 from agent_engine.storage.runs import get_run_txn, list_open_steps_txn, outputs_of_txn
 from agent_engine.storage.tables import AgentRun, Approval, AuditEvent, Step
 from agent_engine.storage.types import utcnow

@@ -3,27 +3,52 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
+
+from pydantic import PydanticUserError
 
 from agent_engine.domain.approval_policy import ApprovalPolicy, decide_approval
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.clock import utcnow
 from agent_engine.domain.plan import Plan
 from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
-from agent_engine.domain.refs import StepReferenceError, iter_references, parse_reference
+from agent_engine.domain.refs import (
+    StepReferenceError,
+    iter_reference_locations,
+    missing_output_field,
+    parse_reference,
+)
 from agent_engine.domain.retry import policy_for
 from agent_engine.domain.states import StepStatus
 from agent_engine.domain.transitions import append_event
 from agent_engine.errors import PlanValidationError
+from agent_engine.executors.base import ExecutionLimits
 from agent_engine.executors.registry import ExecutorRegistry
 
+# How many problems the one-line detail spells out; ``errors`` always lists them all.
+_DETAILS_SHOWN = 3
 
-def _plan_error(step_number: int, field: str, message: str) -> PlanValidationError:
-    return PlanValidationError(
-        f"step {step_number}: {field}: {message}",
-        errors=[{"step_number": step_number, "field": field, "message": message}],
-    )
+
+@dataclass
+class _Findings:
+    """Every problem found in a plan: one-line details and the ``errors`` entries of the 422."""
+
+    details: list[str] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, step_number: int, where: str, message: str) -> None:
+        """One problem of step ``step_number`` at ``where`` (an input field, or ``step_type``)."""
+        shown = where if where == "step_type" else f"input_data.{where}" if where else "input_data"
+        self.details.append(f"step {step_number}: {shown}: {message}")
+        self.errors.append({"step_number": step_number, "field": where, "message": message})
+
+    def refusal(self) -> PlanValidationError:
+        detail = "; ".join(self.details[:_DETAILS_SHOWN])
+        if len(self.details) > _DETAILS_SHOWN:
+            detail += f"; and {len(self.details) - _DETAILS_SHOWN} more (see errors)"
+        return PlanValidationError(detail, errors=self.errors)
 
 
 def _ancestors(dependencies: list[list[int]]) -> list[set[int]]:
@@ -36,27 +61,104 @@ def _ancestors(dependencies: list[list[int]]) -> list[set[int]]:
     return closure
 
 
-def validate_plan(plan: Plan, registry: ExecutorRegistry, *, has_workspace: bool) -> None:
-    """Refuse unknown step types, inputs their executor rejects, and references that cannot
-    resolve (to a later step, or to one the step does not depend on), naming step and field."""
+def _steps(count: int) -> str:
+    return f"{count} step" if count == 1 else f"{count} steps"
+
+
+class _OutputSchemas:
+    """The JSON schema of each step type's output (as stored: field names, not aliases)."""
+
+    def __init__(self, registry: ExecutorRegistry) -> None:
+        self._registry = registry
+        self._by_type: dict[str, dict[str, Any] | None] = {}
+
+    def get(self, step_type: str) -> dict[str, Any] | None:
+        if step_type not in self._by_type:
+            executor = self._registry.get(step_type)
+            schema: dict[str, Any] | None = None
+            if executor is not None:
+                try:
+                    schema = executor.output_model.model_json_schema(
+                        by_alias=False, mode="serialization"
+                    )
+                except PydanticUserError:
+                    schema = None  # a plugin's output with no JSON schema: fields unchecked
+            self._by_type[step_type] = schema
+        return self._by_type[step_type]
+
+
+def _reference_problem(
+    plan: Plan, number: int, ref: str, ancestors: set[int], schemas: _OutputSchemas
+) -> str | None:
+    """Why the reference ``ref`` in step ``number`` cannot resolve, or ``None`` if it can."""
+    try:
+        target, path = parse_reference(ref)
+    except StepReferenceError as exc:
+        return str(exc)
+    if target > len(plan.steps):
+        return (
+            f"reference {ref!r} names step {target}, but there is no step {target} "
+            f"(the plan has {_steps(len(plan.steps))})"
+        )
+    if target == number:
+        return f"reference {ref!r} names step {number} itself; a step can only use earlier outputs"
+    if target > number:
+        return (
+            f"reference {ref!r} names step {target}, which comes after step {number}; "
+            "a step can only use earlier outputs"
+        )
+    if target not in ancestors:
+        return (
+            f"reference {ref!r} names step {target}, which step {number} does not "
+            "depend on (directly or through other steps)"
+        )
+    target_type = plan.steps[target - 1].step_type
+    schema = schemas.get(target_type)
+    missing = missing_output_field(schema, path) if schema is not None else None
+    if missing is not None:
+        return f"reference {ref!r}: step {target} ({target_type}): {missing}"
+    return None
+
+
+def validate_plan(
+    plan: Plan,
+    registry: ExecutorRegistry,
+    *,
+    has_workspace: bool,
+    limits: ExecutionLimits | None = None,
+) -> None:
+    """Refuse a plan that cannot work, naming each step and field at fault in one error.
+
+    Refused: unknown step types, inputs their executor rejects (its model, and its plan-time
+    check of literal values, which uses ``limits`` when given, e.g. the command allowlist), and
+    references that cannot resolve (to no step, to the step itself or a later one, to one the
+    step does not depend on, or to a field the step's output does not have).
+    """
+    findings = _Findings()
     ancestors = _ancestors(plan.dependencies())
+    schemas = _OutputSchemas(registry)
     for number, step in enumerate(plan.steps, start=1):
-        registry.validate_step(number, step.step_type, step.input_data)
-        executor = registry[step.step_type]
+        input_valid = True
+        try:
+            registry.validate_step(number, step.step_type, step.input_data)
+        except PlanValidationError as exc:
+            findings.details.append(exc.detail)
+            findings.errors.extend(exc.data.get("errors") or [])
+            input_valid = False
+        for where, ref in iter_reference_locations(step.input_data):
+            problem = _reference_problem(plan, number, ref, ancestors[number - 1], schemas)
+            if problem is not None:
+                findings.add(number, where, problem)
+        executor = registry.get(step.step_type)
+        if executor is None:
+            continue
         if executor.needs_workspace and not has_workspace:
-            raise _plan_error(number, "step_type", f"{step.step_type} needs the run's workspace")
-        for ref in iter_references(step.input_data):
-            try:
-                target, _ = parse_reference(ref)
-            except StepReferenceError as exc:
-                raise _plan_error(number, "input_data", str(exc)) from exc
-            if target not in ancestors[number - 1]:
-                raise _plan_error(
-                    number,
-                    "input_data",
-                    f"reference {ref!r} names step {target}, which step {number} does not "
-                    "depend on (directly or through other steps)",
-                )
+            findings.add(number, "step_type", f"{step.step_type} needs the run's workspace")
+        if input_valid:
+            for found in executor.check_plan_input(step.input_data, limits):
+                findings.add(number, found.field, found.message)
+    if findings.errors:
+        raise findings.refusal()
 
 
 def plan_document(plan: Plan) -> dict[str, Any]:

@@ -95,7 +95,7 @@ async def create_run(
         workspace = str(root)
     plan = _plan_from_request(request)
     if plan is not None:
-        validate_plan(plan, ctx.registry, has_workspace=workspace is not None)
+        validate_plan(plan, ctx.registry, has_workspace=workspace is not None, limits=ctx.limits)
     changes = _new_run(ctx, request, plan, workspace, actor, idempotency_key, request_hash)
     # An in-process worker may claim the run's first steps in this very write.
     local = ctx.hand_off

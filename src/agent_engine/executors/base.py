@@ -29,6 +29,15 @@ class ExecutionLimits:
     command_output_cap_bytes: int = 65_536
 
 
+@dataclass(frozen=True)
+class InputProblem:
+    """What a plan-time check found wrong with a step's input: the field (dotted, relative to
+    the input, e.g. ``argv.0``) and why it cannot work."""
+
+    field: str
+    message: str
+
+
 @dataclass
 class ExecutorContext:
     """Everything an executor may use. Deliberately no database session: the engine records."""
@@ -110,6 +119,18 @@ class Executor(abc.ABC, Generic[InputT, OutputT]):
         behind anyone's back); a step without side effects simply runs again.
         """
         return Reconciliation("unknown" if self.side_effects else "not_applied")
+
+    def check_plan_input(
+        self, input_data: dict[str, Any], limits: ExecutionLimits | None
+    ) -> list[InputProblem]:
+        """Problems with the input knowable when the plan is created, before anything runs.
+
+        ``input_data`` has passed :meth:`validate_input` except where it holds ``{"$ref": …}``
+        values, which are not resolved yet: only literal values are checked. ``limits`` is
+        ``None`` when the engine's caps are unknown; then only what does not depend on them is
+        checked. The step is checked again when it runs; the default finds nothing.
+        """
+        return []
 
     def validate_input(self, data: dict[str, Any]) -> InputT:
         """Parse raw step input with the executor's model (raises pydantic.ValidationError)."""

@@ -14,8 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from agent_engine.errors import ExecutorError
-from agent_engine.executors.base import Executor, ExecutorContext, Reconciliation
-from agent_engine.executors.unified_diff import apply_diff, make_diff
+from agent_engine.executors.base import (
+    ExecutionLimits,
+    Executor,
+    ExecutorContext,
+    InputProblem,
+    Reconciliation,
+)
+from agent_engine.executors.input_checks import literal_string, workspace_path_problem
+from agent_engine.executors.unified_diff import apply_diff, make_diff, parse_diff
 from agent_engine.executors.workspace import Workspace, run_blocking, workspace_of
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -173,6 +180,24 @@ class EditFileExecutor(Executor[EditFileInput, EditFileOutput]):
     idempotent = False
     requires_approval = True
     needs_workspace = True
+
+    def check_plan_input(
+        self, input_data: dict[str, Any], limits: ExecutionLimits | None
+    ) -> list[InputProblem]:
+        """A literal path that would leave the workspace, or a literal diff that does not parse,
+        is refused when the plan is made (whether the diff applies depends on the file then)."""
+        problems: list[InputProblem] = []
+        path = literal_string(input_data, "path")
+        problem = workspace_path_problem("path", path) if path is not None else None
+        if problem is not None:
+            problems.append(problem)
+        diff = literal_string(input_data, "diff")
+        if input_data.get("operation") == "patch" and diff is not None:
+            try:
+                parse_diff(diff)
+            except ExecutorError as exc:
+                problems.append(InputProblem("diff", exc.detail))
+        return problems
 
     async def execute(self, input: EditFileInput, context: ExecutorContext) -> EditFileOutput:
         workspace = workspace_of(context)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pathspec import GitIgnoreSpec
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent_engine.errors import ExecutorError
-from agent_engine.executors.base import Executor, ExecutorContext
+from agent_engine.executors.base import ExecutionLimits, Executor, ExecutorContext, InputProblem
 from agent_engine.executors.workspace import Workspace, run_blocking, workspace_of
 
 GITIGNORE_MAX_BYTES = 1_048_576
@@ -118,6 +120,23 @@ class ListFilesExecutor(Executor[ListFilesInput, ListFilesOutput]):
     may_start_early = True  # reads only: starting before the claim commits risks nothing
     idempotent = True
     needs_workspace = True
+
+    def check_plan_input(
+        self, input_data: dict[str, Any], limits: ExecutionLimits | None
+    ) -> list[InputProblem]:
+        """A literal pattern with a ``..`` component is refused: the listing never leaves the
+        workspace, so such a pattern is a mistake that could only ever match nothing."""
+        patterns = input_data.get("patterns")
+        if not isinstance(patterns, list):
+            return []
+        return [
+            InputProblem(
+                f"patterns.{index}",
+                f"{pattern!r} has a '..' component; patterns match inside the workspace only",
+            )
+            for index, pattern in enumerate(patterns)
+            if isinstance(pattern, str) and ".." in pattern.removeprefix("!").split("/")
+        ]
 
     async def execute(self, input: ListFilesInput, context: ExecutorContext) -> ListFilesOutput:
         workspace = workspace_of(context)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+from typing import Any
 
 from charset_normalizer import from_bytes
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent_engine.errors import ExecutorError
-from agent_engine.executors.base import Executor, ExecutorContext
+from agent_engine.executors.base import ExecutionLimits, Executor, ExecutorContext, InputProblem
+from agent_engine.executors.input_checks import literal_string, workspace_path_problem
 from agent_engine.executors.unified_diff import split_lines
 from agent_engine.executors.workspace import Workspace, run_blocking, workspace_of
 
@@ -83,6 +85,14 @@ class ReadFileExecutor(Executor[ReadFileInput, ReadFileOutput]):
     may_start_early = True  # reads only: starting before the claim commits risks nothing
     idempotent = True
     needs_workspace = True
+
+    def check_plan_input(
+        self, input_data: dict[str, Any], limits: ExecutionLimits | None
+    ) -> list[InputProblem]:
+        """A literal path that would leave the workspace is refused when the plan is made."""
+        path = literal_string(input_data, "path")
+        problem = workspace_path_problem("path", path) if path is not None else None
+        return [problem] if problem is not None else []
 
     async def execute(self, input: ReadFileInput, context: ExecutorContext) -> ReadFileOutput:
         workspace = workspace_of(context)

@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent_engine.errors import CancelledError as StepCancelledError
 from agent_engine.errors import ExecutorError
-from agent_engine.executors.base import Executor, ExecutorContext
+from agent_engine.executors.base import ExecutionLimits, Executor, ExecutorContext, InputProblem
+from agent_engine.executors.input_checks import literal_string, workspace_path_problem
 from agent_engine.executors.workspace import Workspace, run_blocking, workspace_of
 
 GIB = 1 << 30
@@ -87,31 +88,46 @@ def scrubbed_env(passthrough: Sequence[str], home: str) -> dict[str, str]:
     return env
 
 
+def _absolute_entries(allowlist: Sequence[str]) -> list[str]:
+    return sorted({os.path.normpath(e) for e in allowlist if os.path.isabs(e)})
+
+
+def allowlist_refusal(program: str, allowlist: Sequence[str]) -> str | None:
+    """Why the allowlist does not permit ``program`` (``None``: it does), decided on names alone.
+
+    A bare allowlist entry permits that name; an absolute entry permits exactly that file, by
+    full path or by its basename. Any other path (relative, or absolute but not listed) is refused.
+    """
+    absolute = _absolute_entries(allowlist)
+    if "/" in program:
+        if os.path.isabs(program) and os.path.normpath(program) in absolute:
+            return None
+    elif program in allowlist or any(os.path.basename(e) == program for e in absolute):
+        return None
+    return f"{program!r} is not on the allowlist"
+
+
 def resolve_executable(
     program: str, allowlist: Sequence[str], path: str, workspace: Workspace
 ) -> str:
     """The absolute executable for ``program`` if the allowlist permits it, else ExecutorError.
 
-    A bare allowlist entry permits that name looked up on ``path``; an absolute entry permits
-    exactly that file (by full path, or by its basename). Executables inside the workspace are
+    A bare name is looked up on ``path`` when a bare entry permits it, else it is the absolute
+    entry of that basename (see :func:`allowlist_refusal`). Executables inside the workspace are
     refused: a step could have written them.
     """
-    absolute_entries = {os.path.normpath(e) for e in allowlist if os.path.isabs(e)}
-    names = {e for e in allowlist if "/" not in e}
+    refusal = allowlist_refusal(program, allowlist)
+    if refusal is not None:
+        raise ExecutorError(refusal, program=program)
     candidate: str | None
     if "/" in program:
-        if not os.path.isabs(program) or os.path.normpath(program) not in absolute_entries:
-            raise ExecutorError(f"{program!r} is not on the allowlist", program=program)
         candidate = os.path.normpath(program)
-    elif program in names:
+    elif program in allowlist:
         candidate = shutil.which(program, path=path)
         if candidate is None:
             raise ExecutorError(f"{program!r} is allowlisted but not found on PATH")
     else:
-        by_name = sorted(e for e in absolute_entries if os.path.basename(e) == program)
-        if not by_name:
-            raise ExecutorError(f"{program!r} is not on the allowlist", program=program)
-        candidate = by_name[0]
+        candidate = next(e for e in _absolute_entries(allowlist) if os.path.basename(e) == program)
     if not (os.path.isfile(candidate) and os.access(candidate, os.X_OK)):
         raise ExecutorError(f"{program!r} resolves to {candidate!r}, which is not executable")
     real = os.path.realpath(candidate)
@@ -238,6 +254,23 @@ class RunCommandExecutor(Executor[RunCommandInput, RunCommandOutput]):
     idempotent = False
     requires_approval = True
     needs_workspace = True
+
+    def check_plan_input(
+        self, input_data: dict[str, Any], limits: ExecutionLimits | None
+    ) -> list[InputProblem]:
+        """A literal program off the allowlist (when the limits are known) or a literal ``cwd``
+        that would leave the workspace is refused when the plan is made."""
+        problems: list[InputProblem] = []
+        argv = input_data.get("argv")
+        if limits is not None and isinstance(argv, list) and argv and isinstance(argv[0], str):
+            refusal = allowlist_refusal(argv[0], limits.command_allowlist)
+            if refusal is not None:
+                problems.append(InputProblem("argv.0", refusal))
+        cwd = literal_string(input_data, "cwd")
+        problem = workspace_path_problem("cwd", cwd) if cwd else None  # "" means the root
+        if problem is not None:
+            problems.append(problem)
+        return problems
 
     async def preview(self, input: RunCommandInput, context: ExecutorContext) -> dict[str, Any]:
         """What will run: argv, resolved executable, cwd, environment names, timeout and limits."""

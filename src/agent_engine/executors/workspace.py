@@ -321,7 +321,8 @@ def _tree_dir(fd: int, rel: str) -> TreeDir:
 
 
 def check_workspace_root(path: str, roots: list[Path]) -> Path:
-    """Resolve a run's workspace directory and refuse it unless it lies inside a configured root."""
+    """Resolve a run's workspace directory and refuse it unless it lies strictly inside a
+    configured root: a root itself holds every other run's workspace, so it is never one."""
     if not path or "\x00" in path:
         raise violation(path, "empty path or NUL byte")
     try:
@@ -330,13 +331,22 @@ def check_workspace_root(path: str, roots: list[Path]) -> Path:
         raise violation(path, "workspace does not exist or cannot be resolved") from exc
     if not resolved.is_dir():
         raise violation(path, "workspace is not a directory")
+    is_a_root = False
     for root in roots:
         try:
             allowed = root.resolve(strict=True)
         except (OSError, RuntimeError):
             continue  # a missing configured root cannot contain anything
-        if resolved.is_relative_to(allowed):
+        if resolved == allowed:
+            is_a_root = True  # still fine if another root contains it strictly
+        elif resolved.is_relative_to(allowed):
             return resolved
+    if is_a_root:
+        raise violation(
+            path,
+            "workspace is a configured workspace root itself, which holds every other run's "
+            "workspace; use a folder inside it",
+        )
     raise violation(path, "workspace is outside every configured workspace root")
 
 

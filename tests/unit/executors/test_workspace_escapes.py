@@ -285,7 +285,9 @@ def test_check_workspace_root_refuses_paths_outside_configured_roots(
     (root / "project").mkdir()
     (root / "escape").symlink_to(outside)
     assert check_workspace_root(str(root / "project"), [root]) == root / "project"
-    assert check_workspace_root(str(root), [tmp_path / "missing", root]) == root
+    assert check_workspace_root(str(root / "project"), [tmp_path / "missing", root]) == (
+        root / "project"
+    )
     for bad in [str(outside), str(root / "escape"), str(root / ".." / "outside"), "", "a\x00b"]:
         with pytest.raises(WorkspaceViolationError):
             check_workspace_root(bad, [root])
@@ -294,6 +296,18 @@ def test_check_workspace_root_refuses_paths_outside_configured_roots(
     (root / "file").write_text("x")
     with pytest.raises(WorkspaceViolationError, match="not a directory"):
         check_workspace_root(str(root / "file"), [root])
+
+
+def test_a_workspace_root_itself_is_never_a_workspace(tmp_path: Path, root: Path) -> None:
+    # The root holds every run's workspace: a run given it could read all the others.
+    (root / "project").mkdir()
+    for same in (str(root), f"{root}/", f"{root}/project/..", str(root / ".")):
+        with pytest.raises(WorkspaceViolationError, match="workspace root itself") as caught:
+            check_workspace_root(same, [root])
+        assert caught.value.code == "workspace_violation"
+        assert caught.value.http_status == 422
+    # Equal to one root but strictly inside another configured root: that one contains it.
+    assert check_workspace_root(str(root), [root, tmp_path]) == root
 
 
 class _Swapper(threading.Thread):

@@ -141,7 +141,7 @@ def downgrade() -> None:
         op.execute("DROP TRIGGER IF EXISTS agent_runs_version_bumped ON agent_runs")
         op.execute("DROP FUNCTION IF EXISTS agent_runs_version_bumped()")
         for table in CHECKED:
-            op.drop_constraint(f"ck_{table}_status_known", table, type_="check")
+            op.drop_constraint("status_known", table, type_="check")
     else:
         op.execute("DROP TRIGGER IF EXISTS agent_runs_version_bumped")
         for table in CHECKED:
