@@ -104,10 +104,10 @@ def _shape_rows(report: ProfileReport) -> list[list[str]]:
 STATEMENT_NOTE = (
     "Counted by a before_cursor_execute listener during the sequential workload; asyncpg's own "
     "BEGIN/COMMIT are not cursor executions (see transactions), SQLite's BEGIN IMMEDIATE is. "
-    "The hot path's writes (one call per group commit, one per new run) bypass that listener "
-    "and are counted where they are made, each as one statement in its own transaction. "
+    "A worker's write of a result outside a transaction (one function call per group commit "
+    "on PostgreSQL, in autocommit) is one statement and no BEGIN. "
     "claim = the worker's claim rounds (a round that claims nothing is still a transaction), "
-    "record = start_recording (its write, sent from a task of its own, included), execute = "
+    "record = the worker's recording of a result (its write included), execute = "
     "run_claimed, create = create_run (per run). wall ms = "
     "time spent inside the phase."
 )

@@ -5,9 +5,8 @@ driver; a context variable names the phase. The worker's claim round and heartbe
 :class:`ProfiledWorker` subclass, executing and recording by wrapping the two stepping functions
 the worker calls (for the duration of :func:`attributed_phases` only). ``BEGIN``/``COMMIT`` that
 the driver issues itself (asyncpg) are not cursor executions: they are counted as transactions.
-The wall time spent in each tagged phase is summed too. The hot path's calls (one function call
-per batch of results, one per new run) bypass SQLAlchemy's cursor and are counted where they are
-made, each as one statement in a transaction of its own.
+The wall time spent in each tagged phase is summed too. Every write (one function call per batch
+of change sets on PostgreSQL) goes through SQLAlchemy's cursor and is counted like any statement.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agent_engine.storage.run_changes import RunChangeWriter
 from agent_engine.worker import worker as worker_module
 from agent_engine.worker.worker import Worker
 
@@ -138,7 +136,7 @@ class StatementProfile:
 
 
 class ProfiledWorker(Worker):
-    """The engine's worker with its claim rounds and heartbeats tagged by phase."""
+    """The engine's worker with its claim rounds, recordings and heartbeats tagged by phase."""
 
     def __init__(self, *args: Any, profile: StatementProfile, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -151,6 +149,10 @@ class ProfiledWorker(Worker):
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         with phase("heartbeat"):
             await super()._heartbeat_loop(stop)
+
+    async def _record(self, claim: Any, result: Any) -> Any:
+        with self._profile.timed("record"):
+            return await super()._record(claim, result)
 
 
 def _tagged(
@@ -165,45 +167,23 @@ def _tagged(
 
 @contextmanager
 def attributed_phases(profile: StatementProfile) -> Iterator[None]:
-    """Tag the worker's calls of ``run_claimed`` (execute) and ``start_recording`` (record; the
-    write it sends runs in a task of its own, which inherits the tag).
+    """Tag the worker's calls of ``run_claimed`` (execute). Recording is tagged by
+    :class:`ProfiledWorker`. Every write goes through SQLAlchemy's cursor, so the listener
+    counts it: nothing needs counting by hand.
 
     A name the worker module no longer has is left alone: its statements then count under the
     phase of the task that spawned it (the claim round).
     """
     originals = {
         attribute: getattr(worker_module, attribute)
-        for attribute in ("run_claimed", "record_result", "start_recording")
+        for attribute in ("run_claimed",)
         if hasattr(worker_module, attribute)
     }
-    names = {"run_claimed": "execute", "record_result": "record", "start_recording": "record"}
+    names = {"run_claimed": "execute"}
     for attribute, original in originals.items():
         setattr(worker_module, attribute, _tagged(profile, names[attribute], original))
-    # The hot path's calls do not go through SQLAlchemy's cursor: count them where they are made.
-    write_batch, insert_run = RunChangeWriter._write_batch, RunChangeWriter.insert_run
-
-    async def counted_batch(writer: RunChangeWriter, batch: list[Any]) -> list[bool]:
-        profile.count_call(
-            f"SELECT agent_engine_apply_run_changes(<{len(batch)} run(s)>)"
-            if writer._postgres
-            else f"one IMMEDIATE transaction in a thread (<{len(batch)} run(s)>)"
-        )
-        return await write_batch(writer, batch)
-
-    async def counted_insert(writer: RunChangeWriter, *args: Any) -> None:
-        profile.count_call(
-            "SELECT agent_engine_insert_run(<run, plan, steps, events>)"
-            if writer._postgres
-            else "one IMMEDIATE transaction in a thread (<run, plan, steps, events>)"
-        )
-        await insert_run(writer, *args)
-
-    RunChangeWriter._write_batch = counted_batch  # type: ignore[method-assign,assignment]
-    RunChangeWriter.insert_run = counted_insert  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
         for attribute, original in originals.items():
             setattr(worker_module, attribute, original)
-        RunChangeWriter._write_batch = write_batch  # type: ignore[method-assign]
-        RunChangeWriter.insert_run = insert_run  # type: ignore[method-assign]
