@@ -4,13 +4,38 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/agent-engine.db"
+# The engine is async throughout: each supported database with the one driver it uses.
+DATABASE_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
+DATABASE_URL_FORMS = "sqlite+aiosqlite:///<file> or postgresql+asyncpg://<user>@<host>/<database>"
 DEFAULT_COMMAND_ALLOWLIST = ("python", "python3", "pytest", "ruff", "ls", "cat", "grep", "git")
+
+
+def check_database_url(value: str) -> str:
+    """``value`` if it names a supported database and driver; else ValueError saying the fix."""
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ValueError(f"not a database URL; use {DATABASE_URL_FORMS}") from None
+    backend, _, driver = url.drivername.partition("+")
+    backend = "postgresql" if backend == "postgres" else backend
+    expected = DATABASE_DRIVERS.get(backend)
+    if expected is None:
+        raise ValueError(f"unsupported database '{url.drivername}'; use {DATABASE_URL_FORMS}")
+    if driver != expected:
+        scheme = f"{backend}+{expected}://"
+        raise ValueError(
+            f"the engine needs the {expected} driver: start the URL with '{scheme}' "
+            f"instead of '{url.drivername}://'"
+        )
+    return value
 
 
 def _split_commas(value: Any) -> Any:
@@ -52,7 +77,12 @@ class Settings(BaseSettings):
     worker_lease_s: float = Field(default=30.0, ge=1.0)
     worker_poll_s: float = Field(default=2.0, gt=0)
     worker_shutdown_grace_s: float = Field(default=30.0, ge=0)
-    log_level: str = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        return check_database_url(value)
 
     @field_validator(
         "workspace_roots", "command_allowlist", "command_env_passthrough", mode="before"
@@ -60,6 +90,11 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split_commas(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_case_level(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("router_url", "models_file", "model", mode="before")
     @classmethod

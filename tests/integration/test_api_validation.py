@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import noop_plan
 
 PROBLEM = "application/problem+json"
+QUOTED_NAME = "property name enclosed in double quotes"
 
 
 def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -45,11 +46,25 @@ async def test_invalid_bodies_list_the_fields(
     assert field in [e["field"] for e in problem["errors"]]
 
 
-async def test_malformed_json_is_a_422_problem(client: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize(
+    ("content", "line", "column", "reason"),
+    [
+        (b'{"goal": "x" "y"}', 1, 14, "Expecting ',' delimiter"),
+        (b'{\n  "goal": "x",\n  oops\n}', 3, 3, f"Expecting {QUOTED_NAME}"),
+        (b"{not json", 1, 2, f"Expecting {QUOTED_NAME}"),
+    ],
+)
+async def test_malformed_json_names_line_column_and_reason(
+    client: httpx.AsyncClient, content: bytes, line: int, column: int, reason: str
+) -> None:
     response = await client.post(
-        "/v1/agent-runs", content=b"{not json", headers={"content-type": "application/json"}
+        "/v1/agent-runs", content=content, headers={"content-type": "application/json"}
     )
-    assert_problem(response, 422, "validation_error")
+    problem = assert_problem(response, 422, "validation_error")
+    assert problem["detail"] == f"invalid JSON at line {line}, column {column}: {reason}"
+    assert problem["errors"] == [
+        {"field": "body", "line": line, "column": column, "message": reason, "type": "json_invalid"}
+    ]
 
 
 async def test_unknown_step_type_is_refused_at_creation_naming_the_step(

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from agent_engine import __version__
 from agent_engine.api.body_limit import BodySizeLimit
+from agent_engine.api.docs import install_docs
 from agent_engine.api.problems import install_problem_handlers
 from agent_engine.api.routes import approvals, events, health, plans, runs
 from agent_engine.config import Settings, get_settings
@@ -60,10 +61,12 @@ def create_app(
         title="Deterministic Agent Execution Engine",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/docs",
-        redoc_url="/redoc",
+        # Served by install_docs from packaged assets; FastAPI's own pages load them from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     install_problem_handlers(app)
+    install_docs(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(runs.router)

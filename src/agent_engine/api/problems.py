@@ -68,13 +68,17 @@ async def _engine_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    details = exc.errors()
+    broken_json = next((err for err in details if err.get("type") == "json_invalid"), None)
+    if broken_json is not None:
+        return _invalid_json(request, broken_json, exc.body)
     errors = [
         {
             "field": _field(tuple(err.get("loc", ()))),
             "message": err.get("msg", ""),
             "type": err.get("type", ""),
         }
-        for err in exc.errors()
+        for err in details
     ]
     fields = ", ".join(sorted({e["field"] for e in errors}))
     return problem_response(
@@ -84,6 +88,33 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         f"invalid request: {fields}",
         request.url.path,
         errors=errors,
+    )
+
+
+def _invalid_json(request: Request, error: dict[str, Any], document: Any) -> JSONResponse:
+    """A body that is not JSON, located by line and column (the framework reports a bare
+    character offset where a field name would be)."""
+    location = error.get("loc", ())
+    offset = location[-1] if location and isinstance(location[-1], int) else 0
+    text = document if isinstance(document, str) else ""
+    line = text.count("\n", 0, offset) + 1
+    column = offset - text.rfind("\n", 0, offset)  # rfind gives -1 on the first line
+    reason = str(error.get("ctx", {}).get("error") or error.get("msg", "malformed JSON"))
+    return problem_response(
+        422,
+        "validation_error",
+        "Request validation failed",
+        f"invalid JSON at line {line}, column {column}: {reason}",
+        request.url.path,
+        errors=[
+            {
+                "field": "body",
+                "line": line,
+                "column": column,
+                "message": reason,
+                "type": "json_invalid",
+            }
+        ],
     )
 
 

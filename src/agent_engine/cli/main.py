@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, NoReturn
 
 import typer
 import uvicorn
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from agent_engine import __version__
-from agent_engine.config import Settings, get_settings
+from agent_engine.cli.startup import describe_serve, log_to_stderr, shown_database_url
+from agent_engine.config import DEFAULT_DATABASE_URL, Settings, get_settings
 
 app = typer.Typer(
     name="agent-engine",
@@ -23,6 +28,14 @@ router_app = typer.Typer(help="The Smart Model Router service.", no_args_is_help
 app.add_typer(db_app, name="db")
 app.add_typer(router_app, name="router")
 err = Console(stderr=True, soft_wrap=True)
+logger = logging.getLogger("agent_engine.serve")
+DATABASE_URL_VARIABLE = "AGENT_ENGINE_DATABASE_URL"
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    """Print one ``error:`` line on stderr and exit with ``code`` (no traceback)."""
+    err.print(f"[red]error:[/] {escape(message)}")
+    raise typer.Exit(code)
 
 
 def _settings() -> Settings:
@@ -31,8 +44,8 @@ def _settings() -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         name = "AGENT_ENGINE_" + "_".join(str(part) for part in first["loc"]).upper()
-        err.print(f"[red]error:[/] invalid configuration: {name}: {first['msg']}")
-        raise typer.Exit(2) from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        _fail(f"invalid configuration: {name}: {message}", 2)
 
 
 @app.command()
@@ -55,12 +68,15 @@ def serve(
     from agent_engine.api.app import create_app
 
     settings = _settings()
+    _reach_database(settings)
     if settings.auto_migrate:
-        # Migrate before the server starts, so a bad database URL is one clear line, not a
+        # Migrate before the server starts, so a failing migration is one clear line, not a
         # start-up traceback.
         from agent_engine.storage.migrations import upgrade
 
         _run_migration(lambda: upgrade(settings.database_url))
+    log_to_stderr(settings)
+    logger.info(describe_serve(settings))
     uvicorn.run(
         create_app(settings.model_copy(update={"auto_migrate": False})),
         host=host or settings.host,
@@ -89,15 +105,13 @@ def worker(
 ) -> None:
     """Claim and execute steps of started runs until SIGTERM (then finish or hand back)."""
     import asyncio
-    import logging
 
     from agent_engine.worker.main import serve_worker
     from agent_engine.worker.worker import WorkerOptions
 
     settings = _settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    _reach_database(settings)
+    log_to_stderr(settings)
     types = frozenset(t.strip() for t in (step_types or "").split(",") if t.strip())
     options = WorkerOptions.from_settings(
         settings, concurrency=concurrency, lease_s=lease_s, worker_id=worker_id, step_types=types
@@ -111,6 +125,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] 
     from agent_engine.storage.migrations import upgrade
 
     settings = _settings()
+    _reach_database(settings)
     _run_migration(lambda: upgrade(settings.database_url, revision))
     typer.echo(f"database upgraded to {revision}")
 
@@ -123,19 +138,56 @@ def db_downgrade(
     from agent_engine.storage.migrations import downgrade
 
     settings = _settings()
+    _reach_database(settings)
     _run_migration(lambda: downgrade(settings.database_url, revision))
     typer.echo(f"database downgraded to {revision}")
 
 
-def _run_migration(action: object) -> None:
+def _reach_database(settings: Settings) -> None:
+    """Connect once before doing anything, so that an unreachable database, or a SQLite file in
+    a folder that does not exist, is one line naming AGENT_ENGINE_DATABASE_URL."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from agent_engine.storage.database import DatabaseFolderMissingError
+    from agent_engine.storage.migrations import database_revision
+
+    url = settings.database_url
+    if url == DEFAULT_DATABASE_URL:
+        # The default file's folder is the engine's own to make; a folder named in a URL
+        # someone wrote is not (a typo would start an empty database elsewhere).
+        Path(make_url(url).database or ".").parent.mkdir(exist_ok=True)
+    try:
+        database_revision(url)
+    except DatabaseFolderMissingError as exc:
+        _fail(f"{DATABASE_URL_VARIABLE}: {exc}")
+    except (SQLAlchemyError, OSError) as exc:
+        _fail(
+            f"could not connect to the database at {shown_database_url(url)} "
+            f"(set by {DATABASE_URL_VARIABLE}): {_reason(exc)}"
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of what the driver said, without SQLAlchemy's wrapping."""
+    from sqlalchemy.exc import DBAPIError
+
+    cause: BaseException = exc
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        # The async adapters wrap the driver's exception once more; its own words are clearest.
+        cause = exc.orig.__cause__ or exc.orig
+    lines = str(cause).strip().splitlines()
+    return lines[0] if lines else type(cause).__name__
+
+
+def _run_migration(action: Callable[[], None]) -> None:
     from alembic.util import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        action()  # type: ignore[operator]
+        action()
     except (CommandError, SQLAlchemyError, OSError) as exc:
-        err.print(f"[red]error:[/] {str(exc).splitlines()[0]}")
-        raise typer.Exit(1) from None
+        _fail(_reason(exc))
 
 
 @router_app.command("serve")

@@ -28,10 +28,20 @@ PING_AFTER_IDLE_S = 5.0
 READ_ONLY = "agent_engine_read_only"
 
 
+class DatabaseFolderMissingError(FileNotFoundError):
+    """The folder of a SQLite database file does not exist. It is not created on a guess: a
+    mistyped path would otherwise start an empty database somewhere nobody looks."""
+
+
 def _prepare_sqlite_file(url: str) -> None:
     database = make_url(url).database
     if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(database).parent.absolute()
+        if not folder.is_dir():
+            raise DatabaseFolderMissingError(
+                f"the folder {folder} of the SQLite file does not exist; create it first "
+                f"(mkdir -p {folder}) or name a file in an existing folder"
+            )
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:

@@ -11,6 +11,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from agent_engine.storage.database import create_engine
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -48,3 +50,18 @@ async def current_revision(engine: AsyncEngine) -> str | None:
         return await connection.run_sync(
             lambda sync: MigrationContext.configure(sync).get_current_revision()
         )
+
+
+def database_revision(url: str) -> str | None:
+    """Connect to the database at ``url`` and return its revision (blocking; the driver's error
+    if it cannot be reached). Commands call it first so that an unreachable database is told
+    apart from a failing migration."""
+
+    async def read() -> str | None:
+        engine = create_engine(url)
+        try:
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())

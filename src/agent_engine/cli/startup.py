@@ -1,0 +1,65 @@
+"""What `serve` says when it starts: one line with the database, the worker, the model and the
+workspace roots, so a newcomer sees at once what the defaults chose."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.engine import make_url
+
+from agent_engine.config import Settings
+from agent_engine.llm.catalog import CatalogError, cached_catalog
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def shown_database_url(url: str) -> str:
+    """``url`` fit for a log line or an error message: the password replaced by ``***``."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def describe_model(settings: Settings) -> str:
+    """Which model answers LLM calls: the pinned one, the remote router, or the models of the
+    catalog that are usable now (a provider without its API key set is not)."""
+    if settings.model:
+        return f"model {settings.model} (pinned by AGENT_ENGINE_MODEL)"
+    if settings.router_url:
+        return f"models chosen by the router at {settings.router_url}"
+    try:
+        catalog = cached_catalog(settings.models_file)
+    except CatalogError as exc:
+        return f"no model: {exc.detail}"
+    usable = [entry for entry in catalog.models if catalog.unavailable_reason(entry) is None]
+    # A last-resort model (the offline one) only answers when nothing else can.
+    regular = [entry.id for entry in usable if not entry.last_resort]
+    chosen = regular or [entry.id for entry in usable]
+    if not chosen:
+        return "no usable model in the catalog (set a provider's API key or enable a model)"
+    if len(chosen) == 1:
+        return f"model {chosen[0]} (routed in-process)"
+    return f"models {', '.join(chosen)} (routed in-process by tier and price)"
+
+
+def describe_serve(settings: Settings) -> str:
+    """The start-up line of `serve`."""
+    worker = (
+        f"embedded worker on (concurrency {settings.worker_concurrency})"
+        if settings.embedded_worker
+        else "embedded worker off (start `agent-engine worker` to run steps)"
+    )
+    roots = ", ".join(str(root.absolute()) for root in settings.workspace_roots) or "none"
+    return (
+        f"database {shown_database_url(settings.database_url)}; {worker}; "
+        f"{describe_model(settings)}; workspace roots {roots}"
+    )
+
+
+def log_to_stderr(settings: Settings) -> None:
+    """Send the engine's own log records (not every library's) to stderr at the configured
+    level, in the format `worker` uses."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    engine_logger = logging.getLogger("agent_engine")
+    engine_logger.addHandler(handler)
+    # uvicorn's "trace" is finer than any level of the logging module.
+    engine_logger.setLevel("DEBUG" if settings.log_level == "trace" else settings.log_level.upper())
