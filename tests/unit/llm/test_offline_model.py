@@ -324,10 +324,7 @@ async def test_summarize_is_extractive_and_says_it_is_offline() -> None:
     done = lines[lines.index("## What the run did") + 2]
     assert done.startswith("- Analyzed 1 file")
     suggestions = lines[lines.index("## Top suggestions") + 2 : lines.index("## Key points") - 1]
-    assert (
-        suggestions[0]
-        == "1. `a.py:12` Split `compute` (58 lines) into helpers of at most 50 lines, one per step it takes, and test them separately."
-    )
+    assert suggestions[0].startswith("1. `a.py:12` Split `compute` (58 lines) into helpers")
     assert any("Delete line 3 (`import os`)" in line for line in suggestions)
     assert all(line in report for line in (s.split(" ", 1)[1] for s in suggestions))
     assert "**warning**" not in response.text
