@@ -84,7 +84,12 @@ def find_untested_modules(files: list[ListedFile]) -> list[Finding]:
 
 def _finding(module: ListedFile, unread: int, read: int, test_dir: str) -> Finding:
     stem = PurePosixPath(module.path).stem
-    if unread:
+    if unread and not read:
+        message = (
+            f"no test module is named after `{stem}` (the {unread} test modules were not read, "
+            "so what they import is not known)"
+        )
+    elif unread:
         message = (
             f"no test module is named after `{stem}`, and none of the {read} test modules read "
             f"imports it ({unread} not read)"
