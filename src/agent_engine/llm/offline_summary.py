@@ -85,7 +85,7 @@ def summarize_prompt(prompt: TaskPrompt) -> str:
 
 def _named_first(findings: list[Finding], text: str) -> list[Finding]:
     """The findings on files the goal or instruction names first, each group in its order."""
-    words = set(re.findall(r"[\w./-]+", text))
+    words = {word.strip(".") for word in re.findall(r"[\w./-]+", text)}
 
     def named(finding: Finding) -> bool:
         path = PurePosixPath(finding.path or "")

@@ -204,15 +204,17 @@ async def test_findings_come_ranked_by_what_matters_each_with_a_suggestion() -> 
     ]
     assert headings[-1] == "### Missing docstrings (2)"
     suggestions = report.split("## Suggested improvements\n\n")[1].split("\n")
-    assert (
-        suggestions[0]
-        == "1. `src/broken.py:1` Fix the syntax at line 1 first: nothing in this file can be imported."
+    assert suggestions[0] == (
+        "1. `src/broken.py:1` Fix the syntax at line 1 first: nothing in this file can be imported."
     )
     assert suggestions[1].startswith("2. `src/bugs.py:4` Default `into` to None")
 
 
 async def test_a_bare_except_that_re_raises_is_no_finding() -> None:
-    source = '"""M."""\n\n\ndef f():\n    """F."""\n    try:\n        return 1\n    except:\n        raise\n'
+    source = (
+        '"""M."""\n\n\ndef f():\n    """F."""\n'
+        "    try:\n        return 1\n    except:\n        raise\n"
+    )
     analysis = await analyze([{"path": "m.py", "content": source}])
     assert analysis["findings"] == []
 
