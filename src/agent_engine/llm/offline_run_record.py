@@ -12,6 +12,7 @@ import ast
 import json
 import re
 from dataclasses import dataclass, field, replace
+from pathlib import PurePosixPath
 
 from agent_engine.llm.offline_analysis import is_python_path, is_test_path, measure_file
 from agent_engine.llm.offline_edits import EditRecord, parse_edit
@@ -156,17 +157,22 @@ def resolve(record: RunRecord) -> Resolution:
     """Re-check every finding against the edits applied after its analysis."""
     open_findings: list[Finding] = []
     resolved: list[tuple[Finding, str]] = []
+    measured: dict[tuple[str, int], list[Finding] | None] = {}
     for analysis in record.analyses:
         for finding in analysis.findings:
+            path = _normal(finding.path or "")
             edits = [
                 e.record
                 for e in record.edits
-                if e.position > analysis.position and e.record.path == finding.path
+                if e.position > analysis.position and _normal(e.record.path) == path
             ]
             if not edits or finding.kind not in FILE_KINDS:
                 open_findings.append(finding)
                 continue
-            after = _after_edits(record, finding.path or "", edits)
+            key = (path, analysis.position)
+            if key not in measured:
+                measured[key] = _after_edits(record, path, edits)
+            after = measured[key]
             current = _recheck(finding, after, edits)
             if current is None:
                 resolved.append((finding, edits[-1].path))
@@ -178,7 +184,7 @@ def resolve(record: RunRecord) -> Resolution:
 def _after_edits(record: RunRecord, path: str, edits: list[EditRecord]) -> list[Finding] | None:
     """The findings of ``path`` as it is after ``edits``, when its text can be known."""
     for read in record.files:
-        if read.path != path or not read.complete:
+        if _normal(read.path) != path or not read.complete:
             continue
         text: str | None = read.content
         for edit in edits:
@@ -193,6 +199,10 @@ def _after_edits(record: RunRecord, path: str, edits: list[EditRecord]) -> list[
         if text is not None:
             return rank_findings(measure_file(path, text)[1])
     return None
+
+
+def _normal(path: str) -> str:
+    return PurePosixPath(path).as_posix() if path else path
 
 
 def _recheck(
