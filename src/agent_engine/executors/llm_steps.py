@@ -2,6 +2,8 @@
 
 Their inputs arrive resolved (the engine replaces ``{"$ref": …}`` by the referenced value), so an
 input may be a read_file or list_files output, a command result, an earlier analysis, or text.
+A summary always sees the edits the run applied (so it neither misses them nor recommends again
+what they did) and says when the goal asked for changes that the run did not make.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from agent_engine.executors.base import Executor, ExecutorContext
 from agent_engine.llm.base import CompletionRequest, CompletionResponse
+from agent_engine.llm.change_intent import asks_for_changes
 from agent_engine.llm.prompts import (
     ANALYSIS_SCHEMA,
     build_analyze_messages,
     build_summarize_messages,
+    is_edit_output,
 )
 
 ANALYZE_MAX_OUTPUT_TOKENS = 4096
@@ -61,6 +65,12 @@ class SummarizeInput(BaseModel):
         max_length=MAX_INPUTS,
         description=_INPUTS_DESCRIPTION + " When empty, every earlier step's output is used.",
     )
+    goal: str | None = Field(
+        default=None,
+        max_length=20_000,
+        description="The run's goal; when it asks for changes and no edit was applied, the "
+        "summary says so (and its output's unmet_goal carries the sentence).",
+    )
 
 
 class LLMStepOutput(BaseModel):
@@ -71,6 +81,13 @@ class LLMStepOutput(BaseModel):
     model: str
     provider: str
     usage: dict[str, Any]
+
+
+class SummarizeOutput(LLMStepOutput):
+    """A summary; ``unmet_goal`` is the sentence saying that the goal asked for changes the run
+    did not make (None when it made some, or the goal asked for none, or is not known)."""
+
+    unmet_goal: str | None = None
 
 
 class AnalyzeExecutor(Executor[AnalyzeInput, LLMStepOutput]):
@@ -91,25 +108,43 @@ class AnalyzeExecutor(Executor[AnalyzeInput, LLMStepOutput]):
         return step_output(await context.llm.complete(request))
 
 
-class SummarizeExecutor(Executor[SummarizeInput, LLMStepOutput]):
+class SummarizeExecutor(Executor[SummarizeInput, SummarizeOutput]):
     """Summarize the inputs, or every earlier step's output when no input is given."""
 
     name = "summarize"
     input_model = SummarizeInput
-    output_model = LLMStepOutput
+    output_model = SummarizeOutput
     needs_prior_outputs = True
 
-    async def execute(self, input: SummarizeInput, context: ExecutorContext) -> LLMStepOutput:
-        """Ask the run's LLM for a Markdown summary."""
-        inputs: list[Any] = list(input.inputs)
-        if not inputs:
-            inputs = [context.prior_outputs[number] for number in sorted(context.prior_outputs)]
+    async def execute(self, input: SummarizeInput, context: ExecutorContext) -> SummarizeOutput:
+        """Ask the run's LLM for a Markdown summary of the inputs and of the edits applied."""
+        earlier = [context.prior_outputs[number] for number in sorted(context.prior_outputs)]
+        inputs: list[Any] = list(input.inputs) or list(earlier)
+        # Edits the chosen inputs leave out still change what the summary may recommend.
+        inputs += [out for out in earlier if is_edit_output(out) and out not in inputs]
+        unmet_goal = unmet_goal_note(input.goal, earlier)
         request = CompletionRequest(
-            messages=build_summarize_messages(input.instruction, inputs),
+            messages=build_summarize_messages(
+                input.instruction, inputs, goal=input.goal, unmet_goal=unmet_goal
+            ),
             step_type="summarize",
             max_output_tokens=SUMMARIZE_MAX_OUTPUT_TOKENS,
         )
-        return step_output(await context.llm.complete(request))
+        output = step_output(await context.llm.complete(request))
+        return SummarizeOutput(**output.model_dump(), unmet_goal=unmet_goal)
+
+
+def unmet_goal_note(goal: str | None, earlier_outputs: list[Any]) -> str | None:
+    """The sentence for a goal that asks for changes when no earlier step applied an edit."""
+    if goal is None or not asks_for_changes(goal):
+        return None
+    if any(is_edit_output(out) and out["diff"].strip() for out in earlier_outputs):
+        return None
+    first_line = goal.strip().split("\n")[0][:200]
+    return (
+        "The goal asked for changes, but this run made none: no edit_file step applied a change "
+        f"(none was planned, or the edit was rejected or failed). The goal: {first_line}"
+    )
 
 
 def step_output(response: CompletionResponse) -> LLMStepOutput:

@@ -1,5 +1,9 @@
-"""Static measures the offline model reports: sizes, long functions, markers, syntax errors,
-unused imports, missing docstrings and untested modules, all from the text alone (``ast``, ``re``).
+"""Static measures the offline model reports on one file: size, long functions, markers, syntax
+errors and missing docstrings (``ast``, ``re``); the other Python checks live beside it.
+
+Docstrings follow the usual publicity rules (as pydocstyle applies them): a private module
+(``_x.py``) or a name with a leading underscore is not public, ``__all__`` decides at module level,
+magic methods, ``typing.overload`` stubs, overrides and property setters need none.
 """
 
 from __future__ import annotations
@@ -12,44 +16,19 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from agent_engine.llm.offline_findings import Finding
+from agent_engine.llm.offline_python_checks import likely_bugs, unused_imports
+
 LONG_FUNCTION_LINES = 50
-SEVERITY_RANK = {"error": 0, "warning": 1, "info": 2}
 
 # In Python only comments count, so a string that merely names a marker is not a finding.
 _PY_MARKER_RE = re.compile(r"#.*?\b(TODO|FIXME|XXX)\b")
 _TEXT_MARKER_RE = re.compile(r"\b(TODO|FIXME|XXX)\b")
-_TYPE_TEXT_RE = re.compile(r"^[A-Za-z_][\w.\[\], |]*$")
-_IDENTIFIER_RE = re.compile(r"[A-Za-z_]\w*")
-_NOT_MODULES = {"__init__.py", "__main__.py", "setup.py", "conftest.py", "noxfile.py", "manage.py"}
-_NOT_MODULE_DIRS = {"migrations", "docs", "doc"}
+# Decorators after which a definition needs no docstring of its own.
+_UNDOCUMENTED_DECORATORS = {"overload", "override"}
+_ACCESSOR_DECORATORS = {"setter", "deleter"}
 
 Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One reported problem; ``line`` is 1-based in the file, None when it concerns a whole file."""
-
-    kind: str
-    path: str | None
-    line: int | None
-    message: str
-    severity: str
-
-    def as_json(self) -> dict[str, Any]:
-        """The finding as the analysis JSON carries it."""
-        return {
-            "kind": self.kind,
-            "path": self.path,
-            "line": self.line,
-            "message": self.message,
-            "severity": self.severity,
-        }
-
-    def sort_key(self) -> tuple[int, str, int, str, str]:
-        """Most severe first, then by place, so every listing of findings has one order."""
-        rank = SEVERITY_RANK.get(self.severity, 3)
-        return (rank, self.path or "", self.line or 0, self.kind, self.message)
 
 
 @dataclass
@@ -87,6 +66,25 @@ def is_test_path(path: str) -> bool:
     )
 
 
+def is_test_module(path: str) -> bool:
+    """Whether the file is a test module by its name (``test_x.py``, ``x_test.py``)."""
+    stem = PurePosixPath(path).stem
+    return is_python_path(path) and (stem.startswith("test_") or stem.endswith("_test"))
+
+
+def is_private_module(path: str) -> bool:
+    """Whether a package or the module itself is private (``_x``; dunder names are public)."""
+    parts = PurePosixPath(path).with_suffix("").parts
+    return any(part.startswith("_") and not part.startswith("__") for part in parts)
+
+
+def parse_python(source: str, path: str = "<input>") -> ast.Module:
+    """``ast.parse`` without the warnings (invalid escapes…) that are not our report."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ast.parse(source, filename=path)
+
+
 def measure_file(
     path: str, content: str, start_line: int = 1, complete: bool = True
 ) -> tuple[FileMetrics, list[Finding]]:
@@ -104,143 +102,135 @@ def measure_file(
     return metrics, findings
 
 
-def find_untested_modules(paths: list[str]) -> list[Finding]:
-    """Modules no test file mentions by name (``foo.py`` ↔ ``test_foo*.py``, ``*_foo_test.py``)."""
-    python = [path for path in paths if is_python_path(path)]
-    modules = sorted(path for path in python if _needs_test(path))
-    if not modules:
-        return []
-    tests = [path for path in python if is_test_path(path)]
-    if not tests:
-        return [
-            Finding("no_tests", None, None, f"no test files for {len(modules)} modules", "warning")
-        ]
-    test_keys = sorted({f"_{PurePosixPath(path).stem}_" for path in tests})
-    findings: list[Finding] = []
-    for path in modules:
-        token = f"_{PurePosixPath(path).stem}_"
-        if not any(token in key for key in test_keys):
-            message = f"no test module mentions `{PurePosixPath(path).stem}`"
-            findings.append(Finding("missing_test", path, None, message, "info"))
-    return findings
-
-
-def _needs_test(path: str) -> bool:
-    pure = PurePosixPath(path)
-    return (
-        pure.suffix == ".py"
-        and not is_test_path(path)
-        and pure.name not in _NOT_MODULES
-        and not any(part in _NOT_MODULE_DIRS or part.startswith(".") for part in pure.parts[:-1])
-    )
-
-
 def _find_markers(path: str, content: str, offset: int, python: bool) -> list[Finding]:
     pattern = _PY_MARKER_RE if python else _TEXT_MARKER_RE
     findings: list[Finding] = []
     for number, line in enumerate(content.split("\n"), start=1 + offset):
-        match = pattern.search(line)
-        if match:
+        if pattern.search(line):
             findings.append(Finding("todo", path, number, line.strip()[:160], "info"))
     return findings
 
 
 def _measure_python(path: str, source: str, metrics: FileMetrics) -> list[Finding]:
     try:
-        with warnings.catch_warnings():
-            # Invalid escape sequences and the like warn at parse time; they are not our report.
-            warnings.simplefilter("ignore")
-            tree = ast.parse(source, filename=path)
+        tree = parse_python(source, path)
     except SyntaxError as exc:
         message = f"syntax error: {exc.msg}"
-        return [Finding("syntax_error", path, exc.lineno, message, "error")]
+        where = f"line {exc.lineno}" if exc.lineno else "the file"
+        suggestion = f"Fix the syntax at {where} first: nothing in this file can be imported."
+        return [Finding("syntax_error", path, exc.lineno, message, "error", suggestion)]
     except (ValueError, RecursionError, MemoryError) as exc:
-        return [Finding("syntax_error", path, None, f"cannot parse: {exc}", "error")]
+        suggestion = "Make the file parse first: nothing in it can be imported."
+        return [Finding("syntax_error", path, None, f"cannot parse: {exc}", "error", suggestion)]
     metrics.parsed = True
     findings: list[Finding] = []
-    for name, node, in_function in _definitions(tree, "", in_function=False):
+    for name, node in _definitions(tree, ""):
         if isinstance(node, ast.ClassDef):
             metrics.classes += 1
-        else:
-            metrics.functions += 1
-            length = (node.end_lineno or node.lineno) - node.lineno + 1
-            metrics.longest_function = max(metrics.longest_function, length)
-            if length > LONG_FUNCTION_LINES:
-                message = f"function `{name}` is {length} lines long (limit {LONG_FUNCTION_LINES})"
-                findings.append(Finding("long_function", path, node.lineno, message, "warning"))
-        documented = in_function or not _is_public(name) or is_test_path(path)
-        if not documented and ast.get_docstring(node) is None:
-            kind = "class" if isinstance(node, ast.ClassDef) else "function"
-            message = f"public {kind} `{name}` has no docstring"
-            findings.append(Finding("missing_docstring", path, node.lineno, message, "info"))
-    needs_module_doc = PurePosixPath(path).name != "__init__.py" and not is_test_path(path)
-    if needs_module_doc and tree.body and ast.get_docstring(tree) is None:
-        findings.append(Finding("missing_docstring", path, 1, "module has no docstring", "info"))
-    findings += _unused_imports(path, tree, source.split("\n"))
+            continue
+        metrics.functions += 1
+        length = (node.end_lineno or node.lineno) - node.lineno + 1
+        metrics.longest_function = max(metrics.longest_function, length)
+        if length > LONG_FUNCTION_LINES:
+            message = f"function `{name}` is {length} lines long (limit {LONG_FUNCTION_LINES})"
+            suggestion = (
+                f"Split `{name}` ({length} lines) into helpers of at most "
+                f"{LONG_FUNCTION_LINES} lines, one per step it takes, and test them separately."
+            )
+            findings.append(
+                Finding(
+                    "long_function", path, node.lineno, message, "warning", suggestion, 1, length
+                )
+            )
+    if not is_test_path(path):
+        findings += _missing_docstrings(path, tree)
+    findings += unused_imports(path, tree, source.split("\n"))
+    findings += likely_bugs(path, tree)
     return findings
 
 
-def _definitions(
-    node: ast.AST, prefix: str, *, in_function: bool
-) -> Iterator[tuple[str, Definition, bool]]:
+def _definitions(node: ast.AST, prefix: str) -> Iterator[tuple[str, Definition]]:
+    """Every function and class with its qualified name, nested ones included."""
     for child in ast.iter_child_nodes(node):
         if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             name = f"{prefix}{child.name}"
-            yield name, child, in_function
-            nested = in_function or not isinstance(child, ast.ClassDef)
-            yield from _definitions(child, f"{name}.", in_function=nested)
+            yield name, child
+            yield from _definitions(child, f"{name}.")
         else:
-            yield from _definitions(child, prefix, in_function=in_function)
+            yield from _definitions(child, prefix)
 
 
-def _is_public(qualified_name: str) -> bool:
-    return not any(part.startswith("_") for part in qualified_name.split("."))
-
-
-def _unused_imports(path: str, tree: ast.Module, lines: list[str]) -> list[Finding]:
-    # Package __init__ modules import to re-export; flagging those would be noise.
-    if PurePosixPath(path).name == "__init__.py":
-        return []
-    used = _used_names(tree)
-    guarded = _imports_in_try(tree)
+def _missing_docstrings(path: str, tree: ast.Module) -> list[Finding]:
     findings: list[Finding] = []
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Import | ast.ImportFrom) or id(node) in guarded:
-            continue
-        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
-            continue
-        if "noqa" in lines[node.lineno - 1]:
-            continue
-        for alias in node.names:
-            if alias.name == "*":
-                continue
-            bound = alias.asname or alias.name.split(".")[0]
-            if bound not in used:
-                message = f"`{alias.name}` is imported but never used"
-                findings.append(Finding("unused_import", path, node.lineno, message, "warning"))
+    private_module = is_private_module(path)
+    exported = _dunder_all(tree)
+    if not private_module:
+        for name, node in _public_definitions(tree, "", exported):
+            if ast.get_docstring(node) is None:
+                kind = "class" if isinstance(node, ast.ClassDef) else "function"
+                message = f"public {kind} `{name}` has no docstring"
+                findings.append(Finding("missing_docstring", path, node.lineno, message, "info"))
+    needs_module_doc = PurePosixPath(path).name != "__init__.py" and not private_module
+    if needs_module_doc and tree.body and ast.get_docstring(tree) is None:
+        findings.append(Finding("missing_docstring", path, 1, "module has no docstring", "info"))
     return findings
 
 
-def _used_names(tree: ast.Module) -> set[str]:
-    used: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name):
-            used.add(node.id)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            # Quoted annotations and __all__ entries name imports inside strings.
-            used.update(
-                _IDENTIFIER_RE.findall(node.value) if _TYPE_TEXT_RE.match(node.value) else ()
-            )
-    return used
+def _public_definitions(
+    node: ast.AST, prefix: str, exported: set[str] | None
+) -> Iterator[tuple[str, Definition]]:
+    """Public definitions: module level and in public classes, never inside functions."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            if not _is_public_name(child.name, exported if not prefix else None):
+                continue
+            if _needs_no_docstring(child):
+                continue
+            name = f"{prefix}{child.name}"
+            yield name, child
+            if isinstance(child, ast.ClassDef):
+                yield from _public_definitions(child, f"{name}.", None)
+        elif not isinstance(child, ast.expr | ast.Lambda):
+            # Definitions under `if`, `try` or `with` at this level are still at this level.
+            yield from _public_definitions(child, prefix, exported)
 
 
-def _imports_in_try(tree: ast.Module) -> set[int]:
-    # `try: import x except ImportError` probes for optional dependencies: not unused.
-    guarded: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Try | ast.TryStar):
-            for statement in node.body:
-                for inner in ast.walk(statement):
-                    if isinstance(inner, ast.Import | ast.ImportFrom):
-                        guarded.add(id(inner))
-    return guarded
+def _is_public_name(name: str, exported: set[str] | None) -> bool:
+    if exported is not None:
+        return name in exported
+    return not name.startswith("_")
+
+
+def _needs_no_docstring(node: Definition) -> bool:
+    for decorator in node.decorator_list:
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+        if name in _UNDOCUMENTED_DECORATORS:
+            return True
+        if isinstance(target, ast.Attribute) and target.attr in _ACCESSOR_DECORATORS:
+            return True
+    return False
+
+
+def _dunder_all(tree: ast.Module) -> set[str] | None:
+    """The names a module-level ``__all__`` lists, or None when it has none (or builds it)."""
+    for statement in tree.body:
+        targets: list[ast.expr] = []
+        if isinstance(statement, ast.Assign):
+            targets = statement.targets
+            value: ast.expr | None = statement.value
+        elif isinstance(statement, ast.AnnAssign):
+            targets, value = [statement.target], statement.value
+        else:
+            continue
+        if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
+            if isinstance(value, ast.List | ast.Tuple) and all(
+                isinstance(e, ast.Constant) and isinstance(e.value, str) for e in value.elts
+            ):
+                return {
+                    e.value
+                    for e in value.elts
+                    if isinstance(e, ast.Constant) and isinstance(e.value, str)
+                }
+            return None
+    return None

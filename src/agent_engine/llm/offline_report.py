@@ -1,5 +1,8 @@
 """The offline model's analyze task: measure every input section and write the Markdown report and
 the structured findings (``findings``, ``metrics``) that the analysis JSON schema describes.
+
+The report lists the findings by kind, most important first, each kind under its own ``###``
+heading; the summarize task reads that layout back when it is given the report as text.
 """
 
 from __future__ import annotations
@@ -8,38 +11,34 @@ import re
 from collections import Counter
 from typing import Any
 
-from agent_engine.llm.offline_analysis import (
-    FileMetrics,
+from agent_engine.llm.change_intent import asks_for_changes
+from agent_engine.llm.offline_analysis import FileMetrics, measure_file
+from agent_engine.llm.offline_coverage import ListedFile, find_untested_modules
+from agent_engine.llm.offline_findings import (
+    KIND_TITLES,
+    NOT_SUGGESTIONS,
     Finding,
-    find_untested_modules,
-    measure_file,
+    location,
+    rank_findings,
 )
 from agent_engine.llm.prompts import Section, TaskPrompt, parse_listing
 
 OFFLINE_NOTICE = "_Produced by the offline model (deterministic, no LLM)._"
-# Wording that asks for changes; then the report adds concrete (unapplied) edits.
-EDIT_INTENT_RE = re.compile(
-    r"\b(?:fix|chang|edit|modif|refactor|renam|updat|remov|delet|add|implement|patch|rewrit)"
-    r"(?:e|es|ed|ing|s|y|ies|ied|ying)?\b",
-    re.IGNORECASE,
-)
+ANALYSIS_HEADING = "# Analysis"
+SUGGESTIONS_HEADING = "## Suggested improvements"
 MAX_FINDINGS = 200
-_MAX_LISTED = 15
+MAX_SUGGESTIONS = 10
+_MAX_LISTED_PER_KIND = 10
 _EXIT_RE = re.compile(r"^exit code: (\S+)$", re.MULTILINE)
 _TEST_SUMMARY_RE = re.compile(r"\b\d+ (passed|failed|errors?)\b")
 _FAILED_RE = re.compile(r"^(?:FAILED|ERROR) ([^\s:]+)")
-_SUGGESTIONS = {
-    "syntax_error": "Fix the syntax errors first ({where}): nothing else in those files can run.",
-    "command_failed": "Make the failing command pass ({where}).",
-    "test_failure": "Make the failing tests pass ({where}).",
-    "long_function": "Split the {n} long function(s) into smaller, separately tested parts "
-    "({where}).",
-    "unused_import": "Remove the {n} unused import(s) ({where}).",
-    "no_tests": "Add a test suite: the listing has no test files.",
-    "missing_test": "Add tests for the {n} module(s) that no test module names ({where}).",
-    "todo": "Resolve the {n} TODO/FIXME/XXX marker(s) or turn them into tracked issues ({where}).",
-    "missing_docstring": "Add docstrings to the {n} public module(s), class(es) and function(s) "
-    "without one ({where}).",
+# Kinds whose suggestion is a mechanical edit, proposed when the instruction asks for changes.
+_EDIT_KINDS = {
+    "syntax_error",
+    "unused_import",
+    "mutable_default",
+    "bare_except",
+    "literal_identity",
 }
 
 
@@ -47,7 +46,8 @@ def analyze_prompt(prompt: TaskPrompt) -> dict[str, Any]:
     """The analysis answer: ``report`` (Markdown), ``summary``, ``findings``, ``metrics``."""
     files: list[FileMetrics] = []
     findings: list[Finding] = []
-    listing: list[str] = []
+    listing: dict[str, ListedFile] = {}
+    contents: dict[str, ListedFile] = {}
     commands = texts = 0
     for section in prompt.sections:
         if section.kind == "file":
@@ -57,19 +57,24 @@ def analyze_prompt(prompt: TaskPrompt) -> dict[str, Any]:
             )
             files.append(metrics)
             findings += found
+            contents[section.title] = ListedFile(
+                section.title, None, section.content if section.start_line == 1 else None, complete
+            )
         elif section.kind == "listing":
-            listing += [entry.path for entry in parse_listing(section.content)]
+            for entry in parse_listing(section.content):
+                listing.setdefault(entry.path, ListedFile(entry.path, entry.size))
         elif section.kind == "command":
             commands += 1
             findings += _command_findings(section)
         else:
             texts += 1
     if listing:
-        findings += find_untested_modules(listing)
-    findings.sort(key=Finding.sort_key)
+        findings += find_untested_modules(_with_contents(listing, contents))
+    findings = rank_findings(findings)
     summary = _summary(files, findings, len(listing), commands, texts)
     metrics_json = _metrics(files, findings, len(listing), commands, texts)
-    report = _report(prompt.instruction, summary, files, findings)
+    partial = {path for path, read in contents.items() if not read.complete}
+    report = _report(prompt.instruction, summary, files, partial, findings)
     return {
         "source": "offline",
         "summary": summary,
@@ -77,6 +82,19 @@ def analyze_prompt(prompt: TaskPrompt) -> dict[str, Any]:
         "findings": [finding.as_json() for finding in findings[:MAX_FINDINGS]],
         "metrics": metrics_json,
     }
+
+
+def _with_contents(
+    listing: dict[str, ListedFile], contents: dict[str, ListedFile]
+) -> list[ListedFile]:
+    merged = []
+    for path, entry in listing.items():
+        read = contents.get(path)
+        if read is None or read.content is None:
+            merged.append(entry)
+        else:
+            merged.append(ListedFile(path, entry.size, read.content, read.complete))
+    return merged
 
 
 def command_outcome(section: Section) -> tuple[str, str]:
@@ -92,7 +110,14 @@ def _command_findings(section: Section) -> list[Finding]:
     code, summary = command_outcome(section)
     lines = section.content.split("\n")
     findings = [
-        Finding("test_failure", match.group(1), None, line.strip()[:200], "error")
+        Finding(
+            "test_failure",
+            match.group(1),
+            None,
+            line.strip()[:200],
+            "error",
+            f"Make `{line.split()[1]}` pass again.",
+        )
         for line in lines
         if (match := _FAILED_RE.match(line))
     ]
@@ -102,7 +127,8 @@ def _command_findings(section: Section) -> list[Finding]:
         findings.append(Finding("command_succeeded", None, None, message, "info"))
     else:
         message = f"`{section.title}` exited with {code}{detail}"
-        findings.append(Finding("command_failed", None, None, message, "error"))
+        suggestion = f"Read the output of `{section.title}` and make it exit with 0."
+        findings.append(Finding("command_failed", None, None, message, "error", suggestion))
     return findings
 
 
@@ -149,75 +175,81 @@ def _metrics(
             "text_inputs": texts,
         },
         "findings_total": len(findings),
+        "occurrences_total": sum(finding.count for finding in findings),
         "findings_by_kind": dict(sorted(Counter(f.kind for f in findings).items())),
         "findings_by_severity": dict(sorted(Counter(f.severity for f in findings).items())),
     }
 
 
-def location(finding: Finding) -> str:
-    """``path:line`` (or just the path) in a code span; empty when the finding has no place."""
-    if finding.path is None:
-        return ""
-    place = f"{finding.path}:{finding.line}" if finding.line is not None else finding.path
-    return f"`{place}` "
+def finding_line(finding: Finding) -> str:
+    """The report's bullet for one finding: severity, place and message."""
+    return f"- **{finding.severity}** {location(finding)}{finding.message}"
+
+
+def suggestion_line(number: int, finding: Finding) -> str:
+    """The report's numbered suggestion for one finding: its place, then what to do."""
+    return f"{number}. {location(finding)}{finding.suggestion}"
+
+
+def top_suggestions(findings: list[Finding], limit: int, per_kind: int) -> list[Finding]:
+    """Up to ``limit`` findings with distinct suggestions, in the order given, at most
+    ``per_kind`` of one kind while other kinds have some left (ten long functions are one point)."""
+    candidates: list[Finding] = []
+    seen: set[str] = set()
+    for finding in findings:
+        key = location(finding) + finding.suggestion
+        if finding.kind not in NOT_SUGGESTIONS and finding.suggestion and key not in seen:
+            seen.add(key)
+            candidates.append(finding)
+    taken: Counter[str] = Counter()
+    first: list[Finding] = []
+    for finding in candidates:
+        if taken[finding.kind] < per_kind:
+            taken[finding.kind] += 1
+            first.append(finding)
+    chosen = first[:limit]
+    chosen += [f for f in candidates if f not in first][: limit - len(chosen)]
+    return sorted(chosen, key=candidates.index)
 
 
 def _report(
-    instruction: str, summary: str, files: list[FileMetrics], findings: list[Finding]
+    instruction: str,
+    summary: str,
+    files: list[FileMetrics],
+    partial: set[str],
+    findings: list[Finding],
 ) -> str:
     first_line = instruction.strip().split("\n")[0][:200]
-    out = [OFFLINE_NOTICE, "", "# Analysis", "", f"> {first_line}", "", summary, "", "## Findings"]
-    out.append("")
+    out = [OFFLINE_NOTICE, "", ANALYSIS_HEADING, "", f"> {first_line}", "", summary, ""]
+    out += ["## Findings", ""]
     if not findings:
-        out.append("No findings.")
-    for severity in ("error", "warning", "info"):
-        group = [finding for finding in findings if finding.severity == severity]
-        out += [f"- **{severity}** {location(f)}{f.message}" for f in group[:_MAX_LISTED]]
-        if len(group) > _MAX_LISTED:
-            out.append(f"- … and {len(group) - _MAX_LISTED} more {severity} findings")
-    if files:
-        out += [
-            "",
-            "## Largest files",
-            "",
-            "| File | Lines | Functions | Classes | Longest function |",
-        ]
-        out.append("|---|---:|---:|---:|---:|")
-        for m in sorted(files, key=lambda item: (-item.lines, item.path))[:10]:
-            out.append(
-                f"| `{m.path}` | {m.lines} | {m.functions} | {m.classes} | {m.longest_function} |"
-            )
-    out += ["", "## Suggested improvements", "", *_suggestions(findings)]
-    if EDIT_INTENT_RE.search(instruction):
-        out += ["", "## Proposed edits (not applied)", "", *_edits(findings)]
-    return "\n".join(out) + "\n"
-
-
-def _suggestions(findings: list[Finding]) -> list[str]:
+        out += ["No findings.", ""]
     by_kind: dict[str, list[Finding]] = {}
     for finding in findings:
         by_kind.setdefault(finding.kind, []).append(finding)
-    lines: list[str] = []
-    for kind, template in _SUGGESTIONS.items():
-        if kind in by_kind:
-            group = by_kind[kind]
-            places = sorted({(f.path or "") + (f":{f.line}" if f.line else "") for f in group})
-            where = ", ".join(f"`{place}`" for place in places[:3] if place)
-            where += ", …" if len(places) > 3 else ""
-            text = template.format(n=len(group), where=where or "see findings")
-            lines.append(f"{len(lines) + 1}. {text}")
-    return lines or ["1. The static checks found nothing to improve; a review by a full LLM may."]
-
-
-def _edits(findings: list[Finding]) -> list[str]:
-    actions = {
-        "unused_import": "delete the import: {message}",
-        "syntax_error": "correct the code ({message})",
-        "long_function": "extract parts into helpers: {message}",
-    }
-    edits = [
-        f"- {location(f)}{actions[f.kind].format(message=f.message)}"
-        for f in findings
-        if f.kind in actions
+    for kind, group in by_kind.items():
+        occurrences = sum(f.count for f in group)
+        out += [f"### {KIND_TITLES.get(kind, kind)} ({occurrences})", ""]
+        out += [finding_line(f) for f in group[:_MAX_LISTED_PER_KIND]]
+        if len(group) > _MAX_LISTED_PER_KIND:
+            out.append(f"- … and {len(group) - _MAX_LISTED_PER_KIND} more")
+        out.append("")
+    whole = [m for m in files if m.path not in partial]
+    if whole:
+        out += ["## Largest files", "", "| File | Lines | Functions | Classes | Longest function |"]
+        out.append("|---|---:|---:|---:|---:|")
+        for m in sorted(whole, key=lambda item: (-item.lines, item.path))[:10]:
+            out.append(
+                f"| `{m.path}` | {m.lines} | {m.functions} | {m.classes} | {m.longest_function} |"
+            )
+        out.append("")
+    chosen = top_suggestions(findings, MAX_SUGGESTIONS, per_kind=3)
+    out += [SUGGESTIONS_HEADING, ""]
+    out += [suggestion_line(n, f) for n, f in enumerate(chosen, start=1)] or [
+        "1. The static checks found nothing to improve; a review by a full LLM may."
     ]
-    return edits[:10] or ["- No mechanical edit follows from the findings."]
+    if asks_for_changes(instruction):
+        edits = [f"- {location(f)}{f.suggestion}" for f in findings if f.kind in _EDIT_KINDS]
+        out += ["", "## Proposed edits (not applied)", ""]
+        out += edits[:10] or ["- No mechanical edit follows from the findings."]
+    return "\n".join(out) + "\n"

@@ -15,6 +15,8 @@ from typing import Any
 
 # One input larger than this is cut (and marked) so a single huge file cannot crowd out the rest.
 MAX_SECTION_CHARS = 200_000
+# An earlier analysis passes on at most this many of its structured findings.
+MAX_RENDERED_FINDINGS = 100
 
 _HEADING_RE = re.compile(
     r"^### (?P<kind>[A-Za-z][A-Za-z ]*?)(?: (?P<number>\d+))?(?:: (?P<title>.*))?$"
@@ -92,7 +94,8 @@ def parse_listing(content: str) -> list[FileEntry]:
 
 
 def render_input(number: int, value: Any) -> str:
-    """One step input as a section: a file, a listing, a command result, or a numbered input."""
+    """One step input as a section: a file, a listing, a command result, an applied edit, or a
+    numbered input (an earlier analysis adds a section of its structured findings)."""
     if isinstance(value, dict):
         if isinstance(value.get("path"), str) and isinstance(value.get("content"), str):
             return _render_file(value)
@@ -100,14 +103,26 @@ def render_input(number: int, value: Any) -> str:
             return _render_listing(value["files"])
         if isinstance(value.get("argv"), list) and _looks_like_command(value):
             return _render_command(value)
+        if is_edit_output(value):
+            return _render_edit(value)
         if isinstance(value.get("text"), str):
-            return _render_text(number, value["text"])
+            return _render_text(number, value["text"]) + _render_findings(number, value)
     if isinstance(value, list) and value and all(_is_file_entry(item) for item in value):
         return _render_listing(value)
     if isinstance(value, str):
         return _render_text(number, value)
     as_json = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
     return _render_text(number, as_json, "json")
+
+
+def is_edit_output(value: Any) -> bool:
+    """Whether ``value`` is what an applied edit_file step returns (path, diff, new hash)."""
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("path"), str)
+        and isinstance(value.get("diff"), str)
+        and isinstance(value.get("after_sha256"), str)
+    )
 
 
 def listing_line(entry: str | dict[str, Any]) -> str:
@@ -185,6 +200,24 @@ def _render_command(value: dict[str, Any]) -> str:
             body += [f"--- {stream} ---", value[stream].rstrip("\n")]
     content, _ = _cut("\n".join(body))
     return f"### Command: {argv}\n{fenced(content)}"
+
+
+def _render_edit(value: dict[str, Any]) -> str:
+    # The diff says what changed; the hashes matter to the engine, not to a reader of the run.
+    title = _one_line(value["path"]) + (" (created)" if value.get("before_sha256") is None else "")
+    content, _ = _cut(value["diff"].rstrip("\n"))
+    return f"### Edit: {title}\n{fenced(content, 'diff')}"
+
+
+def _render_findings(number: int, value: dict[str, Any]) -> str:
+    structured = value.get("structured")
+    findings = structured.get("findings") if isinstance(structured, dict) else None
+    if not isinstance(findings, list) or not findings:
+        return ""
+    kept = [item for item in findings if isinstance(item, dict)][:MAX_RENDERED_FINDINGS]
+    lines = [json.dumps(item, sort_keys=True, ensure_ascii=False, default=str) for item in kept]
+    content, _ = _cut("\n".join(lines))
+    return f"\n### Findings {number}\n{fenced(content, 'jsonl')}"
 
 
 def _render_text(number: int, text: str, info: str = "") -> str:

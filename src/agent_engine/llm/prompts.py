@@ -18,6 +18,7 @@ from agent_engine.llm.prompt_sections import (
     FileEntry,
     Section,
     fenced,
+    is_edit_output,
     listing_line,
     parse_listing,
     parse_sections,
@@ -40,6 +41,7 @@ __all__ = [
     "build_plan_retry_message",
     "build_summarize_messages",
     "detect_task",
+    "is_edit_output",
     "parse_listing",
     "parse_plan_prompt",
     "parse_sections",
@@ -64,6 +66,8 @@ _FINDING_SCHEMA: dict[str, Any] = {
         "line": {"type": ["integer", "null"]},
         "message": {"type": "string"},
         "severity": {"type": "string", "enum": ["error", "warning", "info"]},
+        "suggestion": {"type": "string", "description": "What to do about it, concretely."},
+        "count": {"type": "integer", "minimum": 1, "description": "Occurrences it stands for."},
     },
     "required": ["kind", "path", "line", "message", "severity"],
     "additionalProperties": False,
@@ -132,7 +136,11 @@ _ANALYZE_ANSWER = (
     "Answer with one JSON object: a Markdown report, a one-paragraph summary, and findings "
     "(kind, path, line, message, severity error|warning|info)."
 )
-_SUMMARIZE_ANSWER = "Answer in Markdown: a heading, then the most important points first."
+_SUMMARIZE_ANSWER = (
+    "Answer in Markdown: a heading, then the most important points first: what the run changed "
+    "and what its commands returned, then what remains to do. Do not recommend again what a "
+    'later edit already did. If there is an "Unmet goal" section, say so plainly first.'
+)
 
 
 def build_plan_messages(
@@ -173,9 +181,21 @@ def build_analyze_messages(instruction: str, inputs: Sequence[Any]) -> list[Chat
     return _task_messages(TASK_ANALYZE, _ANALYZE_ANSWER, instruction, inputs)
 
 
-def build_summarize_messages(instruction: str, inputs: Sequence[Any]) -> list[ChatMessage]:
-    """The summarization conversation: the instruction, then one delimited section per input."""
-    return _task_messages(TASK_SUMMARIZE, _SUMMARIZE_ANSWER, instruction, inputs)
+def build_summarize_messages(
+    instruction: str,
+    inputs: Sequence[Any],
+    *,
+    goal: str | None = None,
+    unmet_goal: str | None = None,
+) -> list[ChatMessage]:
+    """The summarization conversation: the instruction, the run's goal and a note that it asked
+    for changes the run did not make (when known), then one delimited section per input."""
+    context = []
+    if goal is not None:
+        context += ["### Goal", fenced(goal)]
+    if unmet_goal is not None:
+        context += ["### Unmet goal", fenced(unmet_goal)]
+    return _task_messages(TASK_SUMMARIZE, _SUMMARIZE_ANSWER, instruction, inputs, context)
 
 
 def detect_task(messages: Sequence[ChatMessage]) -> str | None:
@@ -198,10 +218,13 @@ class PlanPrompt:
 
 @dataclass(frozen=True)
 class TaskPrompt:
-    """What an analyze or summarize conversation asks: the instruction and the input sections."""
+    """What an analyze or summarize conversation asks: the instruction and the input sections;
+    a summary may also know the run's goal and that the goal asked for changes not made."""
 
     instruction: str
     sections: list[Section]
+    goal: str | None = None
+    unmet_goal: str | None = None
 
 
 def parse_plan_prompt(messages: Sequence[ChatMessage]) -> PlanPrompt:
@@ -225,19 +248,25 @@ def parse_plan_prompt(messages: Sequence[ChatMessage]) -> PlanPrompt:
 def parse_task_prompt(messages: Sequence[ChatMessage]) -> TaskPrompt:
     """Recover the instruction and the input sections from analyze/summarize messages."""
     instruction = ""
+    goal: str | None = None
+    unmet_goal: str | None = None
     sections: list[Section] = []
     for section in _user_sections(messages):
         if section.kind == "instruction":
             instruction = section.content
+        elif section.kind == "goal":
+            goal = section.content
+        elif section.kind == "unmet_goal":
+            unmet_goal = section.content
         else:
             sections.append(section)
-    return TaskPrompt(instruction, sections)
+    return TaskPrompt(instruction, sections, goal, unmet_goal)
 
 
 def _task_messages(
-    task: str, answer: str, instruction: str, inputs: Sequence[Any]
+    task: str, answer: str, instruction: str, inputs: Sequence[Any], context: Sequence[str] = ()
 ) -> list[ChatMessage]:
-    parts = ["### Instruction", fenced(instruction)]
+    parts = ["### Instruction", fenced(instruction), *context]
     for number, value in enumerate(inputs, start=1):
         parts.append(render_input(number, value))
     if not inputs:
