@@ -49,7 +49,7 @@ def server(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     env = clean_env(
         AGENT_ENGINE_PORT=str(port),
-        AGENT_ENGINE_DATABASE_URL=sqlite_url(tmp_path / "var" / "agent-engine.db"),
+        AGENT_ENGINE_DATABASE_URL=sqlite_url(tmp_path / "agent-engine.db"),
         AGENT_ENGINE_WORKSPACE_ROOTS=str(workspaces),
         AGENT_ENGINE_LOG_LEVEL="warning",
     )

@@ -51,7 +51,8 @@ async def fresh_database_url(
 ) -> AsyncIterator[str]:
     """A database with no schema at all (not cloned from the migrated template)."""
     if request.param == "sqlite":
-        # The folder does not exist yet either, as ./var does not in a fresh clone.
+        # A fresh file in an existing folder (a missing folder is refused, see test_cli.py).
+        (tmp_path / "var").mkdir()
         yield sqlite_url(tmp_path / "var" / "agent-engine.db")
         return
     if postgres_server is None:

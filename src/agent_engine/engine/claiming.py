@@ -55,6 +55,7 @@ class Claim:
     # The intent of an earlier attempt whose outcome was never recorded (it crashed mid-effect).
     prior_intent: dict[str, Any] | None
     prior_outputs: dict[int, Any] = field(default_factory=dict)
+    goal: str | None = None
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,7 @@ async def take_ready(
                 idempotent=step.idempotent,
                 prior_intent=prior,
                 prior_outputs=earlier,
+                goal=run.goal,
             )
         )
     return work  # the caller settles the run, which refreshes what workers may claim

@@ -153,6 +153,7 @@ async def run_claimed(
     context = executor_context(ctx, claim.run_id, claim.step_number, claim.workspace, llm)
     context.prior_outputs = claim.prior_outputs
     context.attempt = claim.attempt
+    context.goal = claim.goal
     capture = LogCapture()
     context.logger.addHandler(capture)
     if cancel is not None:
@@ -263,6 +264,10 @@ async def decide_result(
         )
     _write_result(changes, run, step, claim, result, actor=actor)
     settle_status(changes, run, steps, actor=actor)
+    unmet = (result.output or {}).get("unmet_goal")
+    if run.status == RunStatus.COMPLETED and isinstance(unmet, str) and run.error is None:
+        # Completed, but not as asked: the run says so where its status is read.
+        run.error = {"code": "goal_unmet", "message": unmet, "step_number": step.step_number}
     claims: list[Claim] = []
     if then is not None and then.limit > 0 and run.status in RUNNABLE_RUN_STATES and run.started:
         work = await take_ready(

@@ -52,6 +52,7 @@ class ExecutorContext:
     # Outputs of earlier steps by step number, for executors that need more than resolved $refs.
     prior_outputs: dict[int, dict[str, Any]] = field(default_factory=dict)
     attempt: int = 1
+    goal: str | None = None  # the run's goal (a summary says when it asked for more than was done)
 
     @property
     def cancelled(self) -> bool:

@@ -122,10 +122,11 @@ class SummarizeExecutor(Executor[SummarizeInput, SummarizeOutput]):
         inputs: list[Any] = list(input.inputs) or list(earlier)
         # Edits the chosen inputs leave out still change what the summary may recommend.
         inputs += [out for out in earlier if is_edit_output(out) and out not in inputs]
-        unmet_goal = unmet_goal_note(input.goal, earlier)
+        goal = input.goal or context.goal
+        unmet_goal = unmet_goal_note(goal, earlier)
         request = CompletionRequest(
             messages=build_summarize_messages(
-                input.instruction, inputs, goal=input.goal, unmet_goal=unmet_goal
+                input.instruction, inputs, goal=goal, unmet_goal=unmet_goal
             ),
             step_type="summarize",
             max_output_tokens=SUMMARIZE_MAX_OUTPUT_TOKENS,
