@@ -134,9 +134,12 @@ class AnthropicProvider(LLMProvider):
         """Call ``model`` through the Messages API; raise a classified ProviderError on failure."""
         headers = self._headers(model)
         started = time.perf_counter()
+        # The shared client keeps connections (and TLS sessions) across calls and steps.
+        client = self._client
+        if client is None:
+            client = shared_client(self.base_url, self.timeouts)
         data = await post_json(
-            # The process-wide client keeps connections (and TLS sessions) across calls.
-            self._client or shared_client(self.base_url, self.timeouts),
+            client,
             f"{self.base_url}/v1/messages",
             headers=headers,
             body=self.build_body(request, model),

@@ -100,7 +100,9 @@ class OpenAICompatProvider(LLMProvider):
 
     def _http(self) -> httpx.AsyncClient:
         # The process-wide client keeps connections (and TLS sessions) across calls and steps.
-        return self._client or shared_client(self.base_url, self.timeouts)
+        if self._client is not None:
+            return self._client
+        return shared_client(self.base_url, self.timeouts)
 
     def output_limit_field(self, model: str) -> MaxTokensField:
         """The request field that carries the output token limit for ``model``."""

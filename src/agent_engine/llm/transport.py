@@ -133,8 +133,9 @@ class ProviderTimeouts:
         return httpx.Timeout(self.read_s, connect=min(self.connect_s, self.read_s))
 
 
-# One client per (base URL, timeouts) and event loop. A client's pooled connections belong to the
+# One client per (base URL, timeouts) and event loop: a client's pooled connections belong to the
 # loop that opened them, so another loop (a second asyncio.run, a test's own loop) gets its own.
+# Open connections keep their loop alive here: close_provider_clients must run before it ends.
 _SharedKey = tuple[str, ProviderTimeouts]
 _SHARED: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[_SharedKey, httpx.AsyncClient]
@@ -142,8 +143,8 @@ _SHARED: weakref.WeakKeyDictionary[
 
 
 def shared_client(base_url: str, timeouts: ProviderTimeouts) -> httpx.AsyncClient:
-    """The process's client for ``base_url``: built on first use, its connections kept and reused
-    by every later call until :func:`close_provider_clients`."""
+    """The shared client for ``base_url`` in this event loop: built on first use, its connections
+    kept and reused by every later call until :func:`close_provider_clients`."""
     clients = _SHARED.setdefault(asyncio.get_running_loop(), {})
     key = (base_url, timeouts)
     client = clients.get(key)
@@ -153,7 +154,8 @@ def shared_client(base_url: str, timeouts: ProviderTimeouts) -> httpx.AsyncClien
 
 
 async def close_provider_clients() -> None:
-    """Close every shared client this event loop opened (at shutdown); later calls open anew."""
+    """Close every shared client this event loop opened; call it at shutdown, on the loop that
+    made the calls. Later calls open new clients."""
     clients = _SHARED.pop(asyncio.get_running_loop(), {})
     for client in clients.values():
         await client.aclose()
