@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     read_file_max_bytes: int = Field(default=1_048_576, ge=1)
     list_files_max: int = Field(default=1000, ge=1)
     router_url: str | None = None
+    # Model provider calls: the wait for each read of a response (a catalog provider's timeout_s
+    # wins) and for a connection.
+    llm_timeout_s: float = Field(default=60.0, gt=0)
+    llm_connect_timeout_s: float = Field(default=10.0, gt=0)
     models_file: Path | None = None
     model: str | None = None
     embedded_worker: bool = True

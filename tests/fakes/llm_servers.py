@@ -1,8 +1,10 @@
 """Real loopback HTTP servers speaking the OpenAI Chat Completions and Anthropic Messages formats.
 
-A :class:`FakeLLMServer` runs uvicorn in a background thread on a free port. Each test scripts the
-replies it wants (:meth:`FakeLLMServer.script`); once the script is used up every request gets the
-default success reply. Every request received is kept in :attr:`FakeLLMServer.requests`.
+A :class:`FakeLLMServer` runs uvicorn in a background thread on a free port (:mod:`.loopback`).
+Each test scripts the replies it wants (:meth:`FakeLLMServer.script`); once the script is used up
+every request gets the default success reply. Every request received is kept in
+:attr:`FakeLLMServer.requests` with the peer address of the TCP connection it came on
+(:attr:`FakeLLMServer.connections` counts them).
 """
 
 from __future__ import annotations
@@ -10,17 +12,17 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.fakes.loopback import LoopbackServer
 
 
 @dataclass
@@ -39,6 +41,7 @@ class ReceivedRequest:
     path: str
     headers: dict[str, str]
     body: Any
+    client: tuple[str, int] | None = None  # the connection's peer address: one per connection
 
 
 def openai_completion(
@@ -170,19 +173,11 @@ class FakeLLMServer:
                 Route("/v1/messages", self._handle, methods=["POST"]),
             ]
         )
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=0,
-            log_level="warning",
-            lifespan="off",
-            ws="none",
-            http="h11",
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self.port = 0
+        self._server = LoopbackServer(app)
+
+    @property
+    def port(self) -> int:
+        return self._server.port
 
     @property
     def openai_base_url(self) -> str:
@@ -192,6 +187,11 @@ class FakeLLMServer:
     def anthropic_base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def connections(self) -> int:
+        """How many TCP connections the requests so far came on (distinct peer addresses)."""
+        return len({r.client for r in self.requests})
+
     def script(self, *replies: Reply) -> None:
         """Queue replies for the next requests, in order (any path)."""
         with self._lock:
@@ -199,19 +199,12 @@ class FakeLLMServer:
 
     def start(self) -> FakeLLMServer:
         """Start serving and wait until the port is bound."""
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("fake LLM server did not start")
-            time.sleep(0.01)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        self._server.start()
         return self
 
     def stop(self) -> None:
         """Stop serving and join the server thread."""
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._server.stop()
 
     def __enter__(self) -> FakeLLMServer:
         return self.start()
@@ -236,7 +229,8 @@ class FakeLLMServer:
             body: Any = json.loads(raw)
         except ValueError:
             body = raw.decode("utf-8", "replace")
-        self.requests.append(ReceivedRequest(request.url.path, dict(request.headers), body))
+        peer = (request.client.host, request.client.port) if request.client else None
+        self.requests.append(ReceivedRequest(request.url.path, dict(request.headers), body, peer))
         reply = self._next_reply(request.url.path)
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)

@@ -17,6 +17,7 @@ from agent_engine.domain.records import ChangeSet
 from agent_engine.executors.base import ExecutionLimits, ExecutorContext
 from agent_engine.executors.registry import ExecutorRegistry, load_registry
 from agent_engine.llm.base import CompletionRequest, CompletionResponse, LLMCallRecord, LLMClient
+from agent_engine.llm.transport import close_provider_clients
 from agent_engine.storage.changes import ChangeWriter
 from agent_engine.storage.database import create_engine, create_sessionmaker
 from agent_engine.storage.notifications import Notifier
@@ -68,6 +69,7 @@ class EngineContext:
 
     async def close(self) -> None:
         await self.notifier.close()
+        await close_provider_clients()  # on the loop that made the calls
         await self.db.dispose()
 
 
@@ -162,6 +164,11 @@ class LazyLLMClient(LLMClient):
         if self._client is None:
             self._client = self._build()
         return await self._client.complete(request)
+
+    async def estimate_cost(self, request: CompletionRequest) -> Decimal | None:
+        if self._client is None:
+            self._client = self._build()
+        return await self._client.estimate_cost(request)
 
     @property
     def calls(self) -> list[LLMCallRecord]:

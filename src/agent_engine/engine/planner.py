@@ -27,7 +27,6 @@ from agent_engine.engine.settle import refresh_claimable
 from agent_engine.errors import ConflictError, EngineError, PlanValidationError, ProviderError
 from agent_engine.llm.base import ChatMessage, CompletionRequest, LLMClient
 from agent_engine.llm.planning import request_plan
-from agent_engine.router.client import RoutedLLMClient
 from agent_engine.storage.runs import delete_steps_txn
 
 logger = logging.getLogger(__name__)
@@ -71,10 +70,11 @@ async def _workspace_files(
 
 
 async def _estimate(llm: LLMClient, plan: Plan) -> list[Decimal | None]:
-    """Estimated USD per step: the router's estimate for LLM steps, zero for the others."""
+    """Estimated USD per step: the client's estimate for LLM steps (None: unknown), zero for the
+    others."""
     estimates: list[Decimal | None] = []
     for step in plan.steps:
-        if step.step_type not in LLM_STEP_TYPES or not isinstance(llm, RoutedLLMClient):
+        if step.step_type not in LLM_STEP_TYPES:
             estimates.append(Decimal(0))
             continue
         instruction = str(step.input_data.get("instruction") or step.step_type)
@@ -82,7 +82,7 @@ async def _estimate(llm: LLMClient, plan: Plan) -> list[Decimal | None]:
             messages=[ChatMessage(role="user", content=instruction)], step_type=step.step_type
         )
         try:
-            estimates.append((await llm.route(request)).estimated_cost_usd)
+            estimates.append(await llm.estimate_cost(request))
         except EngineError:
             estimates.append(None)
     return estimates

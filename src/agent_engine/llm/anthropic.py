@@ -28,11 +28,12 @@ from agent_engine.llm.tokens import (
     token_count,
 )
 from agent_engine.llm.transport import (
-    http_client,
+    ProviderTimeouts,
     malformed,
     parse_json_output,
     post_json,
     provider_error,
+    shared_client,
 )
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -82,6 +83,7 @@ class AnthropicProvider(LLMProvider):
         base_url: str | None = None,
         api_key_env: str = "ANTHROPIC_API_KEY",
         timeout_s: float = 60.0,
+        connect_timeout_s: float = 10.0,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self.name = name
@@ -89,7 +91,7 @@ class AnthropicProvider(LLMProvider):
             base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL
         ).rstrip("/")
         self.api_key_env = api_key_env
-        self.timeout_s = timeout_s
+        self.timeouts = ProviderTimeouts(read_s=timeout_s, connect_s=connect_timeout_s)
         self._client = client
 
     def _headers(self, model: str) -> dict[str, str]:
@@ -132,15 +134,18 @@ class AnthropicProvider(LLMProvider):
         """Call ``model`` through the Messages API; raise a classified ProviderError on failure."""
         headers = self._headers(model)
         started = time.perf_counter()
-        async with http_client(self._client, self.timeout_s) as client:
-            data = await post_json(
-                client,
-                f"{self.base_url}/v1/messages",
-                headers=headers,
-                body=self.build_body(request, model),
-                provider=self.name,
-                model=model,
-            )
+        # The shared client keeps connections (and TLS sessions) across calls and steps.
+        client = self._client
+        if client is None:
+            client = shared_client(self.base_url, self.timeouts)
+        data = await post_json(
+            client,
+            f"{self.base_url}/v1/messages",
+            headers=headers,
+            body=self.build_body(request, model),
+            provider=self.name,
+            model=model,
+        )
         blocks = data.get("content")
         if not isinstance(blocks, list):
             raise malformed(

@@ -111,3 +111,8 @@ class LLMClient(abc.ABC):
     @abc.abstractmethod
     def calls(self) -> list[LLMCallRecord]:
         """Every provider call made through this client so far, in order."""
+
+    async def estimate_cost(self, request: CompletionRequest) -> Decimal | None:
+        """Estimated USD of answering ``request`` (nothing is called); None when this client
+        cannot tell, or the model it would use has no known price."""
+        return None

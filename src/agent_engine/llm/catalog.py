@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from agent_engine.errors import RuntimeFailure
 from agent_engine.llm.local import unavailable_reason as local_unavailable_reason
+from agent_engine.llm.openai_compat import MaxTokensField
 
 Tier = Literal["small", "medium", "large"]
 TIERS: tuple[Tier, ...] = ("small", "medium", "large")
@@ -58,9 +59,10 @@ class ProviderConfig(_Frozen):
     base_url: str | None = None
     api_key_env: str | None = None
     local: bool = False  # local runtimes cost $0 explicitly
-    timeout_s: float = Field(default=60.0, gt=0)
+    # Read timeout of this provider's calls; unset: AGENT_ENGINE_LLM_TIMEOUT_S.
+    timeout_s: float | None = Field(default=None, gt=0)
     stream: bool = False
-    max_tokens_field: str | None = None
+    max_tokens_field: MaxTokensField | None = None  # unset: max_tokens (models may override)
 
 
 BUILTIN_PROVIDERS: dict[str, ProviderConfig] = {
@@ -79,6 +81,8 @@ class ModelEntry(_Frozen):
     max_output_tokens: int = Field(gt=0)
     capabilities: Capabilities = Field(default_factory=Capabilities)
     prices: PriceOverride | None = None
+    # OpenAI-compatible providers only: the field for the output limit, when not the provider's.
+    max_tokens_field: MaxTokensField | None = None
     enabled: bool = True
     # Used only when no other model is eligible (the offline stand-in once real models exist).
     last_resort: bool = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import httpx
@@ -22,17 +23,21 @@ from agent_engine.llm.tokens import (
     token_count,
 )
 from agent_engine.llm.transport import (
+    ProviderTimeouts,
     decode_json_object,
     error_from_response,
-    http_client,
     malformed,
     parse_json_output,
     post_json,
     provider_error,
+    shared_client,
     transport_errors,
 )
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# Where a request carries the output limit: ``max_tokens`` is what compatible servers read (many
+# ignore anything else); OpenAI's reasoning models accept only ``max_completion_tokens``.
+MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
 _SCHEMA_NAME = re.compile(r"[^a-zA-Z0-9_-]+")
 
 
@@ -61,7 +66,10 @@ class OpenAICompatProvider(LLMProvider):
     """Chat Completions over httpx; ``name`` is configurable so any compatible server can be used.
 
     The API key is read from the environment variable ``api_key_env`` at call time and is never
-    stored in responses, errors or logs. ``api_key_env=None`` sends no Authorization header.
+    stored in responses, errors or logs. ``api_key_env=None`` sends no Authorization header. The
+    output limit goes in ``max_tokens``, which every compatible server reads, unless
+    ``max_tokens_fields`` names another field for a model (OpenAI's reasoning models take only
+    ``max_completion_tokens``).
     """
 
     def __init__(
@@ -71,9 +79,11 @@ class OpenAICompatProvider(LLMProvider):
         base_url: str | None = None,
         api_key_env: str | None = "OPENAI_API_KEY",
         timeout_s: float = 60.0,
+        connect_timeout_s: float = 10.0,
         stream: bool = False,
         json_mode: Literal["json_schema", "json_object"] = "json_schema",
-        max_tokens_field: str = "max_completion_tokens",
+        max_tokens_field: MaxTokensField = "max_tokens",
+        max_tokens_fields: Mapping[str, MaxTokensField] | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self.name = name
@@ -81,11 +91,22 @@ class OpenAICompatProvider(LLMProvider):
             "/"
         )
         self.api_key_env = api_key_env
-        self.timeout_s = timeout_s
+        self.timeouts = ProviderTimeouts(read_s=timeout_s, connect_s=connect_timeout_s)
         self.stream = stream
         self.json_mode = json_mode
         self.max_tokens_field = max_tokens_field
+        self.max_tokens_fields = dict(max_tokens_fields or {})
         self._client = client
+
+    def _http(self) -> httpx.AsyncClient:
+        # The process-wide client keeps connections (and TLS sessions) across calls and steps.
+        if self._client is not None:
+            return self._client
+        return shared_client(self.base_url, self.timeouts)
+
+    def output_limit_field(self, model: str) -> MaxTokensField:
+        """The request field that carries the output token limit for ``model``."""
+        return self.max_tokens_fields.get(model, self.max_tokens_field)
 
     def _headers(self, model: str) -> dict[str, str]:
         headers = {"content-type": "application/json"}
@@ -107,7 +128,7 @@ class OpenAICompatProvider(LLMProvider):
         body: dict[str, Any] = {
             "model": model,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-            self.max_tokens_field: request.max_output_tokens,
+            self.output_limit_field(model): request.max_output_tokens,
             "temperature": request.temperature,
         }
         if request.json_schema is not None:
@@ -133,15 +154,14 @@ class OpenAICompatProvider(LLMProvider):
             return await self.complete_stream(request, model)
         headers = self._headers(model)
         started = time.perf_counter()
-        async with http_client(self._client, self.timeout_s) as client:
-            data = await post_json(
-                client,
-                f"{self.base_url}/chat/completions",
-                headers=headers,
-                body=self.build_body(request, model, stream=False),
-                provider=self.name,
-                model=model,
-            )
+        data = await post_json(
+            self._http(),
+            f"{self.base_url}/chat/completions",
+            headers=headers,
+            body=self.build_body(request, model, stream=False),
+            provider=self.name,
+            model=model,
+        )
         text = self._message_text(data, model)
         return self._response(request, model, text, data, data.get("usage"), started)
 
@@ -150,15 +170,14 @@ class OpenAICompatProvider(LLMProvider):
         headers = self._headers(model)
         body = self.build_body(request, model, stream=True)
         started = time.perf_counter()
-        async with http_client(self._client, self.timeout_s) as client:
-            with transport_errors(self.name, model):
-                async with client.stream(
-                    "POST", f"{self.base_url}/chat/completions", json=body, headers=headers
-                ) as response:
-                    if not response.is_success:
-                        await response.aread()
-                        raise error_from_response(response, self.name, model)
-                    pieces, usage_raw, last = await self._read_stream(response, model)
+        with transport_errors(self.name, model):
+            async with self._http().stream(
+                "POST", f"{self.base_url}/chat/completions", json=body, headers=headers
+            ) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise error_from_response(response, self.name, model)
+                pieces, usage_raw, last = await self._read_stream(response, model)
         text = "".join(pieces)
         raw = {
             "id": last.get("id"),

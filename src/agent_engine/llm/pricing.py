@@ -1,15 +1,18 @@
 """Exact USD prices for a Usage: catalog override, else bundled genai-prices data, else unpriced.
 
 Only the price data bundled with the installed genai-prices is used: ``calc_price`` reads the
-bundled snapshot and we never start its ``UpdatePrices`` fetcher, so pricing needs no network.
+bundled snapshot and we never start its ``UpdatePrices`` fetcher, so pricing needs no network. Each
+model's entry is looked up once per process (:func:`library_price`) and reused for every usage.
 """
 
 from __future__ import annotations
 
+import functools
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import genai_prices
+from genai_prices.types import ModelPrice
 from pydantic import BaseModel, ConfigDict, PlainSerializer
 
 from agent_engine.llm.base import Usage
@@ -89,15 +92,30 @@ def _flat(value: Any) -> Decimal | None:
     return value if isinstance(value, Decimal) else None  # tiered prices have no single rate
 
 
-def library_rates(provider: str, model: str) -> PriceRates | None:
-    """The genai-prices per-million rates for ``provider``/``model`` today, or None if unknown."""
+class LibraryPrice(NamedTuple):
+    """A model's genai-prices entry as found once: its price table and its flat rates."""
+
+    model_price: ModelPrice
+    rates: PriceRates
+
+
+@functools.cache
+def library_price(provider: str, model: str) -> LibraryPrice | None:
+    """The genai-prices entry for ``provider``/``model`` (None: unknown), looked up once per
+    process: the bundled snapshot's matching of a model name is the costly part of pricing."""
     try:
         calc = genai_prices.calc_price(
             genai_prices.Usage(input_tokens=0, output_tokens=0), model, provider_id=provider
         )
     except (LookupError, ValueError):
         return None
-    return _rates_of(calc.model_price)
+    return LibraryPrice(calc.model_price, _rates_of(calc.model_price))
+
+
+def library_rates(provider: str, model: str) -> PriceRates | None:
+    """The genai-prices per-million rates for ``provider``/``model``, or None if unknown."""
+    found = library_price(provider, model)
+    return found.rates if found is not None else None
 
 
 def _rates_of(model_price: Any) -> PriceRates:
@@ -109,7 +127,19 @@ def _rates_of(model_price: Any) -> PriceRates:
     )
 
 
+def _unpriced(provider: str, model: str, usage: Usage) -> PriceQuote:
+    return PriceQuote(
+        cost_usd=None,
+        price_source=f"unpriced: {provider}:{model} unknown to {LIBRARY_SOURCE}",
+        breakdown={},
+        usage_estimated=usage.estimated,
+    )
+
+
 def _library_quote(provider: str, model: str, usage: Usage) -> PriceQuote:
+    found = library_price(provider, model)
+    if found is None:
+        return _unpriced(provider, model, usage)
     counts = _token_classes(usage)
     library_usage = genai_prices.Usage(
         input_tokens=usage.input_tokens,
@@ -118,24 +148,18 @@ def _library_quote(provider: str, model: str, usage: Usage) -> PriceQuote:
         output_tokens=usage.output_tokens,
     )
     try:
-        calc = genai_prices.calc_price(library_usage, model, provider_id=provider)
+        calc = found.model_price.calc_price(library_usage)
     except (LookupError, ValueError):
-        return PriceQuote(
-            cost_usd=None,
-            price_source=f"unpriced: {provider}:{model} unknown to {LIBRARY_SOURCE}",
-            breakdown={},
-            usage_estimated=usage.estimated,
-        )
-    rates = _rates_of(calc.model_price)
-    breakdown = _breakdown(usage, rates) or {
-        "input": quantize_usd(calc.input_price),
-        "output": quantize_usd(calc.output_price),
+        return _unpriced(provider, model, usage)
+    breakdown = _breakdown(usage, found.rates) or {
+        "input": quantize_usd(calc["input_price"]),
+        "output": quantize_usd(calc["output_price"]),
     }
     return PriceQuote(
-        cost_usd=quantize_usd(calc.total_price),
+        cost_usd=quantize_usd(calc["total_price"]),
         price_source=LIBRARY_SOURCE,
         breakdown=breakdown,
-        rates=rates,
+        rates=found.rates,
         usage_estimated=usage.estimated,
     )
 

@@ -6,10 +6,13 @@ the same model; ``client_error`` and ``malformed`` are not (the router moves to 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
@@ -118,17 +121,44 @@ def transport_errors(provider: str, model: str) -> Iterator[None]:
         ) from exc
 
 
-@asynccontextmanager
-async def http_client(
-    client: httpx.AsyncClient | None, timeout_s: float
-) -> AsyncIterator[httpx.AsyncClient]:
-    """The injected client, or a fresh one for this call (no loop-bound state outlives a call)."""
-    if client is not None:
-        yield client
-        return
-    timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
-    async with httpx.AsyncClient(timeout=timeout) as fresh:
-        yield fresh
+@dataclass(frozen=True)
+class ProviderTimeouts:
+    """How long a provider call waits: to connect, and for each read of the response."""
+
+    read_s: float = 60.0
+    connect_s: float = 10.0
+
+    def httpx_timeout(self) -> httpx.Timeout:
+        """The httpx timeout: ``read_s`` for reads, writes and the pool, never a longer connect."""
+        return httpx.Timeout(self.read_s, connect=min(self.connect_s, self.read_s))
+
+
+# One client per (base URL, timeouts) and event loop: a client's pooled connections belong to the
+# loop that opened them, so another loop (a second asyncio.run, a test's own loop) gets its own.
+# Open connections keep their loop alive here: close_provider_clients must run before it ends.
+_SharedKey = tuple[str, ProviderTimeouts]
+_SHARED: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[_SharedKey, httpx.AsyncClient]
+] = weakref.WeakKeyDictionary()
+
+
+def shared_client(base_url: str, timeouts: ProviderTimeouts) -> httpx.AsyncClient:
+    """The shared client for ``base_url`` in this event loop: built on first use, its connections
+    kept and reused by every later call until :func:`close_provider_clients`."""
+    clients = _SHARED.setdefault(asyncio.get_running_loop(), {})
+    key = (base_url, timeouts)
+    client = clients.get(key)
+    if client is None or client.is_closed:
+        client = clients[key] = httpx.AsyncClient(timeout=timeouts.httpx_timeout())
+    return client
+
+
+async def close_provider_clients() -> None:
+    """Close every shared client this event loop opened; call it at shutdown, on the loop that
+    made the calls. Later calls open new clients."""
+    clients = _SHARED.pop(asyncio.get_running_loop(), {})
+    for client in clients.values():
+        await client.aclose()
 
 
 async def post_json(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +18,7 @@ from agent_engine.config import Settings, get_settings
 from agent_engine.errors import EngineError, ProviderError
 from agent_engine.llm.base import CompletionRequest, Usage
 from agent_engine.llm.redaction import redact
+from agent_engine.llm.transport import close_provider_clients
 from agent_engine.router.service import RouterService
 
 logger = logging.getLogger(__name__)
@@ -83,7 +86,13 @@ def create_router_app(
 ) -> FastAPI:
     """The router app over ``service`` (default: one built from ``settings``)."""
     router = service or RouterService.from_settings(settings or get_settings())
-    app = FastAPI(title="agent-engine model router", version="1")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await close_provider_clients()  # the providers' kept connections
+
+    app = FastAPI(title="agent-engine model router", version="1", lifespan=lifespan)
     _install_error_handlers(app)
 
     @app.get("/healthz")

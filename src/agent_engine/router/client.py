@@ -12,6 +12,7 @@ from agent_engine.errors import BudgetExceededError, EngineError, ProviderError
 from agent_engine.llm.base import CompletionRequest, CompletionResponse, LLMCallRecord, LLMClient
 from agent_engine.llm.catalog import CatalogError
 from agent_engine.llm.pricing import quantize_usd
+from agent_engine.llm.transport import ProviderTimeouts, shared_client
 from agent_engine.router.policy import RoutingDecision
 from agent_engine.router.service import RouterService, calls_from_error
 
@@ -60,7 +61,12 @@ def _error_from_problem(response: httpx.Response) -> EngineError:
 
 
 class RouterClient:
-    """The router over HTTP, with the same ``route``/``complete`` methods as RouterService."""
+    """The router over HTTP, with the same ``route``/``complete`` methods as RouterService.
+
+    Calls go through the process's shared client for the router's URL, so they reuse connections
+    (closed by :func:`~agent_engine.llm.transport.close_provider_clients`); a ``transport`` given
+    for tests gets a client of its own per call.
+    """
 
     def __init__(
         self,
@@ -70,8 +76,16 @@ class RouterClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.timeout_s = timeout_s
+        self.timeouts = ProviderTimeouts(read_s=timeout_s)
         self._transport = transport
+
+    async def _send(self, path: str, payload: dict[str, Any]) -> httpx.Response:
+        url = f"{self.base_url}{path}"
+        if self._transport is None:
+            return await shared_client(self.base_url, self.timeouts).post(url, json=payload)
+        timeout = self.timeouts.httpx_timeout()
+        async with httpx.AsyncClient(timeout=timeout, transport=self._transport) as client:
+            return await client.post(url, json=payload)
 
     async def _post(
         self, path: str, request: CompletionRequest, remaining_budget: Decimal | None
@@ -80,10 +94,8 @@ class RouterClient:
         payload["remaining_budget_usd"] = (
             str(remaining_budget) if remaining_budget is not None else None
         )
-        timeout = httpx.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s))
         try:
-            async with httpx.AsyncClient(timeout=timeout, transport=self._transport) as client:
-                response = await client.post(f"{self.base_url}{path}", json=payload)
+            response = await self._send(path, payload)
         except httpx.TransportError as exc:
             raise ProviderError(
                 f"router at {self.base_url} unreachable ({type(exc).__name__})",
@@ -142,6 +154,10 @@ class RoutedLLMClient(LLMClient):
     async def route(self, request: CompletionRequest) -> RoutingDecision:
         """Which model would answer ``request`` with the budget left (nothing is called)."""
         return await self.backend.route(request, self._remaining)
+
+    async def estimate_cost(self, request: CompletionRequest) -> Decimal | None:
+        """The routed model's worst-case USD for ``request``; routing errors propagate."""
+        return (await self.route(request)).estimated_cost_usd
 
     async def complete(self, request: CompletionRequest) -> CompletionResponse:
         """Answer ``request``; records of every attempt are kept even when it fails."""

@@ -32,7 +32,7 @@ from agent_engine.llm.base import (
 from agent_engine.llm.catalog import ModelCatalog, ModelEntry, cached_catalog
 from agent_engine.llm.pricing import price_entry
 from agent_engine.llm.redaction import redact, redact_text
-from agent_engine.llm.transport import malformed
+from agent_engine.llm.transport import ProviderTimeouts, malformed
 from agent_engine.router.policy import RoutingDecision, decide_route, entry_for
 
 __all__ = ["RetryPolicy", "RouterService", "build_provider", "calls_from_error", "request_hash"]
@@ -80,11 +80,15 @@ class RouterService:
         retry: RetryPolicy | None = None,
         sleep: Sleep | None = None,
         env: Mapping[str, str] | None = None,
+        timeouts: ProviderTimeouts | None = None,
     ) -> None:
         self.catalog = catalog
         self.pinned_model = pinned_model
         self.retry = retry or RetryPolicy()
-        self._factory = provider_factory or (lambda name: build_provider(name, catalog))
+        self.timeouts = timeouts or ProviderTimeouts()
+        self._factory = provider_factory or (
+            lambda name: build_provider(name, catalog, timeouts=self.timeouts)
+        )
         self._providers: dict[str, LLMProvider] = {}
         self._sleep: Sleep = sleep or asyncio.sleep
         self._env = env
@@ -97,7 +101,13 @@ class RouterService:
     @classmethod
     def from_settings(cls, settings: Settings) -> RouterService:
         """A service over the configured catalog, pinned when ``AGENT_ENGINE_MODEL`` is set."""
-        return cls(cached_catalog(settings.models_file), pinned_model=settings.model)
+        return cls(
+            cached_catalog(settings.models_file),
+            pinned_model=settings.model,
+            timeouts=ProviderTimeouts(
+                read_s=settings.llm_timeout_s, connect_s=settings.llm_connect_timeout_s
+            ),
+        )
 
     def provider(self, name: str) -> LLMProvider:
         """The provider instance for ``name``, built once by the factory."""

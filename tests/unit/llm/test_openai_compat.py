@@ -80,7 +80,9 @@ async def test_request_carries_bearer_key_messages_and_token_limit(server: FakeL
     assert received.headers["authorization"] == f"Bearer {SECRET}"
     assert received.body["model"] == "gpt-4o-mini"
     assert received.body["messages"][0] == {"role": "system", "content": "be brief"}
-    assert received.body["max_completion_tokens"] == 64
+    # max_tokens is the field every compatible server reads (many ignore max_completion_tokens).
+    assert received.body["max_tokens"] == 64
+    assert "max_completion_tokens" not in received.body
     assert received.body["temperature"] == 0.5
     assert "stream" not in received.body
 

@@ -15,6 +15,7 @@ from agent_engine.llm.pricing import (
     FREE_SOURCE,
     LIBRARY_SOURCE,
     OVERRIDE_SOURCE,
+    library_price,
     library_rates,
     price_entry,
     price_usage,
@@ -111,3 +112,30 @@ def test_pricing_never_touches_the_network(monkeypatch: pytest.MonkeyPatch) -> N
     assert library_rates("openai", "gpt-4o") is not None
     # Only the bundled snapshot is in use: nothing started the remote price updater.
     assert data_snapshot.get_snapshot().from_auto_update is False
+
+
+def test_a_model_is_looked_up_once_and_its_table_reused_for_every_usage() -> None:
+    library_price.cache_clear()
+    first = price_usage("openai", "gpt-4o-mini", Usage(input_tokens=1000, output_tokens=10))
+    second = price_usage("openai", "gpt-4o-mini", Usage(input_tokens=10, output_tokens=1000))
+    lookups = library_price.cache_info()
+    assert (lookups.misses, lookups.hits) == (1, 1)
+    assert library_price("openai", "gpt-4o-mini") is library_price("openai", "gpt-4o-mini")
+    # The one table still prices each usage on its own.
+    assert first.cost_usd == Decimal("0.000156000")
+    assert second.cost_usd == Decimal("0.000601500")
+
+
+def test_an_unknown_model_is_looked_up_once_too() -> None:
+    library_price.cache_clear()
+    for _ in range(3):
+        assert price_usage("openai", "no-such-model-xyz", Usage(input_tokens=1)).cost_usd is None
+    assert library_price.cache_info().misses == 1
+
+
+def test_a_catalog_override_wins_without_a_library_lookup() -> None:
+    library_price.cache_clear()
+    override = PriceOverride(input=Decimal("1"), output=Decimal("1"))
+    quote = price_usage("openai", "gpt-4o-mini", Usage(input_tokens=10**6), override=override)
+    assert (quote.cost_usd, quote.price_source) == (Decimal("1.000000000"), OVERRIDE_SOURCE)
+    assert library_price.cache_info().currsize == 0
