@@ -30,13 +30,15 @@ class TextTable:
 def _ms(value: float | None) -> str:
     if value is None:
         return "–"
-    return f"{value:.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    if abs(value) < 100:
+        return f"{round(value, 2) + 0.0:.2f}"  # + 0.0: no "-0.00" for a difference of nothing
+    return f"{value:,.0f}"
 
 
 def _met(value: float | None) -> str:
     if value is None:
         return "–"
-    return "yes" if value <= TARGET_MS else f"no (+{value - TARGET_MS:.2f} ms)"
+    return "yes" if value <= TARGET_MS else f"no (+{_ms(value - TARGET_MS)} ms over)"
 
 
 def _minus(left: float | None, right: float | None) -> float | None:
@@ -160,7 +162,7 @@ def _check_rows(backend: str, facts: ModelCallFacts) -> list[list[str]]:
 def _checks(pairs: list[_Pair]) -> TextTable:
     return TextTable(
         "Model calls of the analyze runs, checked (warm-up runs included)",
-        ["backend", "check", "value", "expected", ""],
+        ["backend", "check", "value", "expected", "ok?"],
         [row for pair in pairs for row in _check_rows(pair.backend, pair.facts)],
     )
 

@@ -62,7 +62,8 @@ def _phase_rows(report: ProfileReport) -> list[list[str]]:
     for phase in PHASES:
         statements = profile.statements.get(phase, 0)
         transactions = profile.transactions.get(phase, 0)
-        if not statements and not transactions:
+        seconds = profile.seconds.get(phase, 0.0)
+        if not statements and not transactions and not seconds:
             continue
         rows.append(
             [
@@ -70,7 +71,7 @@ def _phase_rows(report: ProfileReport) -> list[list[str]]:
                 _number(statements / report.steps),
                 _number(transactions / report.steps),
                 _number(statements / report.runs),
-                _number(profile.seconds.get(phase, 0.0) * 1000 / report.steps),
+                _number(seconds * 1000 / report.steps),
             ]
         )
     hot = sum(profile.statements.get(p, 0) for p in HOT_PATH)
@@ -110,7 +111,7 @@ STATEMENT_NOTE = (
     "on PostgreSQL, in autocommit) is one statement and no BEGIN. "
     "claim = the worker's claim rounds (a round that claims nothing is still a transaction), "
     "record = the worker's recording of a result (its write included), execute = "
-    "run_claimed, create = create_run (per run). wall ms = "
+    "run_claimed (an analyze step's model call included), create = create_run (per run). wall ms = "
     "time spent inside the phase."
 )
 SHAPE_HEADERS = ["phase", "statement (first 80 characters)", "per step"]
