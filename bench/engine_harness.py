@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -41,8 +42,11 @@ class StuckRunsError(RuntimeError):
     """Runs did not finish in time: an engine problem worth reporting."""
 
 
-def settings_for(url: str) -> Settings:
-    return Settings(database_url=url, embedded_worker=False, auto_migrate=False, _env_file=None)
+def settings_for(url: str, **overrides: Any) -> Settings:
+    """The engine's settings for the benchmark: no embedded worker, no migration at start."""
+    return Settings(
+        database_url=url, embedded_worker=False, auto_migrate=False, _env_file=None, **overrides
+    )
 
 
 def noop_request(goal: str, steps: int, *, auto_start: bool = True) -> CreateRunRequest:
@@ -85,21 +89,29 @@ async def _timelines(ctx: EngineContext, run_ids: Sequence[uuid.UUID]) -> list[S
     return list(lines.values())
 
 
+RequestFor = Callable[[int], CreateRunRequest]  # steps → the run to create
+
+
 async def _one_run(
-    ctx: EngineContext, wakeups: asyncio.Queue[str], steps: int, profile: StatementProfile
+    ctx: EngineContext,
+    wakeups: asyncio.Queue[str],
+    request: CreateRunRequest,
+    profile: StatementProfile,
 ) -> uuid.UUID:
     with profile.timed("create"):
-        view = await create_run(
-            ctx, noop_request(SEQUENTIAL_GOAL, steps), actor=ACTOR, idempotency_key=None
-        )
+        view = await create_run(ctx, request, actor=ACTOR, idempotency_key=None)
     outcome = await _wait_finished(wakeups, str(view.run.id))
     if outcome != "run.completed":
         raise StuckRunsError(f"run {view.run.id} ended with {outcome}")
     return view.run.id
 
 
-async def _sequential(url: str, runs: int, steps: int) -> SequentialResult:
-    ctx = build_context(settings_for(url))
+async def sequential(
+    settings: Settings, request_for: RequestFor, *, runs: int, steps: int
+) -> SequentialResult:
+    """``runs`` runs of ``request_for(steps)``, one at a time, on one in-process worker, after
+    one unmeasured warm-up run; their latencies and the statements they issued."""
+    ctx = build_context(settings)
     await ctx.start()
     stop = asyncio.Event()
     profile = StatementProfile()
@@ -112,11 +124,13 @@ async def _sequential(url: str, runs: int, steps: int) -> SequentialResult:
             )
             worker_task = asyncio.create_task(worker.run(stop))
             async with ctx.notifier.subscribe(accept=_announces_an_end) as wakeups:
-                await _one_run(ctx, wakeups, steps, profile)  # warm-up: connections, caches
+                # warm-up: connections, caches
+                await _one_run(ctx, wakeups, request_for(steps), profile)
                 with profile.recording():
                     for _ in range(runs):
                         started = time.perf_counter()
-                        run_ids.append(await _one_run(ctx, wakeups, steps, profile))
+                        request = request_for(steps)
+                        run_ids.append(await _one_run(ctx, wakeups, request, profile))
                         run_ms.append((time.perf_counter() - started) * 1000)
                     await asyncio.sleep(0.1)  # the idle claim round a last commit triggers
             stop.set()
@@ -131,7 +145,11 @@ async def _sequential(url: str, runs: int, steps: int) -> SequentialResult:
 def measure_sequential(db: BenchDatabase, *, runs: int, steps: int) -> SequentialResult:
     """``runs`` runs of ``steps`` sequential no-op steps, one at a time, one in-process worker."""
     upgrade(db.engine_url)
-    return asyncio.run(_sequential(db.engine_url, runs, steps))
+
+    def request_for(count: int) -> CreateRunRequest:
+        return noop_request(SEQUENTIAL_GOAL, count)
+
+    return asyncio.run(sequential(settings_for(db.engine_url), request_for, runs=runs, steps=steps))
 
 
 async def _status_counts(ctx: EngineContext, goal: str) -> dict[str, int]:

@@ -57,6 +57,7 @@ class BackendResults:
     )
     stream: tuple[StreamResult | None, StreamResult | None] = (None, None)
     langgraph: SequentialResult | None = None  # the sequential workload (PostgreSQL only)
+    analyze: SequentialResult | None = None  # the sequential workload of analyze steps (ours)
 
 
 def _pick(

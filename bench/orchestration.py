@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,16 +20,16 @@ import httpx
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
-from agent_engine import __version__
-from bench import engine_harness, sse_harness
+from bench import analyze_harness, engine_harness, sse_harness
+from bench.analyze_figures import analyze_tables
 from bench.databases import (
     BACKENDS,
     DEFAULT_ADMIN_URL,
     BenchDatabase,
     check_postgres,
     fresh_database,
-    postgres_version,
 )
+from bench.environment import dbos_module, environment, langgraph_module
 from bench.figures import (
     BackendResults,
     langgraph_section,
@@ -38,6 +37,7 @@ from bench.figures import (
     stream_section,
     throughput_section,
 )
+from bench.model_server import ModelServer
 from bench.report import ProfileReport, Reporter
 from bench.results import SequentialResult, ThroughputResult
 
@@ -92,6 +92,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="leave out the LangGraph reference (sequential workload, PostgreSQL)",
     )
+    parser.add_argument(
+        "--skip-analyze",
+        action="store_true",
+        help="leave out the sequential workload of model-calling (analyze) steps",
+    )
     parser.add_argument("--skip-sse", action="store_true")
     parser.add_argument(
         "--postgres-url",
@@ -123,6 +128,7 @@ class Bench:
     log_dir: Path
     problems: list[str]
     errors: tuple[type[BaseException], ...] = MEASUREMENT_ERRORS
+    model_server: ModelServer | None = None  # None: the analyze workload is skipped
 
     def measure(self, label: str, action: Callable[[], T]) -> T | None:
         """Run one measurement, logging its duration; a failure is recorded, not raised."""
@@ -153,7 +159,7 @@ class Bench:
 
 def _run_backend(bench: Bench, backend: str) -> BackendResults:
     args = bench.args
-    dbos = None if args.skip_dbos else _dbos_module()
+    dbos = None if args.skip_dbos else dbos_module()
     result = BackendResults(backend)
     rounds = max(1, args.rounds)
     per_round = max(1, -(-args.sequential_runs // rounds))
@@ -169,7 +175,7 @@ def _run_backend(bench: Bench, backend: str) -> BackendResults:
         )
         return measured
 
-    langgraph = _langgraph_module() if backend == "postgres" and not args.skip_langgraph else None
+    langgraph = langgraph_module() if backend == "postgres" and not args.skip_langgraph else None
 
     def langgraph_seq(db: BenchDatabase) -> SequentialResult:
         assert langgraph is not None
@@ -178,11 +184,25 @@ def _run_backend(bench: Bench, backend: str) -> BackendResults:
         )
         return measured
 
-    ours_side, dbos_side, langgraph_side = _alternate(
+    server = bench.model_server
+
+    def analyze_seq(db: BenchDatabase) -> SequentialResult:
+        assert server is not None
+        return analyze_harness.measure_sequential_analyze(
+            db, server, runs=per_round, steps=seq_steps
+        )
+
+    ours_side, analyze_side, dbos_side, langgraph_side = _alternate(
         bench,
         rounds,
         [
             (f"{backend}: sequential, ours", bench.in_database(backend, "seq", ours_seq)),
+            None
+            if server is None
+            else (
+                f"{backend}: sequential analyze steps, ours",
+                bench.in_database(backend, "analyze_seq", analyze_seq),
+            ),
             None
             if dbos is None
             else (
@@ -200,6 +220,7 @@ def _run_backend(bench: Bench, backend: str) -> BackendResults:
     )
     result.sequential = (ours_side, dbos_side)
     result.langgraph = langgraph_side
+    result.analyze = analyze_side
     for workers in args.workers:
         result.throughput[workers] = _throughput(bench, backend, workers, dbos, rounds)
     if not args.skip_sse:
@@ -290,69 +311,6 @@ def _stream(bench: Bench, backend: str, dbos: Any) -> tuple[Any, Any]:
     return ours, theirs
 
 
-def _dbos_module() -> Any:
-    try:
-        from bench import dbos_harness
-    except ImportError as exc:  # the bench extra is not installed
-        raise SystemExit(
-            f"DBOS is not installed ({exc}): install the bench extra "
-            "(uv pip sync requirements/bench.lock) or pass --skip-dbos"
-        ) from None
-    return dbos_harness
-
-
-def _langgraph_module() -> Any:
-    """The LangGraph harness, or None when LangGraph is not installed (it is optional)."""
-    try:
-        from bench import langgraph_harness
-    except ImportError:
-        return None
-    return langgraph_harness
-
-
-def _source_state() -> str:
-    """The commit measured, and which engine files differed from it."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-        changed = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src"], cwd=root, capture_output=True, text=True
-        ).stdout.splitlines()
-    except OSError:
-        return "source state unknown (no git)"
-    if not commit:
-        return "source state unknown (not a git checkout)"
-    dirty = f", uncommitted changes in {len(changed)} file(s) under src/" if changed else ""
-    return f"commit {commit}{dirty}"
-
-
-def _environment(args: argparse.Namespace, backends: list[str]) -> list[str]:
-    lines = [
-        f"agent-engine {__version__} ({_source_state()}), Python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs, {platform.system()} {platform.machine()}",
-    ]
-    if "postgres" in backends:
-        lines.append(f"PostgreSQL {postgres_version(args.postgres_url)} on loopback")
-    if not args.skip_dbos:
-        sqlite = "stock" if args.dbos_stock_sqlite else "WAL + synchronous=NORMAL (as ours)"
-        lines.append(
-            f"DBOS Transact {_dbos_module().dbos_version()}: queue polling "
-            f"{args.dbos_poll_s}s, SQLite settings {sqlite}"
-        )
-    langgraph = None if args.skip_langgraph else _langgraph_module()
-    if langgraph is not None and "postgres" in backends:
-        lines.append(langgraph.langgraph_version())
-    lines.append(
-        f"each figure pools {max(1, args.rounds)} rounds, alternating between the systems"
-        if not args.skip_dbos
-        else f"each figure pools {max(1, args.rounds)} rounds"
-    )
-    lines.append(time.strftime("measured %Y-%m-%d %H:%M UTC", time.gmtime()))
-    return lines
-
-
 def _report(
     reporter: Reporter, bench: Bench, results: list[BackendResults], header: list[str]
 ) -> None:
@@ -361,6 +319,8 @@ def _report(
     rounds = max(1, args.rounds)
     per_round = max(1, -(-args.sequential_runs // rounds))
     reporter.section(sequential_section(results, per_round * rounds, args.sequential_steps))
+    for table in analyze_tables(results, per_round * rounds, args.sequential_steps):
+        reporter.table(table)
     against_langgraph = langgraph_section(results, per_round * rounds, args.sequential_steps)
     if against_langgraph is not None:
         reporter.section(against_langgraph)
@@ -370,12 +330,23 @@ def _report(
     if not args.skip_sse:
         reporter.section(stream_section(results, args.sse_runs, args.sequential_steps))
     for result in results:
-        ours = result.sequential[0]
-        if ours is not None and ours.profile is not None:
-            reporter.statements(
-                ProfileReport(result.backend, ours.profile, ours.runs * ours.steps, ours.runs)
-            )
+        for workload, measured in (("no-op", result.sequential[0]), ("analyze", result.analyze)):
+            if measured is not None and measured.profile is not None:
+                steps = measured.runs * measured.steps
+                reporter.statements(
+                    ProfileReport(result.backend, measured.profile, steps, measured.runs, workload)
+                )
     reporter.problems(bench.problems)
+
+
+@contextmanager
+def _model_server(args: argparse.Namespace) -> Iterator[ModelServer | None]:
+    """The benchmark's model server for the analyze workload, unless it is skipped."""
+    if args.skip_analyze:
+        yield None
+        return
+    with ModelServer().running() as server:
+        yield server
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -393,15 +364,16 @@ def main(argv: list[str] | None = None) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         errors = MEASUREMENT_ERRORS
         if not args.skip_dbos:
-            errors = (*errors, *_dbos_module().ERRORS)
-        langgraph = None if args.skip_langgraph else _langgraph_module()
+            errors = (*errors, *dbos_module().ERRORS)
+        langgraph = None if args.skip_langgraph else langgraph_module()
         if langgraph is not None:
             errors = (*errors, *langgraph.ERRORS)
-        bench = Bench(args, progress, log_dir, problems, errors)
-        header = _environment(args, backends)
-        started = time.perf_counter()
-        results = [_run_backend(bench, backend) for backend in backends]
-        header.append(f"benchmark took {time.perf_counter() - started:.0f}s")
+        with _model_server(args) as server:
+            bench = Bench(args, progress, log_dir, problems, errors, server)
+            header = environment(args, backends, server.base_url if server else None)
+            started = time.perf_counter()
+            results = [_run_backend(bench, backend) for backend in backends]
+            header.append(f"benchmark took {time.perf_counter() - started:.0f}s")
         reporter = Reporter(Console(soft_wrap=args.markdown), markdown=args.markdown)
         _report(reporter, bench, results, header)
 

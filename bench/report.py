@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
+from bench.analyze_figures import TextTable
 from bench.figures import Figure, Section
 from bench.sql_profile import PHASES, StatementProfile
 
@@ -22,6 +23,7 @@ class ProfileReport:
     profile: StatementProfile
     steps: int
     runs: int
+    workload: str = "no-op"  # the step type the workload is made of
 
 
 def _number(value: float | None, unit: str = "") -> str:
@@ -60,7 +62,8 @@ def _phase_rows(report: ProfileReport) -> list[list[str]]:
     for phase in PHASES:
         statements = profile.statements.get(phase, 0)
         transactions = profile.transactions.get(phase, 0)
-        if not statements and not transactions:
+        seconds = profile.seconds.get(phase, 0.0)
+        if not statements and not transactions and not seconds:
             continue
         rows.append(
             [
@@ -68,7 +71,7 @@ def _phase_rows(report: ProfileReport) -> list[list[str]]:
                 _number(statements / report.steps),
                 _number(transactions / report.steps),
                 _number(statements / report.runs),
-                _number(profile.seconds.get(phase, 0.0) * 1000 / report.steps),
+                _number(seconds * 1000 / report.steps),
             ]
         )
     hot = sum(profile.statements.get(p, 0) for p in HOT_PATH)
@@ -102,13 +105,13 @@ def _shape_rows(report: ProfileReport) -> list[list[str]]:
 
 
 STATEMENT_NOTE = (
-    "Counted by a before_cursor_execute listener during the sequential workload; asyncpg's own "
+    "Counted by a before_cursor_execute listener during the sequential workloads; asyncpg's own "
     "BEGIN/COMMIT are not cursor executions (see transactions), SQLite's BEGIN IMMEDIATE is. "
     "A worker's write of a result outside a transaction (one function call per group commit "
     "on PostgreSQL, in autocommit) is one statement and no BEGIN. "
     "claim = the worker's claim rounds (a round that claims nothing is still a transaction), "
     "record = the worker's recording of a result (its write included), execute = "
-    "run_claimed, create = create_run (per run). wall ms = "
+    "run_claimed (an analyze step's model call included), create = create_run (per run). wall ms = "
     "time spent inside the phase."
 )
 SHAPE_HEADERS = ["phase", "statement (first 80 characters)", "per step"]
@@ -158,11 +161,21 @@ class Reporter:
     def statements(self, report: ProfileReport) -> None:
         title = (
             f"SQL per step on the hot path ({report.backend}, {report.runs} runs × "
-            f"{report.steps // max(report.runs, 1)} steps)"
+            f"{report.steps // max(report.runs, 1)} {report.workload} steps)"
         )
         self._table(title, PHASE_HEADERS, _phase_rows(report))
         self._text(f"\n_{STATEMENT_NOTE}_" if self.markdown else f"  {STATEMENT_NOTE}")
-        self._table(f"Statement shapes ({report.backend})", SHAPE_HEADERS, _shape_rows(report))
+        self._table(
+            f"Statement shapes ({report.backend}, {report.workload} steps)",
+            SHAPE_HEADERS,
+            _shape_rows(report),
+        )
+
+    def table(self, table: TextTable) -> None:
+        """A table already in words, with its notes below it."""
+        self._table(table.title, table.headers, table.rows)
+        for note in table.notes:
+            self._text(f"\n_{note}_" if self.markdown else f"  {note}")
 
     def problems(self, problems: Sequence[str]) -> None:
         if not problems:
