@@ -157,6 +157,7 @@ class Notifier:
         logger.warning("the LISTEN connection dropped; re-opening it")
         if self._reopening is None or self._reopening.done():
             self._reopening = asyncio.get_running_loop().create_task(self._reopen())
+            self._reopening.add_done_callback(_log_failure)
 
     async def _reopen(self) -> None:
         """Give the dead connection back to the pool as invalid, check out another one (retrying
@@ -165,7 +166,9 @@ class Notifier:
         if dead is not None:
             await _discard(dead)
         retrying = AsyncRetrying(
-            wait=wait_exponential_jitter(initial=REOPEN_INITIAL_S, max=REOPEN_MAX_S),
+            wait=wait_exponential_jitter(
+                multiplier=REOPEN_INITIAL_S, max=REOPEN_MAX_S, jitter=REOPEN_INITIAL_S
+            ),
             before_sleep=before_sleep_log(logger, logging.WARNING),
             reraise=True,
         )
@@ -194,6 +197,12 @@ class Notifier:
             await _discard(held)
             return
         await held.close()
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    # Every failure is retried, so only a bug ends the task early: say so instead of going deaf.
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("the LISTEN connection is not re-opened", exc_info=task.exception())
 
 
 async def _discard(held: AsyncConnection) -> None:
