@@ -52,6 +52,7 @@ XACT_ID = literal_column("audit_events.xact_id", BigInteger)
 HORIZON = text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
 Position = tuple[int, int]  # (xact_id, id) of the last event delivered by the global stream
 START: Position = (-1, 0)
+COMPLETED = "step.completed"  # the event whose body carries the step's output
 NEEDS_A_PERSON = frozenset({RunStatus.AWAITING_APPROVAL, RunStatus.FAILED})
 
 
@@ -91,7 +92,7 @@ async def _outputs(
     session: AsyncSession, events: Sequence[AuditEvent]
 ) -> dict[uuid.UUID, dict[str, Any]]:
     """The outputs of the steps whose completion is among ``events``."""
-    completed = [e.step_id for e in events if e.type == "step.completed" and e.step_id]
+    completed = [e.step_id for e in events if e.type == COMPLETED and e.step_id]
     if not completed:
         return {}
     rows = await session.execute(select(Step.id, Step.output_data).where(Step.id.in_(completed)))
@@ -101,7 +102,12 @@ async def _outputs(
 def _bodies(
     events: Sequence[AuditEvent], outputs: dict[uuid.UUID, dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    return [event_body(e, outputs.get(e.step_id) if e.step_id else None) for e in events]
+    # Only the completion carries the output: the step's other events in the same batch do not
+    # (a reader that got them in an earlier batch would see them without it).
+    return [
+        event_body(e, outputs.get(e.step_id) if e.step_id and e.type == COMPLETED else None)
+        for e in events
+    ]
 
 
 async def _stop_seq(session: AsyncSession, run_id: uuid.UUID, until: StopAt) -> int | None:
