@@ -62,3 +62,17 @@ async def test_until_finished_is_the_default_and_an_unknown_until_is_refused(ser
     problem = bad.json()
     assert problem["code"] == "validation_error"
     assert [e["field"] for e in problem["errors"]] == ["until"]
+
+
+async def test_until_waiting_ends_when_the_run_failed(server: str) -> None:
+    """A failed run waits for a person too (to resume, retry or cancel it); a stream that ends
+    only at the end would stay open."""
+    async with httpx.AsyncClient(base_url=server, timeout=30) as client:
+        failing = {**noop(1, fail_attempts=5), "retry_policy": {"max_attempts": 1}}
+        body = {"goal": "fails", "steps": [failing, noop(2)], "auto_start": True}
+        run = (await client.post("/v1/agent-runs", json=body)).json()
+        url = f"/v1/agent-runs/{run['id']}/events?until=waiting"
+        events = await asyncio.wait_for(read_events(client, url), timeout=30)
+        current = (await client.get(f"/v1/agent-runs/{run['id']}")).json()
+    assert current["status"] == "failed"
+    assert events[-1]["event"] == "run.failed"
