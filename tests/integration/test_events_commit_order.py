@@ -174,3 +174,14 @@ async def test_resuming_the_global_stream_gives_exactly_the_rest_in_the_same_ord
         )
     assert [e["type"] for e in everything] == [a["type"] for a in audit]
     assert [e["id"] for e in rest] == [e["id"] for e in everything[4:]]
+
+
+async def test_positions_past_32_bits_are_read(settings: Settings) -> None:
+    """Transaction ids grow past 2**31 (and carry the epoch above bit 32): a position there is
+    compared as a bigint."""
+    ctx = build_context(settings)
+    try:
+        placed, full, held_back = await _read_all(ctx, (2**40, 2**40), StreamFilter())
+    finally:
+        await ctx.close()
+    assert (placed, full, held_back) == ([], False, False)

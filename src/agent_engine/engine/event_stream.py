@@ -16,9 +16,13 @@ is not older than the oldest one still in progress (``pg_snapshot_xmin``): below
 transaction is open and no new one can start, so the set of events there is final and grows only
 at its end. Filtering by the horizon alone while paging by id would still skip: a transaction
 with an older xact id may insert a higher id and commit while a younger one holding a lower id
-is still open. A transaction that stays open (any writing transaction on the server) holds the
-stream back until it ends; that is the price of never skipping. On SQLite one writer commits at
-a time (IMMEDIATE transactions), so id order is commit order: there ``xact_id`` is always 0.
+is still open. A run's events keep their seq order in it unless a transaction that writes several
+runs waited for this run's row after it took its transaction id (a run's own stream is by seq).
+
+The cost of never skipping: a writing transaction that stays open anywhere on the server (the
+horizon is the server's, a prepared transaction counts too) holds back what commits after it
+until it ends. On SQLite one writer commits at a time (IMMEDIATE transactions), so id order is
+commit order: there ``xact_id`` is always 0 and nothing is held back.
 """
 
 from __future__ import annotations
@@ -193,7 +197,9 @@ async def _read_all(
         postgres = ctx.db.dialect.name == "postgresql"
         horizon = await session.scalar(HORIZON) if postgres else None
         query = select(AuditEvent, XACT_ID).where(
-            tuple_(XACT_ID, AuditEvent.id) > tuple_(literal(position[0]), literal(position[1]))
+            # BIGINT binds: transaction ids pass 2**31 (the epoch is in the high bits).
+            tuple_(XACT_ID, AuditEvent.id)
+            > tuple_(literal(position[0], BigInteger), literal(position[1], BigInteger))
         )
         if flt.run_id is not None:
             query = query.where(AuditEvent.run_id == flt.run_id)
