@@ -65,7 +65,7 @@ class EngineContext:
     async def start(self) -> None:
         """Start listening for committed events (PostgreSQL: LISTEN across processes)."""
         if self.db.dialect.name == "postgresql":
-            await self.notifier.listen_postgres(self.settings.database_url)
+            await self.notifier.listen_postgres(self.db)
 
     async def close(self) -> None:
         await self.notifier.close()

@@ -6,6 +6,11 @@ One notification per run per committed transaction, saying how the run stands af
 ``"<run_id> <audit_seq> <status> <claimable_at as epoch seconds, or ->"``. Workers use it to wake
 exactly when a run has a step to claim (now, or later: a lease's end, a retry's backoff); streams
 use the run id.
+
+On PostgreSQL the notifier LISTENs over one connection of the engine's own pool, kept checked out
+for its life. When that connection drops it is re-opened (with backoff, for as long as the notifier
+is open), and subscribers are then told to look again: notifications sent while it was down are
+lost, so everyone re-reads.
 """
 
 from __future__ import annotations
@@ -19,12 +24,20 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 import asyncpg
-from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from tenacity import AsyncRetrying, before_sleep_log, wait_exponential_jitter
 
 CHANNEL = "agent_engine_events"
 NOTHING_CLAIMABLE = "-"
+# Published after the LISTEN connection was re-opened: not a run notice, so every subscriber takes
+# it as "something may have changed" and re-reads (a worker runs a claim round, a stream reads).
+LOOK_AGAIN = "*"
+REOPEN_INITIAL_S = 0.05
+REOPEN_MAX_S = 5.0
 QUEUE_SIZE = 10_000
 DELIVERED_RUNS = 4096  # runs whose last delivered seq is remembered (to drop the echo)
 logger = logging.getLogger(__name__)
@@ -71,8 +84,12 @@ class Notifier:
     def __init__(self) -> None:
         # Each subscriber: its queue, and the filter that decides on arrival what goes in it.
         self._queues: dict[asyncio.Queue[str], Callable[[str], bool] | None] = {}
-        self._connection: asyncpg.Connection | None = None
         self._delivered: OrderedDict[str, int] = OrderedDict()  # run id → highest seq delivered
+        self._engine: AsyncEngine | None = None
+        self._held: AsyncConnection | None = None  # checked out of the engine's pool for LISTEN
+        self._listening: asyncpg.Connection | None = None  # its driver connection
+        self._reopening: asyncio.Task[None] | None = None  # held: the loop keeps only weak refs
+        self._closed = False
 
     def _is_news(self, payload: str) -> bool:
         run_id, _, rest = payload.partition(" ")
@@ -111,18 +128,87 @@ class Notifier:
         finally:
             self._queues.pop(queue, None)
 
-    async def listen_postgres(self, database_url: str) -> None:
-        """LISTEN on the events channel over a dedicated connection (PostgreSQL only)."""
-        dsn = make_url(database_url).set(drivername="postgresql")
-        self._connection = await asyncpg.connect(dsn.render_as_string(hide_password=False))
+    async def listen_postgres(self, engine: AsyncEngine) -> None:
+        """LISTEN on the events channel over one connection of ``engine``'s pool (PostgreSQL
+        only), re-opened whenever it drops until :meth:`close`."""
+        self._engine = engine
+        self._closed = False
+        await self._open()
 
-        def _on_notify(_conn: object, _pid: int, _channel: str, payload: str) -> None:
-            self.publish((payload,))
+    async def _open(self) -> None:
+        assert self._engine is not None
+        held = await self._engine.connect()
+        try:
+            pooled = await held.get_raw_connection()
+            listening = cast(asyncpg.Connection, pooled.driver_connection)
+            await listening.add_listener(CHANNEL, self._on_notify)
+            listening.add_termination_listener(self._on_terminated)
+        except BaseException:
+            await _discard(held)
+            raise
+        self._held, self._listening = held, listening
 
-        await self._connection.add_listener(CHANNEL, _on_notify)
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self.publish((payload,))
+
+    def _on_terminated(self, connection: object) -> None:
+        if self._closed or connection is not self._listening:
+            return
+        logger.warning("the LISTEN connection dropped; re-opening it")
+        if self._reopening is None or self._reopening.done():
+            self._reopening = asyncio.get_running_loop().create_task(self._reopen())
+            self._reopening.add_done_callback(_log_failure)
+
+    async def _reopen(self) -> None:
+        """Give the dead connection back to the pool as invalid, check out another one (retrying
+        with backoff on any failure), then tell every subscriber to look again."""
+        dead, self._held, self._listening = self._held, None, None
+        if dead is not None:
+            await _discard(dead)
+        retrying = AsyncRetrying(
+            wait=wait_exponential_jitter(
+                multiplier=REOPEN_INITIAL_S, max=REOPEN_MAX_S, jitter=REOPEN_INITIAL_S
+            ),
+            before_sleep=before_sleep_log(logger, logging.WARNING),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self._open()
+        logger.info("the LISTEN connection is re-opened; subscribers look again")
+        self.publish((LOOK_AGAIN,))
 
     async def close(self) -> None:
-        if self._connection is not None:
-            with contextlib.suppress(OSError, asyncpg.PostgresError):
-                await self._connection.close()
-            self._connection = None
+        """Stop listening; the connection goes back to the pool without its LISTEN."""
+        self._closed = True
+        if self._reopening is not None:
+            self._reopening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reopening
+            self._reopening = None
+        held, listening = self._held, self._listening
+        self._held, self._listening = None, None
+        if held is None or listening is None:
+            return
+        listening.remove_termination_listener(self._on_terminated)
+        try:
+            await listening.remove_listener(CHANNEL, self._on_notify)  # UNLISTEN
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await _discard(held)
+            return
+        await held.close()
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    # Every failure is retried, so only a bug ends the task early: say so instead of going deaf.
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("the LISTEN connection is not re-opened", exc_info=task.exception())
+
+
+async def _discard(held: AsyncConnection) -> None:
+    """Close a connection that must not go back to the pool as it is (the pool opens a new one
+    in its place when needed)."""
+    with contextlib.suppress(OSError, DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        await held.invalidate()
+    with contextlib.suppress(OSError, DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        await held.close()

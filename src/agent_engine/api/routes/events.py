@@ -1,5 +1,6 @@
 """Server-Sent Events of the audit log: one run, or all runs with filters. Resumable with
-``Last-Event-ID`` (a run's stream uses the event's ``seq``; the global one its id)."""
+``Last-Event-ID`` (a run's stream uses the event's ``seq``; the global one its id, in commit
+order)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse
 
 from agent_engine.api.deps import Engine
-from agent_engine.engine.event_stream import StreamFilter, check_run, follow
+from agent_engine.engine.event_stream import StopAt, StreamFilter, check_run, follow_all, follow_run
 from agent_engine.errors import InputValidationError
 from agent_engine.storage.runs import parse_run_id
 
@@ -58,13 +59,21 @@ async def run_events(
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
     after: Annotated[int | None, Query(ge=0, description="Resume after this seq")] = None,
     type_prefix: Annotated[str | None, Query(alias="type", max_length=64)] = None,
+    until: Annotated[
+        StopAt,
+        Query(
+            description="End at `finished` (completed or cancelled), or also when `waiting` "
+            "for a person (an approval, or a failed run)"
+        ),
+    ] = StopAt.FINISHED,
 ) -> EventSourceResponse:
     """The run's events in order (state changes, outputs, approvals, costs), then live ones;
-    the stream ends after the last event of a completed or cancelled run."""
+    the stream ends after the last event of a completed or cancelled run, or with
+    ``until=waiting`` also of a run that waits for a person."""
     _check_prefix(type_prefix)
     run_uuid = await check_run(engine, run_id)
-    flt = StreamFilter(run_id=run_uuid, type_prefix=type_prefix, by_seq=True)
-    stream = follow(engine, _last_id(last_event_id, after), flt)
+    after_seq = _last_id(last_event_id, after)
+    stream = follow_run(engine, run_uuid, after_seq, type_prefix=type_prefix, until=until)
     return EventSourceResponse(_sse(stream, "seq"), ping=PING_S)
 
 
@@ -76,8 +85,9 @@ async def all_events(
     run_id: Annotated[str | None, Query(max_length=64)] = None,
     type_prefix: Annotated[str | None, Query(alias="type", max_length=64)] = None,
 ) -> EventSourceResponse:
-    """Events of every run (filter by `run_id` and `type` prefix), live; ids are global."""
+    """Events of every run (filter by `run_id` and `type` prefix) in commit order, live; ids
+    are global."""
     _check_prefix(type_prefix)
     flt = StreamFilter(run_id=parse_run_id(run_id) if run_id else None, type_prefix=type_prefix)
-    stream = follow(engine, _last_id(last_event_id, after), flt, stop_when_finished=False)
+    stream = follow_all(engine, _last_id(last_event_id, after), flt)
     return EventSourceResponse(_sse(stream, "id"), ping=PING_S)
