@@ -95,7 +95,8 @@ async def append_event(connection: asyncpg.Connection, run_id: str) -> int:
         digest,
     )
     await connection.execute(
-        "UPDATE agent_runs SET audit_seq = $2, audit_head_hash = $3 WHERE id = $1",
+        "UPDATE agent_runs SET audit_seq = $2, audit_head_hash = $3, version = version + 1"
+        " WHERE id = $1",
         run["id"],
         seq,
         digest,

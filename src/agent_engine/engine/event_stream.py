@@ -11,7 +11,7 @@ a reader may already have been given, so that resuming after the last id seen ne
 Event ids cannot be that order: an id is taken at insert, not at commit, so a transaction may
 commit a lower id after a reader has already passed it. On PostgreSQL each event carries the id
 of the transaction that wrote it (``xact_id``, its default ``pg_current_xact_id()``, migration
-0006), and the stream is ordered by ``(xact_id, id)`` and holds back every event whose transaction
+0007), and the stream is ordered by ``(xact_id, id)`` and holds back every event whose transaction
 is not older than the oldest one still in progress (``pg_snapshot_xmin``): below that horizon no
 transaction is open and no new one can start, so the set of events there is final and grows only
 at its end. Filtering by the horizon alone while paging by id would still skip: a transaction
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, exists, literal, literal_column, select, text, tuple_
+from sqlalchemy import BigInteger, exists, literal, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -52,7 +52,7 @@ POLL_S = 5.0  # fallback when a notification is lost; normal latency comes from 
 # a notification, e.g. a transaction that wrote no events), doubling up to POLL_S.
 HELD_BACK_FIRST_S = 0.05
 # The transaction that wrote an event (see the module's docstring); not named by inserts.
-XACT_ID = literal_column("audit_events.xact_id", BigInteger)
+XACT_ID = AuditEvent.xact_id
 HORIZON = text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
 Position = tuple[int, int]  # (xact_id, id) of the last event delivered by the global stream
 START: Position = (-1, 0)

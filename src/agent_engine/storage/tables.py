@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    FetchedValue,
     Float,
     ForeignKey,
     Index,
@@ -207,8 +208,15 @@ class AuditEvent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     prev_hash: Mapped[str | None] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    # The transaction that wrote the event, set by the database (PostgreSQL: its default
+    # pg_current_xact_id(); 0 on SQLite and for events older than migration 0007). The global
+    # event stream is ordered by (xact_id, id); inserts never name it.
+    xact_id: Mapped[int] = mapped_column(BigInteger, server_default=FetchedValue())
 
-    __table_args__ = (UniqueConstraint("run_id", "seq"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "seq"),
+        Index("ix_audit_events_xact_id_id", "xact_id", "id"),
+    )
 
 
 class PlanVersion(Base):

@@ -46,6 +46,7 @@ from agent_engine.storage.runs import load_open_steps_of_runs_txn, outputs_txn
 from agent_engine.worker.known_runs import KnownRuns
 
 logger = logging.getLogger(__name__)
+CLAIM_RETRY_S = 0.5  # after a claim round the database refused
 
 
 def default_worker_id() -> str:
@@ -307,6 +308,7 @@ class Worker:
         except DBAPIError as exc:
             # Lost a race the database settled (deadlock victim, serialization): try again soon.
             logger.warning("claim round failed: %s", exc.orig)
+            self._recheck_in(CLAIM_RETRY_S)  # soon, not only at the next notice or poll
             return False
         for changes in written:
             self.known_runs.remember(changes)

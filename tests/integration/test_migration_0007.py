@@ -1,4 +1,4 @@
-"""Migration 0006: events written before it sort first, new ones carry their transaction's id,
+"""Migration 0007: events written before it sort first, new ones carry their transaction's id,
 and it downgrades cleanly with the append-only triggers left in place."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ async def test_old_events_get_zero_new_ones_their_transaction_and_it_downgrades(
     database_url: str,
 ) -> None:
     postgres = database_url.startswith("postgresql")
-    await asyncio.to_thread(migrations.downgrade, database_url, "0005")
+    await asyncio.to_thread(migrations.downgrade, database_url, "0006")
     engine = create_engine(database_url)
     run_id = uuid.uuid4()
     try:
@@ -70,7 +70,7 @@ async def test_old_events_get_zero_new_ones_their_transaction_and_it_downgrades(
             assert new_xact == 0  # one writer at a time: id order is commit order
 
         await engine.dispose()
-        await asyncio.to_thread(migrations.downgrade, database_url, "0005")
+        await asyncio.to_thread(migrations.downgrade, database_url, "0006")
         assert "xact_id" not in await _columns(engine)
         with pytest.raises(DBAPIError, match="append-only"):
             async with engine.begin() as connection:

@@ -1,7 +1,7 @@
 """Audit events carry the transaction that wrote them, for the global stream's commit order
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-11-27
 
 ``audit_events.id`` is taken at insert, not at commit: two transactions that commit out of id
@@ -22,8 +22,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
