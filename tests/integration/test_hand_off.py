@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from agent_engine.storage.run_changes import RunChangeWriter
+
 from agent_engine.config import Settings
 from agent_engine.engine.context import EngineContext, build_context
 from agent_engine.engine.runs import CreateRunRequest, create_run
 from agent_engine.storage.audit import list_events_txn
 from agent_engine.storage.database import read_transaction
-from agent_engine.storage.run_changes import RunChangeWriter
 from agent_engine.storage.runs import get_run_txn, list_steps_txn
 from agent_engine.storage.tables import AuditEvent, Step
 from agent_engine.worker.worker import Worker, WorkerOptions

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 
 from agent_engine.config import Settings
+from agent_engine.domain.records import ChangeSet
 from agent_engine.domain.states import RunStatus
+from agent_engine.domain.transitions import move_run
 from agent_engine.engine.context import build_context
+from agent_engine.engine.locking import change_run
 from agent_engine.engine.runs import CreateRunRequest, create_run
 from agent_engine.errors import InvalidTransitionError
 from agent_engine.storage.audit import list_events_txn
 from agent_engine.storage.database import transaction
-from agent_engine.domain.records import ChangeSet
-from agent_engine.domain.transitions import move_run
-from agent_engine.engine.locking import change_run
 from agent_engine.storage.runs import get_run_txn, load_run_txn
 
 

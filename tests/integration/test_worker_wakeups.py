@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from agent_engine.storage.run_changes import RunChanges, RunChangeWriter
 from sqlalchemy.exc import DBAPIError
 
 from agent_engine.config import Settings
@@ -18,7 +19,6 @@ from agent_engine.engine.context import build_context
 from agent_engine.engine.runs import CreateRunRequest, create_run
 from agent_engine.storage.database import read_transaction
 from agent_engine.storage.notifications import Notifier, RunNotice
-from agent_engine.storage.run_changes import RunChanges, RunChangeWriter
 from agent_engine.storage.runs import list_steps_txn
 from agent_engine.worker.worker import Worker, WorkerOptions
 from tests.databases import PostgresServer
