@@ -179,7 +179,12 @@ async def remember(ctx: EngineContext, known: KnownRuns, run_id: uuid.UUID) -> C
 
 
 async def claim_locking(
-    ctx: EngineContext, run_id: uuid.UUID, *, owner: str = "w", limit: int = 1
+    ctx: EngineContext,
+    run_id: uuid.UUID,
+    *,
+    owner: str = "w",
+    limit: int = 1,
+    lease: timedelta = LEASE,
 ) -> list[Claim]:
     """Claim the run's next ready steps under its lock, as a claim round does."""
     async with change_run(ctx, run_id, open_steps=True) as locked:
@@ -189,7 +194,7 @@ async def claim_locking(
             locked.read,
             owner=owner,
             limit=limit,
-            lease=LEASE,
+            lease=lease,
             llm=lazy_llm(ctx, None),
         )
 
