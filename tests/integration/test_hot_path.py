@@ -28,11 +28,14 @@ from agent_engine.engine.context import lazy_llm
 from agent_engine.engine.runs import cancel_run
 from agent_engine.engine.stepping import ContinueWith, decide_result, record_result, run_claimed
 from agent_engine.errors import ConflictError
+from agent_engine.executors.base import ExecutorContext
+from agent_engine.executors.noop import NoopExecutor, NoopInput, NoopOutput
 from agent_engine.storage.audit import verify_chain
 from agent_engine.storage.changes import ChangeWriter, Write
 from agent_engine.storage.claims import extend_leases_txn
-from agent_engine.storage.database import transaction
+from agent_engine.storage.database import read_transaction, transaction
 from agent_engine.storage.notifications import RunNotice
+from agent_engine.storage.runs import load_steps_txn
 from agent_engine.worker.known_runs import KnownRuns
 from agent_engine.worker.worker import Worker, WorkerOptions
 from tests.engines import (
@@ -426,6 +429,46 @@ async def test_a_write_whose_answer_was_lost_is_recognised_by_its_last_audit_eve
         assert worker.known_runs.misses == 0  # recognised as written: no fall back
     else:
         assert worker.known_runs.misses == 1
+
+
+class Witness(NoopExecutor):
+    """A no-op that looks, as it starts, whether the claim it runs under is stored."""
+
+    name = "witness"
+
+    def __init__(self) -> None:
+        self.sessions: Any = None
+        self.seen: list[tuple[int, int, bool]] = []  # (step number, attempt, claim committed)
+
+    async def execute(self, input: NoopInput, context: ExecutorContext) -> NoopOutput:
+        async with read_transaction(self.sessions) as session:
+            steps = await load_steps_txn(session, uuid.UUID(str(context.run_id)))
+        mine = next(s for s in steps if s.step_number == context.step_number)
+        committed = mine.status == "running" and mine.attempt == context.attempt
+        self.seen.append((context.step_number, context.attempt, committed))
+        return await super().execute(input, context)
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+async def test_no_step_starts_before_the_write_that_claimed_it_committed(
+    settings: Settings, concurrency: int
+) -> None:
+    witness = Witness()
+    plan = [
+        noop(1, step_type="witness"),
+        *(noop(n, step_type="witness", depends_on=[1]) for n in (2, 3, 4)),
+        noop(5, step_type="witness", depends_on=[2, 3, 4]),
+        noop(6, step_type="witness"),
+    ]
+    async with engine_context(settings, registry=registry_with(witness)) as ctx:
+        witness.sessions = ctx.sessions
+        async with running_worker(ctx, concurrency=concurrency) as worker:
+            run_id = await new_run(ctx, plan, auto_start=True)
+            final = await wait_finished(ctx, run_id)
+
+    assert final["run"]["status"] == "completed"
+    assert worker.known_runs.hits > 0
+    assert sorted(witness.seen) == [(n, 1, True) for n in range(1, 7)]  # each ran once, claimed
 
 
 # --- 6. notifications and timers ------------------------------------------------------------------
