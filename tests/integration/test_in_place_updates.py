@@ -2,7 +2,8 @@
 
 Each step of a run rewrites the run's row and two step rows; an update that changes no indexed
 column and finds room in its page skips every index of its table (migration 0005). These tests
-run the real hot path and read PostgreSQL's own counters of heap-only updates.
+run a real worker (recording on the records it last wrote) and read PostgreSQL's own counters of
+heap-only updates.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ async def test_a_sequential_run_updates_its_run_and_steps_in_place(
                 await asyncio.sleep(0.02)
         stop.set()
         await task
-        assert worker.known_runs.hits >= STEPS - 1  # the hot path wrote (nearly) every step
+        assert worker.known_runs.hits >= STEPS - 1  # known records wrote (nearly) every step
     finally:
         stop.set()
         await ctx.close()  # every backend ends and reports its counters

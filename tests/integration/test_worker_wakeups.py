@@ -9,19 +9,24 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
-from agent_engine.storage.run_changes import RunChanges, RunChangeWriter
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from agent_engine.config import Settings
+from agent_engine.domain.records import ChangeSet, RunRecord
 from agent_engine.engine.context import build_context
 from agent_engine.engine.runs import CreateRunRequest, create_run
+from agent_engine.storage.changes import ChangeWriter, Write
 from agent_engine.storage.database import read_transaction
 from agent_engine.storage.notifications import Notifier, RunNotice
 from agent_engine.storage.runs import list_steps_txn
+from agent_engine.worker.known_runs import KnownRuns
 from agent_engine.worker.worker import Worker, WorkerOptions
 from tests.databases import PostgresServer
+from tests.engines import LockingOnlyRuns
 from tests.integration.test_workers import embedded_worker_client, step, wait_for
 
 
@@ -92,12 +97,12 @@ async def test_a_retry_is_taken_when_its_backoff_ends_not_at_the_next_poll(
     assert waited.total_seconds() >= scheduled["payload"]["retry_in_s"] - 0.001
 
 
-class DelayedWriter(RunChangeWriter):
+class DelayedWriter(ChangeWriter):
     """The real writer, each batch held back 50 ms before it is sent."""
 
-    async def _write_batch(self, batch: list[RunChanges]) -> list[bool]:
+    async def _write_batch(self, writes: list[Write]) -> list[bool]:
         await asyncio.sleep(0.05)
-        return await super()._write_batch(batch)
+        return await super()._write_batch(writes)
 
 
 async def test_a_retry_due_before_its_own_write_committed_is_taken_at_once(
@@ -108,7 +113,7 @@ async def test_a_retry_due_before_its_own_write_committed_is_taken_at_once(
     now". That is work all the same: with polling every 10 minutes, taking it for no news would
     leave the run waiting."""
     ctx = build_context(settings)
-    ctx._run_changes = DelayedWriter(ctx.db, settings.database_url)
+    ctx._changes = DelayedWriter(ctx.db, ctx.notifier.publish)
     await ctx.start()
     stop = asyncio.Event()
     # Two slots: one stays free, so no full worker marks work as waiting on its own account.
@@ -135,23 +140,31 @@ async def test_a_retry_due_before_its_own_write_committed_is_taken_at_once(
         await ctx.close()
 
 
-class RecordingWriter(RunChangeWriter):
+class RecordingWriter(ChangeWriter):
     """The real writer, noting how many runs each group commit carried."""
 
     batches: list[int]
 
-    async def _write_batch(self, batch: list[RunChanges]) -> list[bool]:
-        self.batches.append(len(batch))
-        return await super()._write_batch(batch)
+    async def _write_batch(self, writes: list[Write]) -> list[bool]:
+        self.batches.append(len(writes))
+        return await super()._write_batch(writes)
 
 
-async def _run_many(settings: Settings, runs: int, *, writer_class: type[RunChangeWriter]) -> Any:
+async def _run_many(
+    settings: Settings,
+    runs: int,
+    *,
+    writer_class: type[ChangeWriter],
+    known: KnownRuns | None = None,
+) -> Any:
     ctx = build_context(settings)
-    writer = writer_class(ctx.db, settings.database_url)
-    ctx._run_changes = writer
+    writer = writer_class(ctx.db, ctx.notifier.publish)
+    ctx._changes = writer
     await ctx.start()
     stop = asyncio.Event()
     worker = Worker(ctx, WorkerOptions(worker_id="w", concurrency=8, poll_s=0.2))
+    if known is not None:
+        worker.known_runs = known
     task = asyncio.create_task(worker.run(stop))
     try:
         plan = [{"step_type": "noop", "input_data": {"value": n}} for n in range(5)]
@@ -185,14 +198,15 @@ async def test_results_ready_together_share_one_commit(settings: Settings) -> No
     assert sum(RecordingWriter.batches) >= worker.known_runs.hits
 
 
-async def test_claim_rounds_fall_back_to_a_flush_for_columns_the_one_call_does_not_write(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+async def test_results_recorded_only_under_the_lock_complete_exactly_as_usual(
+    settings: Settings,
 ) -> None:
-    # Every change looks like one outside the hot columns: claim rounds flush through the ORM
-    # and records take the locking path; the runs must still complete exactly as usual.
-    monkeypatch.setattr(RunChanges, "within_hot_columns", lambda self: False)
-    worker, _writer, views = await _run_many(settings, 3, writer_class=RunChangeWriter)
-    assert worker.known_runs.hits == 0
+    # Every result takes the locking path (as after any refused guarded write): the runs must
+    # still complete exactly as usual, each step claimed once.
+    worker, _writer, views = await _run_many(
+        settings, 3, writer_class=ChangeWriter, known=LockingOnlyRuns()
+    )
+    assert worker.known_runs.hits == 0 and worker.known_runs.misses == 15
     assert all(s.status == "completed" and s.fence == 1 for v in views for s in v)
 
 
@@ -200,8 +214,8 @@ async def test_claim_rounds_fall_back_to_a_flush_for_columns_the_one_call_does_n
 async def test_the_writers_driver_errors_are_database_errors_like_any_other(
     postgres_server: PostgresServer | None,
 ) -> None:
-    """A failed one-call write (its own asyncpg pool) reaches the API's 503 handler and the
-    worker's retry path like any other database error."""
+    """A failed write reaches the API's 503 handler and the worker's retry path like any other
+    database error."""
     if postgres_server is None:
         pytest.skip(getattr(pytest, "postgres_skip_reason", "PostgreSQL not reachable"))
     missing = postgres_server.url_for(f"ae_missing_{uuid.uuid4().hex[:8]}")
@@ -214,55 +228,76 @@ async def test_the_writers_driver_errors_are_database_errors_like_any_other(
         await ctx.close()
 
 
-async def test_the_group_commits_kept_connection_is_replaced_after_it_broke(
+def _dsn(url: str) -> str:
+    """asyncpg's form of a PostgreSQL URL of the engine's."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _unknown_run() -> ChangeSet:
+    """A change set of a run that does not exist: its guard fails, nothing is written."""
+    run = RunRecord(id=uuid.uuid4(), goal="g", status="created", created_by="t")
+    run.status = "running"
+    return ChangeSet(run, [])
+
+
+async def test_a_connection_the_server_dropped_is_replaced_for_the_next_write(
     settings: Settings,
 ) -> None:
-    """The writer keeps one connection for its batches; one the server dropped is replaced."""
+    """The writer's connections come from the engine's pool; ones the server dropped are
+    replaced, and the writer is not left waiting on a batch that failed."""
     if not settings.database_url.startswith("postgresql"):
-        pytest.skip("the kept connection is PostgreSQL's (SQLite writes in a thread)")
-    writer = RunChangeWriter(build_context(settings).db, settings.database_url)
-    unknown_run = RunChanges(uuid.uuid4(), 0, {"status": "running"})
+        pytest.skip("a server that drops connections is PostgreSQL's (SQLite is a file)")
+    ctx = build_context(settings)
     try:
-        assert await writer.apply(unknown_run) is False  # guard: no such run, nothing written
-        kept = writer._held
-        assert kept is not None
-        assert await writer.apply(unknown_run) is False
-        assert writer._held is kept  # the same connection, not one from the pool each time
-        async with writer._connection() as admin:
-            await admin.execute("SELECT pg_terminate_backend($1)", kept.get_server_pid())
-        # The next batch fails if the drop is noticed only mid-call (nothing was written), or
+        assert await ctx.changes.apply(_unknown_run()) is False  # a pooled connection now
+        admin = await asyncpg.connect(_dsn(settings.database_url))
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await admin.close()
+        # The next write fails if the drop is noticed only mid-call (nothing was written), or
         # goes through on a fresh connection if it was noticed before; the one after, surely.
         with contextlib.suppress(DBAPIError):
-            await writer.apply(unknown_run)
-        assert await writer.apply(unknown_run) is False
-        assert writer._held is not None and writer._held is not kept
+            await ctx.changes.apply(_unknown_run())
+        assert await ctx.changes.apply(_unknown_run()) is False
     finally:
-        await writer.close()
+        await ctx.close()
 
 
-class BreaksOnceWriter(RunChangeWriter):
+class BreaksOnceWriter(ChangeWriter):
     """The real writer; the server drops its connection in the middle of the first batch that
     records a result (the batch waits for a row lock held here, and its backend is terminated
-    while it waits): a failed write the writer cannot tell from a lost answer."""
+    while it waits): a failed write the worker cannot tell from a lost answer but by reading."""
 
     broke = False
+    dsn = ""
 
-    async def _write_batch(self, batch: list[RunChanges]) -> list[bool]:
-        records = any(e["type"] == "step.completed" for c in batch for e in c.events)
+    async def _write_batch(self, writes: list[Write]) -> list[bool]:
+        records = any(
+            table == "audit_events" and any(row["type"] == "step.completed" for row in rows)
+            for write in writes
+            for table, rows in write.inserts
+        )
         if not records or BreaksOnceWriter.broke:
-            return await super()._write_batch(batch)
+            return await super()._write_batch(writes)
         BreaksOnceWriter.broke = True
-        async with self._connection() as locker, self._connection() as admin:
+        locker = await asyncpg.connect(self.dsn)
+        admin = await asyncpg.connect(self.dsn)
+        try:
             # (The polls run outside the locking transaction: it would see one stats snapshot.)
-            lock = "SELECT 1 FROM agent_runs WHERE id = $1 FOR UPDATE"
             held = locker.transaction()
             await held.start()
-            await locker.execute(lock, batch[0].run_id)
-            write = asyncio.ensure_future(super()._write_batch(batch))
+            await locker.execute(
+                "SELECT 1 FROM agent_runs WHERE id = $1 FOR UPDATE", writes[0].run_id
+            )
+            write = asyncio.ensure_future(super()._write_batch(writes))
             waiting = await _poll(
                 admin,
                 "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND query LIKE '%agent_engine_apply_run_changes%'",
+                "AND query LIKE '%agent_engine_apply_changes_v1%'",
             )
             await admin.execute("SELECT pg_terminate_backend($1)", waiting)
             # Gone before the lock is released: the write certainly did not commit.
@@ -271,6 +306,9 @@ class BreaksOnceWriter(RunChangeWriter):
             )
             await _poll(admin, gone)
             await held.rollback()
+        finally:
+            await locker.close()
+            await admin.close()
         return await write
 
 
@@ -287,8 +325,9 @@ async def test_a_result_whose_one_call_write_failed_is_recorded_by_the_locking_p
     settings: Settings,
 ) -> None:
     if not settings.database_url.startswith("postgresql"):
-        pytest.skip("the kept connection is PostgreSQL's (SQLite writes in a thread)")
+        pytest.skip("a server that drops connections is PostgreSQL's (SQLite is a file)")
     BreaksOnceWriter.broke = False
+    BreaksOnceWriter.dsn = _dsn(settings.database_url)
     # Leases of 30 s: had the result been lost, the run would wait for its lease to lapse.
     worker, _writer, views = await _run_many(settings, 1, writer_class=BreaksOnceWriter)
     assert BreaksOnceWriter.broke

@@ -101,8 +101,9 @@ async def create_run(
     local = ctx.hand_off
     taken = await local.claim_new(changes) if local is not None else None
     written = False
+    written_changes = taken or changes
     try:
-        await ctx.changes.insert(taken or changes)
+        await ctx.changes.insert(written_changes)
         written = True
     except DuplicateRowError:
         # Lost a race with a concurrent request carrying the same key: answer with its run.
@@ -115,7 +116,8 @@ async def create_run(
     finally:
         if taken is not None and local is not None:
             local.started(taken, written=written)
-    return RunView(changes.run, changes.steps)  # as created: the worker has its own copy
+    # As written (claimed, when the worker took it); the worker went on with copies.
+    return RunView(written_changes.run, written_changes.steps)
 
 
 def _new_run(

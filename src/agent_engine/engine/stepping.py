@@ -224,11 +224,29 @@ async def record_result(
     then: ContinueWith | None = None,
 ) -> list[Claim]:
     """Write the step's result under the run's lock if the claim's fence is still current (the
-    ledger in any case), settle the run, and with ``then`` claim its next ready steps."""
+    ledger in any case), settle the run, and with ``then`` claim its next ready steps.
+
+    Raises StaleFenceError, after the ledger is written, when the claim is no longer ours."""
     async with change_run(ctx, claim.run_id, open_steps=True, also=claim.step_id) as locked:
-        return await decide_result(
+        recorded = await decide_result(
             ctx, locked.changes, locked.read, claim, result, actor=actor, then=then
         )
+    return recorded.accepted()
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What recording a result decided: the next steps claimed with it, or, when the attempt
+    no longer owns its step, the refusal (its model calls are in the ledger all the same)."""
+
+    claims: list[Claim]
+    refused: StaleFenceError | None = None
+
+    def accepted(self) -> list[Claim]:
+        """The claims; raises the refusal (once the write that holds the ledger committed)."""
+        if self.refused is not None:
+            raise self.refused
+        return self.claims
 
 
 async def decide_result(
@@ -240,7 +258,7 @@ async def decide_result(
     *,
     actor: str,
     then: ContinueWith | None,
-) -> list[Claim]:
+) -> Recorded:
     """What recording a result does to the run (``changes`` holds it and its open steps): the
     ledger, the step's outcome, the run's status, and the next steps claimed with ``then``."""
     run, steps = changes.run, changes.steps
@@ -251,8 +269,11 @@ async def decide_result(
     record_calls(changes, run, step, result.calls)
     if step.fence != claim.fence or step.status != StepStatus.RUNNING:
         if step.status == StepStatus.CANCELLED:
-            return []  # cancelled meanwhile: the ledger is kept, the result is moot
-        _check_fence(step, claim)
+            return Recorded([])  # cancelled meanwhile: the ledger is kept, the result is moot
+        try:
+            _check_fence(step, claim)
+        except StaleFenceError as exc:
+            return Recorded([], refused=exc)  # the ledger is written, the result is not
     for line in result.logs:
         append_event(
             changes,
@@ -283,7 +304,7 @@ async def decide_result(
         settle_status(changes, run, steps, actor=then.owner)
         claims = [item for item in work if isinstance(item, Claim)]
     refresh_claimable(run, steps)
-    return claims
+    return Recorded(claims)
 
 
 def _write_result(

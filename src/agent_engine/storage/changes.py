@@ -225,11 +225,18 @@ def _apply_sqlite(connection: Connection, writes: list[Write]) -> list[bool]:
                 applied.append(False)  # checked first: nothing else of this run was written
                 continue
             for step_id, values in write.step_values:
-                connection.execute(
+                statement = (
                     update(steps)
                     .where(steps.c.id == step_id, steps.c.run_id == write.run_id)
                     .values(values)
                 )
+                if connection.execute(statement).rowcount != 1:
+                    # As PostgreSQL's function does: refuse the whole batch, never half of it.
+                    raise IntegrityError(
+                        str(statement),
+                        None,
+                        ValueError(f"run {write.run_id}: a changed step is not a step of the run"),
+                    )
         for table, rows in write.inserts:
             connection.execute(insert(TABLES[table]), rows)
         applied.append(True)

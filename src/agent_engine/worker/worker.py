@@ -33,6 +33,7 @@ from agent_engine.engine.planner import plan_run
 from agent_engine.engine.settle import settle_run
 from agent_engine.engine.stepping import (
     ContinueWith,
+    Recorded,
     StepResult,
     claimed_step,
     decide_result,
@@ -392,22 +393,23 @@ class Worker:
             async with read_transaction(self.ctx.sessions) as session:
                 return await outputs_txn(session, claim.run_id, numbers)
 
-        async def decide(changes: ChangeSet) -> list[Claim]:
+        async def decide(changes: ChangeSet) -> Recorded:
             return await decide_result(
                 self.ctx, changes, read_stored, claim, result, actor=self.id, then=then
             )
 
-        written, claims = await self.known_runs.change(
+        written, recorded = await self.known_runs.change(
             self.ctx.changes, self.ctx.sessions, claim.run_id, decide
         )
-        if not written or claims is None:
+        if not written or recorded is None:
             async with change_run(
                 self.ctx, claim.run_id, open_steps=True, also=claim.step_id
             ) as locked:
-                claims = await decide_result(
+                recorded = await decide_result(
                     self.ctx, locked.changes, locked.read, claim, result, actor=self.id, then=then
                 )
             self.known_runs.remember(locked.changes)
+        claims = recorded.accepted()  # a refused result raises here, its ledger written
         if len(claims) >= then.limit:
             self._work_waiting = True  # the run may have more ready steps than we took
         return claims
