@@ -88,6 +88,25 @@ def _breakdown(usage: Usage, rates: PriceRates) -> dict[str, Decimal] | None:
     return {k: quantize_usd(Decimal(counts[k]) * per_class[k] / PER_MILLION) for k in per_class}
 
 
+def _flat_total(usage: Usage, rates: PriceRates) -> Decimal | None:
+    """The exact cost from the model's flat per-million rates, as the library's own price table
+    computes it (None when a rate is tiered or missing for a token class the usage has, which
+    the library then prices): pricing from the table costs no call into it."""
+    if rates.input is None or rates.output is None:
+        return None
+    if (usage.cached_input_tokens and rates.cached_input is None) or (
+        usage.cache_write_tokens and rates.cache_write is None
+    ):
+        return None
+    counts = _token_classes(usage)
+    total = Decimal(counts["input"]) * rates.input + Decimal(counts["output"]) * rates.output
+    if counts["cached_input"]:
+        total += Decimal(counts["cached_input"]) * (rates.cached_input or Decimal(0))
+    if counts["cache_write"]:
+        total += Decimal(counts["cache_write"]) * (rates.cache_write or Decimal(0))
+    return total / PER_MILLION
+
+
 def _flat(value: Any) -> Decimal | None:
     return value if isinstance(value, Decimal) else None  # tiered prices have no single rate
 
@@ -140,6 +159,15 @@ def _library_quote(provider: str, model: str, usage: Usage) -> PriceQuote:
     found = library_price(provider, model)
     if found is None:
         return _unpriced(provider, model, usage)
+    fast = _flat_total(usage, found.rates)
+    if fast is not None:
+        return PriceQuote(
+            cost_usd=quantize_usd(fast),
+            price_source=LIBRARY_SOURCE,
+            breakdown=_breakdown(usage, found.rates) or {},
+            rates=found.rates,
+            usage_estimated=usage.estimated,
+        )
     counts = _token_classes(usage)
     library_usage = genai_prices.Usage(
         input_tokens=usage.input_tokens,

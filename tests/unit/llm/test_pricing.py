@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 from decimal import Decimal
 
@@ -15,6 +16,7 @@ from agent_engine.llm.pricing import (
     FREE_SOURCE,
     LIBRARY_SOURCE,
     OVERRIDE_SOURCE,
+    _flat_total,
     library_price,
     library_rates,
     price_entry,
@@ -139,3 +141,41 @@ def test_a_catalog_override_wins_without_a_library_lookup() -> None:
     quote = price_usage("openai", "gpt-4o-mini", Usage(input_tokens=10**6), override=override)
     assert (quote.cost_usd, quote.price_source) == (Decimal("1.000000000"), OVERRIDE_SOURCE)
     assert library_price.cache_info().currsize == 0
+
+
+@pytest.mark.parametrize(
+    ("provider", "model"),
+    [("openai", "gpt-4o-mini"), ("openai", "gpt-4.1"), ("anthropic", "claude-3-5-haiku-latest")],
+)
+def test_pricing_from_the_table_matches_the_library_to_the_last_digit(
+    provider: str, model: str
+) -> None:
+    """Flat-rate models are priced from the library's table without calling into it: the same
+    cost as the library's own calculation, cache classes included."""
+    found = library_price(provider, model)
+    assert found is not None
+    compared = 0
+    for inp, cached, written, out in itertools.product(
+        [0, 7, 1234, 250_000], [0, 5, 1000], [0, 3], [0, 9, 4321]
+    ):
+        if cached + written > inp:
+            continue
+        usage = Usage(
+            input_tokens=inp,
+            output_tokens=out,
+            cached_input_tokens=cached,
+            cache_write_tokens=written,
+        )
+        library = found.model_price.calc_price(
+            genai_prices.Usage(
+                input_tokens=inp,
+                cache_read_tokens=cached,
+                cache_write_tokens=written,
+                output_tokens=out,
+            )
+        )["total_price"]
+        if _flat_total(usage, found.rates) is None:
+            continue
+        compared += 1
+        assert price_usage(provider, model, usage).cost_usd == quantize_usd(library)
+    assert compared > 20
