@@ -7,6 +7,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 SECRET_ENV_VARS: tuple[str, ...] = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
 SENSITIVE_KEYS = frozenset(
     {"authorization", "proxy-authorization", "x-api-key", "api-key", "api_key", "apikey"}
@@ -30,18 +32,38 @@ def redact_text(text: str, secrets: list[str] | None = None) -> str:
     return _BEARER.sub(f"Bearer {MASK}", text)
 
 
+def _may_hold_secrets(obj: Any, secrets: list[str]) -> bool:
+    """Whether anything in ``obj`` could need masking, judged on its JSON text at once (a tree
+    walk per model call cost more than the call's own bookkeeping)."""
+    try:
+        text = orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return True  # not JSON-like: look at every part
+    if any(secret in text for secret in secrets):
+        return True
+    lowered = text.lower()
+    return "bearer" in lowered or any(f'"{key}"' in lowered for key in SENSITIVE_KEYS)
+
+
 def redact(obj: Any, secrets: list[str] | None = None) -> Any:
-    """A copy of ``obj`` (a str/dict/list tree) with secret headers and key values masked."""
+    """``obj`` (a str/dict/list tree) with secret headers and key values masked: a copy when
+    something is masked, ``obj`` itself when nothing needs to be."""
     found = current_secrets() if secrets is None else secrets
+    if isinstance(obj, Mapping | list | tuple) and not _may_hold_secrets(obj, found):
+        return obj
+    return _redact(obj, found)
+
+
+def _redact(obj: Any, found: list[str]) -> Any:
     if isinstance(obj, str):
         return redact_text(obj, found)
     if isinstance(obj, Mapping):
         return {
             key: MASK
             if isinstance(key, str) and key.lower() in SENSITIVE_KEYS
-            else redact(value, found)
+            else _redact(value, found)
             for key, value in obj.items()
         }
     if isinstance(obj, list | tuple):
-        return type(obj)(redact(item, found) for item in obj)
+        return type(obj)(_redact(item, found) for item in obj)
     return obj
