@@ -222,10 +222,12 @@ def claim_next(ctx: EngineContext, owner: str = "w") -> Callable[[ChangeSet], Aw
 class Attempt:
     """One guarded write the known-runs path asked for: what it held, and what became of it."""
 
-    def __init__(self, changes: ChangeSet) -> None:
-        self.run_id = changes.run.id
-        self.expected_version = changes.expected_version
-        self.events = list(changes.events())
+    def __init__(self, write: Write) -> None:
+        self.run_id = write.run_id
+        self.expected_version = write.expected_version
+        self.events = [
+            row for table, rows in write.inserts if table == "audit_events" for row in rows
+        ]
         self.applied: bool | None = None  # None: the call raised (the answer was lost)
 
     def recorded(self, step_number: int) -> bool:
@@ -239,16 +241,16 @@ class Attempt:
 
 
 class WatchedWriter:
-    """The real writer; every ``apply`` the known-runs path makes is kept in ``attempts``."""
+    """The real writer; every write the known-runs path sends is kept in ``attempts``."""
 
     def __init__(self, writer: ChangeWriter, attempts: list[Attempt]) -> None:
         self._writer = writer
         self._attempts = attempts
 
-    async def apply(self, changes: ChangeSet) -> bool:
-        attempt = Attempt(changes)
+    async def send(self, write: Write, notice: str) -> bool:
+        attempt = Attempt(write)
         self._attempts.append(attempt)
-        attempt.applied = await self._writer.apply(changes)
+        attempt.applied = await self._writer.send(write, notice)
         return attempt.applied
 
 
@@ -259,23 +261,23 @@ class WatchedRuns(KnownRuns):
         super().__init__()
         self.attempts: list[Attempt] = []
 
-    async def change(
+    async def send(
         self,
         writer: ChangeWriter,
         sessions: async_sessionmaker[AsyncSession],
         run_id: uuid.UUID,
         decide: Callable[[ChangeSet], Awaitable[Any]],
-    ) -> tuple[bool, Any]:
+    ) -> Any:
         watched: Any = WatchedWriter(writer, self.attempts)
-        return await super().change(watched, sessions, run_id, decide)
+        return await super().send(watched, sessions, run_id, decide)
 
 
 class LockingOnlyRuns(KnownRuns):
     """Known runs that never decide: every result is recorded under the run's lock."""
 
-    async def change(self, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+    async def send(self, *args: Any, **kwargs: Any) -> Any:
         self.misses += 1
-        return False, None
+        return None
 
 
 class BatchLog(ChangeWriter):
@@ -313,9 +315,11 @@ def statements(ctx: EngineContext) -> Iterator[list[str]]:
 
 
 class Gate(NoopExecutor):
-    """A no-op that waits until the test opens it (a cancel ends the wait as a cancelled step)."""
+    """A no-op that waits until the test opens it (a cancel ends the wait as a cancelled step).
+    Unlike ``noop`` it does not start before its claim commits, so each run is counted once."""
 
     name = "gate"
+    may_start_early = False
 
     def __init__(self) -> None:
         self.entered = asyncio.Event()

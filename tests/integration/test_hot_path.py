@@ -35,7 +35,7 @@ from agent_engine.storage.changes import ChangeWriter, Write
 from agent_engine.storage.claims import extend_leases_txn
 from agent_engine.storage.database import read_transaction, transaction
 from agent_engine.storage.notifications import RunNotice
-from agent_engine.storage.runs import load_steps_txn
+from agent_engine.storage.runs import RUNS, load_steps_txn
 from agent_engine.worker.known_runs import KnownRuns
 from agent_engine.worker.worker import Worker, WorkerOptions
 from tests.engines import (
@@ -120,12 +120,12 @@ async def test_a_result_on_unchanged_records_is_written_without_a_single_read(
         with statements(ctx) as known_path:
             written, following = await known.change(ctx.changes, ctx.sessions, run_id, decide)
         assert written is True and known.hits == 1
-        assert [c.step_number for c in following] == [2]
-        second = await run_claimed(ctx, following[0])
+        assert [c.step_number for c in following.claims] == [2]
+        second = await run_claimed(ctx, following.claims[0])
         assert second is not None
         # The control: the same kind of result recorded under the lock reads the run first.
         with statements(ctx) as locking_path:
-            await record_result(ctx, following[0], second, actor="w", then=then)
+            await record_result(ctx, following.claims[0], second, actor="w", then=then)
         after = await snapshot(ctx, run_id)
 
     assert [s["status"] for s in after["steps"]] == ["completed", "completed", "running"]
@@ -432,9 +432,11 @@ async def test_a_write_whose_answer_was_lost_is_recognised_by_its_last_audit_eve
 
 
 class Witness(NoopExecutor):
-    """A no-op that looks, as it starts, whether the claim it runs under is stored."""
+    """A no-op that looks, as it starts, whether the claim it runs under is stored; unlike
+    ``noop`` it does not declare itself free to start early."""
 
     name = "witness"
+    may_start_early = False
 
     def __init__(self) -> None:
         self.sessions: Any = None
@@ -471,6 +473,94 @@ async def test_no_step_starts_before_the_write_that_claimed_it_committed(
     assert sorted(witness.seen) == [(n, 1, True) for n in range(1, 7)]  # each ran once, claimed
 
 
+class EarlyWitness(Witness):
+    """A witness free to repeat: it may start while the write that claimed it commits."""
+
+    name = "early_witness"
+    may_start_early = True
+
+
+class RefusingOneClaim(KnownRuns):
+    """Known runs whose write recording step ``number`` finds the run's version moved (as if
+    someone changed the run meanwhile), so that write is refused."""
+
+    def __init__(self, ctx: Any, number: int) -> None:
+        super().__init__()
+        self.ctx, self.number, self.refused = ctx, number, 0
+
+    async def send(self, writer: Any, sessions: Any, run_id: uuid.UUID, decide: Any) -> Any:
+        outer = self
+
+        class Bumping:
+            async def send(self, write: Write, notice: str) -> bool:
+                completes = [
+                    row["payload"]["step_number"]
+                    for table, rows in write.inserts
+                    if table == "audit_events"
+                    for row in rows
+                    if row["type"] == "step.completed"
+                ]
+                if outer.number in completes and not outer.refused:
+                    outer.refused += 1
+                    async with outer.ctx.db.begin() as connection:
+                        await connection.execute(
+                            RUNS.update()
+                            .where(RUNS.c.id == write.run_id)
+                            .values(version=RUNS.c.version + 1)
+                        )
+                return bool(await writer.send(write, notice))
+
+        return await super().send(Bumping(), sessions, run_id, decide)
+
+
+def _completions(final: dict[str, Any]) -> list[int]:
+    return sorted(
+        e["payload"]["step_number"] for e in final["events"] if e["type"] == "step.completed"
+    )
+
+
+async def test_a_step_free_to_repeat_starts_before_its_claim_commits_on_postgres(
+    settings: Settings,
+) -> None:
+    witness = EarlyWitness()
+    plan = [noop(n, step_type="early_witness") for n in range(1, 7)]
+    async with engine_context(settings, registry=registry_with(witness)) as ctx:
+        witness.sessions = ctx.sessions
+        async with running_worker(ctx) as worker:
+            run_id = await new_run(ctx, plan, auto_start=True)
+            final = await wait_finished(ctx, run_id)
+    assert final["run"]["status"] == "completed"
+    assert _completions(final) == [1, 2, 3, 4, 5, 6]  # each recorded once
+    if settings.database_url.startswith("postgresql"):
+        assert worker.early_starts == 5  # every step but the first, claimed at creation
+    else:
+        assert worker.early_starts == 0  # SQLite writes in this process: nothing overlaps
+
+
+async def test_an_early_start_whose_claim_was_refused_is_forgotten_and_run_again(
+    settings: Settings,
+) -> None:
+    witness = EarlyWitness()
+    plan = [noop(n, step_type="early_witness") for n in range(1, 5)]
+    async with engine_context(settings, registry=registry_with(witness)) as ctx:
+        witness.sessions = ctx.sessions
+        known = RefusingOneClaim(ctx, number=2)
+        async with running_worker(ctx, known=known) as worker:
+            run_id = await new_run(ctx, plan, auto_start=True)
+            final = await wait_finished(ctx, run_id)
+    assert known.refused == 1
+    assert final["run"]["status"] == "completed"
+    assert _completions(final) == [1, 2, 3, 4]  # step 2's result recorded once, under the lock
+    steps = {s["step_number"]: s for s in final["steps"]}
+    assert all(steps[n]["attempt"] == 1 for n in range(1, 5))  # no attempt was lost or doubled
+    if settings.database_url.startswith("postgresql"):
+        # Step 3 started on the claim that was never written, and ran again once claimed.
+        assert [n for n, _attempt, _stored in witness.seen].count(3) == 2
+        assert worker.early_starts >= 3
+    else:
+        assert sorted(n for n, _attempt, _stored in witness.seen) == [1, 2, 3, 4]
+
+
 # --- 6. notifications and timers ------------------------------------------------------------------
 
 
@@ -502,7 +592,9 @@ async def test_a_write_on_known_records_is_announced_once_with_the_state_after_i
             await notices_until(wakeups, run_id, lambda notice: notice.seq == claimed_at)
             result = await run_claimed(ctx, claim)
             assert result is not None
-            following = await worker._record(claim, result)
+            following, early = await worker._record(claim, result, None)
+            if early is not None:  # step 2 may start before the write commits: let it commit
+                assert await early.committed()
             assert known.hits == 1  # recorded (and step 2 claimed) on the known records
             stored = await snapshot(ctx, run_id)
             # A later commit by someone else: its notification comes after any of ours.

@@ -104,7 +104,7 @@ class ChangeWriter:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
         self._publish = publish
-        self._queue: list[tuple[ChangeSet, Write, asyncio.Future[bool]]] = []
+        self._queue: list[tuple[Write, str, asyncio.Future[bool]]] = []
         self._flushing = False
         self._flusher: asyncio.Task[None] | None = None  # held: the loop keeps only weak refs
 
@@ -119,8 +119,16 @@ class ChangeWriter:
         False when the run moved on (nothing written). Raises when the outcome is unknown (the
         connection broke mid-write)."""
         write = prepare(changes)
+        written = await self.send(write, notice_of(changes.run))
+        if written:
+            mark_saved(changes)
+        return written
+
+    async def send(self, write: Write, notice: str) -> bool:
+        """Write a prepared change set (``notice``: its run's notification once committed); as
+        ``apply``, for a caller that keeps its records itself."""
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._queue.append((changes, write, done))
+        self._queue.append((write, notice, done))
         if not self._flushing:
             self._flushing = True
             try:
@@ -166,7 +174,7 @@ class ChangeWriter:
         batch = self._queue[:MAX_BATCH]
         del self._queue[: len(batch)]
         try:
-            applied = await self._write_batch([write for _, write, _ in batch])
+            applied = await self._write_batch([write for write, _, _ in batch])
         except BaseException as exc:
             # Whether the batch committed is unknown: every caller learns it.
             for _, _, done in batch:
@@ -178,10 +186,9 @@ class ChangeWriter:
                 raise
             return
         notices = []
-        for (changes, _, done), ok in zip(batch, applied, strict=True):
+        for (_, notice, done), ok in zip(batch, applied, strict=True):
             if ok:
-                mark_saved(changes)
-                notices.append(notice_of(changes.run))
+                notices.append(notice)
             if not done.done():
                 done.set_result(ok)
         if notices:

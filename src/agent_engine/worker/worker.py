@@ -44,6 +44,7 @@ from agent_engine.storage.claims import extend_leases_txn, lock_claimable_runs_t
 from agent_engine.storage.database import read_transaction, transaction
 from agent_engine.storage.notifications import RunNotice
 from agent_engine.storage.runs import load_open_steps_of_runs_txn, outputs_txn
+from agent_engine.worker.early_start import Recording, may_start_early
 from agent_engine.worker.known_runs import KnownRuns
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,8 @@ class _Inflight:
     claim: Claim
     cancel: asyncio.Event
     task: asyncio.Task[None]
+    # The write that claimed the step, while the step runs before it committed (early start).
+    claimed_by: Recording | None = None
 
 
 def _reader(session: AsyncSession, run_id: uuid.UUID) -> OutputReader:
@@ -113,6 +116,7 @@ class Worker:
         self._recheck = asyncio.Event()  # a slot freed up, or a timer for claimable work fired
         self._timer: asyncio.TimerHandle | None = None
         self.claim_rounds = 0  # for the log line at shutdown
+        self.early_starts = 0  # steps started before the write that claimed them committed
         self._work_waiting = True  # look once at start
         # The runs this worker executes, as it last wrote them: recording goes without reading.
         self.known_runs = KnownRuns()
@@ -343,18 +347,21 @@ class Worker:
         """Execute ``claim``, record it, and go on in this task with the first of the run's next
         steps the recording claimed (the others get tasks of their own)."""
         current: Claim | None = claim
+        claimed_by: Recording | None = None
         while current is not None:
-            current, cancel = await self._execute_one(current, cancel)
+            current, cancel, claimed_by = await self._execute_one(current, cancel, claimed_by)
 
     async def _execute_one(
-        self, claim: Claim, cancel: asyncio.Event
-    ) -> tuple[Claim | None, asyncio.Event]:
-        """Execute one claimed step and record it; the step this task executes next."""
+        self, claim: Claim, cancel: asyncio.Event, claimed_by: Recording | None
+    ) -> tuple[Claim | None, asyncio.Event, Recording | None]:
+        """Execute one claimed step and record it; the step this task executes next (and, when
+        it starts early, the write that claimed it)."""
         following: list[Claim] = []  # this slot goes straight to the run's next step
+        early: Recording | None = None
         try:
             result = await run_claimed(self.ctx, claim, cancel=cancel)
             if result is not None:
-                following = await self._record(claim, result)
+                following, early = await self._record(claim, result, claimed_by)
             for next_claim in following[1:]:
                 self._spawn(next_claim)
         except StaleFenceError as exc:
@@ -368,18 +375,25 @@ class Worker:
             if not following:
                 self._recheck.set()
         if not following:
-            return None, cancel
+            return None, cancel, None
         upcoming = following[0]
         if item is None:  # not registered (cannot happen): never leave a claimed step behind
             self._spawn(upcoming)
-            return None, cancel
+            return None, cancel, None
         next_cancel = asyncio.Event()
-        self._inflight[upcoming.step_id] = _Inflight(upcoming, next_cancel, item.task)
-        return upcoming, next_cancel
+        self._inflight[upcoming.step_id] = _Inflight(upcoming, next_cancel, item.task, early)
+        return upcoming, next_cancel, early
 
-    async def _record(self, claim: Claim, result: StepResult) -> list[Claim]:
+    async def _record(
+        self, claim: Claim, result: StepResult, claimed_by: Recording | None
+    ) -> tuple[list[Claim], Recording | None]:
         """Record a result with the run's next steps claimed: on the records this worker holds
-        when it holds the run, else (or when that write is refused) under the run's lock."""
+        when it holds the run, else (or when that write is refused) under the run's lock.
+
+        Returns the claims, and the recording when the first may start before its write
+        commits (``worker/early_start.py``). ``claimed_by``: the write that claimed this step,
+        when it started early; if that write did not commit, this result is forgotten and that
+        write's result is recorded under the lock instead (its claims go on)."""
         # This task's slot frees up as it records: it may take the run's next steps.
         then = ContinueWith(
             owner=self.id,
@@ -398,18 +412,33 @@ class Worker:
                 self.ctx, changes, read_stored, claim, result, actor=self.id, then=then
             )
 
-        written, recorded = await self.known_runs.change(
-            self.ctx.changes, self.ctx.sessions, claim.run_id, decide
-        )
-        if not written or recorded is None:
-            async with change_run(
-                self.ctx, claim.run_id, open_steps=True, also=claim.step_id
-            ) as locked:
-                recorded = await decide_result(
-                    self.ctx, locked.changes, locked.read, claim, result, actor=self.id, then=then
-                )
-            self.known_runs.remember(locked.changes)
-        claims = recorded.accepted()  # a refused result raises here, its ledger written
+        sent = await self.known_runs.send(self.ctx.changes, self.ctx.sessions, claim.run_id, decide)
+        if sent is not None:
+            claims = sent.result.claims
+            if sent.result.refused is None and may_start_early(self.ctx, claims):
+                self.early_starts += 1
+                return self._took(claims, then), Recording(claim, result, sent)
+            if await sent.committed():
+                return self._took(sent.result.accepted(), then), None
+        if claimed_by is not None and not await claimed_by.committed():
+            # This step's claim was never written: the result that claimed it is recorded now.
+            claim, result = claimed_by.claim, claimed_by.result
+        recorded = await self._record_locked(claim, result, then)
+        return self._took(recorded.accepted(), then), None
+
+    async def _record_locked(
+        self, claim: Claim, result: StepResult, then: ContinueWith
+    ) -> Recorded:
+        async with change_run(
+            self.ctx, claim.run_id, open_steps=True, also=claim.step_id
+        ) as locked:
+            recorded = await decide_result(
+                self.ctx, locked.changes, locked.read, claim, result, actor=self.id, then=then
+            )
+        self.known_runs.remember(locked.changes)
+        return recorded
+
+    def _took(self, claims: list[Claim], then: ContinueWith) -> list[Claim]:
         if len(claims) >= then.limit:
             self._work_waiting = True  # the run may have more ready steps than we took
         return claims
@@ -418,7 +447,11 @@ class Worker:
         interval = self.options.lease_s / 3
         while True:
             await asyncio.sleep(interval)
-            fences = {sid: item.claim.fence for sid, item in self._inflight.items()}
+            fences = {
+                sid: item.claim.fence
+                for sid, item in self._inflight.items()
+                if item.claimed_by is None or not item.claimed_by.in_flight
+            }
             if not fences:
                 continue
             try:
