@@ -150,9 +150,9 @@ class ProfiledWorker(Worker):
         with phase("heartbeat"):
             await super()._heartbeat_loop(stop)
 
-    async def _record(self, claim: Any, result: Any) -> Any:
+    async def _record(self, *args: Any, **kwargs: Any) -> Any:
         with self._profile.timed("record"):
-            return await super()._record(claim, result)
+            return await super()._record(*args, **kwargs)
 
 
 def _tagged(
