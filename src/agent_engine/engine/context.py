@@ -70,6 +70,8 @@ class EngineContext:
     async def close(self) -> None:
         await self.notifier.close()
         await close_provider_clients()  # on the loop that made the calls
+        if self._changes is not None:
+            self._changes.close()
         await self.db.dispose()
 
 

@@ -6,8 +6,8 @@ repeat (its executor declares ``may_start_early``: it changes nothing and calls 
 for that write's commit: the commit's round trip and the next step's work overlap.
 
 What keeps it safe:
-- N+1's result is decided on the records as N's write leaves them, and its write is sent only
-  after N's committed (``KnownRuns.send`` chains a run's writes).
+- N+1's result is recorded only once N's write committed (the worker waits for it first), on
+  the records as N's write left them.
 - When N's write does not commit (the run moved on, or the connection broke and its last audit
   event is not stored), N+1's claim never existed: its result is forgotten, N's result is
   recorded under the run's lock, and the claims made there go on. N+1 did nothing to the world

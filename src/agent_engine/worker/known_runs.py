@@ -99,6 +99,10 @@ class KnownRuns:
             if self._runs.get(run_id) is not known:
                 self.misses += 1
                 return None
+            if known.writing is None or known.writing.done():
+                # Steps finished by writes that committed are in the database now; those of
+                # a write in flight stay, so that this decision sees their outputs.
+                known.steps = [s for s in known.steps if s.status in OPEN_STEP_STATES]
             changes = ChangeSet(known.run, known.steps)
             try:
                 result = await decide(changes)
@@ -118,8 +122,6 @@ class KnownRuns:
             known.writing = written
             if known.run.status in RUN_OVER_STATES:
                 self.forget(run_id)
-            else:
-                known.steps = [s for s in known.steps if s.status in OPEN_STEP_STATES]
         await asyncio.sleep(0)  # let the write go out before the caller goes on
         return Sent(result, written)
 

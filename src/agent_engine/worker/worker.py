@@ -412,6 +412,11 @@ class Worker:
                 self.ctx, changes, read_stored, claim, result, actor=self.id, then=then
             )
 
+        if claimed_by is not None and not await claimed_by.committed():
+            # This step started early on a claim that was never written: its result is
+            # forgotten, and the result whose write would have claimed it is recorded now.
+            recorded = await self._record_locked(claimed_by.claim, claimed_by.result, then)
+            return self._took(recorded.accepted(), then), None
         sent = await self.known_runs.send(self.ctx.changes, self.ctx.sessions, claim.run_id, decide)
         if sent is not None:
             claims = sent.result.claims
@@ -420,9 +425,6 @@ class Worker:
                 return self._took(claims, then), Recording(claim, result, sent)
             if await sent.committed():
                 return self._took(sent.result.accepted(), then), None
-        if claimed_by is not None and not await claimed_by.committed():
-            # This step's claim was never written: the result that claimed it is recorded now.
-            claim, result = claimed_by.claim, claimed_by.result
         recorded = await self._record_locked(claim, result, then)
         return self._took(recorded.accepted(), then), None
 
