@@ -645,3 +645,49 @@ async def test_a_retry_scheduled_on_known_records_wakes_its_own_worker(
         a.applied for a in known.attempts if any(e["type"] == "step.pending" for e in a.events)
     ]
     assert scheduled == [True]
+
+
+class SlowToCommit(KnownRuns):
+    """Known runs whose write recording step ``number`` waits ``delay`` seconds before it is
+    sent, so that other decisions on the run are made while it is in flight."""
+
+    def __init__(self, number: int, delay: float) -> None:
+        super().__init__()
+        self.number, self.delay, self.delayed = number, delay, 0
+
+    async def send(self, writer: Any, sessions: Any, run_id: uuid.UUID, decide: Any) -> Any:
+        outer = self
+
+        class Slow:
+            async def send(self, write: Write, notice: str) -> bool:
+                completes = [
+                    row["payload"]["step_number"]
+                    for table, rows in write.inserts
+                    if table == "audit_events"
+                    for row in rows
+                    if row["type"] == "step.completed"
+                ]
+                if outer.number in completes:
+                    outer.delayed += 1
+                    await asyncio.sleep(outer.delay)
+                return bool(await writer.send(write, notice))
+
+        return await super().send(Slow(), sessions, run_id, decide)
+
+
+async def test_a_decision_sees_the_outputs_of_a_write_still_in_flight(settings: Settings) -> None:
+    """Step 2's result claims step 3, which names step 1's output, while the write recording
+    step 1 has not committed: the output comes from the worker's records, not the database."""
+    plan = [
+        noop("one"),
+        noop("two", depends_on=[]),
+        noop({"$ref": "steps.1.output.value"}, depends_on=[1, 2]),
+    ]
+    async with engine_context(settings) as ctx:
+        known = SlowToCommit(number=1, delay=0.3)
+        async with running_worker(ctx, concurrency=2, known=known):
+            run_id = await new_run(ctx, plan, auto_start=True)
+            final = await wait_finished(ctx, run_id)
+    assert known.delayed == 1
+    assert final["run"]["status"] == "completed", final["steps"]
+    assert final["steps"][2]["output_data"]["value"] == "one"
