@@ -118,7 +118,7 @@ async def sequential(
     run_ms: list[float] = []
     run_ids: list[uuid.UUID] = []
     try:
-        with profile.listening(ctx.db), attributed_phases(profile):
+        with profile.listening(ctx.db, ctx.changes.sqlite_writer), attributed_phases(profile):
             worker = ProfiledWorker(
                 ctx, WorkerOptions(worker_id="bench-sequential"), profile=profile
             )

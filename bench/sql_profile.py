@@ -21,7 +21,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_engine.worker import worker as worker_module
@@ -101,17 +101,20 @@ class StatementProfile:
         self.shapes[(name, statement_shape(statement))] += 1
 
     @contextmanager
-    def listening(self, engine: AsyncEngine) -> Iterator[StatementProfile]:
-        """Listen to ``engine`` during the block; enter it before any connection is in use
-        (SQLAlchemy refuses listeners added while its event is being dispatched)."""
-        sync_engine = engine.sync_engine
-        event.listen(sync_engine, "before_cursor_execute", self._on_execute)
-        event.listen(sync_engine, "begin", self._on_begin)
+    def listening(self, engine: AsyncEngine, *more: Engine | None) -> Iterator[StatementProfile]:
+        """Listen to ``engine`` (and ``more``: the SQLite writer's blocking engine) during the
+        block; enter it before any connection is in use (SQLAlchemy refuses listeners added
+        while its event is being dispatched)."""
+        engines = [engine.sync_engine, *(other for other in more if other is not None)]
+        for sync_engine in engines:
+            event.listen(sync_engine, "before_cursor_execute", self._on_execute)
+            event.listen(sync_engine, "begin", self._on_begin)
         try:
             yield self
         finally:
-            event.remove(sync_engine, "before_cursor_execute", self._on_execute)
-            event.remove(sync_engine, "begin", self._on_begin)
+            for sync_engine in engines:
+                event.remove(sync_engine, "before_cursor_execute", self._on_execute)
+                event.remove(sync_engine, "begin", self._on_begin)
 
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:

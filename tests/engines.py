@@ -295,6 +295,10 @@ class BatchLog(ChangeWriter):
         BatchLog.writes.extend(writes)
         return await super()._execute(connection, writes)
 
+    def _write_sqlite(self, writes: list[Write]) -> list[bool]:
+        BatchLog.writes.extend(writes)
+        return super()._write_sqlite(writes)
+
 
 @contextmanager
 def statements(ctx: EngineContext) -> Iterator[list[str]]:
@@ -304,11 +308,16 @@ def statements(ctx: EngineContext) -> Iterator[list[str]]:
     def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         seen.append(" ".join(statement.split()))
 
-    event.listen(ctx.db.sync_engine, "before_cursor_execute", note)
+    engines = [ctx.db.sync_engine]
+    if ctx.changes.sqlite_writer is not None:
+        engines.append(ctx.changes.sqlite_writer)  # a worker's own writes on SQLite
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", note)
     try:
         yield seen
     finally:
-        event.remove(ctx.db.sync_engine, "before_cursor_execute", note)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", note)
 
 
 # --- a step the test lets finish ------------------------------------------------------------------

@@ -107,7 +107,11 @@ class ChangeWriter:
         self._postgres = engine.dialect.name == "postgresql"
         # SQLite: a blocking engine on the same file, so that a whole write is one hop to a
         # thread (through aiosqlite every statement is one; they were most of a step's time).
-        self._sqlite: Engine | None = None
+        self._sqlite: Engine | None = (
+            None
+            if self._postgres
+            else create_sqlite_sync_engine(engine.url.render_as_string(hide_password=False))
+        )
         self._publish = publish
         self._queue: list[tuple[Write, str, asyncio.Future[bool]]] = []
         self._flushing = False
@@ -207,9 +211,13 @@ class ChangeWriter:
                 return await self._execute(autocommit, writes)
         return await asyncio.to_thread(self._write_sqlite, writes)
 
+    @property
+    def sqlite_writer(self) -> Engine | None:
+        """SQLite: the blocking engine a worker's writes go through (to watch its statements)."""
+        return self._sqlite
+
     def _write_sqlite(self, writes: list[Write]) -> list[bool]:
-        if self._sqlite is None:
-            self._sqlite = create_sqlite_sync_engine(self._engine.url.render_as_string(False))
+        assert self._sqlite is not None
         with self._sqlite.begin() as connection:
             return _apply_sqlite(connection, writes)
 
