@@ -1,9 +1,8 @@
 """The README's Quickstart, run as written against a real ``agent-engine serve``, so it cannot drift
 from the code.
 
-Only the first shell block under "## Quickstart" runs. The sample-workspace block follows a run
-that stops for approval with ``curl -sN …/events``, a stream that ends only when the run finishes,
-so as a script it would wait for ever; ``tests/e2e/test_sample_workspace.py`` covers that story.
+Both shell blocks under "## Quickstart" run: the first, and the sample-workspace block, whose
+``…/events?until=waiting`` stream ends when the run waits for its edit's approval.
 """
 
 from __future__ import annotations
@@ -30,15 +29,20 @@ SCRIPT_LIMIT_S = 120  # a failure bound, not a measurement
 GATED_GOAL = "two no-op steps, the second gated"
 
 
-def quickstart_block() -> str:
-    """The first ```sh block of the README's "## Quickstart" section."""
+def quickstart_blocks() -> list[str]:
+    """The ```sh blocks of the README's "## Quickstart" section, in order."""
     text = README.read_text(encoding="utf-8")
     _, found, rest = text.partition("\n## Quickstart\n")
     assert found, "README.md has no '## Quickstart' section"
     section = rest.split("\n## ", 1)[0]
-    match = re.search(r"^```sh\n(.*?)^```$", section, re.DOTALL | re.MULTILINE)
-    assert match is not None, "the Quickstart has no ```sh block"
-    return match.group(1)
+    blocks = re.findall(r"^```sh\n(.*?)^```$", section, re.DOTALL | re.MULTILINE)
+    assert blocks, "the Quickstart has no ```sh block"
+    return blocks
+
+
+def quickstart_block() -> str:
+    """The first ```sh block of the README's "## Quickstart" section."""
+    return quickstart_blocks()[0]
 
 
 @pytest.fixture
@@ -115,3 +119,25 @@ def test_readme_quickstart_runs_as_written(server: str, tmp_path: Path) -> None:
     assert [(a["run_id"], a["chain_valid"]) for a in audits] == [(gated["id"], True)]
     approvals = [event for event in audits[0]["events"] if event["type"] == "step.approved"]
     assert [event["actor"] for event in approvals] == ["alice"]
+
+
+def test_readme_sample_workspace_run_stops_at_the_edit_as_written(
+    server: str, tmp_path: Path
+) -> None:
+    """The second block, as written (after the first block's ``API=`` line), from a folder that
+    holds ``examples/`` and the server's ``workspaces/``: the run stops at its edit's approval and
+    the events stream ends there."""
+    blocks = quickstart_blocks()
+    assert len(blocks) >= 2, "the Quickstart no longer has the sample-workspace block"
+    (tmp_path / "examples").symlink_to(README.parent / "examples")
+    result = run_block(API_LINE + "\n" + blocks[1], server, tmp_path)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert (tmp_path / "workspaces" / "inventory" / "inventory" / "store.py").is_file()
+    stream = [line for line in result.stdout.splitlines() if line.startswith("event:")]
+    assert stream, result.stdout
+    with httpx.Client(base_url=server, timeout=30) as client:
+        (run,) = client.get("/v1/agent-runs").json()["items"]
+        steps = client.get(f"/v1/agent-runs/{run['id']}/steps").json()
+    assert run["status"] == "awaiting_approval"
+    assert [s["status"] for s in steps][:3] == ["completed", "completed", "awaiting_approval"]
+    assert "-import os" in json.dumps(steps[2]["preview"])  # the exact diff a person approves

@@ -16,8 +16,8 @@ from agent_engine.api.app import create_app
 from agent_engine.config import Settings
 from agent_engine.domain.canonical import canonical_json, wire_json
 from agent_engine.engine.context import build_context
+from agent_engine.engine.manual import execute_one
 from agent_engine.engine.runs import CreateRunRequest, create_run, get_run
-from agent_engine.engine.stepping import execute_one
 from agent_engine.executors.base import Executor, ExecutorContext
 from agent_engine.executors.noop import NOOP
 from agent_engine.executors.registry import ExecutorRegistry

@@ -9,10 +9,8 @@ carries the fence it was claimed with; a stale fence is refused.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -20,53 +18,29 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent_engine.domain.canonical import content_hash
-from agent_engine.domain.clock import utcnow
 from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
 from agent_engine.domain.states import RUNNABLE_RUN_STATES, RunStatus, StepStatus
 from agent_engine.domain.text import NUMBER_PROBLEM, TEXT_PROBLEM, find_unstorable
 from agent_engine.domain.transitions import append_event, move_step
-from agent_engine.engine.claiming import Claim, OutputReader, Parked, lease_until, take_ready
+from agent_engine.engine.claiming import Claim, OutputReader, take_ready
 from agent_engine.engine.context import EngineContext, LogCapture, executor_context, lazy_llm
 from agent_engine.engine.ledger import record_calls
 from agent_engine.engine.locking import change_run
 from agent_engine.engine.retries import fail_step
 from agent_engine.engine.settle import (
-    plan_awaits_approval,
     refresh_claimable,
     settle_run,
     settle_status,
 )
 from agent_engine.errors import (
-    ConflictError,
     EngineError,
     ExecutorError,
-    InvalidTransitionError,
     StaleFenceError,
 )
 from agent_engine.faults import crash_point
 from agent_engine.llm.base import LLMCallRecord, LLMClient
-from agent_engine.storage.claims import extend_leases_txn
-from agent_engine.storage.database import transaction
 
 logger = logging.getLogger(__name__)
-
-
-class NoReadyStepError(ConflictError):
-    code = "no_ready_step"
-    title = "No step is ready"
-
-
-def check_runnable(run: RunRecord) -> None:
-    """Refuse to start steps of a run that is not running, or whose plan awaits approval."""
-    status = RunStatus(run.status)
-    if status not in RUNNABLE_RUN_STATES:
-        raise InvalidTransitionError("run", status.value, RunStatus.RUNNING.value)
-    if plan_awaits_approval(run):
-        raise ConflictError(
-            f"run {run.id}: plan version {run.plan_version} is waiting for approval "
-            f"(POST /v1/agent-runs/{run.id}/plan/approve)",
-            run_id=str(run.id),
-        )
 
 
 @dataclass(frozen=True)
@@ -349,57 +323,3 @@ def _write_result(
             actor=actor,
             step_id=step.id,
         )
-
-
-def _why_nothing_ready(run: RunRecord, steps: list[StepRecord]) -> str:
-    busy = [
-        f"step {s.step_number} is {s.status}"
-        for s in steps
-        if s.status in (StepStatus.RUNNING, StepStatus.AWAITING_APPROVAL)
-    ]
-    waiting = [
-        f"step {s.step_number} retries at {s.not_before.isoformat()}"
-        for s in steps
-        if s.not_before is not None and s.status == StepStatus.PENDING
-    ]
-    detail = "; ".join(busy + waiting) or "no step has all its dependencies completed"
-    return f"run {run.id} has no step ready to execute: {detail}"
-
-
-async def execute_one(ctx: EngineContext, run_id: str, *, actor: str) -> uuid.UUID:
-    """Execute the run's next ready step synchronously (or park it for approval); its id."""
-    llm = lazy_llm(ctx, None)
-    lease = timedelta(seconds=ctx.settings.worker_lease_s)
-    async with change_run(ctx, run_id) as locked:
-        changes = locked.changes
-        run = changes.run
-        check_runnable(run)
-        work = await take_ready(
-            ctx, changes, locked.read, owner=actor, limit=1, lease=lease, llm=llm
-        )
-        if not work:
-            raise NoReadyStepError(_why_nothing_ready(run, changes.steps), run_id=str(run.id))
-        settle_run(changes, run, changes.steps, actor=actor)
-    item = work[0]
-    if isinstance(item, Parked):
-        return item.step_id
-    # The synchronous path heartbeats too, so a long command is never taken for abandoned.
-    heartbeat = asyncio.create_task(_keep_lease(ctx, item, actor, lease))
-    try:
-        result = await run_claimed(ctx, item)
-    finally:
-        heartbeat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await heartbeat
-    if result is not None:
-        await record_result(ctx, item, result, actor=actor)
-    return item.step_id
-
-
-async def _keep_lease(ctx: EngineContext, claim: Claim, owner: str, lease: timedelta) -> None:
-    while True:
-        await asyncio.sleep(lease.total_seconds() / 3)
-        async with transaction(ctx.sessions) as session:
-            await extend_leases_txn(
-                session, owner, {claim.step_id: claim.fence}, lease_until(utcnow(), lease)
-            )

@@ -10,71 +10,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent_engine.config import Settings
 from agent_engine.domain.clock import utcnow
 from agent_engine.domain.records import ChangeSet, copy_changes
-from agent_engine.domain.states import RunStatus, StepStatus
-from agent_engine.domain.transitions import move_step
-from agent_engine.engine.claiming import Claim, OutputReader, claim_ready, lease_until
+from agent_engine.domain.states import RunStatus
+from agent_engine.engine.claiming import Claim, claim_ready, lease_until
 from agent_engine.engine.context import EngineContext, lazy_llm
-from agent_engine.engine.locking import change_run
 from agent_engine.engine.planner import plan_run
-from agent_engine.engine.settle import settle_run
 from agent_engine.engine.stepping import (
     ContinueWith,
-    Recorded,
     StepResult,
-    claimed_step,
-    decide_result,
     run_claimed,
 )
 from agent_engine.errors import EngineError, StaleFenceError
-from agent_engine.storage.claims import extend_leases_txn, lock_claimable_runs_txn
-from agent_engine.storage.database import read_transaction, transaction
+from agent_engine.storage.claims import extend_leases_txn
+from agent_engine.storage.database import transaction
 from agent_engine.storage.notifications import RunNotice
-from agent_engine.storage.runs import load_open_steps_of_runs_txn, outputs_txn
-from agent_engine.worker.early_start import Recording, may_start_early
+from agent_engine.worker.claim_round import claim_round_txn
+from agent_engine.worker.early_start import Recording
 from agent_engine.worker.known_runs import KnownRuns
+from agent_engine.worker.leases import release_step
+from agent_engine.worker.options import WorkerOptions
+from agent_engine.worker.recording import record_and_claim
+
+__all__ = ["Worker", "WorkerOptions"]
 
 logger = logging.getLogger(__name__)
 CLAIM_RETRY_S = 0.5  # after a claim round the database refused
-
-
-def default_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    worker_id: str = field(default_factory=default_worker_id)
-    concurrency: int = 4
-    step_types: frozenset[str] = frozenset()
-    lease_s: float = 30.0
-    poll_s: float = 2.0
-    shutdown_grace_s: float = 30.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> WorkerOptions:
-        """Options from ``AGENT_ENGINE_WORKER_*``; explicit overrides (CLI flags) win."""
-        values: dict[str, Any] = {
-            "concurrency": settings.worker_concurrency,
-            "lease_s": settings.worker_lease_s,
-            "poll_s": settings.worker_poll_s,
-            "shutdown_grace_s": settings.worker_shutdown_grace_s,
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
 
 
 @dataclass
@@ -84,15 +53,6 @@ class _Inflight:
     task: asyncio.Task[None]
     # The write that claimed the step, while the step runs before it committed (early start).
     claimed_by: Recording | None = None
-
-
-def _reader(session: AsyncSession, run_id: uuid.UUID) -> OutputReader:
-    """Stored outputs of one run, read in the claim round's transaction."""
-
-    async def read(numbers: set[int] | None) -> dict[int, Any]:
-        return await outputs_txn(session, run_id, numbers)
-
-    return read
 
 
 async def _no_outputs(_numbers: set[int] | None) -> dict[int, Any]:
@@ -271,57 +231,28 @@ class Worker:
         Returns whether more work may be waiting (the round used every free slot)."""
         free = self.options.concurrency - self.inflight
         self.claim_rounds += 1
-        claims: list[Claim] = []
-        plans: list[tuple[str, bool]] = []
-        llm = lazy_llm(self.ctx, None)
-        written: list[ChangeSet] = []
         try:
             async with transaction(self.ctx.sessions) as session:
-                now = utcnow()
-                runs = await lock_claimable_runs_txn(
-                    session, now=now, limit=free, step_types=sorted(self.options.step_types)
+                round_ = await claim_round_txn(
+                    self.ctx,
+                    session,
+                    owner=self.id,
+                    free=free,
+                    lease=self._lease,
+                    step_types=self.options.step_types,
                 )
-                open_steps = await load_open_steps_of_runs_txn(session, [run.id for run in runs])
-                for run in runs:
-                    changes = ChangeSet(run, open_steps[run.id])
-                    status = RunStatus(run.status)
-                    if status in (RunStatus.CREATED, RunStatus.PLANNING):
-                        run.claimable_at = lease_until(now, self._lease)  # the planner's lease
-                        plans.append((str(run.id), status is RunStatus.PLANNING))
-                    else:
-
-                        async def read(
-                            numbers: set[int] | None, run_id: uuid.UUID = run.id
-                        ) -> dict[int, Any]:
-                            return await outputs_txn(session, run_id, numbers)
-
-                        claims.extend(
-                            await claim_ready(
-                                self.ctx,
-                                changes,
-                                read,
-                                owner=self.id,
-                                limit=free - len(plans) - len(claims),
-                                lease=self._lease,
-                                llm=llm,
-                                step_types=self.options.step_types,
-                            )
-                        )
-                    if not changes.is_empty():
-                        written.append(changes)
-                await self.ctx.changes.apply_in(session, written)
         except DBAPIError as exc:
             # Lost a race the database settled (deadlock victim, serialization): try again soon.
             logger.warning("claim round failed: %s", exc.orig)
             self._recheck_in(CLAIM_RETRY_S)  # soon, not only at the next notice or poll
             return False
-        for changes in written:
+        for changes in round_.written:
             self.known_runs.remember(changes)
-        for claim in claims:
+        for claim in round_.claims:
             self._spawn(claim)
-        for run_id, resume in plans:
+        for run_id, resume in round_.plans:
             self._start_planning(run_id, resume)
-        return len(runs) >= free or len(claims) + len(plans) >= free
+        return round_.locked >= free or len(round_.claims) + len(round_.plans) >= free
 
     def _spawn(self, claim: Claim) -> None:
         cancel = asyncio.Event()
@@ -387,14 +318,8 @@ class Worker:
     async def _record(
         self, claim: Claim, result: StepResult, claimed_by: Recording | None
     ) -> tuple[list[Claim], Recording | None]:
-        """Record a result with the run's next steps claimed: on the records this worker holds
-        when it holds the run, else (or when that write is refused) under the run's lock.
-
-        Returns the claims, and the recording when the first may start before its write
-        commits (``worker/early_start.py``). ``claimed_by``: the write that claimed this step,
-        when it started early; if that write did not commit, this result is forgotten and that
-        write's result is recorded under the lock instead (its claims go on)."""
-        # This task's slot frees up as it records: it may take the run's next steps.
+        """Record a result with the run's next steps claimed (``worker/recording.py``); this
+        task's slot frees up as it records, so it may take the run's next steps."""
         then = ContinueWith(
             owner=self.id,
             limit=self.options.concurrency - self.inflight + 1,
@@ -402,43 +327,12 @@ class Worker:
             llm=lazy_llm(self.ctx, None),
             step_types=self.options.step_types,
         )
-
-        async def read_stored(numbers: set[int] | None) -> dict[int, Any]:
-            async with read_transaction(self.ctx.sessions) as session:
-                return await outputs_txn(session, claim.run_id, numbers)
-
-        async def decide(changes: ChangeSet) -> Recorded:
-            return await decide_result(
-                self.ctx, changes, read_stored, claim, result, actor=self.id, then=then
-            )
-
-        if claimed_by is not None and not await claimed_by.committed():
-            # This step started early on a claim that was never written: its result is
-            # forgotten, and the result whose write would have claimed it is recorded now.
-            recorded = await self._record_locked(claimed_by.claim, claimed_by.result, then)
-            return self._took(recorded.accepted(), then), None
-        sent = await self.known_runs.send(self.ctx.changes, self.ctx.sessions, claim.run_id, decide)
-        if sent is not None:
-            claims = sent.result.claims
-            if sent.result.refused is None and may_start_early(self.ctx, claims):
-                self.early_starts += 1
-                return self._took(claims, then), Recording(claim, result, sent)
-            if await sent.committed():
-                return self._took(sent.result.accepted(), then), None
-        recorded = await self._record_locked(claim, result, then)
-        return self._took(recorded.accepted(), then), None
-
-    async def _record_locked(
-        self, claim: Claim, result: StepResult, then: ContinueWith
-    ) -> Recorded:
-        async with change_run(
-            self.ctx, claim.run_id, open_steps=True, also=claim.step_id
-        ) as locked:
-            recorded = await decide_result(
-                self.ctx, locked.changes, locked.read, claim, result, actor=self.id, then=then
-            )
-        self.known_runs.remember(locked.changes)
-        return recorded
+        claims, early = await record_and_claim(
+            self.ctx, self.known_runs, claim, result, claimed_by, then
+        )
+        if early is not None:
+            self.early_starts += 1
+        return self._took(claims, then), early
 
     def _took(self, claims: list[Claim], then: ContinueWith) -> list[Claim]:
         if len(claims) >= then.limit:
@@ -486,25 +380,6 @@ class Worker:
             task.cancel()
 
     async def _release(self, claim: Claim) -> None:
-        """Hand an unfinished step back (RUNNING → PENDING) so another worker takes it at once."""
+        """Hand an unfinished step back so another worker takes it at once."""
         self.known_runs.forget(claim.run_id)
-        try:
-            async with change_run(self.ctx, claim.run_id) as locked:
-                changes = locked.changes
-                step = claimed_step(changes, claim)
-                step.lease_owner = None
-                step.lease_expires_at = None
-                move_step(
-                    changes,
-                    changes.run,
-                    step,
-                    StepStatus.PENDING,
-                    actor=self.id,
-                    reason="worker shutdown",
-                    fence=claim.fence,
-                )
-                settle_run(changes, changes.run, changes.steps, actor=self.id)
-        except StaleFenceError:
-            return  # no longer ours: nothing to hand back
-        except (DBAPIError, EngineError) as exc:
-            logger.error("could not release step %s: %s", claim.step_id, exc)
+        await release_step(self.ctx, claim, actor=self.id)

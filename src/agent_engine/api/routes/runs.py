@@ -21,8 +21,8 @@ from agent_engine.api.schemas import (
 )
 from agent_engine.domain.states import RunStatus
 from agent_engine.engine import control, costs, runs
+from agent_engine.engine.manual import execute_one
 from agent_engine.engine.planner import plan_run
-from agent_engine.engine.stepping import execute_one
 from agent_engine.errors import InputValidationError
 from agent_engine.storage.audit import verify_chain
 
