@@ -691,3 +691,35 @@ async def test_a_decision_sees_the_outputs_of_a_write_still_in_flight(settings: 
     assert known.delayed == 1
     assert final["run"]["status"] == "completed", final["steps"]
     assert final["steps"][2]["output_data"]["value"] == "one"
+
+
+class BrokenOnce(Worker):
+    """A worker whose first recording hits a bug of the engine's own."""
+
+    broke = 0
+
+    async def _record(self, *args: Any, **kwargs: Any) -> Any:
+        if not BrokenOnce.broke:
+            BrokenOnce.broke += 1
+            raise RuntimeError("a bug in recording")
+        return await super()._record(*args, **kwargs)
+
+
+async def test_a_bug_while_recording_is_logged_and_the_step_claimed_again(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    BrokenOnce.broke = 0
+    async with engine_context(settings) as ctx:
+        worker = BrokenOnce(ctx, WorkerOptions(worker_id="w", lease_s=1.0, poll_s=0.05))
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        try:
+            run_id = await new_run(ctx, [noop(1), noop(2)], auto_start=True)
+            final = await wait_finished(ctx, run_id)
+        finally:
+            stop.set()
+            await task
+    assert BrokenOnce.broke == 1
+    assert final["run"]["status"] == "completed"
+    assert final["steps"][0]["attempt"] == 2  # its lease lapsed, and it ran again
+    assert any("could not be recorded" in r.getMessage() for r in caplog.records)

@@ -301,6 +301,10 @@ class Worker:
         except (DBAPIError, OSError) as exc:
             # The database is unreachable: the lease will lapse and another worker retries.
             logger.error("step %s could not be recorded: %s", claim.step_id, exc)
+        except Exception:
+            # An engine bug must not end this task silently: say so; the lease lapses and the
+            # step is claimed again.
+            logger.exception("step %s could not be recorded", claim.step_id)
         finally:
             item = self._inflight.pop(claim.step_id, None)
             if not following:
