@@ -480,6 +480,17 @@ class EarlyWitness(Witness):
     may_start_early = True
 
 
+def completed_in(write: Write) -> list[int]:
+    """The step numbers whose completion ``write`` records."""
+    return [
+        row["payload"]["step_number"]
+        for table, rows in write.inserts
+        if table == "audit_events"
+        for row in rows
+        if row["type"] == "step.completed"
+    ]
+
+
 class RefusingOneClaim(KnownRuns):
     """Known runs whose write recording step ``number`` finds the run's version moved (as if
     someone changed the run meanwhile), so that write is refused."""
@@ -493,13 +504,7 @@ class RefusingOneClaim(KnownRuns):
 
         class Bumping:
             async def send(self, write: Write, notice: str) -> bool:
-                completes = [
-                    row["payload"]["step_number"]
-                    for table, rows in write.inserts
-                    if table == "audit_events"
-                    for row in rows
-                    if row["type"] == "step.completed"
-                ]
+                completes = completed_in(write)
                 if outer.number in completes and not outer.refused:
                     outer.refused += 1
                     async with outer.ctx.db.begin() as connection:
@@ -660,13 +665,7 @@ class SlowToCommit(KnownRuns):
 
         class Slow:
             async def send(self, write: Write, notice: str) -> bool:
-                completes = [
-                    row["payload"]["step_number"]
-                    for table, rows in write.inserts
-                    if table == "audit_events"
-                    for row in rows
-                    if row["type"] == "step.completed"
-                ]
+                completes = completed_in(write)
                 if outer.number in completes:
                     outer.delayed += 1
                     await asyncio.sleep(outer.delay)

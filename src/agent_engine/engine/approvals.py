@@ -11,8 +11,7 @@ from agent_engine.engine.context import EngineContext
 from agent_engine.engine.locking import change_run
 from agent_engine.engine.runs import RunView
 from agent_engine.engine.settle import settle_run
-from agent_engine.errors import InvalidTransitionError, NotFoundError
-from agent_engine.storage.runs import parse_step_id
+from agent_engine.errors import InvalidTransitionError
 
 Decision = Literal["approved", "rejected"]
 _OPEN_RUN_STATES = (RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL)
@@ -33,15 +32,10 @@ async def decide_step(
     the step still waiting; the other gets 409. The approvals table's unique (step, attempt) key
     backs this up in the database itself.
     """
-    wanted = parse_step_id(step_id)
     async with change_run(ctx, run_id) as locked:
         changes = locked.changes
         run = changes.run
-        step = changes.step(wanted)
-        if step is None:
-            raise NotFoundError(
-                f"run {run.id} has no step with id {step_id!r}", run_id=str(run.id), step_id=step_id
-            )
+        step = locked.step(step_id)
         if RunStatus(run.status) not in _OPEN_RUN_STATES:
             raise InvalidTransitionError(
                 "step",

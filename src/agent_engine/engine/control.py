@@ -9,8 +9,7 @@ from agent_engine.engine.context import EngineContext
 from agent_engine.engine.locking import change_run
 from agent_engine.engine.runs import RunView
 from agent_engine.engine.settle import refresh_claimable, settle_run
-from agent_engine.errors import ConflictError, InvalidTransitionError, NotFoundError
-from agent_engine.storage.runs import parse_step_id
+from agent_engine.errors import ConflictError, InvalidTransitionError
 
 
 async def start_run(ctx: EngineContext, run_id: str, *, actor: str) -> RunView:
@@ -44,15 +43,10 @@ def _reopen_step(
 
 async def retry_step(ctx: EngineContext, run_id: str, step_id: str, *, actor: str) -> RunView:
     """Put a FAILED step back to PENDING; a run that failed because of it runs again."""
-    wanted = parse_step_id(step_id)
     async with change_run(ctx, run_id) as locked:
         changes = locked.changes
         run = changes.run
-        step = changes.step(wanted)
-        if step is None:
-            raise NotFoundError(
-                f"run {run.id} has no step with id {step_id!r}", run_id=str(run.id), step_id=step_id
-            )
+        step = locked.step(step_id)
         if RunStatus(run.status) in TERMINAL_RUN_STATES:
             raise InvalidTransitionError(
                 "run",

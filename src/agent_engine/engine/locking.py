@@ -12,11 +12,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent_engine.domain.records import ChangeSet
+from agent_engine.domain.records import ChangeSet, StepRecord
 from agent_engine.engine.claiming import OutputReader
 from agent_engine.engine.context import EngineContext
+from agent_engine.errors import NotFoundError
 from agent_engine.storage.database import transaction
-from agent_engine.storage.runs import load_run_txn, load_steps_txn, outputs_txn
+from agent_engine.storage.runs import load_run_txn, load_steps_txn, outputs_txn, parse_step_id
 
 
 @dataclass
@@ -26,6 +27,16 @@ class Locked:
     changes: ChangeSet
     read: OutputReader
     session: AsyncSession  # for reads beyond the run's records (approvals, plans)
+
+    def step(self, step_id: str) -> StepRecord:
+        """The run's step with id ``step_id`` (NotFoundError, also for a malformed id)."""
+        found = self.changes.step(parse_step_id(step_id))
+        if found is None:
+            run_id = str(self.changes.run.id)
+            raise NotFoundError(
+                f"run {run_id} has no step with id {step_id!r}", run_id=run_id, step_id=step_id
+            )
+        return found
 
 
 @asynccontextmanager
