@@ -87,6 +87,8 @@ def check_step_transition(current: StepStatus, target: StepStatus) -> None:
 # The groups of states the rest of the engine asks about, defined once, beside the tables.
 # A run is over (no step of it runs again unless a person resumes it) when terminal or failed.
 RUN_OVER_STATES = TERMINAL_RUN_STATES | {R.FAILED}
+# A run under way: its steps run or wait for a person (its status follows from theirs).
+UNDER_WAY_RUN_STATES = frozenset({R.RUNNING, R.AWAITING_APPROVAL})
 # A run whose steps may be started (by a worker or by hand).
 RUNNABLE_RUN_STATES = frozenset({R.PLANNED, R.RUNNING, R.AWAITING_APPROVAL})
 # Runs a worker looks at: planned by a worker when created (or when its planner's lease lapsed).

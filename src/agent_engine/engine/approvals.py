@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from agent_engine.domain.records import approval_row
-from agent_engine.domain.states import RunStatus, StepStatus
+from agent_engine.domain.states import UNDER_WAY_RUN_STATES, RunStatus, StepStatus
 from agent_engine.domain.transitions import move_step
 from agent_engine.engine.context import EngineContext
 from agent_engine.engine.locking import change_run
@@ -14,7 +14,6 @@ from agent_engine.engine.settle import settle_run
 from agent_engine.errors import InvalidTransitionError
 
 Decision = Literal["approved", "rejected"]
-_OPEN_RUN_STATES = (RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL)
 
 
 async def decide_step(
@@ -36,7 +35,7 @@ async def decide_step(
         changes = locked.changes
         run = changes.run
         step = locked.step(step_id)
-        if RunStatus(run.status) not in _OPEN_RUN_STATES:
+        if RunStatus(run.status) not in UNDER_WAY_RUN_STATES:
             raise InvalidTransitionError(
                 "step",
                 step.status,

@@ -12,6 +12,7 @@ from agent_engine.domain.states import (
     SATISFIED_STEP_STATES,
     STARTABLE_STEP_STATES,
     TERMINAL_RUN_STATES,
+    UNDER_WAY_RUN_STATES,
     RunStatus,
     StepStatus,
 )
@@ -19,9 +20,6 @@ from agent_engine.domain.transitions import move_run
 
 # An optional step that failed or was rejected lets its dependents proceed too: the run
 # "continues without it" (a reference to its output then fails loudly).
-_FAILED_FOR_GOOD = FAILED_FOR_GOOD_STEP_STATES
-_FINISHED = FINISHED_STEP_STATES
-_STARTABLE = STARTABLE_STEP_STATES
 
 
 # A step that stays FAILED has failed for good: when its policy allows another attempt, the same
@@ -34,12 +32,14 @@ _STARTABLE = STARTABLE_STEP_STATES
 
 def is_satisfied(step: StepRecord) -> bool:
     status = step.status
-    return status in SATISFIED_STEP_STATES or (step.optional and status in _FAILED_FOR_GOOD)
+    return status in SATISFIED_STEP_STATES or (
+        step.optional and status in FAILED_FOR_GOOD_STEP_STATES
+    )
 
 
 def is_finished(step: StepRecord) -> bool:
     """Terminal, or failed for good."""
-    return step.status in _FINISHED
+    return step.status in FINISHED_STEP_STATES
 
 
 def ready_steps(steps: Sequence[StepRecord]) -> list[StepRecord]:
@@ -51,7 +51,7 @@ def ready_steps(steps: Sequence[StepRecord]) -> list[StepRecord]:
     by_number = {step.step_number: step for step in steps}
     ready = []
     for step in steps:  # a plain loop: this runs for every open step on every record
-        if step.status not in _STARTABLE:
+        if step.status not in STARTABLE_STEP_STATES:
             continue
         for dependency in step.depends_on:
             other = by_number.get(dependency)
@@ -94,7 +94,7 @@ def blocking_failure(steps: Sequence[StepRecord]) -> StepRecord | None:
     for step in steps:
         if step.optional:
             continue
-        if step.status in _FAILED_FOR_GOOD:
+        if step.status in FAILED_FOR_GOOD_STEP_STATES:
             return step
     return None
 
@@ -112,7 +112,7 @@ def settle_status(
 ) -> None:
     """Move the run to the status its steps imply: failed, completed, waiting or running."""
     status = RunStatus(run.status)
-    if status not in (RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL):
+    if status not in UNDER_WAY_RUN_STATES:
         return
     # One pass for the three questions (this runs twice on every record): the first required
     # step that failed for good (as ``blocking_failure``), whether all finished, whether any waits.
@@ -121,8 +121,8 @@ def settle_status(
     waiting = False
     for step in steps:
         step_status = step.status
-        if step_status in _FINISHED:
-            if failed is None and step_status in _FAILED_FOR_GOOD and not step.optional:
+        if step_status in FINISHED_STEP_STATES:
+            if failed is None and step_status in FAILED_FOR_GOOD_STEP_STATES and not step.optional:
                 failed = step
         else:
             finished = False

@@ -100,7 +100,8 @@ def mark_saved(changes: ChangeSet) -> None:
 
 
 class ChangeWriter:
-    """Writes change sets through the engine's one connection pool."""
+    """Writes change sets: on PostgreSQL through the engine's pool, on SQLite through the
+    caller's connection or (a worker's own writes) a blocking engine on the same file."""
 
     def __init__(self, engine: AsyncEngine, publish: Callable[[list[str]], None]) -> None:
         self._engine = engine

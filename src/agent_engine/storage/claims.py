@@ -10,11 +10,13 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_engine.domain.records import RunRecord
-from agent_engine.domain.states import CLAIMABLE_RUN_STATES
+from agent_engine.domain.states import CLAIMABLE_RUN_STATES, STARTABLE_STEP_STATES, StepStatus
 from agent_engine.storage.runs import RUNS, lock_runs_txn
 from agent_engine.storage.tables import Step
 
 _CLAIMABLE = sorted(CLAIMABLE_RUN_STATES)
+# Steps a round may take: startable, or running (a lease that may have lapsed).
+_CLAIMABLE_STEPS = sorted(STARTABLE_STEP_STATES | {StepStatus.RUNNING})
 
 
 async def lock_claimable_runs_txn(
@@ -43,7 +45,7 @@ async def lock_claimable_runs_txn(
         query = query.where(
             exists().where(
                 Step.run_id == RUNS.c.id,
-                Step.status.in_(("pending", "approved", "running")),
+                Step.status.in_(_CLAIMABLE_STEPS),
                 Step.step_type.in_(step_types),
             )
         )

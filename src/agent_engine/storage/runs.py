@@ -90,23 +90,6 @@ async def list_steps_txn(session: AsyncSession, run_id: uuid.UUID) -> list[Step]
 _OPEN = sorted(OPEN_STEP_STATES)
 
 
-async def get_step_txn(
-    session: AsyncSession, run_id: uuid.UUID, step_id: str | uuid.UUID, *, lock: bool = False
-) -> Step:
-    parsed = parse_step_id(step_id)
-    query = select(Step).where(Step.run_id == run_id, Step.id == parsed)
-    if lock:
-        query = query.with_for_update()
-    step = (await session.scalars(query)).one_or_none()
-    if step is None:
-        raise NotFoundError(
-            f"run {run_id} has no step with id {str(step_id)!r}",
-            run_id=str(run_id),
-            step_id=str(step_id),
-        )
-    return step
-
-
 async def list_approvals_txn(session: AsyncSession, run_id: uuid.UUID) -> Sequence[Approval]:
     result = await session.scalars(
         select(Approval).where(Approval.run_id == run_id).order_by(Approval.decided_at)

@@ -34,6 +34,6 @@ def test_a_tree_with_nothing_to_mask_is_returned_as_it_is() -> None:
     assert redact(record) is record
 
 
-def test_a_tree_that_is_not_json_is_still_walked() -> None:
+def test_a_secret_beside_a_value_json_cannot_hold_is_masked() -> None:
     record = {"when": object(), "text": SECRET}
     assert redact(record)["text"] == MASK
