@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -36,6 +37,19 @@ def check_database_url(value: str) -> str:
             f"instead of '{url.drivername}://'"
         )
     return value
+
+
+def host_is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable only from this machine (127.0.0.0/8, ::1, localhost)."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 def _split_commas(value: Any) -> Any:
@@ -83,6 +97,21 @@ class Settings(BaseSettings):
     worker_shutdown_grace_s: float = Field(default=30.0, ge=0)
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
 
+    # Authentication: API keys and roles. Auth is on when required here or when `serve` binds to
+    # anything but loopback (see `auth_enforced`); off, X-Actor names the actor.
+    auth_required: bool = False
+    # How long a verified key is believed without asking the database again (a revocation made
+    # in another process takes effect within this; in the same process at once).
+    auth_cache_ttl_s: float = Field(default=5.0, ge=0, le=300)
+    # Every run asks for a second person: its creator (or its plan's) may not approve it.
+    four_eyes: bool = False
+    # Requests per second each key may make (a token bucket of `rate_limit_burst` per key and per
+    # process); 0 turns the limit off.
+    rate_limit_per_s: float = Field(default=0.0, ge=0)
+    rate_limit_burst: int = Field(default=120, ge=1)
+    # Runs not yet over (neither completed, failed nor cancelled) a key may have; 0: no limit.
+    max_runs_in_flight: int = Field(default=0, ge=0)
+
     @field_validator("database_url")
     @classmethod
     def _supported_database(cls, value: str) -> str:
@@ -109,6 +138,11 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def auth_enforced(self) -> bool:
+        """Whether requests need an API key: when required, and always off loopback."""
+        return self.auth_required or not host_is_loopback(self.host)
 
 
 @lru_cache(maxsize=1)

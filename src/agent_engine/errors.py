@@ -36,6 +36,10 @@ class EngineError(Exception):
         body.update({k: v for k, v in self.data.items() if v is not None})
         return body
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the response must carry (``WWW-Authenticate``, ``Retry-After``)."""
+        return {}
+
 
 # --- caller mistakes -------------------------------------------------------------------------
 
@@ -101,6 +105,63 @@ class PayloadTooLargeError(CallerError):
     code = "payload_too_large"
     http_status = 413
     title = "Payload too large"
+
+
+# --- who may do what (authentication, roles, four-eyes, per-key limits) ----------------------
+
+
+class UnauthenticatedError(CallerError):
+    """No API key, or one this server does not know or has revoked."""
+
+    code = "unauthenticated"
+    http_status = 401
+    title = "Authentication required"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class ForbiddenError(CallerError):
+    """The key is valid but its role may not do this."""
+
+    code = "forbidden"
+    http_status = 403
+    title = "Forbidden"
+
+
+class FourEyesError(ForbiddenError):
+    """The run asks for a second person: its creator (or the plan's) may not approve it."""
+
+    code = "four_eyes"
+    title = "Four-eyes rule"
+
+
+class ApiKeyNameTakenError(ConflictError):
+    code = "api_key_name_taken"
+    title = "API key name taken"
+
+
+class RateLimitedError(CallerError):
+    """The key sent more requests than its rate allows; ``Retry-After`` says when to retry."""
+
+    code = "rate_limited"
+    http_status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after_s: int, **data: object) -> None:
+        super().__init__(detail, retry_after_s=retry_after_s, **data)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class TooManyRunsError(CallerError):
+    """The key already has as many runs in flight as it may; one must finish first."""
+
+    code = "too_many_runs"
+    http_status = 429
+    title = "Too many runs in flight"
 
 
 # --- runtime failures ------------------------------------------------------------------------

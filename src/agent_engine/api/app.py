@@ -10,12 +10,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from agent_engine import __version__
+from agent_engine.api.access import check_declared_roles
 from agent_engine.api.body_limit import BodySizeLimit
-from agent_engine.api.docs import install_docs
+from agent_engine.api.deps import Guard
+from agent_engine.api.docs import DOCS_URL, REDOC_URL, install_docs
 from agent_engine.api.problems import install_problem_handlers
-from agent_engine.api.routes import approvals, events, health, plans, runs
+from agent_engine.api.routes import approvals, events, health, keys, plans, runs
 from agent_engine.config import Settings, get_settings
 from agent_engine.engine.context import EngineContext, LLMClientFactory, build_context
+from agent_engine.engine.key_limits import RateLimiter, RunAdmission
+from agent_engine.engine.keys import ApiKeys
 from agent_engine.executors.registry import ExecutorRegistry
 from agent_engine.storage.migrations import upgrade_async
 from agent_engine.worker.worker import Worker, WorkerOptions
@@ -42,6 +46,7 @@ def create_app(
             await upgrade_async(settings.database_url)
         context: EngineContext = build_context(settings, registry=registry, llm_factory=llm_factory)
         app.state.engine = context
+        app.state.guard = build_guard(settings, context)
         await context.start()
         stop = asyncio.Event()
         worker_task = None
@@ -73,4 +78,22 @@ def create_app(
     app.include_router(approvals.router)
     app.include_router(plans.router)
     app.include_router(events.router)
+    app.include_router(keys.router)
+    # The docs pages and their OAuth2 redirect are public; every other route must say its role.
+    check_declared_roles(
+        app, unlisted_public=frozenset({DOCS_URL, f"{DOCS_URL}/oauth2-redirect", REDOC_URL})
+    )
     return app
+
+
+def build_guard(settings: Settings, context: EngineContext) -> Guard:
+    """Keys, rate limit and runs-in-flight limit of this process, as ``settings`` say."""
+    limiter = None
+    if settings.rate_limit_per_s > 0:
+        limiter = RateLimiter(per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst)
+    return Guard(
+        enforced=settings.auth_enforced,
+        keys=ApiKeys(context.sessions, cache_ttl_s=settings.auth_cache_ttl_s),
+        admission=RunAdmission(context.sessions, limit=settings.max_runs_in_flight),
+        limiter=limiter,
+    )

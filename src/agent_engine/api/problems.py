@@ -63,7 +63,9 @@ async def _engine_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, EngineError)
     body = exc.problem()
     body["instance"] = request.url.path
-    return JSONResponse(body, status_code=exc.http_status, media_type=PROBLEM_MEDIA_TYPE)
+    return JSONResponse(
+        body, status_code=exc.http_status, media_type=PROBLEM_MEDIA_TYPE, headers=exc.headers()
+    )
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

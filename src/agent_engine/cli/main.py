@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from agent_engine import __version__
+from agent_engine.cli.keys import keys_app
 from agent_engine.cli.startup import describe_serve, log_to_stderr, shown_database_url
 from agent_engine.config import DEFAULT_DATABASE_URL, Settings, get_settings
 
@@ -27,15 +28,30 @@ db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 router_app = typer.Typer(help="The Smart Model Router service.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(router_app, name="router")
+app.add_typer(keys_app, name="keys")
 err = Console(stderr=True, soft_wrap=True)
 logger = logging.getLogger("agent_engine.serve")
 DATABASE_URL_VARIABLE = "AGENT_ENGINE_DATABASE_URL"
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
+def fail(message: str, code: int = 1) -> NoReturn:
     """Print one ``error:`` line on stderr and exit with ``code`` (no traceback)."""
     err.print(f"[red]error:[/] {escape(message)}")
     raise typer.Exit(code)
+
+
+def prepared_settings() -> Settings:
+    """The settings, with the database reached and (unless AGENT_ENGINE_AUTO_MIGRATE=false)
+    migrated to the head: what commands that use the schema need first."""
+    settings = _settings()
+    _reach_database(settings)
+    if settings.auto_migrate:
+        # Migrate before the work starts, so a failing migration is one clear line, not a
+        # traceback.
+        from agent_engine.storage.migrations import upgrade
+
+        _run_migration(lambda: upgrade(settings.database_url))
+    return settings
 
 
 def _settings() -> Settings:
@@ -45,7 +61,7 @@ def _settings() -> Settings:
         first = exc.errors()[0]
         name = "AGENT_ENGINE_" + "_".join(str(part) for part in first["loc"]).upper()
         message = str(first["msg"]).removeprefix("Value error, ")
-        _fail(f"invalid configuration: {name}: {message}", 2)
+        fail(f"invalid configuration: {name}: {message}", 2)
 
 
 @app.command()
@@ -67,22 +83,46 @@ def serve(
     """Start the API (migrations applied at start unless AGENT_ENGINE_AUTO_MIGRATE=false)."""
     from agent_engine.api.app import create_app
 
-    settings = _settings()
-    _reach_database(settings)
-    if settings.auto_migrate:
-        # Migrate before the server starts, so a failing migration is one clear line, not a
-        # start-up traceback.
-        from agent_engine.storage.migrations import upgrade
-
-        _run_migration(lambda: upgrade(settings.database_url))
+    # The app is told where it is bound: off loopback it requires API keys.
+    settings = prepared_settings().model_copy(update={"auto_migrate": False})
+    settings = settings.model_copy(update={"host": host or settings.host})
+    if settings.auth_enforced:
+        _require_admin_key(settings)
     log_to_stderr(settings)
     logger.info(describe_serve(settings))
     uvicorn.run(
-        create_app(settings.model_copy(update={"auto_migrate": False})),
-        host=host or settings.host,
+        create_app(settings),
+        host=settings.host,
         port=port or settings.port,
         log_level=settings.log_level,
     )
+
+
+def _require_admin_key(settings: Settings) -> None:
+    """Refuse to serve with auth on until someone can administer keys: a server nobody can
+    call would otherwise start, or worse, one reachable from the network with no way in."""
+    import asyncio
+
+    from agent_engine.engine.keys import ApiKeys
+    from agent_engine.storage.database import create_engine, create_sessionmaker
+
+    async def exists() -> bool:
+        engine = create_engine(settings.database_url)
+        try:
+            return await ApiKeys(create_sessionmaker(engine, lambda _: None)).admin_exists()
+        finally:
+            await engine.dispose()
+
+    if not asyncio.run(exists()):
+        why = (
+            "AGENT_ENGINE_AUTH_REQUIRED=true"
+            if settings.auth_required
+            else f"bound to {settings.host}, not loopback"
+        )
+        fail(
+            f"authentication is required ({why}) and no admin API key exists; make one with "
+            "`agent-engine keys create --name admin --role admin` and start again"
+        )
 
 
 @app.command()
@@ -160,9 +200,9 @@ def _reach_database(settings: Settings) -> None:
     try:
         database_revision(url)
     except DatabaseFolderMissingError as exc:
-        _fail(f"{DATABASE_URL_VARIABLE}: {exc}")
+        fail(f"{DATABASE_URL_VARIABLE}: {exc}")
     except (SQLAlchemyError, OSError) as exc:
-        _fail(
+        fail(
             f"could not connect to the database at {shown_database_url(url)} "
             f"(set by {DATABASE_URL_VARIABLE}): {_reason(exc)}"
         )
@@ -187,7 +227,7 @@ def _run_migration(action: Callable[[], None]) -> None:
     try:
         action()
     except (CommandError, SQLAlchemyError, OSError) as exc:
-        _fail(_reason(exc))
+        fail(_reason(exc))
 
 
 @router_app.command("serve")

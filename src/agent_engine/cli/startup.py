@@ -50,8 +50,16 @@ def describe_serve(settings: Settings) -> str:
     roots = ", ".join(str(root.absolute()) for root in settings.workspace_roots) or "none"
     return (
         f"database {shown_database_url(settings.database_url)}; {worker}; "
-        f"{describe_model(settings)}; workspace roots {roots}"
+        f"{describe_auth(settings)}; {describe_model(settings)}; workspace roots {roots}"
     )
+
+
+def describe_auth(settings: Settings) -> str:
+    """Whether requests need an API key, and why; with auth off, that X-Actor is believed."""
+    if not settings.auth_enforced:
+        return "auth off: loopback only; X-Actor honoured"
+    why = "AGENT_ENGINE_AUTH_REQUIRED" if settings.auth_required else f"bound to {settings.host}"
+    return f"auth on ({why}): API keys required, X-Actor ignored"
 
 
 def log_to_stderr(settings: Settings) -> None:

@@ -4,16 +4,36 @@ from __future__ import annotations
 
 from typing import Literal
 
-from agent_engine.domain.records import approval_row
+from agent_engine.domain.records import RunRecord, approval_row
 from agent_engine.domain.states import UNDER_WAY_RUN_STATES, RunStatus, StepStatus
 from agent_engine.domain.transitions import move_step
 from agent_engine.engine.context import EngineContext
 from agent_engine.engine.locking import change_run
 from agent_engine.engine.runs import RunView
 from agent_engine.engine.settle import settle_run
-from agent_engine.errors import InvalidTransitionError
+from agent_engine.errors import FourEyesError, InvalidTransitionError
 
 Decision = Literal["approved", "rejected"]
+
+
+def check_four_eyes(
+    ctx: EngineContext, run: RunRecord, actor: str, *, what: str, plan_creator: str | None = None
+) -> None:
+    """Refuse (403 ``four_eyes``) an approval by the run's creator, or by the plan's, when the
+    run asks for four eyes (its own option, or AGENT_ENGINE_FOUR_EYES for every run)."""
+    if not (ctx.settings.four_eyes or run.options.get("four_eyes")):
+        return
+    if actor == run.created_by:
+        why = f"{actor!r} created run {run.id}"
+    elif plan_creator is not None and actor == plan_creator:
+        why = f"{actor!r} made the plan of run {run.id}"
+    else:
+        return
+    raise FourEyesError(
+        f"four-eyes: {why} and may not approve {what}; another approver must",
+        run_id=str(run.id),
+        actor=actor,
+    )
 
 
 async def decide_step(
@@ -42,6 +62,8 @@ async def decide_step(
                 decision,
                 detail=f"run {run.id} is '{run.status}': its steps can no longer be {decision}",
             )
+        if decision == "approved":
+            check_four_eyes(ctx, run, actor, what=f"its step {step.step_number}")
         target = StepStatus.APPROVED if decision == "approved" else StepStatus.REJECTED
         shown = step.preview or {"input": step.resolved_input or step.input_data}
         move_step(changes, run, step, target, actor=actor, comment=comment, shown=shown)

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from agent_engine.domain.records import approval_row
 from agent_engine.domain.states import RunStatus
 from agent_engine.domain.transitions import move_run
+from agent_engine.engine.approvals import check_four_eyes
 from agent_engine.engine.context import EngineContext
 from agent_engine.engine.locking import change_run
 from agent_engine.engine.runs import RunView
@@ -113,6 +114,10 @@ async def decide_plan(
                 )
             )
         ).one()
+        if decision == "approved":
+            check_four_eyes(
+                ctx, run, actor, what=f"plan version {plan.version}", plan_creator=plan.created_by
+            )
         shown = {"plan_version": plan.version, "plan_hash": plan.plan_hash, "plan": plan.document}
         changes.add(
             "approvals",

@@ -57,6 +57,8 @@ class CreateRunRequest(StorableModel):
     plan_approval: bool = False
     auto_start: bool = False
     max_parallel: int = Field(default=4, ge=1, le=64)
+    # A second person must approve: not the run's creator, nor (for the plan) the plan's.
+    four_eyes: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,7 @@ def _new_run(
             "approval_policy": request.approval_policy.model_dump(mode="json"),
             "plan_approval": request.plan_approval,
             "auto_start": request.auto_start,
+            "four_eyes": request.four_eyes,
         },
         idempotency_key=idempotency_key,
         request_hash=request_hash,

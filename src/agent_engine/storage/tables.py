@@ -85,6 +85,8 @@ class AgentRun(Base):
         Index("ix_agent_runs_created_at_id", "created_at", "id"),
         Index("ix_agent_runs_status_created_at_id", "status", "created_at", "id"),
         Index("ix_agent_runs_claimable_at", "claimable_at"),
+        # Counting a key's runs in flight (max_runs_in_flight) reads this, not the table.
+        Index("ix_agent_runs_created_by_status", "created_by", "status"),
     )
 
 
@@ -240,3 +242,26 @@ class PlanVersion(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (UniqueConstraint("run_id", "version"),)
+
+
+class ApiKey(Base):
+    """An API key: only its salted hash is stored; ``prefix`` (shown in the key) finds the row."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    # The actor the audit log records for this key's actions; never reused, even once revoked.
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    salt: Mapped[str] = mapped_column(String(32))
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    may_auto_approve: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_by: Mapped[str | None] = mapped_column(String(200))
+
+    __table_args__ = (
+        CheckConstraint("role IN ('viewer', 'operator', 'approver', 'admin')", name="role_known"),
+    )

@@ -12,7 +12,9 @@ from fastapi import APIRouter, Header, Query
 from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse
 
+from agent_engine.api.access import requires
 from agent_engine.api.deps import Engine
+from agent_engine.domain.principals import Role
 from agent_engine.engine.event_stream import StopAt, StreamFilter, check_run, follow_all, follow_run
 from agent_engine.errors import InputValidationError
 from agent_engine.storage.runs import parse_run_id
@@ -52,7 +54,11 @@ async def _sse(
         )
 
 
-@router.get("/v1/agent-runs/{run_id}/events", response_class=EventSourceResponse)
+@router.get(
+    "/v1/agent-runs/{run_id}/events",
+    response_class=EventSourceResponse,
+    **requires(Role.VIEWER),
+)
 async def run_events(
     run_id: str,
     engine: Engine,
@@ -77,7 +83,7 @@ async def run_events(
     return EventSourceResponse(_sse(stream, "seq"), ping=PING_S)
 
 
-@router.get("/v1/events", response_class=EventSourceResponse)
+@router.get("/v1/events", response_class=EventSourceResponse, **requires(Role.VIEWER))
 async def all_events(
     engine: Engine,
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from agent_engine import __version__
+from agent_engine.api.access import public
 from agent_engine.api.deps import Engine
 from agent_engine.api.problems import problem_response
 from agent_engine.api.schemas import Health
@@ -15,13 +16,15 @@ from agent_engine.storage.migrations import current_revision, head_revision
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=Health)
+@router.get("/healthz", response_model=Health, **public())
 async def healthz() -> Health:
     """The process is up."""
     return Health(status="ok", version=__version__)
 
 
-@router.get("/readyz", response_model=Health, responses={503: {"description": "Not ready"}})
+@router.get(
+    "/readyz", response_model=Health, responses={503: {"description": "Not ready"}}, **public()
+)
 async def readyz(engine: Engine) -> Health | JSONResponse:
     """The database answers and its schema is at the code's migration head."""
     try:

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
 
-from agent_engine.api.deps import Actor, Engine
+from agent_engine.api.access import requires
+from agent_engine.api.deps import Actor, CurrentPrincipal, Engine, Gate
 from agent_engine.api.schemas import (
     AuditEventOut,
     AuditOut,
@@ -19,6 +20,7 @@ from agent_engine.api.schemas import (
     StepOut,
     run_with_steps,
 )
+from agent_engine.domain.principals import Role
 from agent_engine.domain.states import RunStatus
 from agent_engine.engine import control, costs, runs
 from agent_engine.engine.manual import execute_one
@@ -29,16 +31,23 @@ from agent_engine.storage.audit import verify_chain
 router = APIRouter(prefix="/v1/agent-runs", tags=["runs"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=RunWithSteps)
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=RunWithSteps, **requires(Role.OPERATOR)
+)
 async def create_run(
     body: runs.CreateRunRequest,
     engine: Engine,
-    actor: Actor,
+    guard: Gate,
+    principal: CurrentPrincipal,
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200, min_length=1)] = None,
 ) -> RunWithSteps:
-    """Create a run from a goal, optionally with an explicit plan (`steps`)."""
-    view = await runs.create_run(engine, body, actor=actor, idempotency_key=idempotency_key)
+    """Create a run from a goal, optionally with an explicit plan (`steps`); 429
+    `too_many_runs` when the key already has its maximum of runs in flight."""
+    async with guard.admission.admit(principal.name):
+        view = await runs.create_run(
+            engine, body, actor=principal.name, idempotency_key=idempotency_key
+        )
     if view.replayed:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
@@ -60,7 +69,7 @@ def _parse_statuses(raw: list[str]) -> list[RunStatus]:
     return statuses
 
 
-@router.get("", response_model=RunPage)
+@router.get("", response_model=RunPage, **requires(Role.VIEWER))
 async def list_runs(
     engine: Engine,
     status_filter: Annotated[list[str], Query(alias="status")] = [],  # noqa: B006
@@ -74,19 +83,19 @@ async def list_runs(
     return RunPage(items=[RunOut.model_validate(r) for r in page], next_cursor=next_cursor)
 
 
-@router.get("/{run_id}", response_model=RunWithSteps)
+@router.get("/{run_id}", response_model=RunWithSteps, **requires(Role.VIEWER))
 async def get_run(run_id: str, engine: Engine) -> RunWithSteps:
     """The run with its steps."""
     return run_with_steps(await runs.get_run(engine, run_id))
 
 
-@router.get("/{run_id}/steps", response_model=list[StepOut])
+@router.get("/{run_id}/steps", response_model=list[StepOut], **requires(Role.VIEWER))
 async def list_steps(run_id: str, engine: Engine) -> list[StepOut]:
     """The run's steps in plan order."""
     return [StepOut.model_validate(s) for s in await runs.list_steps(engine, run_id)]
 
 
-@router.post("/{run_id}/execute", response_model=ExecuteOut)
+@router.post("/{run_id}/execute", response_model=ExecuteOut, **requires(Role.OPERATOR))
 async def execute_next(run_id: str, engine: Engine, actor: Actor) -> ExecuteOut:
     """Execute the next ready step synchronously; a CREATED run with no steps is planned first.
 
@@ -103,7 +112,7 @@ async def execute_next(run_id: str, engine: Engine, actor: Actor) -> ExecuteOut:
     return ExecuteOut(**run_with_steps(view).model_dump(), executed_step_id=step_id)
 
 
-@router.post("/{run_id}/cancel", response_model=RunWithSteps)
+@router.post("/{run_id}/cancel", response_model=RunWithSteps, **requires(Role.OPERATOR))
 async def cancel_run(
     run_id: str, engine: Engine, actor: Actor, body: CancelIn | None = None
 ) -> RunWithSteps:
@@ -112,7 +121,7 @@ async def cancel_run(
     return run_with_steps(view)
 
 
-@router.get("/{run_id}/audit", response_model=AuditOut)
+@router.get("/{run_id}/audit", response_model=AuditOut, **requires(Role.VIEWER))
 async def get_audit(
     run_id: str,
     engine: Engine,
@@ -131,7 +140,7 @@ async def get_audit(
     )
 
 
-@router.get("/{run_id}/cost")
+@router.get("/{run_id}/cost", **requires(Role.VIEWER))
 async def get_cost(run_id: str, engine: Engine) -> dict[str, Any]:
     """Totals and breakdowns of the run's LLM cost, from the ledger."""
     summary: dict[str, Any] = _jsonable_money(await costs.cost_summary(engine, run_id))
@@ -148,19 +157,21 @@ def _jsonable_money(value: Any) -> Any:
     return value
 
 
-@router.post("/{run_id}/start", response_model=RunWithSteps)
+@router.post("/{run_id}/start", response_model=RunWithSteps, **requires(Role.OPERATOR))
 async def start_run(run_id: str, engine: Engine, actor: Actor) -> RunWithSteps:
     """Hand the run to the workers, which plan it if needed and run it to completion."""
     return run_with_steps(await control.start_run(engine, run_id, actor=actor))
 
 
-@router.post("/{run_id}/resume", response_model=RunWithSteps)
+@router.post("/{run_id}/resume", response_model=RunWithSteps, **requires(Role.OPERATOR))
 async def resume_run(run_id: str, engine: Engine, actor: Actor) -> RunWithSteps:
     """Resume a failed run from its first unfinished step (failed steps get another attempt)."""
     return run_with_steps(await control.resume_run(engine, run_id, actor=actor))
 
 
-@router.post("/{run_id}/steps/{step_id}/retry", response_model=RunWithSteps)
+@router.post(
+    "/{run_id}/steps/{step_id}/retry", response_model=RunWithSteps, **requires(Role.OPERATOR)
+)
 async def retry_step(run_id: str, step_id: str, engine: Engine, actor: Actor) -> RunWithSteps:
     """Retry a failed step by hand."""
     return run_with_steps(await control.retry_step(engine, run_id, step_id, actor=actor))
