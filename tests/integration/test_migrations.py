@@ -28,6 +28,7 @@ TABLES = {
     "approvals",
     "audit_events",
     "plans",
+    "api_keys",
     "alembic_version",
 }
 
