@@ -23,12 +23,15 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def requires(role: Role) -> dict[str, Any]:
-    """Route keyword arguments: refuse callers below ``role``, and say so in the spec."""
+def requires(
+    role: Role, *, responses: dict[int | str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Route keyword arguments: refuse callers below ``role``, and say so in the spec (pass a
+    route's other documented ``responses`` here: the keyword cannot be given twice)."""
     return {
         "dependencies": [Depends(RoleCheck(role))],
         "openapi_extra": {ROLE_FIELD: role.value},
-        "responses": copy.deepcopy(_REFUSALS),
+        "responses": {**copy.deepcopy(_REFUSALS), **(responses or {})},
     }
 
 
