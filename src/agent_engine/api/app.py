@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from agent_engine import __version__
 from agent_engine.api.body_limit import BodySizeLimit
 from agent_engine.api.docs import install_docs
+from agent_engine.api.json_depth import JsonDepthLimit
 from agent_engine.api.problems import install_problem_handlers
 from agent_engine.api.routes import approvals, events, health, plans, runs
 from agent_engine.config import Settings, get_settings
@@ -67,6 +68,8 @@ def create_app(
     )
     install_problem_handlers(app)
     install_docs(app)
+    # The last added runs first: the size is bounded before the depth is counted.
+    app.add_middleware(JsonDepthLimit, max_depth=settings.max_json_depth)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(runs.router)
