@@ -191,3 +191,18 @@ async def test_the_planners_plan_is_held_to_the_same_limits(
         # The model was told why, and asked again.
         assert setting in fake_llm.requests[-1].body["messages"][-1]["content"]
         await assert_readable(client, run_id)
+
+
+async def test_a_plan_answer_too_deep_to_parse_fails_planning_cleanly(
+    settings: Settings, tmp_path: Path, fake_llm: FakeLLMServer
+) -> None:
+    # Deeper than the JSON parser's recursion allows: it must not escape as a 500.
+    fake_llm.script(*(openai_completion("[" * 100_000 + "]" * 100_000) for _ in range(3)))
+    async with serving(_pinned(settings, tmp_path, fake_llm)) as (_, client):
+        created = await client.post("/v1/agent-runs", json={"goal": "Summarize"})
+        run_id = created.json()["id"]
+        response = await client.post(f"/v1/agent-runs/{run_id}/execute")
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "failed"
+        assert response.json()["error"]["code"] == "planning_failed"
+        await assert_readable(client, run_id)
