@@ -17,8 +17,7 @@ from typing import Any
 # A backslash and the character it escapes: removed first, so that an escaped quote cannot end
 # a string (valid JSON has no backslash outside strings).
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)
-_STRING = re.compile(rb'"[^"]*"')
-_NOT_BRACKET = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'[]{}"')))
 # Opening brackets become 2 and closing ones 0, so that a running sum minus the number of
 # brackets seen is the depth at that point, all computed by C-level iterators.
 _STEP = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
@@ -31,8 +30,11 @@ def text_depth(data: bytes) -> int:
     Exact for valid JSON; for malformed text it is an upper bound of what a parser would reach
     before refusing it, which is all a limit needs.
     """
-    stripped = _STRING.sub(b"", _ESCAPE.sub(b"", data))
-    brackets = stripped.translate(None, _NOT_BRACKET).translate(_STEP)
+    if b"\\" in data:
+        data = _ESCAPE.sub(b"", data)
+    # Only quotes and brackets are left; every other piece between quotes is a string's inside.
+    structure = data.translate(None, _NOT_STRUCTURE)
+    brackets = b"".join(structure.split(b'"')[0::2]).translate(_STEP)
     return max(map(operator.sub, accumulate(brackets), count(1)), default=0)
 
 
