@@ -58,3 +58,13 @@ async def test_a_body_that_is_not_utf8_is_a_documented_400_problem(
         headers={"content-type": "application/json"},
     )
     assert_problem(response, 400, "bad_request")
+
+
+async def test_an_idempotent_replay_is_a_documented_200(client: httpx.AsyncClient) -> None:
+    headers = {"Idempotency-Key": "same"}
+    first = await client.post("/v1/agent-runs", json={"goal": "g"}, headers=headers)
+    again = await client.post("/v1/agent-runs", json={"goal": "g"}, headers=headers)
+    assert (first.status_code, again.status_code) == (201, 200)
+    create = (await client.get("/openapi.json")).json()["paths"]["/v1/agent-runs"]["post"]
+    documented = create["responses"]["200"]["content"]["application/json"]["schema"]
+    assert documented == {"$ref": "#/components/schemas/RunWithSteps"}

@@ -29,7 +29,14 @@ from agent_engine.storage.audit import verify_chain
 router = APIRouter(prefix="/v1/agent-runs", tags=["runs"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=RunWithSteps)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RunWithSteps,
+    responses={
+        200: {"model": RunWithSteps, "description": "Idempotent replay: the run made first"}
+    },
+)
 async def create_run(
     body: runs.CreateRunRequest,
     engine: Engine,
