@@ -5,6 +5,7 @@ must be one the spec documents."""
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import shutil
 import tempfile
@@ -45,6 +46,7 @@ BOUNDED = hypothesis_settings(
 # The tests are generated from the spec when the module is collected, so the app is built then;
 # it reaches its database only on the first call, once the fixture below has laid it down.
 FOLDER = Path(tempfile.mkdtemp(prefix="agent-engine-schemathesis-"))
+atexit.register(shutil.rmtree, FOLDER, ignore_errors=True)  # also when no test here ran
 DATABASE = FOLDER / "fuzz.db"
 WORKSPACES = FOLDER / "workspaces"
 # Workspaces only under a tmp root, and no program allowed to run: nothing a generated plan asks
@@ -111,7 +113,6 @@ def fuzzed_database(sqlite_template: Path) -> Iterator[None]:
     REAL_RUNS[:] = _real_runs()
     yield
     shutdown_lifespans()  # the app's lifespan, which schemathesis started on its first call
-    shutil.rmtree(FOLDER, ignore_errors=True)
 
 
 @schema.parametrize()
