@@ -96,6 +96,18 @@ class Settings(BaseSettings):
     worker_poll_s: float = Field(default=2.0, gt=0)
     worker_shutdown_grace_s: float = Field(default=30.0, ge=0)
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
+    # --- Request limits (docs/limits.md); each refusal is a 422 naming its setting ---
+    # Nesting of any JSON body, and of every document a step records. At most 128: documents
+    # are served wrapped in a few more levels, and the serializers stop near 255.
+    max_json_depth: int = Field(default=64, ge=8, le=128)
+    # Steps in one plan, explicit or made by the planner.
+    max_plan_steps: int = Field(default=500, ge=1, le=10_000)
+    # Keys in a run's metadata, counted at every level.
+    max_metadata_keys: int = Field(default=100, ge=0, le=100_000)
+    # Characters of each string (key or value) in metadata and in the approval policy.
+    max_string_chars: int = Field(default=10_000, ge=1, le=1_000_000)
+    # Size of one step's input_data as compact JSON (UTF-8 bytes).
+    max_step_input_bytes: int = Field(default=262_144, ge=1024)
 
     # Authentication: API keys and roles. Auth is on when required here or when `serve` binds to
     # anything but loopback (see `auth_enforced`); off, X-Actor names the actor.

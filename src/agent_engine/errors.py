@@ -164,6 +164,43 @@ class TooManyRunsError(CallerError):
     title = "Too many runs in flight"
 
 
+class LimitExceededError(CallerError):
+    """A request over one of the server's configured limits: ``limit`` names the setting and
+    ``maximum`` its value, so a client knows what to change (or whom to ask)."""
+
+    code = "limit_exceeded"
+    http_status = 422
+    title = "Limit exceeded"
+
+    def __init__(self, detail: str, *, limit: str, maximum: int, **data: Any) -> None:
+        super().__init__(detail, limit=limit, maximum=maximum, **data)
+
+
+class JsonTooDeepError(LimitExceededError):
+    code = "json_too_deep"
+    title = "JSON nested too deep"
+
+
+class TooManyStepsError(LimitExceededError):
+    code = "too_many_steps"
+    title = "Plan has too many steps"
+
+
+class TooManyMetadataKeysError(LimitExceededError):
+    code = "too_many_metadata_keys"
+    title = "Too many metadata keys"
+
+
+class StringTooLongError(LimitExceededError):
+    code = "string_too_long"
+    title = "String too long"
+
+
+class StepInputTooLargeError(LimitExceededError):
+    code = "step_input_too_large"
+    title = "Step input too large"
+
+
 # --- runtime failures ------------------------------------------------------------------------
 
 
@@ -190,6 +227,14 @@ class ExecutorError(RuntimeFailure):
     code = "executor_error"
     http_status = 422
     title = "Step execution failed"
+
+
+class DocumentTooDeepError(ExecutorError):
+    """A step's resolved input or output nests deeper than the server records: the step fails
+    instead of storing a document that later reads could not serialize."""
+
+    code = "document_too_deep"
+    title = "Step document nested too deep"
 
 
 class TransientExecutorError(ExecutorError):

@@ -14,6 +14,8 @@ from agent_engine.api.access import check_declared_roles
 from agent_engine.api.body_limit import BodySizeLimit
 from agent_engine.api.deps import Guard
 from agent_engine.api.docs import DOCS_URL, REDOC_URL, install_docs
+from agent_engine.api.json_depth import JsonDepthLimit
+from agent_engine.api.openapi_responses import COMMON_PROBLEMS, problem_responses
 from agent_engine.api.problems import install_problem_handlers
 from agent_engine.api.routes import approvals, events, health, keys, plans, runs
 from agent_engine.config import Settings, get_settings
@@ -69,16 +71,22 @@ def create_app(
         # Served by install_docs from packaged assets; FastAPI's own pages load them from a CDN.
         docs_url=None,
         redoc_url=None,
+        # Every refusal is problem+json, and the spec says so for each route.
+        responses=problem_responses(*COMMON_PROBLEMS),
     )
     install_problem_handlers(app)
     install_docs(app)
+    # The last added runs first: the size is bounded before the depth is counted.
+    app.add_middleware(JsonDepthLimit, max_depth=settings.max_json_depth)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # A run's routes also answer 404 (no such run or step) and 409 (not in a state for it).
+    of_a_run = problem_responses(404, 409)
     app.include_router(health.router)
-    app.include_router(runs.router)
-    app.include_router(approvals.router)
-    app.include_router(plans.router)
-    app.include_router(events.router)
-    app.include_router(keys.router)
+    app.include_router(runs.router, responses=of_a_run)
+    app.include_router(approvals.router, responses=of_a_run)
+    app.include_router(plans.router, responses=of_a_run)
+    app.include_router(events.router, responses=of_a_run)
+    app.include_router(keys.router, responses=problem_responses(404, 409))
     # The docs pages and their OAuth2 redirect are public; every other route must say its role.
     check_declared_roles(
         app, unlisted_public=frozenset({DOCS_URL, f"{DOCS_URL}/oauth2-redirect", REDOC_URL})

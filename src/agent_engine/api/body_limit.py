@@ -20,6 +20,7 @@ from agent_engine.api.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
 # past this (or past the time bound) the connection is closed without waiting for the rest.
 DISCARD_LIMIT_BYTES = 64 * 1024 * 1024
 DISCARD_TIMEOUT_S = 30.0
+SIZE_SETTING = "AGENT_ENGINE_MAX_BODY_BYTES"
 
 
 class BodySizeLimit:
@@ -79,9 +80,11 @@ class BodySizeLimit:
                 "type": PROBLEM_BASE + "payload-too-large",
                 "title": "Payload too large",
                 "status": 413,
-                "detail": f"request body exceeds {self.max_bytes} bytes",
+                "detail": f"request body exceeds {self.max_bytes} bytes ({SIZE_SETTING})",
                 "code": "payload_too_large",
                 "instance": scope.get("path", ""),
+                "limit": SIZE_SETTING,
+                "maximum": self.max_bytes,
             }
         ).encode()
         await send(

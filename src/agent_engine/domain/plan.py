@@ -8,8 +8,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent_engine.domain.retry import RetryPolicy
 
-MAX_PLAN_STEPS = 500
-
 
 class PlanStep(BaseModel):
     """One step as a client or the planner specifies it. ``depends_on`` holds step numbers."""
@@ -31,7 +29,8 @@ class Plan(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    steps: list[PlanStep] = Field(min_length=1, max_length=MAX_PLAN_STEPS)
+    # How many steps a plan may have is the server's setting (AGENT_ENGINE_MAX_PLAN_STEPS).
+    steps: list[PlanStep] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _dependencies_point_backwards(self) -> Plan:

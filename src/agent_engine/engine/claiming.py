@@ -27,6 +27,7 @@ from agent_engine.domain.refs import (
 from agent_engine.domain.states import RunStatus, StepStatus
 from agent_engine.domain.transitions import move_run, move_step
 from agent_engine.engine.context import EngineContext, executor_context
+from agent_engine.engine.request_limits import check_recorded_depth
 from agent_engine.engine.retries import fail_step
 from agent_engine.engine.settle import ready_steps, settle_run
 from agent_engine.errors import EngineError, ExecutorError
@@ -85,9 +86,10 @@ async def outputs_of(
 
 
 async def _resolve(
-    step: StepRecord, steps: Sequence[StepRecord], read: OutputReader
+    step: StepRecord, steps: Sequence[StepRecord], read: OutputReader, max_depth: int
 ) -> dict[str, Any]:
-    """The step's input with references replaced by the outputs they name."""
+    """The step's input with references replaced by the outputs they name; refused when that
+    nests deeper than ``max_depth`` (each reference adds the depth of the output it names)."""
     if step.resolved_input is not None:
         return step.resolved_input  # resolved once, recorded, never re-resolved
     try:
@@ -96,6 +98,7 @@ async def _resolve(
         resolved: dict[str, Any] = resolve_references(step.input_data, outputs)
     except StepReferenceError as exc:
         raise ExecutorError(f"step {step.step_number}: {exc}") from exc
+    check_recorded_depth(step.step_number, "resolved input", resolved, max_depth)
     return resolved
 
 
@@ -223,7 +226,7 @@ async def take_ready(
             continue
         executor = ctx.registry[step.step_type]
         try:
-            resolved = await _resolve(step, steps, read)
+            resolved = await _resolve(step, steps, read, ctx.request_limits.max_json_depth)
         except ExecutorError as exc:
             start_step(changes, run, step, owner, lease)
             fail_step(changes, run, step, exc, actor=owner)

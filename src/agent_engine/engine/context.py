@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from agent_engine.config import Settings
 from agent_engine.domain.records import ChangeSet
+from agent_engine.engine.request_limits import RequestLimits
 from agent_engine.executors.base import ExecutionLimits, ExecutorContext
 from agent_engine.executors.registry import ExecutorRegistry, load_registry
 from agent_engine.llm.base import CompletionRequest, CompletionResponse, LLMCallRecord, LLMClient
@@ -47,6 +48,7 @@ class EngineContext:
     registry: ExecutorRegistry
     llm_factory: LLMClientFactory
     limits: ExecutionLimits = field(default_factory=ExecutionLimits)
+    request_limits: RequestLimits = field(default_factory=RequestLimits)
     notifier: Notifier = field(default_factory=Notifier)
     # Writes every change set (group commit; one round trip per batch on PostgreSQL).
     _changes: ChangeWriter | None = None
@@ -114,6 +116,7 @@ def build_context(
         registry=registry if registry is not None else load_registry(),
         llm_factory=llm_factory if llm_factory is not None else _default_llm_factory(settings),
         limits=limits_from_settings(settings),
+        request_limits=RequestLimits.from_settings(settings),
     )
 
 

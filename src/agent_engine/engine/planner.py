@@ -23,8 +23,15 @@ from agent_engine.engine.context import EngineContext, executor_context
 from agent_engine.engine.ledger import record_calls
 from agent_engine.engine.locking import change_run
 from agent_engine.engine.plans import insert_plan, validate_plan
+from agent_engine.engine.request_limits import check_plan
 from agent_engine.engine.settle import refresh_claimable
-from agent_engine.errors import ConflictError, EngineError, PlanValidationError, ProviderError
+from agent_engine.errors import (
+    ConflictError,
+    EngineError,
+    LimitExceededError,
+    PlanValidationError,
+    ProviderError,
+)
 from agent_engine.llm.base import ChatMessage, CompletionRequest, LLMClient
 from agent_engine.llm.planning import request_plan
 from agent_engine.storage.runs import delete_steps_txn
@@ -99,6 +106,8 @@ async def _make_plan(ctx: EngineContext, run: RunRecord, llm: LLMClient) -> Plan
                 llm, run.goal, files, catalog, previous_errors=errors or None
             )
             plan = Plan.model_validate({"steps": answer.get("steps", [])})
+            # The same limits as an explicit plan's (steps, input size and depth).
+            check_plan(plan, ctx.request_limits)
             validate_plan(plan, ctx.registry, has_workspace=run.workspace is not None)
             rationale = answer.get("rationale")
             return PlanOutcome(
@@ -106,7 +115,7 @@ async def _make_plan(ctx: EngineContext, run: RunRecord, llm: LLMClient) -> Plan
             )
         except ValidationError as exc:
             errors = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        except PlanValidationError as exc:
+        except (PlanValidationError, LimitExceededError) as exc:
             errors = [exc.detail]
         except ProviderError as exc:
             if exc.is_retryable:

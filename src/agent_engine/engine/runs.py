@@ -24,6 +24,7 @@ from agent_engine.domain.transitions import append_event, move_run, move_step
 from agent_engine.engine.context import EngineContext
 from agent_engine.engine.locking import change_run
 from agent_engine.engine.plans import insert_plan, validate_plan
+from agent_engine.engine.request_limits import check_metadata, check_plan, check_strings
 from agent_engine.engine.settle import refresh_claimable
 from agent_engine.errors import IdempotencyConflictError, InputValidationError
 from agent_engine.executors.workspace import check_workspace_root
@@ -49,7 +50,8 @@ class CreateRunRequest(StorableModel):
 
     goal: str = Field(min_length=1, max_length=MAX_GOAL_CHARS)
     workspace: str | None = Field(default=None, min_length=1, max_length=4096)
-    steps: list[PlanStep] | None = Field(default=None, min_length=1, max_length=500)
+    # At most AGENT_ENGINE_MAX_PLAN_STEPS, checked by the engine (a setting, not a constant).
+    steps: list[PlanStep] | None = Field(default=None, min_length=1)
     budget_usd: Decimal | None = Field(default=None, ge=0, max_digits=20, decimal_places=9)
     budget_tokens: int | None = Field(default=None, ge=0)
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -77,6 +79,13 @@ def _plan_from_request(request: CreateRunRequest) -> Plan | None:
         raise InputValidationError(str(exc)) from exc
 
 
+def _check_limits(ctx: EngineContext, request: CreateRunRequest) -> None:
+    """Refuse a request over the server's configured limits (the plan's are checked with it)."""
+    check_metadata(request.metadata, ctx.request_limits)
+    policy = request.approval_policy.model_dump(mode="json")
+    check_strings({"metadata": request.metadata, "approval_policy": policy}, ctx.request_limits)
+
+
 async def create_run(
     ctx: EngineContext, request: CreateRunRequest, *, actor: str, idempotency_key: str | None
 ) -> RunView:
@@ -84,6 +93,7 @@ async def create_run(
 
     The same ``Idempotency-Key`` with the same body returns the first run; with another body → 409.
     """
+    _check_limits(ctx, request)
     request_hash = content_hash(request.model_dump(mode="json"))
     if idempotency_key is not None:
         existing = await _find_idempotent(ctx, idempotency_key, request_hash)
@@ -97,6 +107,7 @@ async def create_run(
         workspace = str(root)
     plan = _plan_from_request(request)
     if plan is not None:
+        check_plan(plan, ctx.request_limits)
         validate_plan(plan, ctx.registry, has_workspace=workspace is not None, limits=ctx.limits)
     changes = _new_run(ctx, request, plan, workspace, actor, idempotency_key, request_hash)
     # An in-process worker may claim the run's first steps in this very write.

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
@@ -26,6 +26,7 @@ from agent_engine.engine.claiming import Claim, OutputReader, take_ready
 from agent_engine.engine.context import EngineContext, LogCapture, executor_context, lazy_llm
 from agent_engine.engine.ledger import record_calls
 from agent_engine.engine.locking import change_run
+from agent_engine.engine.request_limits import check_recorded_depth
 from agent_engine.engine.retries import fail_step
 from agent_engine.engine.settle import (
     refresh_claimable,
@@ -148,7 +149,10 @@ async def run_claimed(
         if claim.side_effects:
             await record_intent(ctx, claim, await executor.preview(parsed, context))
             crash_point("before_effect", claim.step_type)
-        output = _storable(claim, (await executor.execute(parsed, context)).model_dump(mode="json"))
+        depth = ctx.request_limits.max_json_depth
+        output = _storable(
+            claim, _dumped(claim, await executor.execute(parsed, context), depth), depth
+        )
         if claim.side_effects:
             crash_point("after_effect", claim.step_type)
     except StaleFenceError:
@@ -166,8 +170,20 @@ async def run_claimed(
     return StepResult(output, error, list(llm.calls), latency_ms, logs=tuple(capture.lines))
 
 
-def _storable(claim: Claim, output: dict[str, Any]) -> dict[str, Any]:
-    """The output, if every database can store it (and it can be hashed); else the step fails."""
+def _dumped(claim: Claim, output: BaseModel, max_depth: int) -> dict[str, Any]:
+    """The output as JSON values; one too deep for the serializer fails as too deep."""
+    try:
+        return output.model_dump(mode="json")
+    except ValueError:
+        # Pydantic stops near 255 levels; its fields as given say whether that is what happened.
+        check_recorded_depth(claim.step_number, "output", dict(output), max_depth)
+        raise
+
+
+def _storable(claim: Claim, output: dict[str, Any], max_depth: int) -> dict[str, Any]:
+    """The output, if every database can store it (and it can be hashed) and every read can
+    serialize it; else the step fails."""
+    check_recorded_depth(claim.step_number, "output", output, max_depth)
     where = find_unstorable(output)
     if where is not None:
         raise ExecutorError(

@@ -171,7 +171,7 @@ def _structured(response: CompletionResponse) -> dict[str, Any]:
     try:
         # Providers without a JSON mode return the document as text.
         value = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # not JSON, or nested past the parser
         return {}
     return value if isinstance(value, dict) else {}
 

@@ -98,6 +98,8 @@ def _loads(response: CompletionResponse) -> Any:
     except json.JSONDecodeError as exc:
         detail = f"the plan answer is not valid JSON: {exc.msg} (line {exc.lineno})"
         raise _error(response, detail) from exc
+    except RecursionError as exc:
+        raise _error(response, "the plan answer nests too deep to parse") from exc
 
 
 def _error(response: CompletionResponse, detail: str) -> ProviderError:

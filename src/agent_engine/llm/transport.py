@@ -182,7 +182,7 @@ def decode_json_object(text: str, provider: str, model: str) -> dict[str, Any]:
     """Decode a response body that must be a JSON object; anything else is ``malformed``."""
     try:
         value = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past the parser
         raise provider_error(
             f"{provider} sent a body that is not JSON for model {model}",
             kind="malformed",
@@ -205,7 +205,7 @@ def parse_json_output(text: str, provider: str, model: str, usage: Usage) -> Any
     candidate = match.group("body") if match else text
     try:
         return json.loads(candidate)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past the parser
         raise provider_error(
             f"{provider} model {model} returned output that is not valid JSON",
             kind="malformed",

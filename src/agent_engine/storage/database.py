@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 
 from agent_engine.storage.audit import CHANGED_RUNS, take_notices
+from agent_engine.storage.documents import load_document
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PING_AFTER_IDLE_S = 5.0
@@ -49,11 +50,14 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if url.startswith("sqlite"):
         _prepare_sqlite_file(url)
         engine = create_async_engine(
-            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            json_deserializer=load_document,
+            **kwargs,
         )
         configure_sqlite(engine.sync_engine)
         return engine
-    engine = create_async_engine(url, **kwargs)
+    engine = create_async_engine(url, json_deserializer=load_document, **kwargs)
     _ping_idle_connections(engine)
     return engine
 
@@ -90,6 +94,7 @@ def create_sqlite_sync_engine(url: str) -> Engine:
     engine = sa_create_engine(
         sync_url,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        json_deserializer=load_document,
     )
     configure_sqlite(engine)
     return engine

@@ -9,6 +9,7 @@ from sqlalchemy import text
 from agent_engine import __version__
 from agent_engine.api.access import public
 from agent_engine.api.deps import Engine
+from agent_engine.api.openapi_responses import problem_responses
 from agent_engine.api.problems import problem_response
 from agent_engine.api.schemas import Health
 from agent_engine.storage.migrations import current_revision, head_revision
@@ -22,9 +23,7 @@ async def healthz() -> Health:
     return Health(status="ok", version=__version__)
 
 
-@router.get(
-    "/readyz", response_model=Health, responses={503: {"description": "Not ready"}}, **public()
-)
+@router.get("/readyz", response_model=Health, responses=problem_responses(503), **public())
 async def readyz(engine: Engine) -> Health | JSONResponse:
     """The database answers and its schema is at the code's migration head."""
     try:

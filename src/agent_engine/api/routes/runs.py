@@ -32,7 +32,15 @@ router = APIRouter(prefix="/v1/agent-runs", tags=["runs"])
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, response_model=RunWithSteps, **requires(Role.OPERATOR)
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RunWithSteps,
+    **requires(
+        Role.OPERATOR,
+        responses={
+            200: {"model": RunWithSteps, "description": "Idempotent replay: the run made first"}
+        },
+    ),
 )
 async def create_run(
     body: runs.CreateRunRequest,
