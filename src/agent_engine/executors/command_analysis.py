@@ -1,0 +1,522 @@
+"""What a command can do, read from its argv with a table of the known tools; pure, no I/O.
+
+One entry per tool on the default allowlist says which options take a value, which values are
+paths (read or written), which options widen what the tool can reach (``escalation``: never
+auto-approved) or are refused outright, and what the tool can do at all. Any argument, or
+``--option=value`` value, that is an absolute path or climbs out with ``..`` is a path too, so an
+option missing from the table still cannot point outside unseen.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+Access = Literal["read", "write"]
+ValueKind = Literal["text", "read", "write", "setting"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a tool: whether it takes a value and what that value is."""
+
+    takes_value: bool = False
+    value: ValueKind = "text"
+    escalation: str | None = None  # why it widens the tool's reach (never auto-approved)
+    refused: str | None = None  # why it is refused outright (literal: at plan time)
+    network: bool = False
+    writes: bool = False
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A known program: its options and what it can do whatever the arguments."""
+
+    name: str
+    options: dict[str, Option]
+    runs_arbitrary_code: str | None = None
+    writes_files: str | None = None
+    uses_network: str | None = None
+    # How positional arguments are read: all paths, a pattern then paths (grep), or opaque.
+    positionals: Literal["paths", "pattern_then_paths", "opaque"] = "paths"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something an argument makes the command do; ``index`` is its position in argv."""
+
+    index: int
+    argument: str
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PathArgument:
+    index: int
+    value: str
+    access: Access
+
+
+@dataclass(frozen=True)
+class CommandAnalysis:
+    """What a command can do. ``refusals`` are never run; ``escalations`` and paths outside the
+    workspace mean the command is never approved without a person."""
+
+    tool: str | None
+    runs_arbitrary_code: bool = False
+    writes_files: bool = False
+    uses_network: bool = False
+    paths: tuple[PathArgument, ...] = ()
+    outside: tuple[Finding, ...] = ()
+    escalations: tuple[Finding, ...] = ()
+    refusals: tuple[Finding, ...] = ()
+    unknown_arguments: tuple[int, ...] = ()  # not literal yet (a ``$ref``)
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def confined(self) -> bool:
+        """Every argument is known, stays inside the workspace, and widens nothing."""
+        return not (self.outside or self.escalations or self.refusals or self.unknown_arguments)
+
+    @property
+    def blocking(self) -> tuple[Finding, ...]:
+        """What is refused outright: options refused by the table and paths outside."""
+        return (*self.refusals, *self.outside)
+
+    def capabilities(self) -> dict[str, object]:
+        """The preview's summary: what the command can do, and the offending arguments."""
+        return {
+            "tool": self.tool,
+            "runs_arbitrary_code": self.runs_arbitrary_code,
+            "writes_files": self.writes_files,
+            "uses_network": self.uses_network,
+            "reads_outside_workspace": [f.argument for f in self.outside if f.kind == "read"],
+            "writes_outside_workspace": [f.argument for f in self.outside if f.kind == "write"],
+            "path_arguments": [p.value for p in self.paths],
+        }
+
+
+_FLAG = Option()
+_TEXT = Option(takes_value=True)
+_READ = Option(takes_value=True, value="read")
+_WRITE = Option(takes_value=True, value="write", writes=True)
+_CONFIG_CODE = (
+    "sets git configuration, which names programs git runs "
+    "(an alias starting with '!', core.fsmonitor, core.pager)"
+)
+
+PYTEST = Tool(
+    "pytest",
+    {
+        "-p": Option(takes_value=True, escalation="loads a plugin module, which runs its code"),
+        "--pyargs": Option(escalation="imports test modules by name from anywhere on sys.path"),
+        "-c": Option(takes_value=True, value="read", escalation="reads another configuration"),
+        "--config-file": Option(
+            takes_value=True, value="read", escalation="reads another configuration"
+        ),
+        "-o": Option(takes_value=True, value="setting", escalation="overrides configuration"),
+        "--override-ini": Option(
+            takes_value=True, value="setting", escalation="overrides configuration"
+        ),
+        "--rootdir": _READ,
+        "--confcutdir": _READ,
+        "--basetemp": _WRITE,
+        "--junitxml": _WRITE,
+        "--junit-xml": _WRITE,
+        # The value only as --debug=PATH; bare, it writes pytestdebug.log in the cwd.
+        "--debug": Option(value="write", writes=True),
+        "--log-file": _WRITE,
+        "--resultlog": _WRITE,
+        "--pastebin": Option(takes_value=True, network=True),
+        "--ignore": _READ,
+        "--ignore-glob": _TEXT,
+        "--deselect": _TEXT,
+        "-k": _TEXT,
+        "-m": _TEXT,
+        "-W": _TEXT,
+        "--tb": _TEXT,
+        "--maxfail": _TEXT,
+        "--durations": _TEXT,
+        "--import-mode": _TEXT,
+        "-r": _TEXT,
+    },
+    runs_arbitrary_code="runs the workspace's test code and conftest.py files",
+    writes_files="writes .pytest_cache and __pycache__ in the workspace",
+    uses_network="only if the code it runs does",
+)
+
+PYTHON = Tool(
+    "python",
+    {"-W": _TEXT, "-X": _TEXT, "-c": _TEXT, "-m": _TEXT},
+    runs_arbitrary_code="runs Python code",
+    writes_files="whatever the code it runs writes",
+    uses_network="only if the code it runs does",
+    positionals="opaque",
+)
+
+RUFF = Tool(
+    "ruff",
+    {
+        "--fix": Option(writes=True),
+        "--unsafe-fixes": Option(writes=True),
+        "--config": Option(takes_value=True, value="read"),
+        "--cache-dir": _WRITE,
+        "--output-file": _WRITE,
+        "-o": _WRITE,
+        "--select": _TEXT,
+        "--ignore": _TEXT,
+        "--extend-select": _TEXT,
+        "--output-format": _TEXT,
+        "--target-version": _TEXT,
+        "--line-length": _TEXT,
+        "--exclude": _TEXT,
+        "--extend-exclude": _TEXT,
+        "--stdin-filename": _TEXT,
+    },
+)
+
+RUFF_SUBCOMMANDS = frozenset({"check", "format", "rule", "config", "linter", "version"})
+LS = Tool("ls", {"-I": _TEXT, "--ignore": _TEXT, "--hide": _TEXT, "-w": _TEXT, "-T": _TEXT})
+CAT = Tool("cat", {})
+GREP = Tool(
+    "grep",
+    {
+        "-e": _TEXT,
+        "--regexp": _TEXT,
+        "-f": _READ,
+        "--file": _READ,
+        "--exclude-from": _READ,
+        "-m": _TEXT,
+        "--max-count": _TEXT,
+        "-A": _TEXT,
+        "-B": _TEXT,
+        "-C": _TEXT,
+        "-d": _TEXT,
+        "-D": _TEXT,
+        "--include": _TEXT,
+        "--exclude": _TEXT,
+        "--exclude-dir": _TEXT,
+        "--label": _TEXT,
+    },
+    positionals="pattern_then_paths",
+)
+
+# git's options before the subcommand; the subcommand's own arguments are handled in _git.
+GIT = Tool(
+    "git",
+    {
+        "-C": _READ,
+        "-c": Option(takes_value=True, refused=_CONFIG_CODE),
+        "--config-env": Option(takes_value=True, refused=_CONFIG_CODE),
+        "--exec-path": Option(refused="runs git's helper programs from another folder"),
+        "--git-dir": _READ,
+        "--work-tree": _READ,
+        "--namespace": _TEXT,
+        "-p": Option(escalation="runs the configured pager"),
+        "--paginate": Option(escalation="runs the configured pager"),
+    },
+    runs_arbitrary_code=(
+        "runs the repository's hooks and the programs its configuration names "
+        "(core.fsmonitor, filters, '!' aliases)"
+    ),
+)
+GIT_READ_ONLY = frozenset(
+    {"status", "log", "diff", "show", "ls-files", "rev-parse", "blame", "grep", "describe"}
+    | {"shortlog", "cat-file", "rev-list", "ls-tree", "version", "help"}
+)
+GIT_NETWORK = frozenset(
+    {"clone", "fetch", "pull", "push", "ls-remote", "submodule", "remote", "archive"}
+)
+GIT_WRITES = frozenset(
+    {"init", "add", "commit", "checkout", "switch", "restore", "reset", "stash", "merge"}
+    | {"rebase", "apply", "rm", "mv", "tag", "branch"}
+)
+GIT_MESSAGE_OPTIONS = frozenset({"-m", "--message", "-b", "-B", "--author", "--date"})
+
+TOOLS: dict[str, Tool] = {tool.name: tool for tool in (PYTEST, PYTHON, RUFF, LS, CAT, GREP, GIT)}
+_PYTHON_NAME = re.compile(r"^python(3(\.\d+)?)?$")
+
+
+def tool_for(program: str) -> Tool | None:
+    """The table entry for ``program`` (a name or a path), by its basename."""
+    name = posixpath.basename(program)
+    if _PYTHON_NAME.match(name):
+        return PYTHON
+    return TOOLS.get(name)
+
+
+@dataclass
+class _Reader:
+    """Accumulates findings while the argv is read."""
+
+    workspace: str | None
+    cwd: str
+    paths: list[PathArgument] = field(default_factory=list)
+    outside: list[Finding] = field(default_factory=list)
+    escalations: list[Finding] = field(default_factory=list)
+    refusals: list[Finding] = field(default_factory=list)
+    writes: bool = False
+    network: bool = False
+
+    def path(self, index: int, value: str, access: Access, shown: str | None = None) -> None:
+        self.paths.append(PathArgument(index, value, access))
+        reason = leaves_workspace(value, self.workspace, self.cwd)
+        if reason is not None:
+            where = "writes" if access == "write" else "reads"
+            self.outside.append(
+                Finding(index, shown or value, access, f"{where} {value!r}, which {reason}")
+            )
+
+    def loose(self, index: int, value: str) -> None:
+        """An argument of unknown meaning: a path only if it looks like one that leaves."""
+        candidate = value.split("=", 1)[1] if value.startswith("-") and "=" in value else value
+        if candidate.startswith("/") or candidate.split("/", 1)[0] == "..":
+            self.path(index, candidate, "read", shown=value)
+
+    def option(self, index: int, name: str, spec: Option, value: str | None, shown: str) -> None:
+        if spec.refused:
+            self.refusals.append(Finding(index, shown, "refused", f"{name} {spec.refused}"))
+        if spec.escalation and not (name == "-p" and (value or "").startswith("no:")):
+            message = f"{name} {spec.escalation}"
+            self.escalations.append(Finding(index, shown, "escalation", message))
+        self.writes |= spec.writes
+        self.network |= spec.network
+        if value is None:
+            return
+        if spec.value == "read" or spec.value == "write":
+            self.path(index, value, spec.value, shown=shown)
+        elif spec.value == "setting" and "=" in value:  # -o cache_dir=PATH
+            setting = value.split("=", 1)[1]
+            if setting.startswith("/") or setting.split("/", 1)[0] == "..":
+                self.path(index, setting, "write", shown=shown)
+
+
+def leaves_workspace(value: str, workspace: str | None, cwd: str = "") -> str | None:
+    """Why the path ``value`` (relative to ``cwd`` inside the workspace) leaves it, or None.
+
+    Without a known workspace (at plan time) every absolute path counts as leaving it: literal
+    paths are relative to the workspace, as for read_file.
+    """
+    if value.startswith("/"):
+        if workspace is not None:
+            root = posixpath.normpath(workspace)
+            normalized = posixpath.normpath(value)
+            if normalized == root or normalized.startswith(root.rstrip("/") + "/"):
+                return None
+        return "is outside the workspace (paths are relative to the workspace root)"
+    # Counted component by component: normpath would let 'a/../..' look like '..' only.
+    depth = 0
+    for part in posixpath.join(cwd, value).split("/"):
+        if part == "..":
+            depth -= 1
+        elif part not in ("", "."):
+            depth += 1
+        if depth < 0:
+            return "climbs out of the workspace with '..'"
+    return None
+
+
+def _read_options(
+    tool: Tool, argv: list[str | None], start: int, reader: _Reader, stop_at_positional: bool
+) -> tuple[list[tuple[int, str]], list[int], int]:
+    """Read options from ``start``; return the positionals, the unknown indexes and where it
+    stopped (``stop_at_positional``: at the first positional, e.g. git's subcommand)."""
+    positionals: list[tuple[int, str]] = []
+    unknown: list[int] = []
+    index = start
+    only_positionals = False
+    while index < len(argv):
+        arg = argv[index]
+        if arg is None:
+            unknown.append(index)
+            index += 1
+            continue
+        if only_positionals or arg == "-" or not arg.startswith("-"):
+            if stop_at_positional:
+                return positionals, unknown, index
+            positionals.append((index, arg))
+            index += 1
+            continue
+        if arg == "--":
+            only_positionals = True
+            index += 1
+            continue
+        name, has_equals, inline = arg.partition("=")
+        spec = tool.options.get(name)
+        if spec is None and not name.startswith("--") and len(name) > 2:
+            spec = tool.options.get(name[:2])  # -pplugin, -C/dir
+            if spec is not None and spec.takes_value:
+                name, inline, has_equals = name[:2], arg[2:], "="
+            else:
+                spec = None
+        if spec is None:
+            reader.loose(index, arg)
+            index += 1
+            continue
+        value: str | None = inline if has_equals else None
+        at = index  # findings name the option, with its value
+        if spec.takes_value and value is None and index + 1 < len(argv):
+            index += 1
+            nxt = argv[index]
+            if nxt is None:
+                unknown.append(index)
+            value = nxt
+        shown = arg if value is None or has_equals else f"{arg} {value}"
+        reader.option(at, name, spec, value, shown)
+        index += 1
+    return positionals, unknown, index
+
+
+def _python(argv: list[str | None], reader: _Reader, workspace: str | None) -> CommandAnalysis:
+    """The interpreter's own options, then ``-c``/``-m``/a script; ``-m pytest`` is pytest."""
+    index = 1
+    while index < len(argv):
+        arg = argv[index]
+        if arg is None:
+            return _finish(PYTHON, reader, [index], ["an argument is not known yet"])
+        if arg == "-m" and index + 1 < len(argv):
+            module = argv[index + 1]
+            if module == "pytest":
+                inner = analyze_command(["pytest", *argv[index + 2 :]], workspace, reader.cwd)
+                return _shifted(inner, index + 1, PYTHON)
+            return _finish(PYTHON, reader, [], [])
+        if arg == "-c" or arg.startswith("-c"):
+            return _finish(PYTHON, reader, [], [])
+        if not arg.startswith("-"):
+            reader.path(index, arg, "read")
+            return _finish(PYTHON, reader, [], [])
+        if arg in ("-W", "-X"):
+            index += 1
+        index += 1
+    return _finish(PYTHON, reader, [], [])
+
+
+def _shifted(inner: CommandAnalysis, offset: int, tool: Tool) -> CommandAnalysis:
+    """``inner`` (analysed as its own argv) with indexes moved to where it sits in the outer."""
+
+    def move(findings: tuple[Finding, ...]) -> tuple[Finding, ...]:
+        return tuple(Finding(f.index + offset, f.argument, f.kind, f.message) for f in findings)
+
+    return CommandAnalysis(
+        tool=f"{tool.name} -m {inner.tool}",
+        runs_arbitrary_code=True,
+        writes_files=True,
+        uses_network=inner.uses_network,
+        paths=tuple(PathArgument(p.index + offset, p.value, p.access) for p in inner.paths),
+        outside=move(inner.outside),
+        escalations=move(inner.escalations),
+        refusals=move(inner.refusals),
+        unknown_arguments=tuple(i + offset for i in inner.unknown_arguments),
+        warnings=inner.warnings,
+    )
+
+
+def _git(argv: list[str | None], reader: _Reader) -> CommandAnalysis:
+    _, unknown, index = _read_options(GIT, argv, 1, reader, stop_at_positional=True)
+    warnings: list[str] = []
+    sub = argv[index] if index < len(argv) else None
+    if index < len(argv) and sub is None:
+        unknown.append(index)
+    if sub is not None:
+        if sub == "config":
+            message = f"git config {_CONFIG_CODE}"
+            reader.escalations.append(Finding(index, sub, "escalation", message))
+        elif sub not in GIT_READ_ONLY:
+            reader.writes = True
+            if sub in GIT_NETWORK:
+                reader.network = True
+            if sub not in GIT_NETWORK | GIT_WRITES:
+                reader.escalations.append(
+                    Finding(
+                        index,
+                        sub,
+                        "escalation",
+                        f"git {sub!r} is not a known subcommand: an alias in the repository's "
+                        "configuration may run a shell",
+                    )
+                )
+        skip_next = False
+        for position in range(index + 1, len(argv)):
+            arg = argv[position]
+            if arg is None:
+                unknown.append(position)
+            elif skip_next:
+                skip_next = False
+            elif arg in GIT_MESSAGE_OPTIONS:
+                skip_next = True
+            else:
+                reader.loose(position, arg)
+    return _finish(GIT, reader, unknown, warnings)
+
+
+def _finish(
+    tool: Tool, reader: _Reader, unknown: list[int], warnings: list[str]
+) -> CommandAnalysis:
+    notes = list(warnings)
+    for label, reason in (
+        ("runs arbitrary code", tool.runs_arbitrary_code),
+        ("writes files", tool.writes_files),
+        ("uses the network", tool.uses_network),
+    ):
+        if reason is not None:
+            notes.append(f"{label}: {reason}")
+    notes.extend(f.message for f in (*reader.refusals, *reader.escalations, *reader.outside))
+    if reader.network and tool.uses_network is None:
+        notes.append("uses the network: an argument asks for it")
+    return CommandAnalysis(
+        tool=tool.name,
+        runs_arbitrary_code=tool.runs_arbitrary_code is not None or bool(reader.escalations),
+        writes_files=tool.writes_files is not None or reader.writes,
+        uses_network=tool.uses_network is not None or reader.network,
+        paths=tuple(reader.paths),
+        outside=tuple(reader.outside),
+        escalations=tuple(reader.escalations),
+        refusals=tuple(reader.refusals),
+        unknown_arguments=tuple(unknown),
+        warnings=tuple(notes),
+    )
+
+
+def analyze_command(
+    argv: list[str | None], workspace: str | None = None, cwd: str | None = None
+) -> CommandAnalysis:
+    """What ``argv`` can do; ``None`` elements are not known yet (``$ref``), ``workspace`` is the
+    absolute workspace root when known, ``cwd`` the step's directory relative to it."""
+    reader = _Reader(workspace, cwd or "")
+    program = argv[0] if argv else None
+    tool = tool_for(program) if program else None
+    if tool is None:
+        return CommandAnalysis(
+            tool=None,
+            unknown_arguments=(0,) if program is None else (),
+            warnings=("not a known tool: what it can do is not known",),
+        )
+    if tool is PYTHON:
+        return _python(argv, reader, workspace)
+    if tool is GIT:
+        return _git(argv, reader)
+    positionals, unknown, _ = _read_options(tool, argv, 1, reader, stop_at_positional=False)
+    pattern_given = any(
+        a is not None and a.partition("=")[0] in ("-e", "--regexp", "-f", "--file") for a in argv
+    )
+    if tool.positionals == "pattern_then_paths" and not pattern_given:
+        positionals = positionals[1:]  # grep PATTERN FILE…
+    if tool is RUFF and positionals and positionals[0][1] in RUFF_SUBCOMMANDS:
+        positionals = positionals[1:]
+    for position, value in positionals:
+        path = value.split("::", 1)[0] if tool is PYTEST else value
+        reader.path(position, path, "write" if tool is RUFF and _ruff_writes(argv) else "read")
+    if tool is RUFF and _ruff_writes(argv):
+        reader.writes = True
+    return _finish(tool, reader, unknown, [])
+
+
+def _ruff_writes(argv: list[str | None]) -> bool:
+    """``ruff format`` (without --check/--diff) and ``--fix`` change the files they name."""
+    args = [a for a in argv[1:] if a is not None]
+    if "--fix" in args:
+        return True
+    return bool(args) and args[0] == "format" and not {"--check", "--diff"} & set(args)
