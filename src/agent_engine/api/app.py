@@ -13,7 +13,7 @@ from agent_engine import __version__
 from agent_engine.api.body_limit import BodySizeLimit
 from agent_engine.api.docs import install_docs
 from agent_engine.api.problems import install_problem_handlers
-from agent_engine.api.routes import approvals, events, health, plans, runs
+from agent_engine.api.routes import approvals, events, health, plans, policies, runs
 from agent_engine.config import Settings, get_settings
 from agent_engine.engine.context import EngineContext, LLMClientFactory, build_context
 from agent_engine.executors.registry import ExecutorRegistry
@@ -73,4 +73,5 @@ def create_app(
     app.include_router(approvals.router)
     app.include_router(plans.router)
     app.include_router(events.router)
+    app.include_router(policies.router)
     return app

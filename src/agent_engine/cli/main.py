@@ -48,6 +48,17 @@ def _settings() -> Settings:
         _fail(f"invalid configuration: {name}: {message}", 2)
 
 
+def _check_policies(settings: Settings) -> None:
+    """Refuse to start on a policies file that cannot be used: one line naming file and field."""
+    from agent_engine.engine.policies import load_policy_catalog
+    from agent_engine.errors import PolicyFileError
+
+    try:
+        load_policy_catalog(settings.policies_file)
+    except PolicyFileError as exc:
+        _fail(f"invalid configuration: AGENT_ENGINE_POLICIES_FILE: {exc.detail}", 2)
+
+
 @app.command()
 def version() -> None:
     """Print the version."""
@@ -68,6 +79,7 @@ def serve(
     from agent_engine.api.app import create_app
 
     settings = _settings()
+    _check_policies(settings)
     _reach_database(settings)
     if settings.auto_migrate:
         # Migrate before the server starts, so a failing migration is one clear line, not a
@@ -110,6 +122,7 @@ def worker(
     from agent_engine.worker.worker import WorkerOptions
 
     settings = _settings()
+    _check_policies(settings)
     _reach_database(settings)
     log_to_stderr(settings)
     types = frozenset(t.strip() for t in (step_types or "").split(",") if t.strip())

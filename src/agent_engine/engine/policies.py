@@ -226,3 +226,8 @@ async def plan_approvals(
 ) -> PlanApprovals:
     """Resolve the plan's programs and rule executables (file system look-ups, in a thread)."""
     return await asyncio.to_thread(_facts, inputs, plan, limits, workspace)
+
+
+def list_policies(catalog: PolicyCatalog) -> list[NamedPolicy]:
+    """The catalog's policies in name order."""
+    return [catalog.policies[name] for name in sorted(catalog.policies)]
