@@ -14,9 +14,11 @@ from typing import Literal
 from agent_engine.executors.command_tools import (
     CONFIG_RUNS_CODE,
     GIT,
-    GIT_MESSAGE_OPTIONS,
     GIT_NETWORK,
+    GIT_PROGRAM_OPTIONS,
     GIT_READ_ONLY,
+    GIT_RUNS_GIVEN_PROGRAM,
+    GIT_TEXT_OPTIONS,
     GIT_WRITES,
     PYTEST,
     PYTHON,
@@ -219,21 +221,28 @@ def _python(argv: list[str | None], reader: _Reader, workspace: str | None) -> C
             module = argv[index + 1]
             if module == "pytest":
                 inner = analyze_command(["pytest", *argv[index + 2 :]], workspace, reader.cwd)
-                return _shifted(inner, index + 1, PYTHON)
+                return _shifted(inner, index + 1, PYTHON, _finish(PYTHON, reader, [], []))
             return _finish(PYTHON, reader, [], [])
         if arg == "-c" or arg.startswith("-c"):
             return _finish(PYTHON, reader, [], [])
         if not arg.startswith("-"):
             reader.path(index, arg, "read")
             return _finish(PYTHON, reader, [], [])
-        if arg in ("-W", "-X"):
+        if arg in ("-W", "-X") and index + 1 < len(argv):
+            value = argv[index + 1]
+            if value is None:
+                return _finish(PYTHON, reader, [index + 1], ["an argument is not known yet"])
+            reader.option(index, arg, PYTHON.options[arg], value, f"{arg} {value}")
             index += 1
         index += 1
     return _finish(PYTHON, reader, [], [])
 
 
-def _shifted(inner: CommandAnalysis, offset: int, tool: Tool) -> CommandAnalysis:
-    """``inner`` (analysed as its own argv) with indexes moved to where it sits in the outer."""
+def _shifted(
+    inner: CommandAnalysis, offset: int, tool: Tool, outer: CommandAnalysis
+) -> CommandAnalysis:
+    """``inner`` (analysed as its own argv) with indexes moved to where it sits in the outer
+    command, joined with what ``outer`` (the interpreter's own options) found."""
 
     def move(findings: tuple[Finding, ...]) -> tuple[Finding, ...]:
         return tuple(Finding(f.index + offset, f.argument, f.kind, f.message) for f in findings)
@@ -243,12 +252,18 @@ def _shifted(inner: CommandAnalysis, offset: int, tool: Tool) -> CommandAnalysis
         runs_arbitrary_code=True,
         writes_files=True,
         uses_network=inner.uses_network,
-        paths=tuple(PathArgument(p.index + offset, p.value, p.access) for p in inner.paths),
-        outside=move(inner.outside),
-        escalations=move(inner.escalations),
-        refusals=move(inner.refusals),
+        paths=(
+            *outer.paths,
+            *(PathArgument(p.index + offset, p.value, p.access) for p in inner.paths),
+        ),
+        outside=(*outer.outside, *move(inner.outside)),
+        escalations=(*outer.escalations, *move(inner.escalations)),
+        refusals=(*outer.refusals, *move(inner.refusals)),
         unknown_arguments=tuple(i + offset for i in inner.unknown_arguments),
-        warnings=inner.warnings,
+        warnings=(
+            *inner.warnings,
+            *(f.message for f in (*outer.refusals, *outer.escalations, *outer.outside)),
+        ),
     )
 
 
@@ -276,18 +291,37 @@ def _git(argv: list[str | None], reader: _Reader) -> CommandAnalysis:
                         "configuration may run a shell",
                     )
                 )
-        skip_next = False
-        for position in range(index + 1, len(argv)):
-            arg = argv[position]
-            if arg is None:
-                unknown.append(position)
-            elif skip_next:
-                skip_next = False
-            elif arg in GIT_MESSAGE_OPTIONS:
-                skip_next = True
-            else:
-                reader.loose(position, arg)
+        _git_arguments(argv, index, sub, reader, unknown)
     return _finish(GIT, reader, unknown, warnings)
+
+
+def _git_arguments(
+    argv: list[str | None], index: int, sub: str, reader: _Reader, unknown: list[int]
+) -> None:
+    """The subcommand's own arguments: programs they name are refused, paths checked."""
+    text = GIT_TEXT_OPTIONS.get(sub, frozenset())
+    programs = GIT_PROGRAM_OPTIONS.get(sub, frozenset())
+    skip_next = False
+    for position in range(index + 1, len(argv)):
+        arg = argv[position]
+        if arg is None:
+            unknown.append(position)
+            continue
+        if skip_next:
+            skip_next = False
+            continue
+        name = arg.partition("=")[0]
+        short = name[:2] if len(name) > 2 and not name.startswith("--") else name
+        if name in programs or short in programs:
+            message = f"git {sub} {name} {GIT_RUNS_GIVEN_PROGRAM}"
+            reader.refusals.append(Finding(position, arg, "refused", message))
+        elif arg in text:
+            skip_next = True
+        elif arg.startswith("ext::"):
+            message = f"git's ext:: transport {GIT_RUNS_GIVEN_PROGRAM}"
+            reader.refusals.append(Finding(position, arg, "refused", message))
+        else:
+            reader.loose(position, arg.removeprefix("file://"))
 
 
 def _finish(

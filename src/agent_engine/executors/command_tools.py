@@ -53,6 +53,7 @@ PYTEST = Tool(
     "pytest",
     {
         "-p": Option(takes_value=True, escalation="loads a plugin module, which runs its code"),
+        "--pdbcls": Option(takes_value=True, escalation="imports a debugger class by name"),
         "--pyargs": Option(escalation="imports test modules by name from anywhere on sys.path"),
         "-c": Option(takes_value=True, value="read", escalation="reads another configuration"),
         "--config-file": Option(
@@ -91,7 +92,8 @@ PYTEST = Tool(
 
 PYTHON = Tool(
     "python",
-    {"-W": _TEXT, "-X": _TEXT, "-c": _TEXT, "-m": _TEXT},
+    # -X pycache_prefix=PATH writes there.
+    {"-W": _TEXT, "-X": Option(takes_value=True, value="setting"), "-c": _TEXT, "-m": _TEXT},
     runs_arbitrary_code="runs Python code",
     writes_files="whatever the code it runs writes",
     uses_network="only if the code it runs does",
@@ -164,18 +166,41 @@ GIT = Tool(
         "(core.fsmonitor, filters, '!' aliases)"
     ),
 )
+# "help" is left out: `git help --web` starts a browser.
 GIT_READ_ONLY = frozenset(
     {"status", "log", "diff", "show", "ls-files", "rev-parse", "blame", "grep", "describe"}
-    | {"shortlog", "cat-file", "rev-list", "ls-tree", "version", "help"}
+    | {"shortlog", "cat-file", "rev-list", "ls-tree", "version"}
 )
 GIT_NETWORK = frozenset(
     {"clone", "fetch", "pull", "push", "ls-remote", "submodule", "remote", "archive"}
 )
 GIT_WRITES = frozenset(
     {"init", "add", "commit", "checkout", "switch", "restore", "reset", "stash", "merge"}
-    | {"rebase", "apply", "rm", "mv", "tag", "branch"}
+    | {"rebase", "apply", "rm", "mv", "tag", "branch", "cherry-pick", "revert", "clean", "notes"}
 )
-GIT_MESSAGE_OPTIONS = frozenset({"-m", "--message", "-b", "-B", "--author", "--date"})
+# Options of a subcommand whose value is text (a message, a branch name), never a path.
+GIT_TEXT_OPTIONS: dict[str, frozenset[str]] = {
+    "commit": frozenset({"-m", "--message", "--author", "--date"}),
+    "merge": frozenset({"-m", "--message"}),
+    "tag": frozenset({"-m", "--message"}),
+    "stash": frozenset({"-m", "--message"}),
+    "checkout": frozenset({"-b", "-B"}),
+    "switch": frozenset({"-c", "-C"}),
+}
+# Options of a subcommand that run a program given on the command line: refused.
+GIT_RUNS_GIVEN_PROGRAM = "runs a program given on the command line"
+GIT_PROGRAM_OPTIONS: dict[str, frozenset[str]] = {
+    "clone": frozenset({"-u", "--upload-pack", "-c", "--config", "--template"}),
+    "init": frozenset({"--template"}),
+    "fetch": frozenset({"--upload-pack"}),
+    "pull": frozenset({"--upload-pack"}),
+    "ls-remote": frozenset({"--upload-pack"}),
+    "push": frozenset({"--receive-pack", "--exec"}),
+    "archive": frozenset({"--exec"}),
+    "rebase": frozenset({"-x", "--exec"}),
+    "grep": frozenset({"-O", "--open-files-in-pager"}),
+    "submodule": frozenset({"foreach"}),
+}
 
 TOOLS: dict[str, Tool] = {tool.name: tool for tool in (PYTEST, PYTHON, RUFF, LS, CAT, GREP, GIT)}
 _PYTHON_NAME = re.compile(r"^python(3(\.\d+)?)?$")

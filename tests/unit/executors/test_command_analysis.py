@@ -33,6 +33,12 @@ REFUSED = [
     (["python3", "-m", "pytest", "--basetemp", "/tmp/x"], "argv.3", "writes '/tmp/x'"),
     (["cat", "../../etc/passwd"], "argv.1", "climbs out"),
     (["ruff", "check", "--cache-dir", "/tmp/c", "."], "argv.2", "/tmp/c"),
+    (["git", "ls-remote", "--upload-pack=sh -c id", "."], "argv.2", "runs a program"),
+    (["git", "rebase", "-x", "id", "HEAD~1"], "argv.2", "runs a program"),
+    (["git", "clone", "ext::sh -c id", "x"], "argv.2", "ext::"),
+    (["git", "clone", "file:///etc/x"], "argv.2", "/etc/x"),
+    (["git", "submodule", "foreach", "id"], "argv.2", "runs a program"),
+    (["python3", "-X", "pycache_prefix=/tmp/x", "-m", "pytest"], "argv.1", "writes '/tmp/x'"),
 ]
 
 
