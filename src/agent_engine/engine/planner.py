@@ -165,8 +165,9 @@ async def plan_run(
         outcome = await _make_plan(ctx, run, llm)
     except EngineError as exc:
         outcome = PlanOutcome(None, None, exc.detail, [])
-    # The policy recorded with the run decides; a model's plan cannot loosen it either (a
-    # `requires_approval: false` it may not set is ignored: the step waits for a person).
+    # The policy recorded with the run decides, not today's file. A model cannot loosen it: its
+    # answer never carries requires_approval, and the run's own auto_approve rules count only
+    # when its creator may loosen the policy.
     approvals = PlanApprovals(inputs_of_run(run.options))
     if outcome.plan is not None:
         approvals = await plan_approvals(approvals.inputs, outcome.plan, ctx.limits, run.workspace)

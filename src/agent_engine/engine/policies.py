@@ -225,6 +225,8 @@ async def plan_approvals(
     inputs: ApprovalInputs, plan: Plan, limits: ExecutionLimits, workspace: str | None
 ) -> PlanApprovals:
     """Resolve the plan's programs and rule executables (file system look-ups, in a thread)."""
+    if workspace is None or not any(s.step_type == "run_command" for s in plan.steps):
+        return PlanApprovals(inputs)  # nothing to look up: no thread hop on the common path
     return await asyncio.to_thread(_facts, inputs, plan, limits, workspace)
 
 
