@@ -248,3 +248,22 @@ async def test_the_planner_refuses_a_models_command_pointed_outside(
         failed = (await http.post(f"/v1/agent-runs/{run['id']}/execute")).json()
     assert failed["status"] == "failed"
     assert "/etc/passwd" in failed["error"]["message"]
+
+
+async def test_an_argument_from_an_earlier_output_pointing_outside_fails_before_it_runs(
+    app_client: httpx.AsyncClient, workspace: Path
+) -> None:
+    steps = [
+        {"step_type": "noop", "input_data": {"value": "/etc/passwd"}},
+        command("cat", "placeholder"),
+    ]
+    steps[1]["input_data"]["argv"][1] = {"$ref": "steps.1.output.value"}
+    body = {"goal": "g", "workspace": str(workspace), "steps": steps}
+    run = (await app_client.post("/v1/agent-runs", json=body)).json()
+    assert run["steps"][1]["requires_approval"] is True  # unknown arguments are never pre-approved
+    await app_client.post(f"/v1/agent-runs/{run['id']}/execute")
+    failed = (await app_client.post(f"/v1/agent-runs/{run['id']}/execute")).json()
+    step = failed["steps"][1]
+    assert step["status"] == "failed"
+    assert step["error"]["code"] == "workspace_violation"
+    assert "/etc/passwd" in step["error"]["message"] and step["output_data"] is None
