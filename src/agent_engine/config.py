@@ -124,6 +124,15 @@ class Settings(BaseSettings):
     # Runs not yet over (neither completed, failed nor cancelled) a key may have; 0: no limit.
     max_runs_in_flight: int = Field(default=0, ge=0)
 
+    # --- Approval policies and file confinement --------------------------------------------
+    # Named approval policies (YAML) that runs choose by name; unset: only the built-in default.
+    policies_file: Path | None = None
+    # A regular file with more than one hard link may be another file's alias (outside the
+    # workspace too): refused by read_file, list_files and edit_file unless this is true.
+    allow_hard_links: bool = False
+    # edit_file may write inside a .git folder (hooks and config name programs git runs).
+    allow_git_writes: bool = False
+
     @field_validator("database_url")
     @classmethod
     def _supported_database(cls, value: str) -> str:
@@ -141,7 +150,7 @@ class Settings(BaseSettings):
     def _lower_case_level(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("router_url", "models_file", "model", mode="before")
+    @field_validator("router_url", "models_file", "model", "policies_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # `AGENT_ENGINE_ROUTER_URL=` copied from .env.example means "not set".

@@ -289,3 +289,28 @@ class CancelledError(ControlSignal):
     code = "cancelled"
     http_status = 409
     title = "Cancelled"
+
+
+# --- approval policies (who may run what without a person) -----------------------------------
+
+
+class PolicyLooseningError(CallerError):
+    """A run asked to let a step run that the server's policy holds for a person."""
+
+    code = "policy_loosening"
+    http_status = 403
+    title = "Approval policy may only be tightened"
+
+
+class UnknownPolicyError(CallerError):
+    code = "unknown_policy"
+    http_status = 422
+    title = "Unknown approval policy"
+
+
+class PolicyFileError(EngineError):
+    """The operator's policies file cannot be used; raised at start-up, naming file and field."""
+
+    code = "invalid_policies_file"
+    http_status = 500
+    title = "Invalid policies file"

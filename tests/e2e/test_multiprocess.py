@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.databases import PostgresServer
+from tests.policies import UNATTENDED, unattended_policies
 from tests.processes import clean_env, free_port, running, start_worker, stop
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -43,6 +44,7 @@ def cluster_env(pg_url: str, tmp_path: Path) -> dict[str, str]:
         AGENT_ENGINE_WORKER_POLL_S="0.2",
         AGENT_ENGINE_WORKER_SHUTDOWN_GRACE_S="5",
         AGENT_ENGINE_LOG_LEVEL="warning",
+        AGENT_ENGINE_POLICIES_FILE=str(unattended_policies(tmp_path)),
     )
 
 
@@ -167,7 +169,6 @@ def _edit_plan(path: str) -> list[dict[str, Any]]:
                 "old": "VALUE = 1\n",
                 "new": "VALUE = 2\n",
             },
-            "requires_approval": False,
         }
     ]
 
@@ -187,6 +188,7 @@ async def test_kill_9_around_an_edit_applies_it_exactly_once(
             "workspace": str(workspace),
             "steps": _edit_plan("config.py"),
             "auto_start": True,
+            "policy": UNATTENDED,
         }
         run = (await client.post("/v1/agent-runs", json=body)).json()
         assert victim.wait(timeout=30) == -signal.SIGKILL  # it died at the crash point
@@ -230,10 +232,10 @@ async def test_kill_9_during_a_command_waits_for_a_human(
                 {
                     "step_type": "run_command",
                     "input_data": {"argv": command},
-                    "requires_approval": False,
                 }
             ],
             "auto_start": True,
+            "policy": UNATTENDED,
         }
         run = (await client.post("/v1/agent-runs", json=body)).json()
         assert await wait_step_owned(client, run["id"], 1) == "victim"

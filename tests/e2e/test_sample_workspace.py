@@ -185,18 +185,30 @@ async def test_edit_fails_if_the_file_changed_after_approval(
     assert store.read_bytes() == changed  # untouched
 
 
+POLICIES = """
+policies:
+  trusted-edits:
+    description: edits and the interpreter's --version run without a person
+    rules:
+      - {step_type: edit_file, action: auto_approve}
+      - {step_type: run_command, argv0: %s, action: auto_approve}
+"""
+
+
 async def test_approval_policy_auto_approves_pytest_but_never_edits_outside_src(
-    client: httpx.AsyncClient, workspace: Path
+    settings: Settings, workspace: Path, tmp_path: Path
 ) -> None:
+    # The auto-approvals come from the server's named policy; the run only adds a requirement.
+    policies = tmp_path / "policies.yaml"
+    policies.write_text(POLICIES % Path(sys.executable).name)
+    app = create_app(
+        settings.model_copy(
+            update={"command_allowlist": [sys.executable], "policies_file": policies}
+        )
+    )
     policy = {
         "rules": [
             {"step_type": "edit_file", "path_not_under": "src", "action": "require_approval"},
-            {"step_type": "edit_file", "action": "auto_approve"},
-            {
-                "step_type": "run_command",
-                "argv0": Path(sys.executable).name,
-                "action": "auto_approve",
-            },
         ]
     }
     steps = [
@@ -215,16 +227,23 @@ async def test_approval_policy_auto_approves_pytest_but_never_edits_outside_src(
         "goal": "policy",
         "workspace": str(workspace),
         "steps": steps,
+        "policy": "trusted-edits",
         "approval_policy": policy,
     }
-    run = (await client.post("/v1/agent-runs", json=body)).json()
-    assert [s["requires_approval"] for s in run["steps"]] == [True, False, False]
-    assert run["steps"][0]["approval_rule"].startswith("policy rule 1:")
-    assert run["steps"][1]["approval_rule"].startswith("policy rule 2:")
-    assert run["steps"][2]["approval_rule"].startswith("policy rule 3:")
-    audit = (await client.get(f"/v1/agent-runs/{run['id']}/audit")).json()["events"]
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        run = (await client.post("/v1/agent-runs", json=body)).json()
+        assert [s["requires_approval"] for s in run["steps"]] == [True, False, False]
+        assert run["steps"][0]["approval_rule"].startswith("run rule 1:")
+        assert run["steps"][1]["approval_rule"].startswith("policy trusted-edits rule 1:")
+        assert run["steps"][2]["approval_rule"].startswith("policy trusted-edits rule 2:")
+        audit = (await client.get(f"/v1/agent-runs/{run['id']}/audit")).json()["events"]
     recorded = next(e for e in audit if e["type"] == "plan.recorded")["payload"]["approvals"]
     assert [a["requires"] for a in recorded] == [True, False, False]
+    created = next(e for e in audit if e["type"] == "run.created")["payload"]
+    assert created["policy"]["name"] == "trusted-edits"
 
 
 async def test_workspace_outside_the_roots_is_refused_at_creation(

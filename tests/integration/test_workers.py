@@ -17,6 +17,7 @@ import pytest
 
 from agent_engine.api.app import create_app
 from agent_engine.config import Settings
+from tests.policies import UNATTENDED, unattended_policies
 
 
 @contextlib.asynccontextmanager
@@ -183,7 +184,7 @@ async def test_goal_only_auto_start_is_planned_and_run_by_the_worker(
 
 @pytest.fixture
 async def command_client(
-    settings: Settings, workspace_root: Path
+    settings: Settings, workspace_root: Path, tmp_path: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(
         settings.model_copy(
@@ -191,6 +192,7 @@ async def command_client(
                 "embedded_worker": True,
                 "worker_poll_s": 0.2,
                 "command_allowlist": [sys.executable],
+                "policies_file": unattended_policies(tmp_path),
             }
         )
     )
@@ -227,10 +229,15 @@ async def test_cancel_kills_a_running_commands_whole_process_group(
         {
             "step_type": "run_command",
             "input_data": {"argv": [sys.executable, "-c", script], "timeout_s": 60},
-            "requires_approval": False,
         }
     ]
-    body = {"goal": "cmd", "workspace": str(workspace), "steps": steps, "auto_start": True}
+    body = {
+        "goal": "cmd",
+        "workspace": str(workspace),
+        "steps": steps,
+        "auto_start": True,
+        "policy": UNATTENDED,
+    }
     run = (await command_client.post("/v1/agent-runs", json=body)).json()
     pid_file = workspace / "child.pid"
     deadline = time.monotonic() + 15

@@ -64,6 +64,17 @@ def _settings() -> Settings:
         fail(f"invalid configuration: {name}: {message}", 2)
 
 
+def _check_policies(settings: Settings) -> None:
+    """Refuse to start on a policies file that cannot be used: one line naming file and field."""
+    from agent_engine.engine.policies import load_policy_catalog
+    from agent_engine.errors import PolicyFileError
+
+    try:
+        load_policy_catalog(settings.policies_file)
+    except PolicyFileError as exc:
+        fail(f"invalid configuration: AGENT_ENGINE_POLICIES_FILE: {exc.detail}", 2)
+
+
 @app.command()
 def version() -> None:
     """Print the version."""
@@ -83,6 +94,7 @@ def serve(
     """Start the API (migrations applied at start unless AGENT_ENGINE_AUTO_MIGRATE=false)."""
     from agent_engine.api.app import create_app
 
+    _check_policies(_settings())
     # The app is told where it is bound: off loopback it requires API keys.
     settings = prepared_settings().model_copy(update={"auto_migrate": False})
     settings = settings.model_copy(update={"host": host or settings.host})
@@ -150,6 +162,7 @@ def worker(
     from agent_engine.worker.worker import WorkerOptions
 
     settings = _settings()
+    _check_policies(settings)
     _reach_database(settings)
     log_to_stderr(settings)
     types = frozenset(t.strip() for t in (step_types or "").split(",") if t.strip())

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from agent_engine.config import Settings
 from agent_engine.domain.records import ChangeSet
+from agent_engine.engine.policies import PolicyCatalog, load_policy_catalog
 from agent_engine.engine.request_limits import RequestLimits
 from agent_engine.executors.base import ExecutionLimits, ExecutorContext
 from agent_engine.executors.registry import ExecutorRegistry, load_registry
@@ -49,6 +50,7 @@ class EngineContext:
     llm_factory: LLMClientFactory
     limits: ExecutionLimits = field(default_factory=ExecutionLimits)
     request_limits: RequestLimits = field(default_factory=RequestLimits)
+    policies: PolicyCatalog = field(default_factory=PolicyCatalog)
     notifier: Notifier = field(default_factory=Notifier)
     # Writes every change set (group commit; one round trip per batch on PostgreSQL).
     _changes: ChangeWriter | None = None
@@ -85,6 +87,10 @@ def limits_from_settings(settings: Settings) -> ExecutionLimits:
         command_env_passthrough=tuple(settings.command_env_passthrough),
         command_timeout_s=settings.command_timeout_s,
         command_output_cap_bytes=settings.command_output_cap_bytes,
+        # Resolved once: a root is the operator's, so it is the one path opened by name.
+        workspace_roots=tuple(root.resolve() for root in settings.workspace_roots),
+        allow_hard_links=settings.allow_hard_links,
+        allow_git_writes=settings.allow_git_writes,
     )
 
 
@@ -103,7 +109,11 @@ def build_context(
     registry: ExecutorRegistry | None = None,
     llm_factory: LLMClientFactory | None = None,
 ) -> EngineContext:
-    """Build the context for ``settings``; tests may pass their own registry or LLM factory."""
+    """Build the context for ``settings``; tests may pass their own registry or LLM factory.
+
+    A policies file that cannot be used raises PolicyFileError before anything is opened.
+    """
+    policies = load_policy_catalog(settings.policies_file)
     db = create_engine(settings.database_url)
     notifier = Notifier()
     # Commits are announced in this process at once; PostgreSQL's trigger + NOTIFY also tells
@@ -117,6 +127,7 @@ def build_context(
         llm_factory=llm_factory if llm_factory is not None else _default_llm_factory(settings),
         limits=limits_from_settings(settings),
         request_limits=RequestLimits.from_settings(settings),
+        policies=policies,
     )
 
 

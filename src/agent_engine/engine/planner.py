@@ -14,7 +14,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent_engine.domain.approval_policy import ApprovalPolicy
 from agent_engine.domain.plan import Plan
 from agent_engine.domain.records import RunRecord, StepRecord
 from agent_engine.domain.states import RunStatus, StepStatus
@@ -23,6 +22,7 @@ from agent_engine.engine.context import EngineContext, executor_context
 from agent_engine.engine.ledger import record_calls
 from agent_engine.engine.locking import change_run
 from agent_engine.engine.plans import insert_plan, validate_plan
+from agent_engine.engine.policies import PlanApprovals, inputs_of_run, plan_approvals
 from agent_engine.engine.request_limits import check_plan
 from agent_engine.engine.settle import refresh_claimable
 from agent_engine.errors import (
@@ -108,7 +108,9 @@ async def _make_plan(ctx: EngineContext, run: RunRecord, llm: LLMClient) -> Plan
             plan = Plan.model_validate({"steps": answer.get("steps", [])})
             # The same limits as an explicit plan's (steps, input size and depth).
             check_plan(plan, ctx.request_limits)
-            validate_plan(plan, ctx.registry, has_workspace=run.workspace is not None)
+            validate_plan(
+                plan, ctx.registry, has_workspace=run.workspace is not None, limits=ctx.limits
+            )
             rationale = answer.get("rationale")
             return PlanOutcome(
                 plan, str(rationale) if rationale else None, "", await _estimate(llm, plan)
@@ -172,6 +174,12 @@ async def plan_run(
         outcome = await _make_plan(ctx, run, llm)
     except EngineError as exc:
         outcome = PlanOutcome(None, None, exc.detail, [])
+    # The policy recorded with the run decides, not today's file. A model cannot loosen it: its
+    # answer never carries requires_approval, and the run's own auto_approve rules count only
+    # when its creator may loosen the policy.
+    approvals = PlanApprovals(inputs_of_run(run.options))
+    if outcome.plan is not None:
+        approvals = await plan_approvals(approvals.inputs, outcome.plan, ctx.limits, run.workspace)
     async with change_run(ctx, run_id) as locked:
         changes = locked.changes
         run = changes.run
@@ -188,7 +196,7 @@ async def plan_run(
             run,
             outcome.plan,
             ctx.registry,
-            policy=ApprovalPolicy.model_validate(run.options.get("approval_policy", {})),
+            approvals=approvals,
             actor=actor,
             source="planner",
             rationale=outcome.rationale,

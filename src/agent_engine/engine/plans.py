@@ -9,7 +9,6 @@ from typing import Any
 
 from pydantic import PydanticUserError
 
-from agent_engine.domain.approval_policy import ApprovalPolicy, decide_approval
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.clock import utcnow
 from agent_engine.domain.plan import Plan
@@ -23,6 +22,7 @@ from agent_engine.domain.refs import (
 from agent_engine.domain.retry import policy_for
 from agent_engine.domain.states import StepStatus
 from agent_engine.domain.transitions import append_event
+from agent_engine.engine.policies import PlanApprovals
 from agent_engine.errors import PlanValidationError
 from agent_engine.executors.base import ExecutionLimits
 from agent_engine.executors.registry import ExecutorRegistry
@@ -177,15 +177,15 @@ def insert_plan(
     plan: Plan,
     registry: ExecutorRegistry,
     *,
-    policy: ApprovalPolicy,
+    approvals: PlanApprovals,
     actor: str,
     source: str,
     rationale: str | None = None,
     llm_call_id: uuid.UUID | None = None,
     step_estimates: list[Decimal | None] | None = None,
 ) -> list[StepRecord]:
-    """Add ``plan`` as the run's steps and as a new plan version, with approval decisions and
-    estimated cost per step, and record it in the audit."""
+    """Add ``plan`` as the run's steps and as a new plan version, with approval decisions (by
+    ``approvals``) and estimated cost per step, and record it in the audit."""
     document = plan_document(plan)
     run.plan_version += 1
     run.plan_hash = content_hash(document)
@@ -216,13 +216,8 @@ def insert_plan(
     steps: list[StepRecord] = []
     for number, (spec, deps) in enumerate(zip(plan.steps, plan.dependencies(), strict=True), 1):
         executor = registry[spec.step_type]
-        requires, rule = decide_approval(
-            step_type=spec.step_type,
-            input_data=spec.input_data,
-            explicit=spec.requires_approval,
-            executor_default=executor.requires_approval,
-            policy=policy,
-        )
+        # A loosening the creator may not make was refused before; here it only fails closed.
+        decision = approvals.decide(number, spec, executor.requires_approval)
         step = StepRecord(
             id=uuid.uuid4(),
             run_id=run.id,
@@ -234,8 +229,8 @@ def insert_plan(
             depends_on=deps,
             optional=spec.optional,
             idempotent=spec.idempotent if spec.idempotent is not None else executor.idempotent,
-            requires_approval=requires,
-            approval_rule=rule,
+            requires_approval=decision.requires,
+            approval_rule=decision.rule,
             max_attempts=policy_for(
                 spec.step_type,
                 spec.retry_policy.model_dump() if spec.retry_policy else None,

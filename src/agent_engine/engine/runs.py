@@ -14,7 +14,12 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
-from agent_engine.domain.approval_policy import ApprovalPolicy
+from agent_engine.domain.approval_policy import (
+    DEFAULT_POLICY,
+    POLICY_NAME_PATTERN,
+    ApprovalInputs,
+    ApprovalPolicy,
+)
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.plan import Plan, PlanStep
 from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
@@ -24,6 +29,12 @@ from agent_engine.domain.transitions import append_event, move_run, move_step
 from agent_engine.engine.context import EngineContext
 from agent_engine.engine.locking import change_run
 from agent_engine.engine.plans import insert_plan, validate_plan
+from agent_engine.engine.policies import (
+    PlanApprovals,
+    plan_approvals,
+    refuse_loosening,
+    run_options,
+)
 from agent_engine.engine.request_limits import check_metadata, check_plan, check_strings
 from agent_engine.engine.settle import refresh_claimable
 from agent_engine.errors import IdempotencyConflictError, InputValidationError
@@ -55,7 +66,15 @@ class CreateRunRequest(StorableModel):
     budget_usd: Decimal | None = Field(default=None, ge=0, max_digits=20, decimal_places=9)
     budget_tokens: int | None = Field(default=None, ge=0)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    approval_policy: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
+    policy: str = Field(
+        default=DEFAULT_POLICY,
+        pattern=POLICY_NAME_PATTERN,
+        description="The server's named approval policy that decides what runs without a person.",
+    )
+    approval_policy: ApprovalPolicy = Field(
+        default_factory=ApprovalPolicy,
+        description="The run's own rules: they may only add require_approval.",
+    )
     plan_approval: bool = False
     auto_start: bool = False
     max_parallel: int = Field(default=4, ge=1, le=64)
@@ -87,11 +106,18 @@ def _check_limits(ctx: EngineContext, request: CreateRunRequest) -> None:
 
 
 async def create_run(
-    ctx: EngineContext, request: CreateRunRequest, *, actor: str, idempotency_key: str | None
+    ctx: EngineContext,
+    request: CreateRunRequest,
+    *,
+    actor: str,
+    idempotency_key: str | None,
+    may_loosen_policy: bool = False,
 ) -> RunView:
     """Create a run; with explicit steps it is PLANNED at once, else CREATED (planned later).
 
     The same ``Idempotency-Key`` with the same body returns the first run; with another body → 409.
+    A run whose own rules or flags would loosen its named policy is refused (403) unless
+    ``may_loosen_policy`` (the creator holds the policy privilege).
     """
     _check_limits(ctx, request)
     request_hash = content_hash(request.model_dump(mode="json"))
@@ -105,11 +131,20 @@ async def create_run(
             check_workspace_root, request.workspace, ctx.settings.workspace_roots
         )
         workspace = str(root)
+    inputs = ApprovalInputs(
+        ctx.policies.get(request.policy), request.approval_policy, may_loosen_policy
+    )
     plan = _plan_from_request(request)
+    approvals = PlanApprovals(inputs)
     if plan is not None:
         check_plan(plan, ctx.request_limits)
         validate_plan(plan, ctx.registry, has_workspace=workspace is not None, limits=ctx.limits)
-    changes = _new_run(ctx, request, plan, workspace, actor, idempotency_key, request_hash)
+        approvals = await plan_approvals(inputs, plan, ctx.limits, workspace)
+    defaults = {name: executor.requires_approval for name, executor in ctx.registry.items()}
+    refuse_loosening(approvals.loosenings(plan.steps if plan else [], defaults))
+    changes = _new_run(
+        ctx, request, plan, approvals, workspace, actor, idempotency_key, request_hash
+    )
     # An in-process worker may claim the run's first steps in this very write.
     local = ctx.hand_off
     taken = await local.claim_new(changes) if local is not None else None
@@ -137,6 +172,7 @@ def _new_run(
     ctx: EngineContext,
     request: CreateRunRequest,
     plan: Plan | None,
+    approvals: PlanApprovals,
     workspace: str | None,
     actor: str,
     idempotency_key: str | None,
@@ -153,7 +189,7 @@ def _new_run(
         created_by=actor,
         metadata=request.metadata,
         options={
-            "approval_policy": request.approval_policy.model_dump(mode="json"),
+            **run_options(approvals.inputs),
             "plan_approval": request.plan_approval,
             "auto_start": request.auto_start,
             "four_eyes": request.four_eyes,
@@ -168,7 +204,13 @@ def _new_run(
         changes,
         run,
         "run.created",
-        {"goal": request.goal, "workspace": workspace, "request_hash": request_hash},
+        {
+            "goal": request.goal,
+            "workspace": workspace,
+            "request_hash": request_hash,
+            "policy": approvals.inputs.server.model_dump(mode="json"),
+            "may_loosen_policy": approvals.inputs.may_loosen,
+        },
         actor=actor,
     )
     if plan is not None:
@@ -178,7 +220,7 @@ def _new_run(
             run,
             plan,
             ctx.registry,
-            policy=request.approval_policy,
+            approvals=approvals,
             actor=actor,
             source="explicit",
         )

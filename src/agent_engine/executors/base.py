@@ -27,6 +27,12 @@ class ExecutionLimits:
     command_env_passthrough: tuple[str, ...] = ("PATH", "LANG", "LC_ALL", "TZ")
     command_timeout_s: float = 60.0
     command_output_cap_bytes: int = 65_536
+    # File confinement. ``workspace_roots``: the resolved allowed roots; every step opens its
+    # workspace by walking down from the root that holds it (None: the workspace is opened by
+    # path, for contexts built by hand).
+    workspace_roots: tuple[Path, ...] | None = None
+    allow_hard_links: bool = False
+    allow_git_writes: bool = False
 
 
 @dataclass(frozen=True)

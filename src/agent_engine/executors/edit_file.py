@@ -172,6 +172,10 @@ def _apply(workspace: Workspace, edit: EditFileInput, max_bytes: int) -> EditFil
     )
 
 
+def _in_git(path: str) -> bool:
+    return any(part.casefold() == ".git" for part in path.split("/"))
+
+
 class EditFileExecutor(Executor[EditFileInput, EditFileOutput]):
     name = "edit_file"
     input_model = EditFileInput
@@ -184,13 +188,18 @@ class EditFileExecutor(Executor[EditFileInput, EditFileOutput]):
     def check_plan_input(
         self, input_data: dict[str, Any], limits: ExecutionLimits | None
     ) -> list[InputProblem]:
-        """A literal path that would leave the workspace, or a literal diff that does not parse,
-        is refused when the plan is made (whether the diff applies depends on the file then)."""
+        """A literal path that would leave the workspace or lies in ``.git``, or a literal diff
+        that does not parse, is refused when the plan is made (whether the diff applies depends
+        on the file then)."""
         problems: list[InputProblem] = []
         path = literal_string(input_data, "path")
         problem = workspace_path_problem("path", path) if path is not None else None
         if problem is not None:
             problems.append(problem)
+        elif path is not None and _in_git(path) and not (limits and limits.allow_git_writes):
+            problems.append(
+                InputProblem("path", f"{path!r} is inside .git, which edit_file may not write")
+            )
         diff = literal_string(input_data, "diff")
         if input_data.get("operation") == "patch" and diff is not None:
             try:

@@ -81,18 +81,23 @@ class _Ignores:
 
 
 def collect_files(workspace: Workspace, patterns: list[str]) -> list[tuple[str, int]]:
-    """Every (path, size) of a regular file matching ``patterns`` and not ignored, sorted."""
+    """Every (path, size) of a regular file matching ``patterns`` and not ignored, sorted;
+    files with more than one hard link are left out unless the workspace allows them."""
     wanted = GitIgnoreSpec.from_lines(patterns)
     ignores = _Ignores()
     matched: list[tuple[str, int]] = []
     for tree in workspace.iter_tree("."):
         if any(entry.name == ".gitignore" for entry in tree.files):
-            content = tree.read_small(".gitignore", GITIGNORE_MAX_BYTES)
+            content = tree.read_small(
+                ".gitignore", GITIGNORE_MAX_BYTES, allow_hard_links=workspace.allow_hard_links
+            )
             if content is not None:
                 ignores.add(tree.path, content)
         prefix = f"{tree.path}/" if tree.path else ""
         tree.dirs[:] = [d for d in tree.dirs if not ignores.ignored(prefix + d, is_dir=True)]
         for entry in tree.files:
+            if entry.links > 1 and not workspace.allow_hard_links:
+                continue  # skipped like symlinks: another name of it may be a file outside
             path = prefix + entry.name
             if not ignores.ignored(path, is_dir=False) and wanted.match_file(path):
                 matched.append((path, entry.size))

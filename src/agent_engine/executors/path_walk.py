@@ -97,11 +97,44 @@ def _lstat(dir_fd: int, name: str) -> os.stat_result | None:
         return None
 
 
+def open_root(root: Path, base: Path | None) -> int:
+    """An fd of the workspace ``root``, reached from the allowed root ``base`` one directory at a
+    time with ``O_NOFOLLOW``, so a parent swapped for a symlink since the run was created is
+    refused (``base``: None opens ``root`` by path). The caller closes the fd."""
+    if base is None:
+        return os.open(root, DIR_FLAGS)
+    relative = _inside(base, str(root))
+    if relative is None or not relative.strip("/"):
+        raise violation(str(root), "the workspace is not strictly inside a configured root")
+    fd = os.open(base, DIR_FLAGS)  # the operator's root: the one path opened by name
+    try:
+        for name in relative.strip("/").split("/"):
+            try:
+                child = os.open(name, DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise violation(
+                        str(root), f"the workspace folder {name!r} is no longer a directory"
+                    ) from exc
+                if exc.errno == errno.ENOENT:
+                    raise violation(str(root), "the workspace no longer exists") from exc
+                raise
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 class _Walk:
     """The state of one walk: open directory fds from the root down and the components left."""
 
-    def __init__(self, root: Path, path: str, create_parents: bool, missing_ok: bool) -> None:
+    def __init__(
+        self, root: Path, path: str, create_parents: bool, missing_ok: bool, base: Path | None
+    ) -> None:
         self.root = root
+        self.base = base
         self.path = path
         self.create_parents = create_parents
         self.missing_ok = missing_ok
@@ -115,7 +148,7 @@ class _Walk:
             os.close(self.fds.pop())
 
     def run(self) -> WalkTarget:
-        self.fds.append(os.open(self.root, DIR_FLAGS))
+        self.fds.append(open_root(self.root, self.base))
         while self.pending:
             if self.hops > MAX_SYMLINKS:
                 raise violation(self.path, "too many symlinks or concurrent changes")
@@ -185,14 +218,20 @@ class _Walk:
 
 @contextlib.contextmanager
 def walk(
-    root: Path, path: str, *, create_parents: bool = False, missing_ok: bool = False
+    root: Path,
+    path: str,
+    *,
+    create_parents: bool = False,
+    missing_ok: bool = False,
+    base: Path | None = None,
 ) -> Iterator[WalkTarget]:
     """Resolve ``path`` under ``root``; the target's ``parent_fd`` is valid inside the block.
 
     ``create_parents`` makes missing intermediate directories; ``missing_ok`` stops at the first
-    missing one instead of failing (nothing below a missing directory can be a symlink).
+    missing one instead of failing (nothing below a missing directory can be a symlink). ``base``
+    is the allowed root the workspace ``root`` is reached from (see :func:`open_root`).
     """
-    state = _Walk(root, path, create_parents, missing_ok)
+    state = _Walk(root, path, create_parents, missing_ok, base)
     try:
         yield state.run()
     finally:

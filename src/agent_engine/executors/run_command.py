@@ -24,8 +24,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent_engine.errors import CancelledError as StepCancelledError
-from agent_engine.errors import ExecutorError
+from agent_engine.errors import ExecutorError, WorkspaceViolationError
 from agent_engine.executors.base import ExecutionLimits, Executor, ExecutorContext, InputProblem
+from agent_engine.executors.command_analysis import analyze_command
 from agent_engine.executors.input_checks import literal_string, workspace_path_problem
 from agent_engine.executors.workspace import Workspace, run_blocking, workspace_of
 
@@ -270,13 +271,30 @@ class RunCommandExecutor(Executor[RunCommandInput, RunCommandOutput]):
         problem = workspace_path_problem("cwd", cwd) if cwd else None  # "" means the root
         if problem is not None:
             problems.append(problem)
+        elif isinstance(argv, list) and argv and not problems:
+            # What a known tool is told to reach outside the workspace, or a refused option.
+            literal = [arg if isinstance(arg, str) else None for arg in argv]
+            for found in analyze_command(literal, None, cwd).blocking:
+                problems.append(InputProblem(f"argv.{found.index}", found.message))
         return problems
 
     async def preview(self, input: RunCommandInput, context: ExecutorContext) -> dict[str, Any]:
-        """What will run: argv, resolved executable, cwd, environment names, timeout and limits."""
-        prepared = await run_blocking(_prepare, workspace_of(context), input, context)
+        """What will run: argv, resolved executable, cwd, environment names, timeout, limits and
+        what the command can do; a known tool told to reach outside the workspace is refused."""
+        workspace = workspace_of(context)
+        analysis = analyze_command(list(input.argv), str(workspace.root), input.cwd)
+        if analysis.blocking:
+            found = analysis.blocking[0]
+            raise WorkspaceViolationError(
+                f"argv[{found.index}] {found.argument!r} refused: {found.message}",
+                argument=found.argument,
+                argv_index=found.index,
+            )
+        prepared = await run_blocking(_prepare, workspace, input, context)
         os.close(prepared.cwd_fd)
         return {
+            "capabilities": analysis.capabilities(),
+            "warnings": list(analysis.warnings),
             "argv": input.argv,
             "executable": prepared.executable,
             "cwd": prepared.cwd,

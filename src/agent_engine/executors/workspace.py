@@ -20,7 +20,14 @@ from typing import Literal, ParamSpec, TypeVar
 
 from agent_engine.errors import ExecutorError
 from agent_engine.executors.base import ExecutorContext
-from agent_engine.executors.path_walk import DIR_FLAGS, shown, split_path, violation, walk
+from agent_engine.executors.path_walk import (
+    DIR_FLAGS,
+    WalkTarget,
+    shown,
+    split_path,
+    violation,
+    walk,
+)
 
 # O_NONBLOCK: a FIFO swapped in after the lstat check must not block the open.
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
@@ -48,6 +55,7 @@ class DirEntry:
     name: str
     kind: EntryKind
     size: int
+    links: int = 1
 
 
 def _special_kind(mode: int) -> str | None:
@@ -71,13 +79,40 @@ def _refuse_dir(path: str, st: os.stat_result) -> None:
         raise ExecutorError(f"{shown(path)!r} is a directory", path=shown(path))
 
 
-class Workspace:
-    """A run's workspace root and the only sanctioned ways to read, write and list inside it."""
+def _refuse_hard_link(path: str, st: os.stat_result, allowed: bool) -> None:
+    # Another name of the same file may live outside the workspace: its content is not ours.
+    if not allowed and stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+        raise violation(path, f"has {st.st_nlink} hard links (it may be a file outside)")
 
-    def __init__(self, root: Path) -> None:
+
+class Workspace:
+    """A run's workspace root and the only sanctioned ways to read, write and list inside it.
+
+    ``base`` is the allowed root holding it: every operation reaches the workspace from there
+    again (see :func:`~agent_engine.executors.path_walk.open_root`).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        base: Path | None = None,
+        allow_hard_links: bool = False,
+        allow_git_writes: bool = False,
+    ) -> None:
         if not root.is_absolute():
             raise ValueError(f"workspace root must be absolute, got {root}")
         self.root = root
+        self.base = base
+        self.allow_hard_links = allow_hard_links
+        self.allow_git_writes = allow_git_writes
+
+    def _walk(
+        self, path: str, *, create_parents: bool = False, missing_ok: bool = False
+    ) -> contextlib.AbstractContextManager[WalkTarget]:
+        return walk(
+            self.root, path, create_parents=create_parents, missing_ok=missing_ok, base=self.base
+        )
 
     def split(self, path: str) -> list[str]:
         """Validate ``path`` lexically and return its components (empty list: the root itself)."""
@@ -85,7 +120,7 @@ class Workspace:
 
     @contextlib.contextmanager
     def _open_regular(self, path: str) -> Iterator[tuple[int, os.stat_result, tuple[str, ...]]]:
-        with walk(self.root, path) as target:
+        with self._walk(path) as target:
             if target.st is None or target.parent_fd is None:
                 raise ExecutorError(f"no such file: {shown(path)!r}", path=shown(path))
             _refuse_special(path, target.st)
@@ -101,9 +136,21 @@ class Workspace:
                 _refuse_special(path, st)
                 if not stat.S_ISREG(st.st_mode):
                     raise violation(path, "is not a regular file")
+                _refuse_hard_link(path, st, self.allow_hard_links)
                 yield fd, st, target.parts
             finally:
                 os.close(fd)
+
+    def _refuse_git(self, path: str, parts: tuple[str, ...]) -> None:
+        # Checked on the resolved parts, so a symlink to .git inside the workspace is caught too;
+        # a file named .git counts (it can point git at another repository). casefold: on a
+        # case-insensitive file system '.GIT' is the same folder.
+        if not self.allow_git_writes and any(part.casefold() == ".git" for part in parts):
+            raise violation(
+                path,
+                "writes inside .git, whose hooks and config name programs git runs; "
+                "allowed only with AGENT_ENGINE_ALLOW_GIT_WRITES=true",
+            )
 
     # --- operations --------------------------------------------------------------------------
 
@@ -114,7 +161,7 @@ class Workspace:
 
     def resolve_for_write(self, path: str) -> Path:
         """The canonical path a write would land on; the file and its parents may not exist yet."""
-        with walk(self.root, path, missing_ok=True) as target:
+        with self._walk(path, missing_ok=True) as target:
             if target.st is not None:
                 _refuse_special(path, target.st)
                 _refuse_dir(path, target.st)
@@ -122,7 +169,7 @@ class Workspace:
 
     def resolve_for_listing(self, path: str = ".") -> Path:
         """The canonical path of a directory inside the workspace."""
-        with walk(self.root, path) as target:
+        with self._walk(path) as target:
             if target.st is None or not stat.S_ISDIR(target.st.st_mode):
                 raise ExecutorError(f"no such directory: {shown(path)!r}", path=shown(path))
             return self.root.joinpath(*target.parts)
@@ -165,7 +212,7 @@ class Workspace:
 
     def stat(self, path: str) -> FileInfo | None:
         """The file at ``path``, or ``None`` if absent; refuses devices, FIFOs and sockets."""
-        with walk(self.root, path, missing_ok=True) as target:
+        with self._walk(path, missing_ok=True) as target:
             if target.st is None:
                 return None
             _refuse_special(path, target.st)
@@ -174,13 +221,15 @@ class Workspace:
 
     def write_atomic(self, path: str, data: bytes, *, create_parents: bool = True) -> FileInfo:
         """Replace (or create) a file atomically: temp file in the same directory, fsync, rename."""
-        with walk(self.root, path, create_parents=create_parents) as target:
+        with self._walk(path, create_parents=create_parents) as target:
             if target.parent_fd is None:  # cannot happen without missing_ok; never write via cwd
                 raise ExecutorError(f"no parent directory for {shown(path)!r}")
+            self._refuse_git(path, target.parts)
             mode: int | None = None
             if target.st is not None:
                 _refuse_special(path, target.st)
                 _refuse_dir(path, target.st)
+                _refuse_hard_link(path, target.st, self.allow_hard_links)
                 mode = stat.S_IMODE(target.st.st_mode)
             tmp = f".agent-engine-{secrets.token_hex(8)}.tmp"
             fd = os.open(tmp, _TMP_FLAGS, 0o666, dir_fd=target.parent_fd)
@@ -211,7 +260,7 @@ class Workspace:
 
     def open_dir_with_path(self, path: str = ".") -> tuple[int, str]:
         """Like :meth:`open_dir`, plus the directory's canonical relative path ("" for the root)."""
-        with walk(self.root, path) as target:
+        with self._walk(path) as target:
             if target.parent_fd is None or target.st is None:
                 raise ExecutorError(f"no such directory: {shown(path)!r}", path=shown(path))
             if not stat.S_ISDIR(target.st.st_mode):
@@ -280,8 +329,11 @@ class TreeDir:
     files: list[DirEntry]
     fd: int
 
-    def read_small(self, name: str, max_bytes: int) -> bytes | None:
-        """A regular file in this directory (e.g. ``.gitignore``), or ``None`` if unusable."""
+    def read_small(
+        self, name: str, max_bytes: int, *, allow_hard_links: bool = False
+    ) -> bytes | None:
+        """A regular file in this directory (e.g. ``.gitignore``), or ``None`` if unusable
+        (hard-linked too, unless allowed)."""
         try:
             fd = os.open(name, _READ_FLAGS, dir_fd=self.fd)
         except OSError:
@@ -289,6 +341,8 @@ class TreeDir:
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
+                return None
+            if st.st_nlink > 1 and not allow_hard_links:
                 return None
             return os.read(fd, max_bytes)
         finally:
@@ -310,7 +364,7 @@ def _scan(fd: int) -> list[DirEntry]:
                 kind = "dir"
             elif stat.S_ISREG(st.st_mode):
                 kind = "file"
-            entries.append(DirEntry(entry.name, kind, st.st_size))
+            entries.append(DirEntry(entry.name, kind, st.st_size, st.st_nlink))
     return sorted(entries, key=lambda e: e.name)
 
 
@@ -351,10 +405,25 @@ def check_workspace_root(path: str, roots: list[Path]) -> Path:
 
 
 def workspace_of(context: ExecutorContext) -> Workspace:
-    """The step's workspace, or an ExecutorError when the run has none."""
-    if context.workspace_root is None:
+    """The step's workspace, reached again from the allowed root that holds it; an
+    ExecutorError when the run has none, a violation when no configured root holds it now."""
+    root = context.workspace_root
+    if root is None:
         raise ExecutorError("this step needs a workspace and the run has none")
-    return Workspace(context.workspace_root)
+    limits = context.limits
+    base: Path | None = None
+    if limits.workspace_roots is not None:
+        base = next(
+            (r for r in limits.workspace_roots if root.is_relative_to(r) and root != r), None
+        )
+        if base is None:
+            raise violation(str(root), "the workspace is outside every configured workspace root")
+    return Workspace(
+        root,
+        base=base,
+        allow_hard_links=limits.allow_hard_links,
+        allow_git_writes=limits.allow_git_writes,
+    )
 
 
 async def run_blocking(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

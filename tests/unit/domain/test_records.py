@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from agent_engine.domain.approval_policy import ApprovalPolicy
 from agent_engine.domain.plan import Plan, PlanStep
 from agent_engine.domain.records import (
     ChangeSet,
@@ -21,6 +20,7 @@ from agent_engine.domain.records import (
 from agent_engine.domain.transitions import append_event
 from agent_engine.engine.ledger import record_calls
 from agent_engine.engine.plans import insert_plan
+from agent_engine.engine.policies import PlanApprovals, inputs_of_run
 from agent_engine.executors.registry import load_registry
 from agent_engine.llm.base import LLMCallRecord, Usage
 from agent_engine.storage.changes import INSERT_ORDER, prepare
@@ -250,8 +250,9 @@ def test_a_plan_version_row_has_every_column_of_plans() -> None:
     run = new_run()
     changes = ChangeSet(run, [], new_run=True)
     plan = Plan(steps=[PlanStep(step_type="noop", input_data={"value": 1})])
+    approvals = PlanApprovals(inputs_of_run({}))
     steps = insert_plan(
-        changes, run, plan, load_registry(), policy=ApprovalPolicy(), actor="t", source="explicit"
+        changes, run, plan, load_registry(), approvals=approvals, actor="t", source="explicit"
     )
     plans = [row for table, row in changes.rows if table == "plans"]
     assert len(plans) == 1 and set(plans[0]) == columns("plans")

@@ -54,7 +54,12 @@ async def create_run(
     `too_many_runs` when the key already has its maximum of runs in flight."""
     async with guard.admission.admit(principal.name):
         view = await runs.create_run(
-            engine, body, actor=principal.name, idempotency_key=idempotency_key
+            engine,
+            body,
+            actor=principal.name,
+            idempotency_key=idempotency_key,
+            # Only a key holding the policy privilege may free steps from approval itself.
+            may_loosen_policy=principal.may_auto_approve,
         )
     if view.replayed:
         response.status_code = status.HTTP_200_OK
