@@ -131,6 +131,12 @@ class ExecutorError(RuntimeFailure):
     title = "Step execution failed"
 
 
+class CommandTimedOutError(ExecutorError):
+    """A command ran past its timeout and was killed; its output so far is in the data."""
+
+    code = "command_timed_out"
+
+
 class TransientExecutorError(ExecutorError):
     """A step failure another attempt may not repeat (a flaky dependency); retried by policy."""
 
