@@ -114,6 +114,10 @@ def bwrap_argv(policy: SandboxPolicy, executable: str, args: Sequence[str]) -> l
         "--bind-fd",
         str(policy.workspace_fd),
         policy.workspace,
+        # The sandbox's own root (where bubblewrap made /etc, /proc…) is read-only too; the
+        # scratch tmpfs and the workspace are mounts of their own and stay writable.
+        "--remount-ro",
+        "/",
         "--chdir",
         policy.cwd,
     ]

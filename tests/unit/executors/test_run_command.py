@@ -20,9 +20,10 @@ from pydantic import ValidationError
 
 from agent_engine.errors import CancelledError as StepCancelledError
 from agent_engine.errors import CommandTimedOutError, ExecutorError, WorkspaceViolationError
-from agent_engine.executors.base import ExecutorContext
+from agent_engine.executors.base import ExecutionLimits, ExecutorContext
 from agent_engine.executors.run_command import RUN_COMMAND, RunCommandOutput
 from agent_engine.executors.sandbox import HOME
+from tests.sandboxing import require_sandbox
 
 # A grandchild that holds an exclusive lock on alive.lock while it lives (pids inside the sandbox
 # are not the host's, so the lock is how a test sees it die), then says so in gc.started.
@@ -381,3 +382,95 @@ async def test_cancelling_the_task_kills_the_group(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await grandchild_gone(root)
+
+
+# --- the sandbox and the limits that hold for every uid (F2, F4) ------------------------------
+
+FORK_BOMB = (
+    "import os, time\n"
+    "started = 0\n"
+    "for _ in range(50):\n"
+    "    try:\n"
+    "        pid = os.fork()\n"
+    "    except OSError as exc:\n"
+    "        print('fork refused:', exc.strerror)\n"
+    "        break\n"
+    "    if pid == 0:\n"
+    "        time.sleep(5)\n"
+    "        os._exit(0)\n"
+    "    started += 1\n"
+    "print('started', started)\n"
+)
+
+
+@pytest.fixture
+def sandboxed() -> None:
+    require_sandbox()
+
+
+@pytest.mark.usefixtures("sandboxed")
+async def test_max_processes_holds_even_for_a_server_running_as_root(
+    context: ExecutorContext, python_exe: str
+) -> None:
+    """F4: with max_processes 3 the command and two children run; every further fork fails,
+    whoever the server runs as (these tests run as root here)."""
+    out = await run(context, python_exe, "-c", FORK_BOMB, max_processes=3)
+    assert out.exit_code == 0, out.stderr
+    assert "fork refused:" in out.stdout
+    started = int(out.stdout.rsplit("started", 1)[1])
+    assert started <= 2
+
+
+@pytest.mark.usefixtures("sandboxed")
+async def test_the_sandbox_sees_only_the_system_and_its_workspace(
+    root: Path, outside: Path, context: ExecutorContext, python_exe: str
+) -> None:
+    script = (
+        "import json, os\n"
+        "def writable(path):\n"
+        "    try:\n"
+        "        open(path, 'w').close()\n"
+        "        return True\n"
+        "    except OSError:\n"
+        "        return False\n"
+        "print(json.dumps({\n"
+        "    'uid': os.getuid(),\n"
+        "    'outside': os.path.exists(OUTSIDE),\n"
+        "    'workspace': writable('made-here'),\n"
+        "    'home': writable(os.path.join(os.environ['HOME'], 'h')),\n"
+        "    'usr': writable('/usr/x'), 'etc': writable('/etc/x'), 'root': writable('/x'),\n"
+        "    'shadow': os.path.exists('/etc/shadow'),\n"
+        "    'interfaces': [n.split(':')[0].strip() for n in open('/proc/net/dev')][2:],\n"
+        "    'pids': sorted(int(p) for p in os.listdir('/proc') if p.isdigit()),\n"
+        "}))\n"
+    )
+    script = script.replace("OUTSIDE", repr(str(outside / "secret.txt")))
+    out = await run(context, python_exe, "-c", script)
+    seen = json.loads(out.stdout)
+    assert seen["uid"] != 0
+    assert seen["outside"] is False  # another folder next to the workspace
+    assert (seen["workspace"], seen["home"]) == (True, True)
+    assert (seen["usr"], seen["etc"], seen["root"], seen["shadow"]) == (False, False, False, False)
+    assert seen["interfaces"] == ["lo"]  # no network unless the server allows it
+    assert max(seen["pids"]) < 10  # a PID namespace of its own: bubblewrap's init and the command
+    assert (root / "made-here").exists()
+    assert not (Path(HOME) / "h").exists()  # HOME was the sandbox's own tmpfs
+
+
+async def test_a_limit_above_the_servers_cap_is_refused_when_the_step_runs(
+    make_context: Callable[..., ExecutorContext], python_exe: str
+) -> None:
+    """Resolved inputs ($ref) are checked at execution too, not only when the plan is made."""
+    context = make_context(command_max_processes=8)
+    with pytest.raises(ExecutorError, match="AGENT_ENGINE_COMMAND_MAX_PROCESSES"):
+        await run(context, python_exe, "-c", "pass", max_processes=9)
+
+
+def test_plan_check_names_the_cap_a_literal_limit_exceeds() -> None:
+    limits = ExecutionLimits(command_allowlist=("python3",), command_max_memory_bytes=1 << 30)
+    problems = RUN_COMMAND.check_plan_input(
+        {"argv": ["python3"], "memory_bytes": 2 << 30, "max_processes": 4}, limits
+    )
+    assert [(p.field, "AGENT_ENGINE_COMMAND_MAX_MEMORY_BYTES" in p.message) for p in problems] == [
+        ("memory_bytes", True)
+    ]
