@@ -51,6 +51,7 @@ bench: $(STAMP) ## Run the orchestration benchmark (installs the bench extra: DB
 		$(BIN)/python -m pip install --quiet -r requirements/bench.lock; \
 	fi
 	$(BIN)/python -m bench.orchestration $(BENCH_ARGS)
+	$(BIN)/python -m bench.sandbox_start
 
 clean: ## Remove the virtual environment and local state
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
