@@ -14,7 +14,6 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from agent_engine.executors.base import ExecutionLimits, ExecutorContext
@@ -78,7 +77,7 @@ def main(runs: int) -> int:
     with tempfile.TemporaryDirectory() as folder:
         workspace = Path(os.path.realpath(folder))
         sandboxed = _context(workspace, python, "bwrap")
-        plain = replace(sandboxed, limits=replace(sandboxed.limits, sandbox="none"))
+        plain = _context(workspace, python, "none")  # its own cancel event, for its own loop
         with_sandbox = Summary.of(asyncio.run(_sample(sandboxed, python, runs)))
         without = Summary.of(asyncio.run(_sample(plain, python, runs)))
     added = (with_sandbox.p50 or 0) - (without.p50 or 0)
