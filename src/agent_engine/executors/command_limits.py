@@ -114,6 +114,14 @@ def _writable_parent(candidate: str) -> str | None:
     return candidate
 
 
+def _pids_delegated(folder: str) -> bool:
+    try:
+        with open(os.path.join(folder, "cgroup.subtree_control")) as control:
+            return "pids" in control.read().split()
+    except OSError:
+        return False
+
+
 @functools.cache
 def pids_cgroup_parent() -> str | None:
     """A cgroup folder where this process may create children with a ``pids.max`` (found once),
@@ -121,17 +129,16 @@ def pids_cgroup_parent() -> str | None:
     try:
         mounts = _mounts()
         for mountpoint, kind, _options in mounts:
-            if kind == "cgroup2":
-                own = _own_cgroup("") or "/"
-                parent = os.path.join(mountpoint, own.lstrip("/"))
-                try:
-                    with open(os.path.join(parent, "cgroup.subtree_control")) as control:
-                        if "pids" in control.read().split():
-                            found = _writable_parent(parent)
-                            if found is not None:
-                                return found
-                except OSError:
-                    continue
+            if kind != "cgroup2":
+                continue
+            # This process's own cgroup, else the hierarchy's root (root may create children
+            # there, and the root cgroup may hold processes beside its children).
+            own = _own_cgroup("") or "/"
+            for parent in dict.fromkeys([os.path.join(mountpoint, own.lstrip("/")), mountpoint]):
+                if _pids_delegated(parent):
+                    found = _writable_parent(parent)
+                    if found is not None:
+                        return found
         for mountpoint, kind, options in mounts:
             if kind == "cgroup" and "pids" in options:
                 own = _own_cgroup("pids") or "/"
