@@ -137,6 +137,13 @@ class CommandTimedOutError(ExecutorError):
     code = "command_timed_out"
 
 
+class SandboxUnavailableError(ExecutorError):
+    """Commands cannot run in their sandbox here (bubblewrap missing, namespaces refused, or a
+    process limit that could not hold); the message names the fix."""
+
+    code = "sandbox_unavailable"
+
+
 class TransientExecutorError(ExecutorError):
     """A step failure another attempt may not repeat (a flaky dependency); retried by policy."""
 

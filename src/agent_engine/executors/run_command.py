@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent_engine.errors import CancelledError as StepCancelledError
-from agent_engine.errors import CommandTimedOutError, ExecutorError
+from agent_engine.errors import CommandTimedOutError, ExecutorError, SandboxUnavailableError
 from agent_engine.executors.base import ExecutionLimits, Executor, ExecutorContext, InputProblem
 from agent_engine.executors.command_limits import (
     SANDBOX_OVERHEAD_PROCESSES,
@@ -184,18 +184,17 @@ def _prepare(workspace: Workspace, input: RunCommandInput, context: ExecutorCont
     limits = context.limits
     refusal = sandbox_refusal(limits.sandbox) or processes_refusal(limits.sandbox)
     if refusal is not None:
-        raise ExecutorError(refusal, program=input.argv[0])
+        raise SandboxUnavailableError(refusal, program=input.argv[0])
     over = cap_problems(input.model_dump(), limits)
     if over:
         raise ExecutorError("; ".join(p.message for p in over), field=over[0].field)
     path = search_path(limits.command_env_passthrough)
     executable = resolve_executable(input.argv[0], limits.command_allowlist, path, workspace)
+    env = scrubbed_env(limits.command_env_passthrough, str(workspace.root))
     if limits.sandbox != "none":
         refusal = outside_refusal(executable, limits.sandbox_read_only_paths)
         if refusal is not None:
             raise ExecutorError(refusal, program=input.argv[0])
-    env = scrubbed_env(limits.command_env_passthrough, str(workspace.root))
-    if limits.sandbox != "none":
         env = sandbox_env(env)
     timeout = min(input.timeout_s or limits.command_timeout_s, limits.command_timeout_s)
     command_limits = CommandLimits(

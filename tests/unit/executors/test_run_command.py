@@ -10,7 +10,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,13 @@ import pytest
 from pydantic import ValidationError
 
 from agent_engine.errors import CancelledError as StepCancelledError
-from agent_engine.errors import CommandTimedOutError, ExecutorError, WorkspaceViolationError
+from agent_engine.errors import (
+    CommandTimedOutError,
+    ExecutorError,
+    SandboxUnavailableError,
+    WorkspaceViolationError,
+)
+from agent_engine.executors import sandbox
 from agent_engine.executors.base import ExecutionLimits, ExecutorContext
 from agent_engine.executors.run_command import RUN_COMMAND, RunCommandOutput
 from agent_engine.executors.sandbox import HOME
@@ -474,3 +480,34 @@ def test_plan_check_names_the_cap_a_literal_limit_exceeds() -> None:
     assert [(p.field, "AGENT_ENGINE_COMMAND_MAX_MEMORY_BYTES" in p.message) for p in problems] == [
         ("memory_bytes", True)
     ]
+
+
+@pytest.fixture
+def no_bubblewrap(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A host where bubblewrap is not installed (its fixed path points nowhere)."""
+    monkeypatch.setattr(sandbox, "BWRAP", "/nonexistent/bwrap")
+    sandbox.bwrap_problem.cache_clear()
+    yield
+    sandbox.bwrap_problem.cache_clear()
+
+
+@pytest.mark.usefixtures("no_bubblewrap")
+async def test_without_bubblewrap_a_command_fails_naming_the_fix(
+    root: Path, make_context: Callable[..., ExecutorContext], python_exe: str
+) -> None:
+    context = make_context(sandbox="bwrap")
+    with pytest.raises(SandboxUnavailableError) as caught:
+        await run(context, python_exe, "-c", "open('marker', 'w')")
+    assert caught.value.code == "sandbox_unavailable"
+    assert "apt-get install bubblewrap" in caught.value.detail
+    assert "AGENT_ENGINE_SANDBOX=none" in caught.value.detail
+    assert not (root / "marker").exists()
+
+
+@pytest.mark.usefixtures("no_bubblewrap")
+async def test_with_the_sandbox_off_a_command_runs_without_bubblewrap(
+    root: Path, make_context: Callable[..., ExecutorContext], python_exe: str
+) -> None:
+    out = await run(make_context(sandbox="none"), python_exe, "-c", "open('marker', 'w')")
+    assert (out.exit_code, out.sandbox) == (0, "none")
+    assert (root / "marker").exists()
