@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
+import resource
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from agent_engine.executors.command_limits import PidsCgroup
 
 # After the leader exits and its group is killed, wait this long for pipes held by processes that
 # left the group (setsid) before giving up on the rest of their output.
@@ -95,6 +100,32 @@ class ProcessOutcome:
     duration_ms: int
     timed_out: bool
     cancelled: bool
+
+
+# prctl(PR_SET_PDEATHSIG): the command dies with the worker that started it, even by kill -9, so
+# a crashed worker never leaves an orphan running whose outcome nobody will record.
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def child_setup(
+    cwd_fd: int | None, limits: list[tuple[int, tuple[int, int]]], cgroup: PidsCgroup | None
+) -> Callable[[], None]:
+    """What the forked child does before exec: die with its parent, join its pids cgroup, enter
+    its cwd (without a sandbox, which enters it itself) and set its rlimits."""
+
+    # Runs in the forked child before exec: keep it to plain syscalls (no imports, no locks).
+    def setup() -> None:
+        if _LIBC is not None:
+            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if cgroup is not None:
+            cgroup.join()
+        if cwd_fd is not None:
+            os.fchdir(cwd_fd)
+        for which, pair in limits:
+            resource.setrlimit(which, pair)
+
+    return setup
 
 
 def kill_group(pgid: int) -> None:

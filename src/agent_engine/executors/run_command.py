@@ -9,14 +9,10 @@ started, and a timeout fails the step.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import resource
 import shutil
-import signal
 import subprocess
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,12 +31,18 @@ from agent_engine.executors.command_limits import (
     processes_refusal,
     rlimit_pairs,
 )
-from agent_engine.executors.command_process import ProcessOutcome, ProcessSpec, run_process
+from agent_engine.executors.command_process import (
+    ProcessOutcome,
+    ProcessSpec,
+    child_setup,
+    run_process,
+)
 from agent_engine.executors.input_checks import literal_string, workspace_path_problem
 from agent_engine.executors.sandbox import (
     SandboxPolicy,
     bwrap_argv,
     outside_refusal,
+    probe,
     sandbox_env,
     sandbox_refusal,
 )
@@ -211,45 +213,28 @@ def _prepare(workspace: Workspace, input: RunCommandInput, context: ExecutorCont
     )
 
 
-# prctl(PR_SET_PDEATHSIG): the command dies with the worker that started it, even by kill -9, so
-# a crashed worker never leaves an orphan running whose outcome nobody will record.
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-
-
-def _child_setup(
-    cwd_fd: int | None, limits: list[tuple[int, tuple[int, int]]], cgroup: PidsCgroup | None
-) -> Callable[[], None]:
-    # Runs in the forked child before exec: keep it to plain syscalls (no imports, no locks).
-    def setup() -> None:
-        if _LIBC is not None:
-            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if cgroup is not None:
-            cgroup.join()
-        if cwd_fd is not None:
-            os.fchdir(cwd_fd)
-        for which, pair in limits:
-            resource.setrlimit(which, pair)
-
-    return setup
-
-
 def _process_spec(
     workspace: Workspace, input: RunCommandInput, prepared: _Prepared, limits: ExecutionLimits
 ) -> tuple[ProcessSpec, PidsCgroup | None, int | None]:
     """How to start the command (in bubblewrap unless the sandbox is off), its pids cgroup if
     this host offers one, and the workspace fd the sandbox binds (closed by the caller)."""
-    sandboxed = limits.sandbox != "none"
+    workspace_fd = workspace.open_dir(".") if limits.sandbox != "none" else None
     parent = pids_cgroup_parent()
-    extra = SANDBOX_OVERHEAD_PROCESSES if sandboxed else 0
-    cgroup = PidsCgroup(parent, prepared.limits.max_processes + extra) if parent else None
+    processes = prepared.limits.max_processes + (
+        SANDBOX_OVERHEAD_PROCESSES if workspace_fd is not None else 0
+    )
+    try:
+        cgroup = PidsCgroup(parent, processes) if parent else None
+    except OSError as exc:
+        if workspace_fd is not None:
+            os.close(workspace_fd)
+        raise SandboxUnavailableError(f"could not create the command's pids cgroup: {exc}") from exc
     pairs = rlimit_pairs(prepared.limits, nproc=cgroup is None)
     kill_rest = cgroup.kill_all if cgroup is not None else None
-    if not sandboxed:
-        preexec = _child_setup(prepared.cwd_fd, pairs, cgroup)
+    if workspace_fd is None:  # no sandbox
+        preexec = child_setup(prepared.cwd_fd, pairs, cgroup)
         spec = ProcessSpec(input.argv, prepared.executable, prepared.env, preexec, (), kill_rest)
         return spec, cgroup, None
-    workspace_fd = workspace.open_dir(".")
     inside_cwd = os.path.normpath(os.path.join(str(workspace.root), prepared.cwd))
     policy = SandboxPolicy(
         workspace=str(workspace.root),
@@ -259,9 +244,10 @@ def _process_spec(
         read_only_paths=limits.sandbox_read_only_paths,
         network=prepared.network,
         scratch_bytes=prepared.write_bytes,
+        disable_userns=probe().disables_userns,
     )
     argv = bwrap_argv(policy, prepared.executable, input.argv[1:])
-    preexec = _child_setup(None, pairs, cgroup)
+    preexec = child_setup(None, pairs, cgroup)
     # bubblewrap clears the command's environment itself; it gets only the scrubbed one too.
     spec = ProcessSpec(argv, argv[0], prepared.env, preexec, (workspace_fd,), kill_rest)
     return spec, cgroup, workspace_fd

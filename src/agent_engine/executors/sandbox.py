@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 BWRAP = "/usr/bin/bwrap"  # Debian's bubblewrap package; a fixed path, never looked up on PATH
 SANDBOX_UID = 1000
@@ -59,6 +60,8 @@ class SandboxPolicy:
     read_only_paths: tuple[str, ...] = ()  # extra host folders bound read-only at their path
     network: bool = False
     scratch_bytes: int = 512 << 20  # size of the tmpfs holding HOME and TMPDIR
+    # No user namespaces inside (the kernel code they reach is a common way out of sandboxes).
+    disable_userns: bool = False
 
 
 def sandbox_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -85,6 +88,7 @@ def bwrap_argv(policy: SandboxPolicy, executable: str, args: Sequence[str]) -> l
         BWRAP,
         "--unshare-all",
         *(["--share-net"] if policy.network else []),
+        *(["--unshare-user", "--disable-userns"] if policy.disable_userns else []),
         "--die-with-parent",  # the sandbox dies with the worker, even by kill -9
         "--new-session",  # no TIOCSTI into a terminal the server may hold
         "--clearenv",
@@ -143,27 +147,56 @@ def outside_refusal(executable: str, read_only_paths: Sequence[str]) -> str | No
     return None
 
 
-@functools.cache
-def bwrap_problem() -> str | None:
-    """Why bubblewrap cannot run here (``None``: it can), found once by running ``true`` in a
-    sandbox like the real ones and cached for the life of the process."""
-    if not os.access(BWRAP, os.X_OK):
-        return f"bubblewrap is not installed ({BWRAP} not found)"
-    true = next((p for p in ("/usr/bin/true", "/bin/true") if os.access(p, os.X_OK)), None)
-    if true is None:
-        return "no /usr/bin/true to probe bubblewrap with"
-    argv = [BWRAP, "--unshare-all", "--die-with-parent", *system_mounts()]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--", true]
+@dataclass(frozen=True)
+class Probe:
+    """What the one-time probe found: why bubblewrap cannot run (``None``: it can), and whether
+    it can also forbid nested user namespaces (``--disable-userns``, bubblewrap 0.8 and later)."""
+
+    problem: str | None
+    disables_userns: bool = False
+
+
+def _try(argv: list[str], fd: int) -> str | None:
     try:
         done = subprocess.run(
-            argv, capture_output=True, timeout=PROBE_TIMEOUT_S, env={}, check=False
+            argv,
+            capture_output=True,
+            timeout=PROBE_TIMEOUT_S,
+            env={},
+            check=False,
+            pass_fds=(fd,),  # bwrap binds the workspace by this fd
         )
     except (OSError, subprocess.SubprocessError) as exc:
         return f"bubblewrap could not start: {exc}"
-    if done.returncode != 0:
-        reason = done.stderr.decode(errors="replace").strip().splitlines()
-        return f"bubblewrap cannot create its namespaces here: {reason[-1] if reason else ''}"
-    return None
+    if done.returncode == 0:
+        return None
+    reason = done.stderr.decode(errors="replace").strip().splitlines()
+    return f"bubblewrap failed its probe: {reason[-1] if reason else f'exit {done.returncode}'}"
+
+
+@functools.cache
+def probe() -> Probe:
+    """Run ``true`` once in a sandbox of exactly the real shape (cached for the process)."""
+    if not os.access(BWRAP, os.X_OK):
+        return Probe(f"bubblewrap is not installed ({BWRAP} not found)")
+    true = next((p for p in ("/usr/bin/true", "/bin/true") if os.access(p, os.X_OK)), None)
+    if true is None:
+        return Probe("no /usr/bin/true to probe bubblewrap with")
+    with tempfile.TemporaryDirectory(prefix="agent-engine-probe-") as folder:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            policy = SandboxPolicy(workspace=folder, workspace_fd=fd, cwd=folder, env={})
+            hardened = bwrap_argv(replace(policy, disable_userns=True), true, [])
+            if _try(hardened, fd) is None:
+                return Probe(None, disables_userns=True)
+            return Probe(_try(bwrap_argv(policy, true, []), fd))
+        finally:
+            os.close(fd)
+
+
+def bwrap_problem() -> str | None:
+    """Why bubblewrap cannot run here (``None``: it can), from the one-time probe."""
+    return probe().problem
 
 
 def sandbox_refusal(mode: str) -> str | None:

@@ -448,6 +448,7 @@ async def test_the_sandbox_sees_only_the_system_and_its_workspace(
         "    'shadow': os.path.exists('/etc/shadow'),\n"
         "    'interfaces': [n.split(':')[0].strip() for n in open('/proc/net/dev')][2:],\n"
         "    'pids': sorted(int(p) for p in os.listdir('/proc') if p.isdigit()),\n"
+        "    'nested_userns': __import__('ctypes').CDLL(None).unshare(0x10000000) == 0,\n"
         "}))\n"
     )
     script = script.replace("OUTSIDE", repr(str(outside / "secret.txt")))
@@ -459,6 +460,8 @@ async def test_the_sandbox_sees_only_the_system_and_its_workspace(
     assert (seen["usr"], seen["etc"], seen["root"], seen["shadow"]) == (False, False, False, False)
     assert seen["interfaces"] == ["lo"]  # no network unless the server allows it
     assert max(seen["pids"]) < 10  # a PID namespace of its own: bubblewrap's init and the command
+    if sandbox.probe().disables_userns:
+        assert seen["nested_userns"] is False  # no user namespaces inside (bubblewrap >= 0.8)
     assert (root / "made-here").exists()
     assert not (Path(HOME) / "h").exists()  # HOME was the sandbox's own tmpfs
 
@@ -486,9 +489,9 @@ def test_plan_check_names_the_cap_a_literal_limit_exceeds() -> None:
 def no_bubblewrap(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A host where bubblewrap is not installed (its fixed path points nowhere)."""
     monkeypatch.setattr(sandbox, "BWRAP", "/nonexistent/bwrap")
-    sandbox.bwrap_problem.cache_clear()
+    sandbox.probe.cache_clear()
     yield
-    sandbox.bwrap_problem.cache_clear()
+    sandbox.probe.cache_clear()
 
 
 @pytest.mark.usefixtures("no_bubblewrap")
