@@ -101,7 +101,7 @@ def bwrap_argv(policy: SandboxPolicy, executable: str, args: Sequence[str]) -> l
         *system_mounts(),
     ]
     for path in policy.read_only_paths:
-        argv += ["--ro-bind", path, path]
+        argv += ["--ro-bind-try", path, path]  # a folder that is gone hides nothing
     argv += [
         "--proc",
         "/proc",
