@@ -28,6 +28,7 @@ from agent_engine.executors.base import ExecutionLimits, InputProblem
 # bubblewrap's own two processes (its monitor and the namespace's init) are in the cgroup too.
 SANDBOX_OVERHEAD_PROCESSES = 2
 _CGROUP_PREFIX = "agent-engine-cmd-"
+LEFTOVER_AGE_S = 300.0
 # A step's limit → the ExecutionLimits field holding the server's cap, and its setting.
 CAPS = {
     "cpu_seconds": ("command_max_cpu_seconds", "AGENT_ENGINE_COMMAND_MAX_CPU_SECONDS"),
@@ -111,7 +112,20 @@ def _writable_parent(candidate: str) -> str | None:
     except OSError:
         return None
     os.rmdir(probe)
+    _sweep_leftovers(candidate)
     return candidate
+
+
+def _sweep_leftovers(parent: str) -> None:
+    """Remove command cgroups left by a worker that died mid-command. Only empty ones can be
+    removed at all, and only old ones are tried: a fresh one may be another server's, made an
+    instant before its command joins it."""
+    cutoff = time.time() - LEFTOVER_AGE_S
+    for entry in os.scandir(parent):
+        if entry.name.startswith(_CGROUP_PREFIX) and entry.is_dir(follow_symlinks=False):
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.rmdir(entry.path)
 
 
 def _pids_delegated(folder: str) -> bool:
