@@ -162,6 +162,7 @@ async def test_executables_inside_the_workspace_are_refused(
         await run(context, str(tool))
 
 
+@pytest.mark.usefixtures("sandboxed")
 async def test_environment_is_scrubbed_and_home_is_not_the_workspace(
     root: Path, context: ExecutorContext, python_exe: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -236,6 +237,7 @@ async def test_timeout_kills_the_whole_process_group(
     assert await grandchild_gone(root)
 
 
+@pytest.mark.usefixtures("sandboxed")
 async def test_a_setsid_grandchild_dies_with_the_timed_out_step(
     root: Path, context: ExecutorContext, python_exe: str
 ) -> None:
