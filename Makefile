@@ -52,6 +52,7 @@ bench: $(STAMP) ## Run the orchestration benchmark (installs the bench extra: DB
 	fi
 	$(BIN)/python -m bench.orchestration $(BENCH_ARGS)
 	$(BIN)/python -m bench.key_check
+	$(BIN)/python -m bench.sandbox_start
 
 clean: ## Remove the virtual environment and local state
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -13,6 +13,7 @@ import pytest
 from agent_engine.api.app import create_app
 from agent_engine.config import Settings
 from tests.databases import PostgresServer, clone_sqlite
+from tests.sandboxing import INTERPRETER_PATHS, TEST_SANDBOX
 
 
 @contextmanager
@@ -40,6 +41,8 @@ def app_on_loop(url: str, tmp_path: Path) -> Iterator[tuple[asyncio.Runner, http
         auto_migrate=False,
         embedded_worker=False,
         workspace_roots=[tmp_path],
+        sandbox_read_only_paths=list(INTERPRETER_PATHS),
+        sandbox=TEST_SANDBOX,
         _env_file=None,  # type: ignore[call-arg]
     )
     app = create_app(settings)

@@ -18,6 +18,7 @@ from tests.databases import (
     make_sqlite_template,
     prepare_postgres,
 )
+from tests.sandboxing import INTERPRETER_PATHS, TEST_SANDBOX
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +70,8 @@ def settings(database_url: str, workspace_root: Path) -> Settings:
         auto_migrate=False,
         embedded_worker=False,  # tests that want workers start them explicitly
         workspace_roots=[workspace_root],
+        sandbox_read_only_paths=list(INTERPRETER_PATHS),
+        sandbox=TEST_SANDBOX,
         _env_file=None,  # type: ignore[call-arg]
     )
 

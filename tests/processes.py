@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.sandboxing import SANDBOX_ENV
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -28,6 +30,7 @@ def clean_env(**overrides: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith("AGENT_ENGINE_") and k not in {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"}
     }
+    env.update(SANDBOX_ENV)
     env.update(overrides)
     return env
 

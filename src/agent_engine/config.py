@@ -17,6 +17,7 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/agent-engine.db"
 DATABASE_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
 DATABASE_URL_FORMS = "sqlite+aiosqlite:///<file> or postgresql+asyncpg://<user>@<host>/<database>"
 DEFAULT_COMMAND_ALLOWLIST = ("python", "python3", "pytest", "ruff", "ls", "cat", "grep", "git")
+GIB = 1 << 30
 
 
 def check_database_url(value: str) -> str:
@@ -95,6 +96,18 @@ class Settings(BaseSettings):
     worker_lease_s: float = Field(default=30.0, ge=1.0)
     worker_poll_s: float = Field(default=2.0, gt=0)
     worker_shutdown_grace_s: float = Field(default=30.0, ge=0)
+    # --- Command sandbox and limits: bubblewrap, and the caps a run's step may lower, never raise.
+    sandbox: Literal["bwrap", "none"] = "bwrap"
+    # Folders bound read-only into the sandbox besides the system (/usr, /bin, /lib*, some of
+    # /etc): e.g. a virtualenv or pyenv holding an allowlisted interpreter.
+    sandbox_read_only_paths: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    # Executables (names or absolute paths) whose commands keep the host network.
+    command_network_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    command_max_processes: int = Field(default=256, ge=1, le=65_536)
+    command_max_memory_bytes: int = Field(default=4 * GIB, ge=64 << 20)
+    command_max_cpu_seconds: int = Field(default=600, ge=1)
+    command_max_file_bytes: int = Field(default=GIB, ge=1)
+    command_max_write_bytes: int = Field(default=512 << 20, ge=1 << 20)
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     # --- Request limits (docs/limits.md); each refusal is a 422 naming its setting ---
     # Nesting of any JSON body, and of every document a step records. At most 128: documents
@@ -139,7 +152,12 @@ class Settings(BaseSettings):
         return check_database_url(value)
 
     @field_validator(
-        "workspace_roots", "command_allowlist", "command_env_passthrough", mode="before"
+        "workspace_roots",
+        "command_allowlist",
+        "command_env_passthrough",
+        "sandbox_read_only_paths",
+        "command_network_allowlist",
+        mode="before",
     )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:

@@ -237,6 +237,19 @@ class DocumentTooDeepError(ExecutorError):
     title = "Step document nested too deep"
 
 
+class CommandTimedOutError(ExecutorError):
+    """A command ran past its timeout and was killed; its output so far is in the data."""
+
+    code = "command_timed_out"
+
+
+class SandboxUnavailableError(ExecutorError):
+    """Commands cannot run in their sandbox here (bubblewrap missing, namespaces refused, or a
+    process limit that could not hold); the message names the fix."""
+
+    code = "sandbox_unavailable"
+
+
 class TransientExecutorError(ExecutorError):
     """A step failure another attempt may not repeat (a flaky dependency); retried by policy."""
 

@@ -9,6 +9,7 @@ import pytest
 
 from agent_engine.cli.startup import describe_model, describe_serve
 from agent_engine.config import Settings
+from tests.sandboxing import sandbox_problem
 
 
 def settings(**values: Any) -> Settings:
@@ -61,3 +62,18 @@ def test_a_broken_catalog_is_named_instead_of_a_model(tmp_path: Path) -> None:
     assert describe_model(settings(models_file=catalog)).startswith(
         f"no model: invalid model catalog {catalog}"
     )
+
+
+def test_a_server_without_a_sandbox_says_so_on_its_one_line(tmp_path: Path) -> None:
+    line = describe_serve(settings(sandbox="none", workspace_roots=[tmp_path]))
+    assert "WARNING: commands run without a sandbox (AGENT_ENGINE_SANDBOX=none)" in line
+    assert "\n" not in line
+
+
+def test_the_default_sandbox_is_named_or_its_problem_is() -> None:
+    problem = sandbox_problem()
+    line = describe_serve(settings())
+    if problem is None:
+        assert "; commands sandboxed by bubblewrap;" in line
+    else:
+        assert "run_command refused:" in line

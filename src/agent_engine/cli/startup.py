@@ -8,6 +8,8 @@ import logging
 from sqlalchemy.engine import make_url
 
 from agent_engine.config import Settings
+from agent_engine.executors.command_limits import processes_refusal
+from agent_engine.executors.sandbox import bwrap_problem
 from agent_engine.llm.catalog import CatalogError, cached_catalog
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -40,6 +42,16 @@ def describe_model(settings: Settings) -> str:
     return f"models {', '.join(chosen)} (routed in-process by tier and price)"
 
 
+def describe_sandbox(settings: Settings) -> str:
+    """How commands run: in bubblewrap, refused (and why), or, set by the operator, unsandboxed."""
+    if settings.sandbox == "none":
+        return "WARNING: commands run without a sandbox (AGENT_ENGINE_SANDBOX=none)"
+    problem = bwrap_problem() or processes_refusal(settings.sandbox)
+    if problem is not None:
+        return f"run_command refused: {problem} (install bubblewrap or set AGENT_ENGINE_SANDBOX)"
+    return "commands sandboxed by bubblewrap"
+
+
 def describe_serve(settings: Settings) -> str:
     """The start-up line of `serve`."""
     worker = (
@@ -50,7 +62,8 @@ def describe_serve(settings: Settings) -> str:
     roots = ", ".join(str(root.absolute()) for root in settings.workspace_roots) or "none"
     return (
         f"database {shown_database_url(settings.database_url)}; {worker}; "
-        f"{describe_auth(settings)}; {describe_model(settings)}; workspace roots {roots}"
+        f"{describe_auth(settings)}; {describe_model(settings)}; {describe_sandbox(settings)}; "
+        f"workspace roots {roots}"
     )
 
 

@@ -29,6 +29,7 @@ from agent_engine.domain.transitions import move_run, move_step
 from agent_engine.engine.context import EngineContext, executor_context
 from agent_engine.engine.request_limits import check_recorded_depth
 from agent_engine.engine.retries import fail_step
+from agent_engine.engine.secrets import held_secrets, redact_error, redact_value
 from agent_engine.engine.settle import ready_steps, settle_run
 from agent_engine.errors import EngineError, ExecutorError
 from agent_engine.llm.base import LLMClient
@@ -167,13 +168,17 @@ async def _park_for_approval(
     command is not allowed, its edit does not apply) cannot work: it fails at once instead."""
     executor = ctx.registry[step.step_type]
     context = executor_context(ctx, run.id, step.step_number, run.workspace, llm)
+    secrets = held_secrets(ctx.settings.models_file)
     try:
-        preview = await executor.preview(executor.validate_input(resolved), context)
+        preview = redact_value(
+            await executor.preview(executor.validate_input(resolved), context), secrets
+        )
     except (EngineError, ValidationError) as exc:
-        error = (
+        error = redact_error(
             exc
             if isinstance(exc, EngineError)
-            else ExecutorError(f"step {step.step_number}: input is invalid: {exc}")
+            else ExecutorError(f"step {step.step_number}: input is invalid: {exc}"),
+            secrets,
         )
         step.resolved_input = resolved
         start_step(changes, run, step, actor, lease)

@@ -91,6 +91,14 @@ def limits_from_settings(settings: Settings) -> ExecutionLimits:
         workspace_roots=tuple(root.resolve() for root in settings.workspace_roots),
         allow_hard_links=settings.allow_hard_links,
         allow_git_writes=settings.allow_git_writes,
+        sandbox=settings.sandbox,
+        sandbox_read_only_paths=tuple(str(p.absolute()) for p in settings.sandbox_read_only_paths),
+        command_network_allowlist=tuple(settings.command_network_allowlist),
+        command_max_processes=settings.command_max_processes,
+        command_max_memory_bytes=settings.command_max_memory_bytes,
+        command_max_cpu_seconds=settings.command_max_cpu_seconds,
+        command_max_file_bytes=settings.command_max_file_bytes,
+        command_max_write_bytes=settings.command_max_write_bytes,
     )
 
 

@@ -38,8 +38,8 @@ from agent_engine.errors import (
     UnknownPolicyError,
 )
 from agent_engine.executors.base import ExecutionLimits
+from agent_engine.executors.command_allowlist import resolve_executable, search_path
 from agent_engine.executors.command_analysis import analyze_command
-from agent_engine.executors.run_command import resolve_executable, search_path
 from agent_engine.executors.workspace import Workspace
 
 MAX_POLICIES_FILE_BYTES = 1_048_576

@@ -38,7 +38,7 @@ from agent_engine.engine.policies import (
 from agent_engine.engine.request_limits import check_metadata, check_plan, check_strings
 from agent_engine.engine.settle import refresh_claimable
 from agent_engine.errors import IdempotencyConflictError, InputValidationError
-from agent_engine.executors.workspace import check_workspace_root
+from agent_engine.executors.workspace_roots import check_workspace_root
 from agent_engine.storage.audit import list_events_txn
 from agent_engine.storage.changes import DuplicateRowError
 from agent_engine.storage.database import read_transaction

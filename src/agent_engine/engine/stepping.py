@@ -28,6 +28,7 @@ from agent_engine.engine.ledger import record_calls
 from agent_engine.engine.locking import change_run
 from agent_engine.engine.request_limits import check_recorded_depth
 from agent_engine.engine.retries import fail_step
+from agent_engine.engine.secrets import held_secrets, redact_result, redact_value
 from agent_engine.engine.settle import (
     refresh_claimable,
     settle_run,
@@ -78,6 +79,7 @@ async def record_intent(ctx: EngineContext, claim: Claim, intent: dict[str, Any]
     async with change_run(ctx, claim.run_id, open_steps=True, also=claim.step_id) as locked:
         changes = locked.changes
         step = claimed_step(changes, claim)
+        intent = redact_value(intent, held_secrets(ctx.settings.models_file))
         step.effect_intent = {"attempt": claim.attempt, "fence": claim.fence, **intent}
         step.effect_outcome = None
         append_event(
@@ -264,6 +266,8 @@ async def decide_result(
             _check_fence(step, claim)
         except StaleFenceError as exc:
             return Recorded([], refused=exc)  # the ledger is written, the result is not
+    # Whatever a step produced (a command may print a key it found) is recorded without secrets.
+    result = redact_result(result, held_secrets(ctx.settings.models_file))
     for line in result.logs:
         append_event(
             changes,

@@ -33,6 +33,15 @@ class ExecutionLimits:
     workspace_roots: tuple[Path, ...] | None = None
     allow_hard_links: bool = False
     allow_git_writes: bool = False
+    # The command sandbox ("bwrap" or "none") and the caps a step may lower but never raise.
+    sandbox: str = "bwrap"
+    sandbox_read_only_paths: tuple[str, ...] = ()
+    command_network_allowlist: tuple[str, ...] = ()
+    command_max_processes: int = 256
+    command_max_memory_bytes: int = 4 << 30
+    command_max_cpu_seconds: int = 600
+    command_max_file_bytes: int = 1 << 30
+    command_max_write_bytes: int = 512 << 20
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from agent_engine.executors.base import (
 )
 from agent_engine.executors.input_checks import literal_string, workspace_path_problem
 from agent_engine.executors.unified_diff import apply_diff, make_diff, parse_diff
-from agent_engine.executors.workspace import Workspace, run_blocking, workspace_of
+from agent_engine.executors.workspace import Workspace, run_blocking
+from agent_engine.executors.workspace_roots import workspace_of
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 Operation = Literal["replace", "write", "patch"]

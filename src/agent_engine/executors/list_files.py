@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent_engine.errors import ExecutorError
 from agent_engine.executors.base import ExecutionLimits, Executor, ExecutorContext, InputProblem
-from agent_engine.executors.workspace import Workspace, run_blocking, workspace_of
+from agent_engine.executors.workspace import Workspace, run_blocking
+from agent_engine.executors.workspace_roots import workspace_of
 
 GITIGNORE_MAX_BYTES = 1_048_576
 ALWAYS_IGNORED = frozenset({".git"})

@@ -13,7 +13,8 @@ from agent_engine.errors import ExecutorError
 from agent_engine.executors.base import ExecutionLimits, Executor, ExecutorContext, InputProblem
 from agent_engine.executors.input_checks import literal_string, workspace_path_problem
 from agent_engine.executors.unified_diff import split_lines
-from agent_engine.executors.workspace import Workspace, run_blocking, workspace_of
+from agent_engine.executors.workspace import Workspace, run_blocking
+from agent_engine.executors.workspace_roots import workspace_of
 
 
 class ReadFileInput(BaseModel):

@@ -13,6 +13,7 @@ import pytest
 from agent_engine.executors.base import ExecutionLimits, ExecutorContext
 from agent_engine.executors.workspace import Workspace
 from agent_engine.llm.base import CompletionRequest, CompletionResponse, LLMCallRecord, LLMClient
+from tests.sandboxing import INTERPRETER_PATHS, TEST_SANDBOX
 
 
 class NoLLM(LLMClient):
@@ -63,6 +64,8 @@ def make_context(root: Path, python_exe: str) -> Callable[..., ExecutorContext]:
             "command_allowlist": (python_exe, "echo", "sh", "true"),
             "command_timeout_s": 10.0,
             "command_output_cap_bytes": 4096,
+            "sandbox_read_only_paths": INTERPRETER_PATHS,
+            "sandbox": TEST_SANDBOX,
         }
         defaults.update(limits)
         return ExecutorContext(

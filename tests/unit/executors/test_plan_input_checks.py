@@ -10,11 +10,12 @@ import pytest
 
 from agent_engine.errors import ExecutorError
 from agent_engine.executors.base import ExecutionLimits, ExecutorContext, InputProblem
+from agent_engine.executors.command_allowlist import allowlist_refusal
 from agent_engine.executors.edit_file import EDIT_FILE
 from agent_engine.executors.list_files import LIST_FILES
 from agent_engine.executors.noop import NOOP
 from agent_engine.executors.read_file import READ_FILE
-from agent_engine.executors.run_command import RUN_COMMAND, allowlist_refusal
+from agent_engine.executors.run_command import RUN_COMMAND
 
 LIMITS = ExecutionLimits(command_allowlist=("python", "/usr/bin/env", "git"))
 REF = {"$ref": "steps.1.output.path"}

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,15 +19,34 @@ import pytest
 from pydantic import ValidationError
 
 from agent_engine.errors import CancelledError as StepCancelledError
-from agent_engine.errors import ExecutorError, WorkspaceViolationError
-from agent_engine.executors.base import ExecutorContext
+from agent_engine.errors import (
+    CommandTimedOutError,
+    ExecutorError,
+    SandboxUnavailableError,
+    WorkspaceViolationError,
+)
+from agent_engine.executors import sandbox
+from agent_engine.executors.base import ExecutionLimits, ExecutorContext
 from agent_engine.executors.run_command import RUN_COMMAND, RunCommandOutput
+from agent_engine.executors.sandbox import HOME
+from tests.sandboxing import require_sandbox
 
-# Starts a grandchild that sleeps, records its pid in gc.pid, then sleeps itself.
+# A grandchild that holds an exclusive lock on alive.lock while it lives (pids inside the sandbox
+# are not the host's, so the lock is how a test sees it die), then says so in gc.started.
+HOLD_LOCK = (
+    "import fcntl, os, sys, time\n"
+    "if 'setsid' in sys.argv: os.setsid()\n"
+    "lock = open('alive.lock', 'w')\n"
+    "fcntl.flock(lock, fcntl.LOCK_EX)\n"
+    "open('gc.started', 'w').close()\n"
+    "time.sleep(60)\n"
+)
+# Starts that grandchild, waits until it holds its lock, then sleeps (or, with 'exit', exits).
 SPAWN_GRANDCHILD = (
-    "import subprocess, sys, time\n"
-    "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
-    "open('gc.pid', 'w').write(str(child.pid))\n"
+    "import os, subprocess, sys, time\n"
+    f"subprocess.Popen([sys.executable, '-c', {HOLD_LOCK!r}, *sys.argv[1:]])\n"
+    "while not os.path.exists('gc.started'): time.sleep(0.01)\n"
+    "if 'exit' in sys.argv: sys.exit(0)\n"
     "time.sleep(60)\n"
 )
 
@@ -41,30 +61,30 @@ def read_text(path: Path) -> str:
     return path.read_text()
 
 
-def is_gone(pid: int) -> bool:
-    """Whether ``pid`` has exited (a zombie awaiting its reaper counts as exited)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat_file:
-            return stat_file.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
+def lock_is_free(path: Path) -> bool:
+    with open(path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
         return True
 
 
-async def wait_gone(pid: int, seconds: float = 5.0) -> bool:
+async def grandchild_gone(root: Path, seconds: float = 5.0) -> bool:
+    """Whether the grandchild of SPAWN_GRANDCHILD has died (its lock is free) within ``seconds``."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if is_gone(pid):
+        if lock_is_free(root / "alive.lock"):
             return True
         await asyncio.sleep(0.05)
-    return is_gone(pid)
+    return lock_is_free(root / "alive.lock")
 
 
-async def grandchild_pid(root: Path) -> int:
-    for _ in range(100):
-        try:
-            return int(read_text(root / "gc.pid"))
-        except (FileNotFoundError, ValueError):
-            await asyncio.sleep(0.05)
+async def grandchild_started(root: Path) -> None:
+    for _ in range(200):
+        if (root / "gc.started").exists():
+            return
+        await asyncio.sleep(0.05)
     raise AssertionError("the grandchild never started")
 
 
@@ -142,7 +162,8 @@ async def test_executables_inside_the_workspace_are_refused(
         await run(context, str(tool))
 
 
-async def test_environment_is_scrubbed_and_home_is_the_workspace(
+@pytest.mark.usefixtures("sandboxed")
+async def test_environment_is_scrubbed_and_home_is_not_the_workspace(
     root: Path, context: ExecutorContext, python_exe: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AGENT_ENGINE_FAKE_SECRET", "s3cret")
@@ -152,9 +173,13 @@ async def test_environment_is_scrubbed_and_home_is_the_workspace(
     )
     env = json.loads(out.stdout)
     assert "AGENT_ENGINE_FAKE_SECRET" not in env
-    # LC_CTYPE may be added by the child Python itself (PEP 538 locale coercion).
-    assert set(env) <= {*context.limits.command_env_passthrough, "HOME", "LC_CTYPE"}
-    assert env["HOME"] == str(root)
+    # LC_CTYPE may be added by the child Python itself (PEP 538 locale coercion); bubblewrap
+    # sets PWD when it enters the cwd.
+    allowed = {*context.limits.command_env_passthrough, "HOME", "TMPDIR", "PWD", "LC_CTYPE"}
+    assert set(env) <= allowed
+    # A fresh folder of the sandbox's own: a .gitconfig written into the workspace is not read.
+    assert env["HOME"] == HOME
+    assert not env["HOME"].startswith(str(root))
     assert all(os.path.isabs(entry) for entry in env["PATH"].split(os.pathsep))
 
 
@@ -178,10 +203,17 @@ async def test_bad_cwd_is_refused(root: Path, outside: Path, context: ExecutorCo
             await run(context, "true", cwd=cwd)
 
 
-async def test_timeout_kills_the_command(context: ExecutorContext, python_exe: str) -> None:
+async def test_timeout_kills_the_command_and_fails_with_its_output(
+    context: ExecutorContext, python_exe: str
+) -> None:
     started = time.monotonic()
-    out = await run(context, python_exe, "-c", "import time; time.sleep(30)", timeout_s=0.5)
-    assert (out.timed_out, out.killed, out.exit_code) == (True, True, -signal.SIGKILL)
+    script = "import time; print('before', flush=True); time.sleep(30)"
+    with pytest.raises(CommandTimedOutError) as caught:
+        await run(context, python_exe, "-c", script, timeout_s=0.5)
+    out = caught.value.data["output"]
+    assert caught.value.code == "command_timed_out"
+    assert (out["timed_out"], out["killed"], out["exit_code"]) == (True, True, -signal.SIGKILL)
+    assert out["stdout"] == "before\n"
     assert time.monotonic() - started < 5
 
 
@@ -192,27 +224,39 @@ async def test_timeout_is_capped_by_the_configuration(
     data = {"argv": [python_exe, "-c", "import time; time.sleep(30)"], "timeout_s": 100}
     preview = await RUN_COMMAND.preview(RUN_COMMAND.validate_input(data), context)
     assert preview["timeout_s"] == 0.5
-    out = await RUN_COMMAND.execute(RUN_COMMAND.validate_input(data), context)
-    assert out.timed_out
+    with pytest.raises(CommandTimedOutError) as caught:
+        await RUN_COMMAND.execute(RUN_COMMAND.validate_input(data), context)
+    assert caught.value.data["timeout_s"] == 0.5
 
 
 async def test_timeout_kills_the_whole_process_group(
     root: Path, context: ExecutorContext, python_exe: str
 ) -> None:
-    out = await run(context, python_exe, "-c", SPAWN_GRANDCHILD, timeout_s=1.5)
-    assert out.timed_out
-    assert await wait_gone(await grandchild_pid(root))
+    with pytest.raises(CommandTimedOutError):
+        await run(context, python_exe, "-c", SPAWN_GRANDCHILD, timeout_s=1.5)
+    assert await grandchild_gone(root)
+
+
+@pytest.mark.usefixtures("sandboxed")
+async def test_a_setsid_grandchild_dies_with_the_timed_out_step(
+    root: Path, context: ExecutorContext, python_exe: str
+) -> None:
+    """F4: a process that double-forks into a session of its own dies with its step."""
+    with pytest.raises(CommandTimedOutError):
+        await run(context, python_exe, "-c", SPAWN_GRANDCHILD, "setsid", timeout_s=1.5)
+    assert (root / "gc.started").exists()
+    assert await grandchild_gone(root)
 
 
 async def test_background_processes_do_not_outlive_a_finished_command(
-    context: ExecutorContext,
+    root: Path, context: ExecutorContext, python_exe: str
 ) -> None:
     started = time.monotonic()
-    out = await run(context, "sh", "-c", "sleep 30 & echo $!")
+    out = await run(context, python_exe, "-c", SPAWN_GRANDCHILD, "exit")
     assert out.exit_code == 0
     assert not out.timed_out
     assert time.monotonic() - started < 5  # not held up by the sleeper's copy of the pipes
-    assert await wait_gone(int(out.stdout))
+    assert await grandchild_gone(root)
 
 
 async def test_output_is_capped_per_stream_with_a_marker(
@@ -249,14 +293,16 @@ async def test_memory_limit_applies(context: ExecutorContext, python_exe: str) -
 async def test_cpu_limit_applies(context: ExecutorContext, python_exe: str) -> None:
     out = await run(context, python_exe, "-c", "while True: pass", cpu_seconds=1, timeout_s=10)
     assert not out.timed_out
-    assert out.exit_code in (-signal.SIGXCPU, -signal.SIGKILL)
+    # In the sandbox a command killed by a signal exits 128 + its number (bubblewrap reports so).
+    killed_by = {-signal.SIGXCPU, -signal.SIGKILL, 128 + signal.SIGXCPU, 128 + signal.SIGKILL}
+    assert out.exit_code in killed_by
 
 
 async def test_cancel_event_kills_the_group_and_raises(
     root: Path, context: ExecutorContext, python_exe: str
 ) -> None:
     async def cancel_soon() -> None:
-        await grandchild_pid(root)
+        await grandchild_started(root)
         context.cancel_event.set()
 
     canceller = asyncio.create_task(cancel_soon())
@@ -265,7 +311,7 @@ async def test_cancel_event_kills_the_group_and_raises(
         await run(context, python_exe, "-c", SPAWN_GRANDCHILD)
     await canceller
     assert time.monotonic() - started < 5
-    assert await wait_gone(await grandchild_pid(root))
+    assert await grandchild_gone(root)
 
 
 async def test_preview_describes_the_command_without_running_it(
@@ -339,8 +385,134 @@ async def test_cancelling_the_task_kills_the_group(
     root: Path, context: ExecutorContext, python_exe: str
 ) -> None:
     task = asyncio.create_task(run(context, python_exe, "-c", SPAWN_GRANDCHILD))
-    pid = await grandchild_pid(root)
+    await grandchild_started(root)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert await wait_gone(pid)
+    assert await grandchild_gone(root)
+
+
+# --- the sandbox and the limits that hold for every uid (F2, F4) ------------------------------
+
+FORK_BOMB = (
+    "import os, time\n"
+    "started = 0\n"
+    "for _ in range(50):\n"
+    "    try:\n"
+    "        pid = os.fork()\n"
+    "    except OSError as exc:\n"
+    "        print('fork refused:', exc.strerror)\n"
+    "        break\n"
+    "    if pid == 0:\n"
+    "        time.sleep(5)\n"
+    "        os._exit(0)\n"
+    "    started += 1\n"
+    "print('started', started)\n"
+)
+
+
+@pytest.fixture
+def sandboxed() -> None:
+    require_sandbox()
+
+
+@pytest.mark.usefixtures("sandboxed")
+async def test_max_processes_holds_even_for_a_server_running_as_root(
+    context: ExecutorContext, python_exe: str
+) -> None:
+    """F4: with max_processes 3 the command and two children run; every further fork fails,
+    whoever the server runs as (these tests run as root here)."""
+    out = await run(context, python_exe, "-c", FORK_BOMB, max_processes=3)
+    assert out.exit_code == 0, out.stderr
+    assert "fork refused:" in out.stdout
+    started = int(out.stdout.rsplit("started", 1)[1])
+    assert started <= 2
+
+
+@pytest.mark.usefixtures("sandboxed")
+async def test_the_sandbox_sees_only_the_system_and_its_workspace(
+    root: Path, outside: Path, context: ExecutorContext, python_exe: str
+) -> None:
+    script = (
+        "import json, os\n"
+        "def writable(path):\n"
+        "    try:\n"
+        "        open(path, 'w').close()\n"
+        "        return True\n"
+        "    except OSError:\n"
+        "        return False\n"
+        "print(json.dumps({\n"
+        "    'uid': os.getuid(),\n"
+        "    'outside': os.path.exists(OUTSIDE),\n"
+        "    'workspace': writable('made-here'),\n"
+        "    'home': writable(os.path.join(os.environ['HOME'], 'h')),\n"
+        "    'usr': writable('/usr/x'), 'etc': writable('/etc/x'), 'root': writable('/x'),\n"
+        "    'shadow': os.path.exists('/etc/shadow'),\n"
+        "    'interfaces': [n.split(':')[0].strip() for n in open('/proc/net/dev')][2:],\n"
+        "    'pids': sorted(int(p) for p in os.listdir('/proc') if p.isdigit()),\n"
+        "    'nested_userns': __import__('ctypes').CDLL(None).unshare(0x10000000) == 0,\n"
+        "}))\n"
+    )
+    script = script.replace("OUTSIDE", repr(str(outside / "secret.txt")))
+    out = await run(context, python_exe, "-c", script)
+    seen = json.loads(out.stdout)
+    assert seen["uid"] != 0
+    assert seen["outside"] is False  # another folder next to the workspace
+    assert (seen["workspace"], seen["home"]) == (True, True)
+    assert (seen["usr"], seen["etc"], seen["root"], seen["shadow"]) == (False, False, False, False)
+    assert seen["interfaces"] == ["lo"]  # no network unless the server allows it
+    assert max(seen["pids"]) < 10  # a PID namespace of its own: bubblewrap's init and the command
+    if sandbox.probe().disables_userns:
+        assert seen["nested_userns"] is False  # no user namespaces inside (bubblewrap >= 0.8)
+    assert (root / "made-here").exists()
+    assert not (Path(HOME) / "h").exists()  # HOME was the sandbox's own tmpfs
+
+
+async def test_a_limit_above_the_servers_cap_is_refused_when_the_step_runs(
+    make_context: Callable[..., ExecutorContext], python_exe: str
+) -> None:
+    """Resolved inputs ($ref) are checked at execution too, not only when the plan is made."""
+    context = make_context(command_max_processes=8)
+    with pytest.raises(ExecutorError, match="AGENT_ENGINE_COMMAND_MAX_PROCESSES"):
+        await run(context, python_exe, "-c", "pass", max_processes=9)
+
+
+def test_plan_check_names_the_cap_a_literal_limit_exceeds() -> None:
+    limits = ExecutionLimits(command_allowlist=("python3",), command_max_memory_bytes=1 << 30)
+    problems = RUN_COMMAND.check_plan_input(
+        {"argv": ["python3"], "memory_bytes": 2 << 30, "max_processes": 4}, limits
+    )
+    assert [(p.field, "AGENT_ENGINE_COMMAND_MAX_MEMORY_BYTES" in p.message) for p in problems] == [
+        ("memory_bytes", True)
+    ]
+
+
+@pytest.fixture
+def no_bubblewrap(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A host where bubblewrap is not installed (its fixed path points nowhere)."""
+    monkeypatch.setattr(sandbox, "BWRAP", "/nonexistent/bwrap")
+    sandbox.probe.cache_clear()
+    yield
+    sandbox.probe.cache_clear()
+
+
+@pytest.mark.usefixtures("no_bubblewrap")
+async def test_without_bubblewrap_a_command_fails_naming_the_fix(
+    root: Path, make_context: Callable[..., ExecutorContext], python_exe: str
+) -> None:
+    context = make_context(sandbox="bwrap")
+    with pytest.raises(SandboxUnavailableError) as caught:
+        await run(context, python_exe, "-c", "open('marker', 'w')")
+    assert caught.value.code == "sandbox_unavailable"
+    assert "apt-get install bubblewrap" in caught.value.detail
+    assert "AGENT_ENGINE_SANDBOX=none" in caught.value.detail
+    assert not (root / "marker").exists()
+
+
+@pytest.mark.usefixtures("no_bubblewrap")
+async def test_with_the_sandbox_off_a_command_runs_without_bubblewrap(
+    root: Path, make_context: Callable[..., ExecutorContext], python_exe: str
+) -> None:
+    out = await run(make_context(sandbox="none"), python_exe, "-c", "open('marker', 'w')")
+    assert (out.exit_code, out.sandbox) == (0, "none")
+    assert (root / "marker").exists()

@@ -23,7 +23,8 @@ from agent_engine.executors.edit_file import EDIT_FILE
 from agent_engine.executors.list_files import LIST_FILES
 from agent_engine.executors.read_file import READ_FILE
 from agent_engine.executors.run_command import RUN_COMMAND
-from agent_engine.executors.workspace import Workspace, check_workspace_root
+from agent_engine.executors.workspace import Workspace
+from agent_engine.executors.workspace_roots import check_workspace_root
 
 Setup = Callable[[Path, Path], str]
 
