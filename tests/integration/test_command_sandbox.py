@@ -14,14 +14,21 @@ import httpx
 import pytest
 
 from agent_engine.config import Settings
-from tests.integration.test_plan_checks import create, refused
+from tests.integration.test_plan_checks import refused
 from tests.integration.test_workers import embedded_worker_client, wait_for
+from tests.policies import UNATTENDED, unattended_policies
 
 OPENAI_KEY = "sk-test-F2-openai-0123456789abcdef"
 ANTHROPIC_KEY = "sk-ant-test-F2-anthropic-0123456789"
 KEYS = (OPENAI_KEY, ANTHROPIC_KEY)
 ENV = shutil.which("env") or "/usr/bin/env"
 CAT = shutil.which("cat") or "/usr/bin/cat"
+
+
+@pytest.fixture
+def settings(settings: Settings, tmp_path: Path) -> Settings:
+    """Every app of this module knows the test policy that frees commands from approval."""
+    return settings.model_copy(update={"policies_file": unattended_policies(tmp_path)})
 
 
 @pytest.fixture
@@ -40,7 +47,7 @@ def workspace(workspace_root: Path) -> Path:
 
 def command(*argv: str, **limits: Any) -> dict[str, Any]:
     data = {"argv": list(argv), "timeout_s": 20, **limits}
-    return {"step_type": "run_command", "input_data": data, "requires_approval": False}
+    return {"step_type": "run_command", "input_data": data}
 
 
 def python(script: str, **limits: Any) -> dict[str, Any]:
@@ -52,6 +59,14 @@ async def commands(settings: Settings, provider_keys: None) -> AsyncIterator[htt
     allowed = settings.model_copy(update={"command_allowlist": [sys.executable, ENV, CAT]})
     async with embedded_worker_client(allowed, poll_s=0.2) as http:
         yield http
+
+
+async def create(
+    client: httpx.AsyncClient, steps: list[dict[str, Any]], workspace: Path
+) -> httpx.Response:
+    """A run of ``steps`` under the test policy that lets commands run without a person."""
+    body = {"goal": "check", "steps": steps, "workspace": str(workspace), "policy": UNATTENDED}
+    return await client.post("/v1/agent-runs", json=body)
 
 
 async def finished(client: httpx.AsyncClient, steps: list[dict[str, Any]], ws: Path) -> Any:

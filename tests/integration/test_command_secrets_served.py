@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.policies import UNATTENDED, unattended_policies
 from tests.processes import clean_env, free_port, running
 from tests.sandboxing import require_sandbox
 
@@ -29,6 +30,9 @@ READ_ENVIRON = (
     "pid = os.getppid() if sys.argv[1] == 'parent' else sys.argv[1]\n"
     "print(open(f'/proc/{pid}/environ').read().replace(chr(0), chr(10)))\n"
 )
+# Reads a file by a path the command analysis cannot see (it is in the script), so what stops
+# it is the sandbox, not the refusal of `cat /outside` at plan time.
+READ_FILE = "import sys; sys.stdout.write(open(sys.argv[1], 'rb').read().decode('latin-1'))"
 ENV = shutil.which("env") or "/usr/bin/env"
 CAT = shutil.which("cat") or "/usr/bin/cat"
 
@@ -46,6 +50,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         AGENT_ENGINE_WORKSPACE_ROOTS=str(tmp_path / "workspaces"),
         AGENT_ENGINE_COMMAND_ALLOWLIST=f"{sys.executable},{ENV},{CAT}",
         AGENT_ENGINE_LOG_LEVEL="warning",
+        AGENT_ENGINE_POLICIES_FILE=str(unattended_policies(tmp_path)),
     )
     env.pop("AGENT_ENGINE_DATABASE_URL", None)
     with running(["agent_engine", "serve", "--port", str(port)], tmp_path, env, port) as url:
@@ -58,7 +63,6 @@ def command(*argv: str) -> dict[str, Any]:
     return {
         "step_type": "run_command",
         "input_data": {"argv": list(argv), "timeout_s": 20},
-        "requires_approval": False,
         "optional": True,  # a refused read fails its step; the run goes on
     }
 
@@ -81,13 +85,14 @@ def test_a_served_command_finds_no_provider_key_and_no_database(
         command(sys.executable, "-c", READ_ENVIRON, "parent"),
         command(sys.executable, "-c", READ_ENVIRON, "1"),
         command(ENV),
-        command(CAT, str(database)),
-        command(CAT, "../../var/agent-engine.db"),
+        command(sys.executable, "-c", READ_FILE, str(database)),
+        command(sys.executable, "-c", READ_FILE, "../../var/agent-engine.db"),
     ]
     body = {
         "goal": "look for secrets",
         "workspace": str(tmp_path / "workspaces" / "project"),
         "steps": steps,
+        "policy": UNATTENDED,
         "auto_start": True,
     }
     with httpx.Client(base_url=url, timeout=30) as client:
@@ -109,5 +114,5 @@ def test_a_served_command_finds_no_provider_key_and_no_database(
     # environment; the server is not in its PID namespace.
     assert (parent["exit_code"], pid1["exit_code"], env["exit_code"]) == (0, 0, 0)
     for read in (by_path, by_relative_path):
-        assert read["exit_code"] != 0 and "No such file" in read["stderr"]
+        assert read["exit_code"] != 0 and "No such file" in read["stderr"], read
         assert "SQLite format" not in read["stdout"]
