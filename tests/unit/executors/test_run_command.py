@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -181,6 +182,30 @@ async def test_environment_is_scrubbed_and_home_is_not_the_workspace(
     assert env["HOME"] == HOME
     assert not env["HOME"].startswith(str(root))
     assert all(os.path.isabs(entry) for entry in env["PATH"].split(os.pathsep))
+
+
+@pytest.mark.usefixtures("sandboxed")
+async def test_f5_configuration_planted_in_the_workspace_runs_nothing_later(
+    root: Path, make_context: Callable[..., ExecutorContext], python_exe: str
+) -> None:
+    """F5: with HOME the workspace, an edited .gitconfig (``core.fsmonitor``) ran code in the
+    next ``git status``, and a user-site .pth file in the next ``python``; HOME is now the
+    sandbox's own, so neither is read."""
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git is not installed")
+    subprocess.run([git, "init", "-q", str(root)], check=True)
+    (root / ".gitconfig").write_text(f'[core]\n\tfsmonitor = "touch {root}/ran-fsmonitor; false"\n')
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    site_packages = root / ".local" / "lib" / version / "site-packages"
+    site_packages.mkdir(parents=True)
+    (site_packages / "planted.pth").write_text(f"import os; open({str(root / 'ran-pth')!r}, 'w')\n")
+    context = make_context(command_allowlist=(git, python_exe))
+    status = await run(context, git, "status", "--short")
+    python = await run(context, python_exe, "-c", "pass")
+    assert (status.exit_code, python.exit_code) == (0, 0), (status.stderr, python.stderr)
+    assert not (root / "ran-fsmonitor").exists()
+    assert not (root / "ran-pth").exists()
 
 
 async def test_cwd_is_a_directory_inside_the_workspace(
