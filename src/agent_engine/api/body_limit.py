@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agent_engine.api.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
+from agent_engine.api.asgi_messages import replaying, send_problem
+from agent_engine.api.problems import PROBLEM_BASE
 
 # How much of an oversized body is read and discarded so that the client gets to read the 413;
 # past this (or past the time bound) the connection is closed without waiting for the rest.
@@ -63,43 +63,20 @@ class BodySizeLimit:
                 return
             chunks.append(body)
         buffered = b"".join(chunks)
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": buffered, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(buffered, receive), send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        body = json.dumps(
-            {
-                "type": PROBLEM_BASE + "payload-too-large",
-                "title": "Payload too large",
-                "status": 413,
-                "detail": f"request body exceeds {self.max_bytes} bytes ({SIZE_SETTING})",
-                "code": "payload_too_large",
-                "instance": scope.get("path", ""),
-                "limit": SIZE_SETTING,
-                "maximum": self.max_bytes,
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                    # The rest of the body may still be unread: this connection cannot be reused.
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        problem = {
+            "type": PROBLEM_BASE + "payload-too-large",
+            "title": "Payload too large",
+            "status": 413,
+            "detail": f"request body exceeds {self.max_bytes} bytes ({SIZE_SETTING})",
+            "code": "payload_too_large",
+            "instance": scope.get("path", ""),
+            "limit": SIZE_SETTING,
+            "maximum": self.max_bytes,
+        }
+        await send_problem(send, problem, close=True)
 
 
 async def _discard_body(receive: Receive, already_read: int) -> None:

@@ -9,11 +9,9 @@ already bounded.
 
 from __future__ import annotations
 
-import json
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from agent_engine.api.problems import PROBLEM_MEDIA_TYPE
+from agent_engine.api.asgi_messages import replaying, send_problem
 from agent_engine.domain.json_depth import text_exceeds_depth
 from agent_engine.errors import JsonTooDeepError
 
@@ -53,16 +51,7 @@ class JsonDepthLimit:
         if text_exceeds_depth(body, self.max_depth):
             await self._refuse(scope, send)
             return
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         error = JsonTooDeepError(
@@ -73,15 +62,4 @@ class JsonDepthLimit:
         )
         problem = error.problem()
         problem["instance"] = scope.get("path", "")
-        body = json.dumps(problem).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": error.http_status,
-                "headers": [
-                    (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_problem(send, problem)
