@@ -99,10 +99,6 @@ def bwrap_argv(policy: SandboxPolicy, executable: str, args: Sequence[str]) -> l
         "--hostname",
         "sandbox",
         *system_mounts(),
-    ]
-    for path in policy.read_only_paths:
-        argv += ["--ro-bind-try", path, path]  # a folder that is gone hides nothing
-    argv += [
         "--proc",
         "/proc",
         "--dev",
@@ -115,6 +111,12 @@ def bwrap_argv(policy: SandboxPolicy, executable: str, args: Sequence[str]) -> l
         SCRATCH,
         "--dir",
         HOME,
+    ]
+    # After the scratch tmpfs, which would hide a read-only path under /tmp (a virtualenv in a
+    # checkout there), and before the workspace, which may lie inside one and stays writable.
+    for path in policy.read_only_paths:
+        argv += ["--ro-bind-try", path, path]  # a folder that is gone hides nothing
+    argv += [
         "--bind-fd",
         str(policy.workspace_fd),
         policy.workspace,
