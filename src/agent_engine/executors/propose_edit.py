@@ -15,7 +15,12 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from agent_engine.errors import ExecutorError, InvalidEditError, WorkspaceViolationError
+from agent_engine.errors import (
+    ExecutorError,
+    InvalidEditError,
+    ProviderError,
+    WorkspaceViolationError,
+)
 from agent_engine.executors.base import ExecutionLimits, Executor, ExecutorContext, InputProblem
 from agent_engine.executors.edit_answers import CheckedEdit, ShownFile, check_answer
 from agent_engine.executors.edit_file import EMPTY_SHA256, Operation, in_git
@@ -145,8 +150,11 @@ def _text_of(shown: ShownFile) -> str | None:
 
 
 class ProposeEditExecutor(Executor[ProposeEditInput, ProposeEditOutput]):
-    """Ask the model for one edit of the named files; apply it with an edit_file step whose
-    input_data is {"$ref": "steps.N.output.edit"} (it waits for approval showing the diff)."""
+    """One model-written edit of files; apply it by edit_file {"$ref": "steps.N.output.edit"}.
+
+    The first line is the planner's description of the step: the edit_file step's whole
+    input_data is that reference, and it waits for approval showing the exact diff.
+    """
 
     name = "propose_edit"
     input_model = ProposeEditInput
@@ -179,7 +187,18 @@ class ProposeEditExecutor(Executor[ProposeEditInput, ProposeEditOutput]):
                 json_schema=EDIT_SCHEMA,
                 max_output_tokens=PROPOSE_EDIT_MAX_OUTPUT_TOKENS,
             )
-            response = await context.llm.complete(request)
+            try:
+                response = await context.llm.complete(request)
+            except ProviderError as exc:
+                if not _is_unparsable_answer(exc):
+                    raise
+                # The provider read no JSON in the answer: a refused answer like any other.
+                errors = ["the answer is not valid JSON: it must be one JSON object, nothing else"]
+                refused.append({"attempt": attempt, "errors": errors})
+                context.logger.info("attempt %d refused: the answer is not JSON", attempt)
+                retry = build_edit_retry_messages(_last_answer_text(context), errors)
+                messages = base + retry
+                continue
             usage = usage + response.usage
             checked = check_answer(response, by_path, lambda p: "/".join(workspace.split(p)))
             if isinstance(checked, CheckedEdit):
@@ -200,6 +219,29 @@ class ProposeEditExecutor(Executor[ProposeEditInput, ProposeEditOutput]):
             attempts=refused,
             files=[file.path for file in shown],
         )
+
+
+def _is_unparsable_answer(exc: ProviderError) -> bool:
+    """Whether the provider failed only because the answer was not the JSON asked for (every
+    model the router tried answered, none in JSON); any other failure is the step's failure."""
+    kind = exc.data.get("kind")
+    if kind == "malformed":
+        return True
+    calls = exc.data.get("calls")
+    if kind != "exhausted" or not isinstance(calls, list) or not calls:
+        return False
+    return all(
+        isinstance(call, dict) and str(call.get("error") or "").startswith("malformed:")
+        for call in calls
+    )
+
+
+def _last_answer_text(context: ExecutorContext) -> str | None:
+    """The text of the last answer the client recorded, when its record kept one."""
+    calls = context.llm.calls
+    response = calls[-1].response if calls else None
+    text = response.get("text") if isinstance(response, dict) else None
+    return text if isinstance(text, str) else None
 
 
 def _output(

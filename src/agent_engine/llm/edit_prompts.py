@@ -101,17 +101,18 @@ def build_propose_edit_messages(
     ]
 
 
-def build_edit_retry_messages(answer: str, errors: Sequence[str]) -> list[ChatMessage]:
-    """The model's refused answer and the user message listing why it was refused."""
+def build_edit_retry_messages(answer: str | None, errors: Sequence[str]) -> list[ChatMessage]:
+    """The model's refused answer (when its text is known) and the user message listing why it
+    was refused."""
     text = "\n".join(f"- {error}" for error in errors)
-    return [
-        ChatMessage(role="assistant", content=answer),
-        ChatMessage(
-            role="user",
-            content="The previous edit was refused. Correct these errors and answer with the "
-            f"whole edit again.\n### Validation errors\n{fenced(text)}",
-        ),
-    ]
+    refusal = ChatMessage(
+        role="user",
+        content="The previous edit was refused. Correct these errors and answer with the whole "
+        f"edit again.\n### Validation errors\n{fenced(text)}",
+    )
+    if answer is None or not answer.strip():
+        return [refusal]
+    return [ChatMessage(role="assistant", content=answer), refusal]
 
 
 def parse_propose_edit_prompt(messages: Sequence[ChatMessage]) -> EditPrompt:

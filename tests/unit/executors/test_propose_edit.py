@@ -18,6 +18,7 @@ from agent_engine.errors import (
     ExecutorError,
     InvalidEditError,
     PlanValidationError,
+    ProviderError,
     WorkspaceViolationError,
 )
 from agent_engine.executors.base import ExecutionLimits, ExecutorContext
@@ -41,7 +42,7 @@ class ScriptedModel(LLMClient):
     """Answers each request with the next scripted text and records every call, as a real
     client does."""
 
-    def __init__(self, *answers: str | dict[str, Any]) -> None:
+    def __init__(self, *answers: str | dict[str, Any] | ProviderError) -> None:
         self.answers = list(answers)
         self.requests: list[CompletionRequest] = []
         self._calls: list[LLMCallRecord] = []
@@ -49,6 +50,8 @@ class ScriptedModel(LLMClient):
     async def complete(self, request: CompletionRequest) -> CompletionResponse:
         self.requests.append(request)
         answer = self.answers.pop(0)
+        if isinstance(answer, ProviderError):
+            raise answer
         text = answer if isinstance(answer, str) else json.dumps(answer)
         usage = Usage(input_tokens=10, output_tokens=5)
         self._calls.append(
@@ -224,6 +227,32 @@ async def test_refused_answer_goes_back_with_its_errors_and_a_later_valid_one_is
     assert fragment in retry[-1].content
     assert len(model.calls) == 2
     assert output.usage["input_tokens"] == 20  # both calls count
+
+
+async def test_answer_the_provider_could_not_parse_as_json_is_refused_and_asked_again(
+    calc: Path, propose: Callable[..., Any]
+) -> None:
+    unparsable = ProviderError(
+        "all candidate models failed: a:m: malformed: not valid JSON",
+        kind="exhausted",
+        calls=[{"error": "malformed: a model m returned output that is not valid JSON"}],
+    )
+    model = ScriptedModel(unparsable, GOOD)
+    output = await propose(model)
+    assert output.attempts == 2
+    retry = model.requests[1].messages
+    assert [m.role for m in retry] == ["system", "user", "user"]  # no answer text to show
+    assert "not valid JSON" in retry[-1].content
+
+
+async def test_provider_failure_that_is_not_about_the_answer_fails_the_step_as_it_is(
+    calc: Path, propose: Callable[..., Any]
+) -> None:
+    down = ProviderError("all candidate models failed: a:m: auth: 401", kind="exhausted")
+    model = ScriptedModel(down)
+    with pytest.raises(ProviderError) as failed:
+        await propose(model)
+    assert failed.value is down and len(model.requests) == 1
 
 
 async def test_answer_that_never_validates_fails_with_every_error_and_every_call_recorded(
