@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from agent_engine.errors import (
+    CancelledError,
     ExecutorError,
     InvalidEditError,
     ProviderError,
@@ -181,6 +182,8 @@ class ProposeEditExecutor(Executor[ProposeEditInput, ProposeEditOutput]):
         refused: list[dict[str, Any]] = []
         usage = Usage()
         for attempt in range(1, attempts + 1):
+            if context.cancelled:  # the run was cancelled while the model was answering
+                raise CancelledError(f"propose_edit cancelled after {attempt - 1} answers")
             request = CompletionRequest(
                 messages=messages,
                 step_type="propose_edit",

@@ -15,6 +15,7 @@ import pytest
 from agent_engine.domain.plan import Plan
 from agent_engine.engine.plans import validate_plan
 from agent_engine.errors import (
+    CancelledError,
     ExecutorError,
     InvalidEditError,
     PlanValidationError,
@@ -98,6 +99,7 @@ def propose(
         model: ScriptedModel, files: list[Any] | None = None, **extra: Any
     ) -> ProposeEditOutput:
         limits = extra.pop("limits", ExecutionLimits())
+        cancelled = extra.pop("cancelled", False)
         context = ExecutorContext(
             run_id="run-test",
             step_number=2,
@@ -106,6 +108,8 @@ def propose(
             logger=logging.getLogger("tests.propose_edit"),
             limits=limits,
         )
+        if cancelled:
+            context.cancel_event.set()
         data = {"instruction": "Make add add", "files": files or ["calc.py"], **extra}
         return await PROPOSE_EDIT.execute(PROPOSE_EDIT.validate_input(data), context)
 
@@ -350,3 +354,12 @@ def test_plan_checks_literal_files_and_the_ref_from_edit_file() -> None:
     assert "has no 'edits'" in str(refused.value.data["errors"])
     with pytest.raises(PlanValidationError, match="needs the run's workspace"):
         validate_plan(good, registry, has_workspace=False)
+
+
+async def test_cancelled_step_asks_the_model_nothing_more(
+    calc: Path, propose: Callable[..., Any]
+) -> None:
+    model = ScriptedModel(GOOD)
+    with pytest.raises(CancelledError):
+        await propose(model, cancelled=True)
+    assert model.requests == []
