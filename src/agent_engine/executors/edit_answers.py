@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from agent_engine.errors import ExecutorError
+from agent_engine.errors import ExecutorError, WorkspaceViolationError
 from agent_engine.executors.edit_file import EditFileInput, compute_edit
 from agent_engine.executors.input_checks import workspace_path_problem
 from agent_engine.llm.base import CompletionResponse
@@ -28,7 +28,7 @@ _NEEDED = {"replace": ("old", "new"), "write": ("content",), "patch": ("diff",)}
 _QUOTED_CHARS = 120
 
 # Turns a path as a model wrote it into the workspace-relative form the step uses (or raises
-# an ExecutorError saying why it cannot be one).
+# an ExecutorError or WorkspaceViolationError saying why it cannot be one).
 CanonicalPath = Callable[[str], str]
 
 
@@ -122,7 +122,7 @@ def _checked_path(
         return None
     try:
         found = canonical(path)
-    except ExecutorError as exc:
+    except (ExecutorError, WorkspaceViolationError) as exc:
         errors.append(f"path: {exc.detail}")
         return None
     if found not in files:

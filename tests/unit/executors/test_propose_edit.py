@@ -199,6 +199,7 @@ BAD_ANSWERS = [
         edit(path="../calc.py", old="a", new="b"), "'..' component", id="path-leaves-workspace"
     ),
     pytest.param(edit(path="/etc/passwd", old="a", new="b"), "is absolute", id="absolute-path"),
+    pytest.param(edit(path="x" * 300, old="a", new="b"), "NAME_MAX", id="name-too-long"),
     pytest.param(
         edit(old="return a * b", new="x"), "must match exactly once", id="old-does-not-occur"
     ),
