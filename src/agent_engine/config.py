@@ -146,6 +146,11 @@ class Settings(BaseSettings):
     # edit_file may write inside a .git folder (hooks and config name programs git runs).
     allow_git_writes: bool = False
 
+    # --- Model-written edits (docs/model-edits.md) --------------------------------------------
+    # Answers a propose_edit step asks the model for, each refused one's errors fed back, before
+    # the step fails with invalid_edit; a step's own max_attempts input wins (at most 10).
+    propose_edit_max_attempts: int = Field(default=3, ge=1, le=10)
+
     @field_validator("database_url")
     @classmethod
     def _supported_database(cls, value: str) -> str:

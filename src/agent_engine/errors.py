@@ -237,6 +237,22 @@ class DocumentTooDeepError(ExecutorError):
     title = "Step document nested too deep"
 
 
+class InvalidEditError(ExecutorError):
+    """A model never proposed an edit that validates: ``attempts`` lists each answer's errors."""
+
+    code = "invalid_edit"
+    title = "The model proposed no valid edit"
+
+
+class StaleEditError(ExecutorError):
+    """The file changed since the edit was made against it: ``expected_sha256`` is what the edit
+    was made on, ``actual_sha256`` what the file is now (None, and ``file_exists`` false, when
+    it does not exist)."""
+
+    code = "stale_edit"
+    title = "The file changed since the edit was made"
+
+
 class CommandTimedOutError(ExecutorError):
     """A command ran past its timeout and was killed; its output so far is in the data."""
 

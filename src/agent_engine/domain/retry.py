@@ -33,6 +33,7 @@ class RetryPolicy(BaseModel):
 DEFAULT_POLICIES: dict[str, RetryPolicy] = {
     "analyze": RetryPolicy(max_attempts=3),
     "summarize": RetryPolicy(max_attempts=3),
+    "propose_edit": RetryPolicy(max_attempts=3),
 }
 
 

@@ -99,6 +99,7 @@ def limits_from_settings(settings: Settings) -> ExecutionLimits:
         command_max_cpu_seconds=settings.command_max_cpu_seconds,
         command_max_file_bytes=settings.command_max_file_bytes,
         command_max_write_bytes=settings.command_max_write_bytes,
+        propose_edit_max_attempts=settings.propose_edit_max_attempts,
     )
 
 

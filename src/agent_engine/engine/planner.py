@@ -38,7 +38,7 @@ from agent_engine.storage.runs import delete_steps_txn
 
 logger = logging.getLogger(__name__)
 MAX_PLAN_ATTEMPTS = 3
-LLM_STEP_TYPES = frozenset({"analyze", "summarize"})
+LLM_STEP_TYPES = frozenset({"analyze", "summarize", "propose_edit"})
 REPLANNABLE = (RunStatus.PLANNED, RunStatus.AWAITING_APPROVAL)
 
 

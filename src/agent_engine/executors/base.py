@@ -42,6 +42,8 @@ class ExecutionLimits:
     command_max_cpu_seconds: int = 600
     command_max_file_bytes: int = 1 << 30
     command_max_write_bytes: int = 512 << 20
+    # Model answers a propose_edit step asks for before it fails (a step's input may set its own).
+    propose_edit_max_attempts: int = 3
 
 
 @dataclass(frozen=True)

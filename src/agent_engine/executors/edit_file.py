@@ -13,7 +13,7 @@ from typing import Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from agent_engine.errors import ExecutorError
+from agent_engine.errors import ExecutorError, StaleEditError
 from agent_engine.executors.base import (
     ExecutionLimits,
     Executor,
@@ -97,18 +97,21 @@ def sha256_of(data: bytes | None) -> str | None:
 
 
 def verify_precondition(current: bytes | None, expected_sha256: str | None, path: str) -> None:
-    """Refuse with ExecutorError unless the current bytes match ``expected_sha256``."""
+    """Refuse with StaleEditError unless the current bytes match ``expected_sha256``: the edit
+    was made against (or approved on) other content than the file now has."""
     if expected_sha256 is None:
         return
     actual = sha256_of(current)
     if actual == expected_sha256 or (current is None and expected_sha256 == EMPTY_SHA256):
         return
     found = "the file does not exist" if actual is None else f"its sha256 is {actual}"
-    raise ExecutorError(
-        f"precondition failed for {path!r}: expected sha256 {expected_sha256}, but {found}",
+    raise StaleEditError(
+        f"precondition failed for {path!r}: expected sha256 {expected_sha256}, but {found}; "
+        "the file changed since the edit was made",
         path=path,
         expected_sha256=expected_sha256,
         actual_sha256=actual,
+        file_exists=actual is not None,
     )
 
 
@@ -173,7 +176,8 @@ def _apply(workspace: Workspace, edit: EditFileInput, max_bytes: int) -> EditFil
     )
 
 
-def _in_git(path: str) -> bool:
+def in_git(path: str) -> bool:
+    """Whether ``path`` names something inside a ``.git`` folder (any case)."""
     return any(part.casefold() == ".git" for part in path.split("/"))
 
 
@@ -197,7 +201,7 @@ class EditFileExecutor(Executor[EditFileInput, EditFileOutput]):
         problem = workspace_path_problem("path", path) if path is not None else None
         if problem is not None:
             problems.append(problem)
-        elif path is not None and _in_git(path) and not (limits and limits.allow_git_writes):
+        elif path is not None and in_git(path) and not (limits and limits.allow_git_writes):
             problems.append(
                 InputProblem("path", f"{path!r} is inside .git, which edit_file may not write")
             )

@@ -2,7 +2,8 @@
 
 It reads only the text of the messages: the task marker and the delimited sections written by
 :mod:`agent_engine.llm.prompts`. Plans are rule-based, analyses are static measures (``ast``),
-summaries are extractive; any other request gets the key sentences of its last user message.
+summaries are extractive, edits are the simple ones it can be sure of; any other request gets
+the key sentences of its last user message.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import json
 from typing import Any
 
 from agent_engine.llm.base import CompletionRequest, CompletionResponse, LLMProvider, Usage
+from agent_engine.llm.edit_prompts import TASK_PROPOSE_EDIT, parse_propose_edit_prompt
 from agent_engine.llm.offline_planning import plan_from_prompt
+from agent_engine.llm.offline_proposals import propose_edit_answer
 from agent_engine.llm.offline_report import analyze_prompt
 from agent_engine.llm.offline_summary import answer_generic, summarize_prompt
 from agent_engine.llm.prompts import (
@@ -34,7 +37,8 @@ _TEXT_FIELDS = ("text", "answer", "summary", "report", "content", "result", "res
 
 
 class OfflineProvider(LLMProvider):
-    """Answers plan, analyze and summarize requests deterministically; any model name works."""
+    """Answers plan, analyze, summarize and propose_edit requests deterministically; any model
+    name works."""
 
     name = "offline"
 
@@ -58,6 +62,9 @@ class OfflineProvider(LLMProvider):
             text = value["report"]
         elif task == TASK_SUMMARIZE:
             text = summarize_prompt(parse_task_prompt(request.messages))
+        elif task == TASK_PROPOSE_EDIT:
+            value = propose_edit_answer(parse_propose_edit_prompt(request.messages))
+            text = _dumps(value)
         else:
             text = answer_generic(request.messages)
         if request.json_schema is not None:

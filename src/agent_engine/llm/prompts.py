@@ -123,6 +123,9 @@ Rules:
   it, e.g. {{"$ref": "steps.2.output.content"}}.
 - Read only the files that matter for the goal (at most about six), then analyze, then summarize.
 - Never plan edits or commands the goal does not ask for; they wait for a human approver.
+- To change a file, plan propose_edit (the files it may change, and inputs with what it must
+  know) and then edit_file with "input_data": {{"$ref": "steps.<n>.output.edit"}}, n being the
+  propose_edit step; never write an edit's text for a file you have not seen.
 - Answer with one JSON object only: {{"steps": [{{"step_type": …, "input_data": {{…}},
   "depends_on": [..], "optional": false}}], "rationale": "why this plan"}}."""
 

@@ -16,6 +16,7 @@ STEP_TYPE_TIERS: dict[str, Tier] = {
     "analyze": "medium",
     "review": "medium",
     "edit_file": "medium",
+    "propose_edit": "medium",
     "summarize": "small",
     "classify": "small",
     "extract": "small",

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agent_engine.errors import ExecutorError, PlanValidationError
+from agent_engine.errors import ExecutorError, PlanValidationError, StaleEditError
 from agent_engine.executors.base import ExecutorContext
 from agent_engine.executors.edit_file import (
     EDIT_FILE,
@@ -169,17 +169,20 @@ async def test_matching_precondition_applies(source: Path, context: ExecutorCont
 
 async def test_failing_precondition_touches_nothing(source: Path, context: ExecutorContext) -> None:
     before = state(source)
-    with pytest.raises(ExecutorError, match="precondition failed") as failed:
+    with pytest.raises(StaleEditError, match="precondition failed") as failed:
         await apply(
             context, path="greet.py", operation="write", content="x", expected_sha256="0" * 64
         )
+    assert failed.value.code == "stale_edit"
+    assert failed.value.data["expected_sha256"] == "0" * 64
     assert failed.value.data["actual_sha256"] == sha(ORIGINAL.encode())
     assert state(source) == before
 
 
 async def test_precondition_on_a_missing_file(root: Path, context: ExecutorContext) -> None:
-    with pytest.raises(ExecutorError, match="does not exist"):
+    with pytest.raises(StaleEditError, match="does not exist") as failed:
         await apply(context, path="n.txt", operation="write", content="x", expected_sha256="1" * 64)
+    assert failed.value.data["actual_sha256"] is None
     assert not (root / "n.txt").exists()
     # The hash of empty content means "absent or empty".
     await apply(context, path="n.txt", operation="write", content="x", expected_sha256=EMPTY_SHA256)

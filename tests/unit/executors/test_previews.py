@@ -13,7 +13,12 @@ from typing import Any
 
 import pytest
 
-from agent_engine.errors import EngineError, ExecutorError, WorkspaceViolationError
+from agent_engine.errors import (
+    EngineError,
+    ExecutorError,
+    StaleEditError,
+    WorkspaceViolationError,
+)
 from agent_engine.executors.base import ExecutorContext
 from agent_engine.executors.edit_file import EDIT_FILE
 from agent_engine.executors.run_command import RUN_COMMAND
@@ -81,7 +86,7 @@ def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
                 "content": "x",
                 "expected_sha256": "0" * 64,
             },
-            ExecutorError,
+            StaleEditError,
             "precondition failed",
         ),
     ],
