@@ -125,3 +125,22 @@ async def test_the_exchange_keeps_the_bodies_exactly_as_they_went(server: FakeLL
     assert response.wire.request_body == server.requests[-1].text
     assert json.loads(response.wire.request_body) == server.requests[-1].body
     assert response.wire.response_body == json.dumps(reply.body)
+
+
+async def test_a_recorded_body_reads_back_into_the_same_answer_or_error(
+    server: FakeLLMServer,
+) -> None:
+    server.script(anthropic_message(None, tool_input=PLAN))
+    provider = _provider(server)
+    live = await provider.complete(_request(), "m")
+    assert live.wire is not None and live.wire.response_body is not None
+    replayed = provider.read_body(_request(), "m", json.loads(live.wire.response_body))
+    assert (replayed.json_value, replayed.text, replayed.usage) == (
+        live.json_value,
+        live.text,
+        live.usage,
+    )
+    cut = anthropic_message(None, tool_input={}, stop_reason="max_tokens").body
+    with pytest.raises(ProviderError) as caught:
+        provider.read_body(_request(), "m", cut)
+    assert caught.value.data["kind"] == "truncated"

@@ -267,3 +267,35 @@ async def test_the_fake_refuses_strict_on_a_schema_strict_mode_rejects(
         answer = await client.post(f"{server.openai_base_url}/chat/completions", json=body)
     assert answer.status_code == 400
     assert "additionalProperties must be false" in answer.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("mode", ["json_schema", "tools"])
+async def test_a_recorded_body_reads_back_into_the_same_answer_without_a_call(
+    server: FakeLLMServer, mode: StructuredOutput
+) -> None:
+    text = json.dumps(PLAN)
+    reply = openai_completion(tool_arguments=text) if mode == "tools" else openai_completion(text)
+    server.script(reply)
+    provider = _provider(server, mode)
+    request = _request(PLAN_SCHEMA)
+    live = await provider.complete(request, "gpt-4o")
+    assert live.wire is not None and live.wire.response_body is not None
+    replayed = provider.read_body(request, "gpt-4o", json.loads(live.wire.response_body))
+    assert len(server.requests) == 1
+    assert (replayed.text, replayed.json_value, replayed.usage, replayed.raw) == (
+        live.text,
+        live.json_value,
+        live.usage,
+        live.raw,
+    )
+
+
+async def test_a_streamed_text_answer_keeps_its_sse_lines(server: FakeLLMServer) -> None:
+    server.script(openai_stream(["Hel", "lo"]))
+    request = CompletionRequest(messages=[ChatMessage(role="user", content="hi")])
+    response = await _provider(server, stream=True).complete(request, "gpt-4o")
+    assert response.wire is not None
+    assert response.wire.format == "openai.chat_completions.stream"
+    assert response.wire.request_body == server.requests[-1].text
+    assert response.wire.response_body is not None
+    assert response.wire.response_body.splitlines()[-1] == "data: [DONE]"

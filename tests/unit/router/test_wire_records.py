@@ -16,7 +16,12 @@ from agent_engine.llm.planning import request_plan
 from agent_engine.llm.prompts import PLAN_SCHEMA
 from agent_engine.router.client import RoutedLLMClient
 from agent_engine.router.service import RetryPolicy, RouterService, request_hash
-from tests.fakes.llm_servers import FakeLLMServer, anthropic_message, openai_completion
+from tests.fakes.llm_servers import (
+    FakeLLMServer,
+    anthropic_message,
+    error_reply,
+    openai_completion,
+)
 
 SECRET = "sk-proj-wire-records-0123456789"
 PLAN = {"steps": [{"step_type": "list_files", "input_data": {}}], "rationale": "look first"}
@@ -118,3 +123,14 @@ async def test_the_planner_gets_its_plan_through_every_mode(
     assert server.refused == []
     [record] = client.calls
     assert record.request["wire"]["body"] == server.requests[-1].text
+
+
+async def test_an_http_error_keeps_the_body_it_came_with(server: FakeLLMServer) -> None:
+    server.script(error_reply(500, "upstream broke"), anthropic_message(None, tool_input=PLAN))
+    _, records, _ = await _service(server).complete(_request())
+    failed = records[0]
+    assert failed.error is not None and failed.error.startswith("server_error: ")
+    assert failed.response is not None
+    assert failed.response["wire"]["status"] == 500
+    assert "upstream broke" in failed.response["wire"]["body"]
+    assert failed.request["wire"]["body"] == server.requests[0].text
