@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -18,18 +17,14 @@ from agent_engine.llm.base import (
     Usage,
     WireExchange,
 )
+from agent_engine.llm.openai_structured import chat_messages, json_tool_call, structured_fields
 from agent_engine.llm.redaction import redact, redact_text
 from agent_engine.llm.structured_output import (
-    JSON_TOOL_DESCRIPTION,
-    JSON_TOOL_NAME,
     StructuredOutput,
     json_text,
     refused,
-    schema_instruction,
-    strict_compatible,
     tool_value,
     truncated,
-    with_instruction,
     wrap_schema,
 )
 from agent_engine.llm.tokens import (
@@ -54,7 +49,6 @@ WIRE_FORMAT = "openai.chat_completions"
 # Where a request carries the output limit: ``max_tokens`` is what compatible servers read (many
 # ignore anything else); OpenAI's reasoning models accept only ``max_completion_tokens``.
 MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
-_SCHEMA_NAME = re.compile(r"[^a-zA-Z0-9_-]+")
 
 
 def map_usage(raw: Any, messages: list[ChatMessage], text: str) -> Usage:
@@ -69,46 +63,6 @@ def map_usage(raw: Any, messages: list[ChatMessage], text: str) -> Usage:
         cached_input_tokens=token_count(prompt_details.get("cached_tokens")),
         reasoning_tokens=token_count(completion_details.get("reasoning_tokens")),
     )
-
-
-def _messages(request: CompletionRequest, mode: StructuredOutput | None) -> list[dict[str, str]]:
-    messages = request.messages
-    if request.json_schema is not None and mode in ("json_object", "none"):
-        # Without a native schema feature the schema travels in the prompt (JSON mode also needs
-        # the word "JSON" in the messages, which the instruction carries).
-        messages = with_instruction(messages, schema_instruction(request.json_schema))
-    return [{"role": m.role, "content": m.content} for m in messages]
-
-
-def structured_fields(schema: dict[str, Any], mode: StructuredOutput) -> dict[str, Any]:
-    """The body fields that ask for JSON valid for ``schema`` in ``mode``; strict only when the
-    schema qualifies for it."""
-    if mode == "json_object":
-        return {"response_format": {"type": "json_object"}}
-    if mode == "none":
-        return {}
-    wrapped, _ = wrap_schema(schema)
-    strict = strict_compatible(wrapped)
-    if mode == "tools":
-        function = {
-            "name": JSON_TOOL_NAME,
-            "description": JSON_TOOL_DESCRIPTION,
-            "parameters": wrapped,
-            "strict": strict,
-        }
-        return {
-            "tools": [{"type": "function", "function": function}],
-            "tool_choice": {"type": "function", "function": {"name": JSON_TOOL_NAME}},
-        }
-    json_schema = {"name": schema_name(schema), "schema": wrapped, "strict": strict}
-    return {"response_format": {"type": "json_schema", "json_schema": json_schema}}
-
-
-def schema_name(schema: dict[str, Any]) -> str:
-    """A response_format name from the schema's title (the API allows [a-zA-Z0-9_-], 64 chars)."""
-    title = schema.get("title")
-    name = _SCHEMA_NAME.sub("_", title)[:64] if isinstance(title, str) else ""
-    return name or "response"
 
 
 class OpenAICompatProvider(LLMProvider):
@@ -184,7 +138,7 @@ class OpenAICompatProvider(LLMProvider):
         mode = self.structured_output_mode(model) if request.json_schema is not None else None
         body: dict[str, Any] = {
             "model": model,
-            "messages": _messages(request, mode),
+            "messages": chat_messages(request, mode),
             self.output_limit_field(model): request.max_output_tokens,
             "temperature": request.temperature,
         }
@@ -234,7 +188,7 @@ class OpenAICompatProvider(LLMProvider):
         message = choice.get("message")
         message = message if isinstance(message, dict) else {}
         content = message.get("content")
-        call = _json_tool_call(message)
+        call = json_tool_call(message)
         text = content if isinstance(content, str) else ""
         arguments = (call.get("arguments") if call is not None else None) or ""
         usage = map_usage(data.get("usage"), request.messages, text or str(arguments))
@@ -377,13 +331,3 @@ class OpenAICompatProvider(LLMProvider):
             latency_ms=latency,
             wire=wire,
         )
-
-
-def _json_tool_call(message: dict[str, Any]) -> dict[str, Any] | None:
-    """The ``function`` of the first call to the JSON tool in ``message``, if any."""
-    calls = message.get("tool_calls")
-    for call in calls if isinstance(calls, list) else []:
-        function = call.get("function") if isinstance(call, dict) else None
-        if isinstance(function, dict) and function.get("name") == JSON_TOOL_NAME:
-            return function
-    return None
