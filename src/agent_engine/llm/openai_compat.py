@@ -234,13 +234,10 @@ class OpenAICompatProvider(LLMProvider):
         # No tool call: the JSON is in the text (json_schema, json_object, none, or a compatible
         # server that ignored the tool); a wrapped schema's value comes back unwrapped.
         value = parse_json_output(text, self.name, model, usage, wire)
-        mode_wrapped = wrapped and self._sent_wrapped(model)
-        if mode_wrapped and isinstance(value, dict) and set(value) == {"value"}:
-            value = value["value"]
+        sent_wrapped = wrapped and self.structured_output_mode(model) in ("json_schema", "tools")
+        if sent_wrapped and isinstance(value, dict) and set(value) == {"value"}:
+            return json_text(value["value"]), value["value"]
         return text, value
-
-    def _sent_wrapped(self, model: str) -> bool:
-        return self.structured_output_mode(model) in ("json_schema", "tools")
 
     async def complete_stream(self, request: CompletionRequest, model: str) -> CompletionResponse:
         """Call ``model`` with SSE streaming; assemble the text, take usage from the last chunk."""

@@ -115,6 +115,7 @@ async def test_a_non_object_schema_is_wrapped_strict_and_unwrapped(
     server.script(reply)
     response = await _provider(server, mode).complete(_request(LIST_SCHEMA), "gpt-4o")
     assert response.json_value == [1, 2, 3]
+    assert json.loads(response.text) == [1, 2, 3]
     body = server.requests[-1].body
     sent = (
         body["tools"][0]["function"] if mode == "tools" else body["response_format"]["json_schema"]
