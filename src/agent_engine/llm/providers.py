@@ -7,9 +7,16 @@ from dataclasses import dataclass, field
 
 from agent_engine.llm.anthropic import AnthropicProvider
 from agent_engine.llm.base import LLMProvider
-from agent_engine.llm.catalog import BUILTIN_PROVIDERS, CatalogError, ModelCatalog, ProviderConfig
+from agent_engine.llm.catalog import (
+    BUILTIN_PROVIDERS,
+    DEFAULT_STRUCTURED_OUTPUT,
+    CatalogError,
+    ModelCatalog,
+    ProviderConfig,
+)
 from agent_engine.llm.local import LocalProvider
 from agent_engine.llm.openai_compat import MaxTokensField, OpenAICompatProvider
+from agent_engine.llm.structured_output import StructuredOutput
 from agent_engine.llm.transport import ProviderTimeouts
 
 ProviderFactory = Callable[[str], LLMProvider]
@@ -21,6 +28,8 @@ class ProviderSetup:
 
     timeouts: ProviderTimeouts
     max_tokens_fields: dict[str, MaxTokensField] = field(default_factory=dict)
+    # Per model: how a JSON schema is sent (the catalog's resolved structured_output).
+    structured_outputs: dict[str, StructuredOutput] = field(default_factory=dict)
 
 
 def _read_timeout(config: ProviderConfig, setup: ProviderSetup) -> float:
@@ -36,6 +45,8 @@ def _openai(name: str, config: ProviderConfig, setup: ProviderSetup) -> LLMProvi
         timeout_s=_read_timeout(config, setup),
         connect_timeout_s=setup.timeouts.connect_s,
         stream=config.stream,
+        structured_output=config.structured_output or DEFAULT_STRUCTURED_OUTPUT["openai"],
+        structured_outputs=setup.structured_outputs,
         max_tokens_field=config.max_tokens_field or "max_tokens",
         max_tokens_fields=setup.max_tokens_fields,
     )
@@ -48,6 +59,8 @@ def _anthropic(name: str, config: ProviderConfig, setup: ProviderSetup) -> LLMPr
         api_key_env=config.api_key_env or "ANTHROPIC_API_KEY",
         timeout_s=_read_timeout(config, setup),
         connect_timeout_s=setup.timeouts.connect_s,
+        structured_output=config.structured_output or DEFAULT_STRUCTURED_OUTPUT["anthropic"],
+        structured_outputs=setup.structured_outputs,
     )
 
 
@@ -85,10 +98,16 @@ def build_provider(
         config = BUILTIN_PROVIDERS[provider_name]
     else:
         raise CatalogError(f"unknown provider '{provider_name}'", provider=provider_name)
-    fields = {
-        entry.model: entry.max_tokens_field
+    entries = [
+        entry
         for entry in (catalog.models if catalog is not None else [])
-        if entry.provider == provider_name and entry.max_tokens_field is not None
-    }
-    setup = ProviderSetup(timeouts=timeouts or ProviderTimeouts(), max_tokens_fields=fields)
+        if entry.provider == provider_name
+    ]
+    fields = {e.model: e.max_tokens_field for e in entries if e.max_tokens_field is not None}
+    modes = {e.model: catalog.structured_output(e) for e in entries} if catalog else {}
+    setup = ProviderSetup(
+        timeouts=timeouts or ProviderTimeouts(),
+        max_tokens_fields=fields,
+        structured_outputs=modes,
+    )
     return BUILDERS[config.kind](provider_name, config, setup)

@@ -1,7 +1,10 @@
 """HTTP plumbing shared by the remote providers: posting JSON, classifying failures, parsing output.
 
 Failure kinds: ``timeout``, ``connection``, ``rate_limited`` and ``server_error`` are retryable on
-the same model; ``client_error`` and ``malformed`` are not (the router moves to another model).
+the same model; ``client_error``, ``malformed``, ``truncated`` (the answer hit the output limit) and
+``refused`` (the model declined) are not: the same request would get the same answer, so the
+router moves to another model. An error raised after the provider answered carries the exchange
+(``wire``) so the call's record keeps what was sent and received.
 """
 
 from __future__ import annotations
@@ -20,14 +23,23 @@ from typing import Any, Literal
 import httpx
 
 from agent_engine.errors import ProviderError
-from agent_engine.llm.base import Usage
+from agent_engine.llm.base import Usage, WireExchange
 from agent_engine.llm.redaction import redact_text
 
 ErrorKind = Literal[
-    "timeout", "rate_limited", "server_error", "client_error", "malformed", "connection"
+    "timeout",
+    "rate_limited",
+    "server_error",
+    "client_error",
+    "malformed",
+    "connection",
+    "truncated",
+    "refused",
 ]
 RETRYABLE_KINDS = frozenset({"timeout", "rate_limited", "server_error", "connection"})
 _FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n(?P<body>.*?)\n?```\s*$", re.DOTALL)
+# A ```json block inside prose: what models without a JSON mode often answer.
+_EMBEDDED_FENCE = re.compile(r"```(?:json|JSON)?[ \t]*\n(?P<body>.*?)\n[ \t]*```", re.DOTALL)
 _MESSAGE_LIMIT = 300
 
 
@@ -40,6 +52,7 @@ def provider_error(
     status_code: int | None = None,
     retry_after_s: float | None = None,
     usage: Usage | None = None,
+    wire: WireExchange | None = None,
 ) -> ProviderError:
     """A ProviderError whose ``retryable`` flag and ``kind`` follow the classification above."""
     return ProviderError(
@@ -51,6 +64,7 @@ def provider_error(
         status_code=status_code,
         retry_after_s=retry_after_s,
         usage=usage.model_dump() if usage is not None else None,
+        wire=wire.model_dump() if wire is not None else None,
     )
 
 
@@ -82,7 +96,9 @@ def _error_message(response: httpx.Response) -> str:
     return json.dumps(body)[:_MESSAGE_LIMIT]
 
 
-def error_from_response(response: httpx.Response, provider: str, model: str) -> ProviderError:
+def error_from_response(
+    response: httpx.Response, provider: str, model: str, wire: WireExchange | None = None
+) -> ProviderError:
     """Classify a non-2xx response: 429 rate_limited, 5xx server_error, other 4xx client_error."""
     status = response.status_code
     kind: ErrorKind = "client_error"
@@ -97,6 +113,7 @@ def error_from_response(response: httpx.Response, provider: str, model: str) -> 
         model=model,
         status_code=status,
         retry_after_s=parse_retry_after(response.headers.get("retry-after")),
+        wire=wire,
     )
 
 
@@ -161,6 +178,11 @@ async def close_provider_clients() -> None:
         await client.aclose()
 
 
+def encode_body(body: dict[str, Any]) -> str:
+    """The JSON text a request body is sent as: compact, UTF-8, keys in the order built."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
 async def post_json(
     client: httpx.AsyncClient,
     url: str,
@@ -169,16 +191,30 @@ async def post_json(
     body: dict[str, Any],
     provider: str,
     model: str,
-) -> dict[str, Any]:
-    """POST ``body`` as JSON and return the decoded JSON object, or raise a classified error."""
+    wire_format: str,
+) -> tuple[dict[str, Any], WireExchange]:
+    """POST ``body`` as JSON; the decoded JSON object and the exchange as it went (secrets
+    masked), or raise a classified error that carries the exchange."""
+    sent = encode_body(body)
+    path = httpx.URL(url).path
     with transport_errors(provider, model):
-        response = await client.post(url, json=body, headers=headers)
+        # Sent as the exact text recorded, so a record shows byte for byte what went out.
+        response = await client.post(url, content=sent.encode("utf-8"), headers=headers)
+    wire = WireExchange(
+        format=wire_format,
+        path=path,
+        request_body=redact_text(sent),
+        status=response.status_code,
+        response_body=redact_text(response.text),
+    )
     if not response.is_success:
-        raise error_from_response(response, provider, model)
-    return decode_json_object(response.text, provider, model)
+        raise error_from_response(response, provider, model, wire)
+    return decode_json_object(response.text, provider, model, wire), wire
 
 
-def decode_json_object(text: str, provider: str, model: str) -> dict[str, Any]:
+def decode_json_object(
+    text: str, provider: str, model: str, wire: WireExchange | None = None
+) -> dict[str, Any]:
     """Decode a response body that must be a JSON object; anything else is ``malformed``."""
     try:
         value = json.loads(text)
@@ -188,6 +224,7 @@ def decode_json_object(text: str, provider: str, model: str) -> dict[str, Any]:
             kind="malformed",
             provider=provider,
             model=model,
+            wire=wire,
         ) from exc
     if not isinstance(value, dict):
         raise provider_error(
@@ -195,26 +232,45 @@ def decode_json_object(text: str, provider: str, model: str) -> dict[str, Any]:
             kind="malformed",
             provider=provider,
             model=model,
+            wire=wire,
         )
     return value
 
 
-def parse_json_output(text: str, provider: str, model: str, usage: Usage) -> Any:
-    """Parse model output that was asked to be JSON (tolerating one code fence around it)."""
+def parse_json_output(
+    text: str, provider: str, model: str, usage: Usage, wire: WireExchange | None = None
+) -> Any:
+    """Parse model output that was asked to be JSON: the whole text, the text inside one code
+    fence around it, or else the first ```json block in the text."""
     match = _FENCE.match(text)
     candidate = match.group("body") if match else text
     try:
         return json.loads(candidate)
     except (ValueError, RecursionError) as exc:  # RecursionError: nested past the parser
+        embedded = _EMBEDDED_FENCE.search(text)
+        if embedded is not None and match is None:
+            try:
+                return json.loads(embedded.group("body"))
+            except (ValueError, RecursionError):
+                pass
         raise provider_error(
             f"{provider} model {model} returned output that is not valid JSON",
             kind="malformed",
             provider=provider,
             model=model,
             usage=usage,
+            wire=wire,
         ) from exc
 
 
-def malformed(detail: str, provider: str, model: str, usage: Usage | None = None) -> ProviderError:
+def malformed(
+    detail: str,
+    provider: str,
+    model: str,
+    usage: Usage | None = None,
+    wire: WireExchange | None = None,
+) -> ProviderError:
     """A non-retryable ``malformed`` error (the response had an unexpected shape)."""
-    return provider_error(detail, kind="malformed", provider=provider, model=model, usage=usage)
+    return provider_error(
+        detail, kind="malformed", provider=provider, model=model, usage=usage, wire=wire
+    )

@@ -222,8 +222,11 @@ class RouterService:
             latency = (time.perf_counter() - started) * 1000
             usage = Usage.model_validate(exc.data["usage"]) if exc.data.get("usage") else Usage()
             error = redact_text(f"{exc.data.get('kind', 'error')}: {exc.detail}")
+            wire = exc.data.get("wire")
             records.append(
-                self._record(entry, request, decision, number, latency, usage, None, error)
+                self._record(
+                    entry, request, decision, number, latency, usage, None, error, wire=wire
+                )
             )
             logger.warning("LLM call to %s (attempt %d) failed: %s", entry.id, number, error)
             raise
@@ -243,14 +246,17 @@ class RouterService:
         usage: Usage,
         response: CompletionResponse | None,
         error: str | None,
+        *,
+        wire: dict[str, Any] | None = None,
     ) -> LLMCallRecord:
         quote = price_entry(self.catalog, entry, usage)
+        sent, received = _recorded_documents(request, response, wire)
         return LLMCallRecord(
             provider=entry.provider,
             model=entry.model,
-            request=redact(request.model_dump(mode="json")),
+            request=sent,
             request_hash=request_hash(request),
-            response=redact(response.model_dump(mode="json")) if response is not None else None,
+            response=received,
             usage=usage,
             cost_usd=quote.cost_usd,
             price_source=quote.price_source,
@@ -259,6 +265,27 @@ class RouterService:
             error=error,
             routing=decision.model_dump(mode="json"),
         )
+
+
+def _recorded_documents(
+    request: CompletionRequest,
+    response: CompletionResponse | None,
+    wire: dict[str, Any] | None,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The request and response as ``llm_calls`` keeps them: the normalised forms plus, under
+    ``wire``, the bodies exactly as sent and received (a failed call keeps what it received)."""
+    sent: dict[str, Any] = request.model_dump(mode="json")
+    received: dict[str, Any] | None = None
+    if response is not None:
+        received = response.model_dump(mode="json", exclude={"wire"})
+        wire = response.wire.model_dump(mode="json") if response.wire is not None else wire
+    if wire is not None:
+        sent["wire"] = {key: wire.get(key) for key in ("format", "path")}
+        sent["wire"]["body"] = wire.get("request_body")
+        if wire.get("response_body") is not None or response is not None:
+            received = received if received is not None else {}
+            received["wire"] = {"status": wire.get("status"), "body": wire.get("response_body")}
+    return redact(sent), redact(received) if received is not None else None
 
 
 def _check_json(request: CompletionRequest, response: CompletionResponse) -> None:

@@ -21,6 +21,8 @@ import pytest
 from agent_engine.llm.base import ChatMessage, CompletionRequest
 from agent_engine.llm.catalog import ModelCatalog
 from agent_engine.llm.local import model_path
+from agent_engine.llm.planning import parse_plan_answer
+from agent_engine.llm.prompts import PLAN_SCHEMA
 from agent_engine.llm.providers import build_provider
 from agent_engine.router.service import RouterService
 from tests.processes import clean_env, free_port
@@ -127,3 +129,38 @@ async def test_a_routed_summarize_call_finishes_free_and_recorded(llama_server: 
     assert record.cost_usd == Decimal(0)
     assert 0 < record.usage.output_tokens <= 12
     assert response.text
+
+
+def _plan_catalog(base_url: str) -> ModelCatalog:
+    # llama_cpp.server takes response_format json_object only (no json_schema type), but it
+    # constrains a forced tool call with a grammar built from the function's parameters.
+    catalog = _catalog(base_url).model_dump(by_alias=True)
+    catalog["models"][0]["capabilities"]["structured_output"] = "tools"
+    return ModelCatalog.model_validate(catalog)
+
+
+async def test_a_plan_request_gets_valid_plan_json_through_a_forced_tool_call(
+    llama_server: str,
+) -> None:
+    provider = build_provider("llamacpp", _plan_catalog(llama_server))
+    request = CompletionRequest(
+        messages=[
+            ChatMessage(role="system", content="You plan steps. Step types: list_files."),
+            ChatMessage(role="user", content="Goal: list the files of the workspace."),
+        ],
+        json_schema=PLAN_SCHEMA,
+        step_type="plan",
+        max_output_tokens=256,
+    )
+    # Greedy decoding under the grammar: the same valid plan every time.
+    response = await provider.complete(request, MODEL)
+    assert response.wire is not None
+    assert '"tool_choice":{"type":"function","function":{"name":"emit_json"}}' in (
+        response.wire.request_body
+    )
+    assert response.raw["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == (
+        "emit_json"
+    )
+    plan = parse_plan_answer(response)  # raises unless the value has the plan's shape
+    assert plan["steps"]
+    assert all(isinstance(step["step_type"], str) for step in plan["steps"])

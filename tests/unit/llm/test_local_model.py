@@ -5,6 +5,7 @@ Tests marked ``local_llm`` run the real model and skip when the ``[local]`` extr
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 from decimal import Decimal
@@ -116,6 +117,37 @@ async def test_json_schema_constrains_the_output_so_it_parses(provider: LocalPro
     response = await provider.complete(request, "gemma-3-270m")
     assert response.json_value is not None
     _assert_plan_like(response.json_value)
+
+
+@pytest.mark.local_llm
+async def test_the_call_is_recorded_as_made_and_equal_calls_record_equal_bodies(
+    provider: LocalProvider,
+) -> None:
+    request = _request(
+        "Plan how to summarise the README of a repository. Answer in JSON.",
+        160,
+        json_schema=PLAN_LIKE_SCHEMA,
+    )
+    first = await provider.complete(request, "gemma-3-270m")
+    second = await provider.complete(request, "gemma-3-270m")
+    assert first.wire is not None
+    assert first.wire.format == "llama_cpp.create_chat_completion"
+    sent = json.loads(first.wire.request_body)
+    assert sent["grammar_from_json_schema"] == PLAN_LIKE_SCHEMA
+    assert sent["max_tokens"] == 160
+    assert first.wire == second.wire  # no random id or clock in what is kept
+
+
+@pytest.mark.local_llm
+async def test_a_json_answer_cut_off_at_the_limit_is_a_clear_truncated_error(
+    provider: LocalProvider,
+) -> None:
+    request = _request("Plan a summary. Answer in JSON.", 4, json_schema=PLAN_LIKE_SCHEMA)
+    with pytest.raises(ProviderError) as caught:
+        await provider.complete(request, "gemma-3-270m")
+    assert caught.value.data["kind"] == "truncated"
+    assert not caught.value.is_retryable
+    assert "output limit (4 tokens)" in caught.value.detail
 
 
 @pytest.mark.local_llm
