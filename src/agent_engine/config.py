@@ -146,6 +146,14 @@ class Settings(BaseSettings):
     # edit_file may write inside a .git folder (hooks and config name programs git runs).
     allow_git_writes: bool = False
 
+    # --- MCP servers (the mcp_tool step) ---------------------------------------------------
+    # A JSON file in the ``mcpServers`` shape MCP clients use; unset: no servers, no MCP tools.
+    mcp_servers: Path | None = None
+    # The longest one MCP tool call may take, starting the server and the handshake included.
+    mcp_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # A tool's result (content blocks and structured content, as JSON) kept in the step's output.
+    mcp_output_cap_bytes: int = Field(default=65_536, ge=1024)
+
     @field_validator("database_url")
     @classmethod
     def _supported_database(cls, value: str) -> str:
@@ -168,7 +176,9 @@ class Settings(BaseSettings):
     def _lower_case_level(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("router_url", "models_file", "model", "policies_file", mode="before")
+    @field_validator(
+        "router_url", "models_file", "model", "policies_file", "mcp_servers", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # `AGENT_ENGINE_ROUTER_URL=` copied from .env.example means "not set".
