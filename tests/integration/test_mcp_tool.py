@@ -3,6 +3,7 @@ servers from PyPI, and our own failure server over stdio and streamable HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from agent_engine.domain.retry import is_retryable
 from agent_engine.errors import (
+    CancelledError,
     McpNotConfiguredError,
     McpTimeoutError,
     McpToolError,
@@ -153,6 +155,18 @@ async def test_tool_past_the_timeout_fails_the_step(tmp_path: Path) -> None:
     assert "no answer within 3 s while calling 'sleep'" in caught.value.detail
     assert "AGENT_ENGINE_MCP_TIMEOUT_S" in caught.value.detail
     assert is_retryable(caught.value)
+
+
+async def test_cancelled_step_abandons_the_call(tmp_path: Path) -> None:
+    servers = servers_for(tmp_path, {"own": fake_server()}, timeout_s=120)
+    context = context_for(servers)
+    data = {"server": "own", "tool": "sleep", "arguments": {"seconds": 600}}
+    asyncio.get_running_loop().call_later(1.0, context.cancel_event.set)
+    with pytest.raises(CancelledError, match="cancelled while it ran"):
+        await MCP_TOOL.execute(MCP_TOOL.validate_input(data), context)
+    context.cancel_event.set()
+    with pytest.raises(CancelledError, match="before it was called"):
+        await MCP_TOOL.execute(MCP_TOOL.validate_input(data), context)
 
 
 async def test_huge_result_is_truncated_at_the_cap(tmp_path: Path) -> None:

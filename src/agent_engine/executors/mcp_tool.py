@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent_engine.domain.plan import PlanStep
-from agent_engine.errors import McpNotConfiguredError, McpToolError
+from agent_engine.errors import CancelledError, McpNotConfiguredError, McpToolError
 from agent_engine.executors.base import (
     ExecutionLimits,
     Executor,
@@ -91,6 +93,29 @@ def _error_text(result: dict[str, Any]) -> str:
     return text[:MESSAGE_CHARS]
 
 
+async def _unless_cancelled(
+    call: Coroutine[Any, Any, dict[str, Any]], context: ExecutorContext, what: str
+) -> dict[str, Any]:
+    """The call's result, or CancelledError as soon as the step is cancelled (the call is
+    abandoned: a stdio server is stopped, an HTTP session closed)."""
+    if context.cancelled:
+        call.close()
+        raise CancelledError(f"{what} cancelled before it was called")
+    task = asyncio.ensure_future(call)
+    waiter = asyncio.ensure_future(context.cancel_event.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        raise CancelledError(f"{what} cancelled while it ran; the call was abandoned")
+    return task.result()
+
+
 class McpToolExecutor(Executor[McpToolInput, McpToolOutput]):
     """Calls one tool of a configured MCP server (stdio or streamable HTTP) with the arguments."""
 
@@ -163,8 +188,10 @@ class McpToolExecutor(Executor[McpToolInput, McpToolOutput]):
                 f"MCP server {input.server!r} is not configured in {servers.where()}",
                 server=input.server,
             )
-        result = await call_tool(
-            input.server, config, input.tool, input.arguments, servers.timeout_s
+        result = await _unless_cancelled(
+            call_tool(input.server, config, input.tool, input.arguments, servers.timeout_s),
+            context,
+            f"MCP tool {input.server}.{input.tool}",
         )
         if result.get("isError"):
             raise McpToolError(
