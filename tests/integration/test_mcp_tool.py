@@ -207,13 +207,17 @@ async def test_stdio_server_gets_only_its_configured_env_and_path(
 
 async def test_streamable_http_server_is_called(tmp_path: Path) -> None:
     with http_fake_server(tmp_path) as url:
-        servers = servers_for(tmp_path, {"remote": {"url": url}})
+        servers = servers_for(tmp_path, {"remote": {"url": url}}, timeout_s=5)
         await refresh_listings(servers)
         assert servers.tool("remote", "echo") is not None
         output = await call(servers, "remote", "echo", text="over http")
         assert output.content == [{"type": "text", "text": "over http"}]
         with pytest.raises(McpToolError, match="boom over http"):
             await call(servers, "remote", "fail", message="boom over http")
+        with pytest.raises(McpTimeoutError, match="while calling 'sleep'"):
+            await call(servers, "remote", "sleep", seconds=60)
+        # The server is still there for the next call: only the late one was abandoned.
+        assert (await call(servers, "remote", "echo", text="again")).content[0]["text"] == "again"
 
 
 async def test_server_that_exits_at_once_is_unavailable_with_its_stderr(tmp_path: Path) -> None:
