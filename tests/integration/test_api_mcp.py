@@ -6,7 +6,9 @@ step with its reason, retried by the step's policy; writing tools wait for a per
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,13 @@ from agent_engine.api.app import create_app
 from agent_engine.config import Settings
 from agent_engine.domain.canonical import content_hash
 from agent_engine.engine.planner import step_catalog
+from agent_engine.llm.base import (
+    CompletionRequest,
+    CompletionResponse,
+    LLMCallRecord,
+    LLMClient,
+    Usage,
+)
 from tests.mcp_servers import dead_server, fake_server, time_server, write_servers
 from tests.processes import free_port
 
@@ -258,3 +267,48 @@ async def test_planner_catalog_lists_each_tool_with_its_schema(
     assert "timezone" in schema["properties"]
     assert tools[("own", "write_note")]["requires_approval"] is True
     assert tools[("time", "get_current_time")]["requires_approval"] is False
+
+
+class ToolPlanningModel(LLMClient):
+    """Plans two MCP steps, and keeps the prompts it was sent."""
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+
+    async def complete(self, request: CompletionRequest) -> CompletionResponse:
+        self.prompts.append("\n".join(message.content for message in request.messages))
+        plan = {
+            "steps": [
+                mcp_step("time", "get_current_time", arguments={"timezone": "UTC"}),
+                mcp_step("own", "write_note", arguments={"text": "it is late"}),
+            ],
+            "rationale": "look at the clock, then note it",
+        }
+        return CompletionResponse(text=json.dumps(plan), usage=Usage(), provider="t", model="m")
+
+    async def estimate_cost(self, request: CompletionRequest) -> Decimal | None:
+        return Decimal(0)
+
+    @property
+    def calls(self) -> list[LLMCallRecord]:
+        return []
+
+
+async def test_planner_sees_the_tools_and_its_plan_gets_their_approval_defaults(
+    mcp_settings: Settings,
+) -> None:
+    model = ToolPlanningModel()
+    app = create_app(mcp_settings, llm_factory=lambda budget: model)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        run = (await http.post("/v1/agent-runs", json={"goal": "note the time"})).json()
+        executed = await execute(http, run["id"])
+    assert "get_current_time" in model.prompts[0]
+    assert "write_note" in model.prompts[0]
+    steps = executed["steps"]
+    assert [s["step_type"] for s in steps] == ["mcp_tool", "mcp_tool"]
+    assert [s["requires_approval"] for s in steps] == [False, True]
+    assert steps[0]["status"] == "completed"
+    assert steps[0]["output_data"]["structured_content"]["timezone"] == "UTC"
