@@ -150,6 +150,13 @@ class Settings(BaseSettings):
     # Answers a propose_edit step asks the model for, each refused one's errors fed back, before
     # the step fails with invalid_edit; a step's own max_attempts input wins (at most 10).
     propose_edit_max_attempts: int = Field(default=3, ge=1, le=10)
+    # --- MCP servers (the mcp_tool step) ---------------------------------------------------
+    # A JSON file in the ``mcpServers`` shape MCP clients use; unset: no servers, no MCP tools.
+    mcp_servers: Path | None = None
+    # The longest one MCP tool call may take, starting the server and the handshake included.
+    mcp_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # A tool's result (content blocks and structured content, as JSON) kept in the step's output.
+    mcp_output_cap_bytes: int = Field(default=65_536, ge=1024)
 
     @field_validator("database_url")
     @classmethod
@@ -173,7 +180,9 @@ class Settings(BaseSettings):
     def _lower_case_level(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("router_url", "models_file", "model", "policies_file", mode="before")
+    @field_validator(
+        "router_url", "models_file", "model", "policies_file", "mcp_servers", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # `AGENT_ENGINE_ROUTER_URL=` copied from .env.example means "not set".

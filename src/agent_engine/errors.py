@@ -273,6 +273,34 @@ class TransientExecutorError(ExecutorError):
     retryable = True
 
 
+class McpUnavailableError(ExecutorError):
+    """An MCP server could not be started, reached or completed the handshake; retried by the
+    step's policy (the server may be back on the next attempt)."""
+
+    code = "mcp_unavailable"
+    retryable = True
+
+
+class McpTimeoutError(ExecutorError):
+    """An MCP tool call (server start and handshake included) ran past its timeout."""
+
+    code = "mcp_timeout"
+    retryable = True
+
+
+class McpToolError(ExecutorError):
+    """An MCP tool answered with an error (``isError``) or the server refused the call."""
+
+    code = "mcp_error"
+    retryable = True
+
+
+class McpNotConfiguredError(ExecutorError):
+    """A step names an MCP server the servers file does not have (any more)."""
+
+    code = "mcp_not_configured"
+
+
 class ProviderError(RuntimeFailure):
     """An LLM provider failed; ``retryable`` says whether another attempt may succeed."""
 
@@ -343,3 +371,11 @@ class PolicyFileError(EngineError):
     code = "invalid_policies_file"
     http_status = 500
     title = "Invalid policies file"
+
+
+class McpServersFileError(EngineError):
+    """The operator's MCP servers file cannot be used; raised at start-up, naming file and field."""
+
+    code = "invalid_mcp_servers_file"
+    http_status = 500
+    title = "Invalid MCP servers file"

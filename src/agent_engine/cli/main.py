@@ -65,14 +65,20 @@ def _settings() -> Settings:
 
 
 def _check_policies(settings: Settings) -> None:
-    """Refuse to start on a policies file that cannot be used: one line naming file and field."""
+    """Refuse to start on a policies or MCP servers file that cannot be used: one line naming
+    the file and the field."""
     from agent_engine.engine.policies import load_policy_catalog
-    from agent_engine.errors import PolicyFileError
+    from agent_engine.errors import McpServersFileError, PolicyFileError
+    from agent_engine.executors.mcp_config import load_mcp_servers
 
     try:
         load_policy_catalog(settings.policies_file)
     except PolicyFileError as exc:
         fail(f"invalid configuration: AGENT_ENGINE_POLICIES_FILE: {exc.detail}", 2)
+    try:
+        load_mcp_servers(settings.mcp_servers)
+    except McpServersFileError as exc:
+        fail(f"invalid configuration: AGENT_ENGINE_MCP_SERVERS: {exc.detail}", 2)
 
 
 @app.command()

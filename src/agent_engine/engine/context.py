@@ -17,6 +17,8 @@ from agent_engine.domain.records import ChangeSet
 from agent_engine.engine.policies import PolicyCatalog, load_policy_catalog
 from agent_engine.engine.request_limits import RequestLimits
 from agent_engine.executors.base import ExecutionLimits, ExecutorContext
+from agent_engine.executors.mcp_config import load_mcp_servers
+from agent_engine.executors.mcp_servers import refresh_listings
 from agent_engine.executors.registry import ExecutorRegistry, load_registry
 from agent_engine.llm.base import CompletionRequest, CompletionResponse, LLMCallRecord, LLMClient
 from agent_engine.llm.transport import close_provider_clients
@@ -67,9 +69,11 @@ class EngineContext:
         return self._changes
 
     async def start(self) -> None:
-        """Start listening for committed events (PostgreSQL: LISTEN across processes)."""
+        """Start listening for committed events (PostgreSQL: LISTEN across processes), and list
+        the MCP servers' tools for the planner's catalog and the plan checks."""
         if self.db.dialect.name == "postgresql":
             await self.notifier.listen_postgres(self.db)
+        await refresh_listings(self.limits.mcp_servers)
 
     async def close(self) -> None:
         await self.notifier.close()
@@ -100,6 +104,11 @@ def limits_from_settings(settings: Settings) -> ExecutionLimits:
         command_max_file_bytes=settings.command_max_file_bytes,
         command_max_write_bytes=settings.command_max_write_bytes,
         propose_edit_max_attempts=settings.propose_edit_max_attempts,
+        mcp_servers=load_mcp_servers(
+            settings.mcp_servers,
+            timeout_s=settings.mcp_timeout_s,
+            output_cap_bytes=settings.mcp_output_cap_bytes,
+        ),
     )
 
 
@@ -120,9 +129,11 @@ def build_context(
 ) -> EngineContext:
     """Build the context for ``settings``; tests may pass their own registry or LLM factory.
 
-    A policies file that cannot be used raises PolicyFileError before anything is opened.
+    A policies file that cannot be used raises PolicyFileError before anything is opened, an
+    MCP servers file McpServersFileError.
     """
     policies = load_policy_catalog(settings.policies_file)
+    limits = limits_from_settings(settings)
     db = create_engine(settings.database_url)
     notifier = Notifier()
     # Commits are announced in this process at once; PostgreSQL's trigger + NOTIFY also tells
@@ -134,7 +145,7 @@ def build_context(
         notifier=notifier,
         registry=registry if registry is not None else load_registry(),
         llm_factory=llm_factory if llm_factory is not None else _default_llm_factory(settings),
-        limits=limits_from_settings(settings),
+        limits=limits,
         request_limits=RequestLimits.from_settings(settings),
         policies=policies,
     )

@@ -32,6 +32,7 @@ from agent_engine.errors import (
     PlanValidationError,
     ProviderError,
 )
+from agent_engine.executors.mcp_tool import catalog_entries as mcp_catalog_entries
 from agent_engine.llm.base import ChatMessage, CompletionRequest, LLMClient
 from agent_engine.llm.planning import request_plan
 from agent_engine.storage.runs import delete_steps_txn
@@ -51,7 +52,8 @@ class PlanOutcome:
 
 
 def step_catalog(ctx: EngineContext) -> list[dict[str, Any]]:
-    """What the planner may use: every registered step type with its input schema."""
+    """What the planner may use: every registered step type with its input schema, and each
+    listed MCP tool as an ``mcp_tool`` entry of its own."""
     return [
         {
             "step_type": name,
@@ -60,8 +62,8 @@ def step_catalog(ctx: EngineContext) -> list[dict[str, Any]]:
             "input_schema": executor.input_model.model_json_schema(),
         }
         for name, executor in sorted(ctx.registry.items())
-        if name != "noop"
-    ]
+        if name not in ("noop", "mcp_tool")
+    ] + (mcp_catalog_entries(ctx.limits.mcp_servers) if "mcp_tool" in ctx.registry else [])
 
 
 async def _workspace_files(

@@ -217,7 +217,7 @@ def insert_plan(
     for number, (spec, deps) in enumerate(zip(plan.steps, plan.dependencies(), strict=True), 1):
         executor = registry[spec.step_type]
         # A loosening the creator may not make was refused before; here it only fails closed.
-        decision = approvals.decide(number, spec, executor.requires_approval)
+        decision = approvals.decide(number, spec, approvals.executor_default(spec, executor))
         step = StepRecord(
             id=uuid.uuid4(),
             run_id=run.id,

@@ -37,7 +37,7 @@ from agent_engine.errors import (
     PolicyLooseningError,
     UnknownPolicyError,
 )
-from agent_engine.executors.base import ExecutionLimits
+from agent_engine.executors.base import ExecutionLimits, Executor
 from agent_engine.executors.command_allowlist import resolve_executable, search_path
 from agent_engine.executors.command_analysis import analyze_command
 from agent_engine.executors.workspace import Workspace
@@ -139,6 +139,14 @@ class PlanApprovals:
 
     inputs: ApprovalInputs
     commands: Mapping[int, CommandFacts] = field(default_factory=dict)
+    # What executors consult for their input-dependent default (e.g. MCP tool annotations).
+    limits: ExecutionLimits | None = None
+
+    def executor_default(self, spec: PlanStep, executor: Executor[Any, Any] | None) -> bool:
+        """The step's approval default before any policy (an unknown step type: required)."""
+        if executor is None:
+            return True
+        return executor.requires_approval_for(spec.input_data, self.limits)
 
     def decide(self, number: int, spec: PlanStep, executor_default: bool) -> ApprovalDecision:
         """The decision for step ``number`` (1-based) of the plan."""
@@ -153,14 +161,15 @@ class PlanApprovals:
         )
 
     def loosenings(
-        self, steps: Sequence[PlanStep], defaults: Mapping[str, bool]
+        self, steps: Sequence[PlanStep], executors: Mapping[str, Executor[Any, Any]]
     ) -> list[Loosening]:
         """What the run asked for that loosens the server's policy (empty when it may)."""
         if self.inputs.may_loosen:
             return []
         found = loosening_rules(self.inputs.run)
         for number, spec in enumerate(steps, start=1):
-            decision = self.decide(number, spec, defaults.get(spec.step_type, True))
+            default = self.executor_default(spec, executors.get(spec.step_type))
+            decision = self.decide(number, spec, default)
             if decision.loosening is not None:
                 found.append(decision.loosening)
         return found
@@ -195,7 +204,7 @@ def _facts(
     inputs: ApprovalInputs, plan: Plan, limits: ExecutionLimits, workspace: str | None
 ) -> PlanApprovals:
     if workspace is None:  # run_command needs a workspace: no command step can be in the plan
-        return PlanApprovals(inputs)
+        return PlanApprovals(inputs, limits=limits)
     root = Workspace(Path(workspace))
     programs = {
         rule.executable
@@ -217,7 +226,7 @@ def _facts(
             confined=analysis.confined and (cwd is None or isinstance(cwd, str)),
         )
     return PlanApprovals(
-        ApprovalInputs(inputs.server, inputs.run, inputs.may_loosen, resolved), commands
+        ApprovalInputs(inputs.server, inputs.run, inputs.may_loosen, resolved), commands, limits
     )
 
 
@@ -226,7 +235,8 @@ async def plan_approvals(
 ) -> PlanApprovals:
     """Resolve the plan's programs and rule executables (file system look-ups, in a thread)."""
     if workspace is None or not any(s.step_type == "run_command" for s in plan.steps):
-        return PlanApprovals(inputs)  # nothing to look up: no thread hop on the common path
+        # Nothing to look up: no thread hop on the common path.
+        return PlanApprovals(inputs, limits=limits)
     return await asyncio.to_thread(_facts, inputs, plan, limits, workspace)
 
 

@@ -38,6 +38,8 @@ from agent_engine.engine.policies import (
 from agent_engine.engine.request_limits import check_metadata, check_plan, check_strings
 from agent_engine.engine.settle import refresh_claimable
 from agent_engine.errors import IdempotencyConflictError, InputValidationError
+from agent_engine.executors.mcp_servers import refresh_listings
+from agent_engine.executors.mcp_tool import servers_named
 from agent_engine.executors.workspace_roots import check_workspace_root
 from agent_engine.storage.audit import list_events_txn
 from agent_engine.storage.changes import DuplicateRowError
@@ -138,10 +140,12 @@ async def create_run(
     approvals = PlanApprovals(inputs)
     if plan is not None:
         check_plan(plan, ctx.request_limits)
+        # MCP servers not listed yet (down at start-up) are tried again before their tools are
+        # checked and their approval defaults decided.
+        await refresh_listings(ctx.limits.mcp_servers, servers_named(plan.steps))
         validate_plan(plan, ctx.registry, has_workspace=workspace is not None, limits=ctx.limits)
         approvals = await plan_approvals(inputs, plan, ctx.limits, workspace)
-    defaults = {name: executor.requires_approval for name, executor in ctx.registry.items()}
-    refuse_loosening(approvals.loosenings(plan.steps if plan else [], defaults))
+    refuse_loosening(approvals.loosenings(plan.steps if plan else [], ctx.registry))
     changes = _new_run(
         ctx, request, plan, approvals, workspace, actor, idempotency_key, request_hash
     )

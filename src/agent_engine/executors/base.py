@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
+from agent_engine.executors.mcp_config import McpServers
 from agent_engine.llm.base import LLMClient
 
 InputT = TypeVar("InputT", bound=BaseModel)
@@ -44,6 +45,9 @@ class ExecutionLimits:
     command_max_write_bytes: int = 512 << 20
     # Model answers a propose_edit step asks for before it fails (a step's input may set its own).
     propose_edit_max_attempts: int = 3
+    # The configured MCP servers and the tool lists fetched from them (filled in as they are
+    # listed, so not part of the limits' equality).
+    mcp_servers: McpServers = field(default_factory=McpServers, compare=False)
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,13 @@ class Executor(abc.ABC, Generic[InputT, OutputT]):
     # only for steps that change nothing and call no model, so that a start whose claim then
     # fails to commit costs nothing and is simply forgotten (the step runs again when claimed).
     may_start_early: ClassVar[bool] = False
+
+    def requires_approval_for(
+        self, input_data: dict[str, Any], limits: ExecutionLimits | None = None
+    ) -> bool:
+        """Whether this step needs approval by default, before any policy: the class flag,
+        unless the executor can tell from the input (e.g. a tool its server marks read-only)."""
+        return self.requires_approval
 
     @abc.abstractmethod
     async def execute(self, input: InputT, context: ExecutorContext) -> OutputT:
