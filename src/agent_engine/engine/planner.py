@@ -76,7 +76,7 @@ async def _workspace_files(
     return files
 
 
-async def _estimate(llm: LLMClient, plan: Plan) -> list[Decimal | None]:
+async def estimate_steps(llm: LLMClient, plan: Plan) -> list[Decimal | None]:
     """Estimated USD per step: the client's estimate for LLM steps (None: unknown), zero for the
     others."""
     estimates: list[Decimal | None] = []
@@ -103,7 +103,12 @@ async def _make_plan(ctx: EngineContext, run: RunRecord, llm: LLMClient) -> Plan
     for _ in range(MAX_PLAN_ATTEMPTS):
         try:
             answer = await request_plan(
-                llm, run.goal, files, catalog, previous_errors=errors or None
+                llm,
+                run.goal,
+                files,
+                catalog,
+                previous_errors=errors or None,
+                adaptive=run.options.get("planning") == "adaptive",
             )
             plan = Plan.model_validate({"steps": answer.get("steps", [])})
             # The same limits as an explicit plan's (steps, input size and depth).
@@ -113,7 +118,7 @@ async def _make_plan(ctx: EngineContext, run: RunRecord, llm: LLMClient) -> Plan
             )
             rationale = answer.get("rationale")
             return PlanOutcome(
-                plan, str(rationale) if rationale else None, "", await _estimate(llm, plan)
+                plan, str(rationale) if rationale else None, "", await estimate_steps(llm, plan)
             )
         except ValidationError as exc:
             errors = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
