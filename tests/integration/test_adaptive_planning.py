@@ -30,34 +30,71 @@ from tests.integration.test_workers import wait_for
 CONTINUE = {"decision": "continue", "steps": [], "rationale": "the rest stands"}
 
 
-class ScriptedPlanner(LLMClient):
+class ScriptedPlanner:
     """Answers planning with ``plan`` and each revision with the next scripted answer (then
-    "continue"); remembers every revision prompt it was shown."""
+    "continue"); remembers every revision prompt it was shown. ``crashes``: how many revision
+    requests die first (as a worker killed mid-revision); ``price``: what each call costs."""
 
-    def __init__(self, revisions: list[dict[str, Any]], plan: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        revisions: list[dict[str, Any]],
+        plan: dict[str, Any] | None = None,
+        *,
+        crashes: int = 0,
+        price: Decimal | None = None,
+    ) -> None:
         self.plan = plan or {"steps": [{"step_type": "noop", "input_data": {}}], "rationale": ""}
         self.revisions = list(revisions)
         self.asked: list[RevisionPrompt] = []
+        self.crashes = crashes
+        self.price = price
 
-    async def complete(self, request: CompletionRequest) -> CompletionResponse:
+    def answer(self, request: CompletionRequest) -> Any:
         task = detect_task(request.messages)
         if task == "revise":
+            if self.crashes:
+                self.crashes -= 1
+                raise RuntimeError("the planner's process died")
             self.asked.append(parse_revision_prompt(request.messages))
-            value = self.revisions.pop(0) if self.revisions else CONTINUE
-        elif task == "plan":
-            value = self.plan
-        else:
-            value = {"text": "summary"}
-        return CompletionResponse(
-            text=json.dumps(value), usage=Usage(), provider="test", model="scripted"
-        )
+            return self.revisions.pop(0) if self.revisions else CONTINUE
+        if task == "plan":
+            return self.plan
+        return {"text": "summary"}
+
+    def client(self, budget: Decimal | None) -> LLMClient:
+        return _Session(self)
+
+
+class _Session(LLMClient):
+    """One client as the engine's factory makes it: its own ledger of calls."""
+
+    def __init__(self, script: ScriptedPlanner) -> None:
+        self.script = script
+        self._calls: list[LLMCallRecord] = []
+
+    async def complete(self, request: CompletionRequest) -> CompletionResponse:
+        text = json.dumps(self.script.answer(request))
+        if self.script.price is not None:
+            self._calls.append(
+                LLMCallRecord(
+                    provider="test",
+                    model="scripted",
+                    request={"messages": len(request.messages)},
+                    request_hash="0" * 64,
+                    response={"text": text},
+                    usage=Usage(),
+                    cost_usd=self.script.price,
+                    latency_ms=0.0,
+                )
+            )
+        return CompletionResponse(text=text, usage=Usage(), provider="test", model="scripted")
 
     async def estimate_cost(self, request: CompletionRequest) -> Decimal | None:
         return Decimal(0)
 
     @property
     def calls(self) -> list[LLMCallRecord]:
-        return []
+        return list(self._calls)
 
 
 @pytest.fixture
@@ -73,7 +110,7 @@ def workspace(workspace_root: Path) -> Path:
 async def scripted_client(
     settings: Settings, planner: ScriptedPlanner
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, llm_factory=lambda budget: planner)
+    app = create_app(settings, llm_factory=planner.client)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
@@ -301,7 +338,7 @@ async def test_a_goal_only_adaptive_run_is_planned_then_revised_by_a_worker(
     first = {"steps": [read("notes.txt")], "rationale": "look first"}
     planner = ScriptedPlanner([revise(noop({"$ref": "steps.1.output.content"}))], plan=first)
     worker_settings = settings.model_copy(update={"embedded_worker": True, "worker_poll_s": 0.2})
-    app = create_app(worker_settings, llm_factory=lambda budget: planner)
+    app = create_app(worker_settings, llm_factory=planner.client)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
@@ -313,6 +350,46 @@ async def test_a_goal_only_adaptive_run_is_planned_then_revised_by_a_worker(
         assert done["plan_version"] == 2
         assert [s["step_type"] for s in done["steps"]] == ["read_file", "noop"]
         assert done["steps"][1]["output_data"]["value"] == "observed\n"
+
+
+async def test_a_revision_left_by_a_dead_worker_is_made_by_the_next_one(
+    settings: Settings, workspace: Path
+) -> None:
+    planner = ScriptedPlanner([revise(noop("after the crash"))], crashes=1)
+    worker_settings = settings.model_copy(
+        update={"embedded_worker": True, "worker_poll_s": 0.2, "worker_lease_s": 1.0}
+    )
+    app = create_app(worker_settings, llm_factory=planner.client)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        run = await create(http, workspace, steps=[read("notes.txt")], auto_start=True)
+        done = await wait_for(http, run["id"], {"completed", "failed"})
+        assert done["status"] == "completed", done
+        assert planner.crashes == 0 and len(planner.asked) == 1
+        assert [s["output_data"]["value"] for s in done["steps"][1:]] == ["after the crash"]
+
+
+async def test_the_planners_calls_count_against_the_budget_which_ends_the_loop(
+    settings: Settings, workspace: Path
+) -> None:
+    planner = ScriptedPlanner([CONTINUE], price=Decimal("0.01"))
+    async with scripted_client(settings, planner) as http:
+        steps = [read("notes.txt"), read("more.txt"), noop(3)]
+        run = await create(http, workspace, steps=steps, budget_usd="0.01")
+        done = await execute(http, run["id"])
+        while done["status"] not in ("completed", "failed"):
+            done = await execute(http, run["id"])
+        assert done["status"] == "completed"
+        assert len(planner.asked) == 1  # after step 2 the budget was spent: not asked
+        assert done["total_cost_usd"] == 0.01
+        assert done["adaptive"]["closed"] == "budget"
+        stopped = [
+            e for e in await events(http, run["id"]) if e["type"] == "plan.revisions_stopped"
+        ]
+        assert stopped[0]["payload"]["reason"] == "budget"
+        assert stopped[0]["payload"]["after_step"] == 2
 
 
 async def test_a_fixed_plan_run_is_never_revised(settings: Settings, workspace: Path) -> None:
