@@ -289,6 +289,30 @@ async def test_a_refused_revision_may_be_answered_again_within_max_steps(
         assert [s["status"] for s in after["steps"]] == ["completed", "cancelled", "pending"]
 
 
+async def test_a_revision_that_depends_on_a_replaced_step_is_refused_and_told(
+    settings: Settings, workspace: Path
+) -> None:
+    planner = ScriptedPlanner([revise(noop("x", depends_on=[2])), CONTINUE])
+    async with scripted_client(settings, planner) as http:
+        run = await create(http, workspace, steps=[read("notes.txt"), noop(2)])
+        after = await execute(http, run["id"])
+        assert after["plan_version"] == 1 and after["status"] == "running"
+        assert "step 2 is replaced by this revision" in planner.asked[1].previous_errors[0]
+
+
+async def test_a_first_plan_over_max_steps_is_refused_and_the_run_fails_planning(
+    settings: Settings, workspace: Path
+) -> None:
+    plan = {"steps": [noop(1), noop(2), noop(3)], "rationale": "too long"}
+    planner = ScriptedPlanner([], plan=plan)
+    async with scripted_client(settings, planner) as http:
+        run = await create(http, workspace, max_steps=2)
+        failed = await execute(http, run["id"])
+        assert failed["status"] == "failed"
+        assert failed["error"]["code"] == "planning_failed"
+        assert "max_steps is 2" in failed["error"]["message"]
+
+
 async def test_reaching_max_replans_stops_asking_and_the_plan_runs_to_its_end(
     settings: Settings, workspace: Path
 ) -> None:

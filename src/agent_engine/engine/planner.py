@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agent_engine.domain.adaptive import bounds_of
 from agent_engine.domain.plan import Plan
 from agent_engine.domain.records import RunRecord, StepRecord
 from agent_engine.domain.states import RunStatus, StepStatus
@@ -29,6 +30,7 @@ from agent_engine.errors import (
     ConflictError,
     EngineError,
     LimitExceededError,
+    MaxStepsExceededError,
     PlanValidationError,
     ProviderError,
 )
@@ -113,6 +115,7 @@ async def _make_plan(ctx: EngineContext, run: RunRecord, llm: LLMClient) -> Plan
             plan = Plan.model_validate({"steps": answer.get("steps", [])})
             # The same limits as an explicit plan's (steps, input size and depth).
             check_plan(plan, ctx.request_limits)
+            check_max_steps(run, plan)
             validate_plan(
                 plan, ctx.registry, has_workspace=run.workspace is not None, limits=ctx.limits
             )
@@ -129,6 +132,17 @@ async def _make_plan(ctx: EngineContext, run: RunRecord, llm: LLMClient) -> Plan
                 return PlanOutcome(None, None, exc.detail, [])
             errors = [exc.detail]
     return PlanOutcome(None, None, "; ".join(errors), [])
+
+
+def check_max_steps(run: RunRecord, plan: Plan) -> None:
+    """Refuse a first plan with more steps than an adaptive run's ``max_steps``."""
+    bounds = bounds_of(run)
+    if bounds is not None and len(plan.steps) > bounds.max_steps:
+        raise MaxStepsExceededError(
+            f"the plan has {len(plan.steps)} steps; the run's max_steps is {bounds.max_steps}",
+            limit="max_steps",
+            maximum=bounds.max_steps,
+        )
 
 
 def _check_replannable(run: RunRecord, steps: list[StepRecord]) -> None:

@@ -33,20 +33,12 @@ from agent_engine.engine.plans import (
 )
 from agent_engine.engine.policies import PlanApprovals
 from agent_engine.engine.request_limits import check_plan
-from agent_engine.errors import CallerError, PlanValidationError
+from agent_engine.errors import MaxStepsExceededError, PlanValidationError
 
 # Steps a revision replaces: not started yet (a step waiting to retry has started: it stays).
 _REPLACEABLE = frozenset({StepStatus.PENDING, StepStatus.AWAITING_APPROVAL, StepStatus.APPROVED})
 # Steps a new step may not depend on: they will never be satisfied.
 _DEAD = frozenset({StepStatus.CANCELLED, StepStatus.FAILED, StepStatus.REJECTED})
-
-
-class MaxStepsError(CallerError):
-    """The revision would give the run more steps than its ``max_steps``."""
-
-    code = "max_steps"
-    http_status = 422
-    title = "Too many steps for the run's max_steps"
 
 
 @dataclass(frozen=True)
@@ -144,17 +136,18 @@ def build_revision(
 ) -> Revision:
     """Check the planner's new steps against the run as it stands and the run's bounds.
 
-    Raises ``MaxStepsError`` over ``max_steps``, pydantic's ``ValidationError`` for a step of
-    the wrong shape, and the plan checks' errors (``check_plan``, ``validate_plan``) otherwise.
+    Raises ``MaxStepsExceededError`` over ``max_steps``, pydantic's ``ValidationError`` for a
+    step of the wrong shape, and the plan checks' errors (``check_plan``, ``validate_plan``).
     """
     ordered = sorted(steps, key=lambda s: s.step_number)
     first = len(ordered) + 1
     if len(ordered) + len(answer_steps) > bounds.max_steps:
         room = max(bounds.max_steps - len(ordered), 0)
-        raise MaxStepsError(
+        raise MaxStepsExceededError(
             f"the revision adds {len(answer_steps)} steps to the run's {len(ordered)}, over its "
             f"max_steps {bounds.max_steps}: at most {room} new steps fit",
-            max_steps=bounds.max_steps,
+            limit="max_steps",
+            maximum=bounds.max_steps,
         )
     replaced = {s.step_number for s in ordered if replaceable(s)}
     superseded = replaced | {s.step_number for s in ordered if s.status == StepStatus.CANCELLED}

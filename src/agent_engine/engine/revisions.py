@@ -45,7 +45,6 @@ from agent_engine.engine.locking import change_run
 from agent_engine.engine.planner import estimate_steps, step_catalog
 from agent_engine.engine.policies import PlanApprovals, inputs_of_run, plan_approvals
 from agent_engine.engine.revision_plans import (
-    MaxStepsError,
     Revision,
     answer_errors,
     build_revision,
@@ -57,6 +56,7 @@ from agent_engine.errors import (
     BudgetExceededError,
     EngineError,
     LimitExceededError,
+    MaxStepsExceededError,
     PlanValidationError,
     ProviderError,
 )
@@ -140,7 +140,7 @@ async def _ask(
             return _Outcome("revise", rationale, revision, await estimate_steps(llm, new_steps))
         except BudgetExceededError as exc:
             return _Outcome("budget", exc.detail)
-        except MaxStepsError as exc:
+        except MaxStepsExceededError as exc:
             errors, code = [exc.detail], "max_steps"
         except ValidationError as exc:
             errors, code = answer_errors(exc), "revision_failed"

@@ -38,7 +38,11 @@ from agent_engine.engine.policies import (
 )
 from agent_engine.engine.request_limits import check_metadata, check_plan, check_strings
 from agent_engine.engine.settle import refresh_claimable
-from agent_engine.errors import IdempotencyConflictError, InputValidationError
+from agent_engine.errors import (
+    IdempotencyConflictError,
+    InputValidationError,
+    MaxStepsExceededError,
+)
 from agent_engine.executors.workspace_roots import check_workspace_root
 from agent_engine.storage.audit import list_events_txn
 from agent_engine.storage.changes import DuplicateRowError
@@ -132,8 +136,10 @@ def _planning_options(
             errors=[{"field": "max_steps", "message": f"at most {ceiling}"}],
         )
     if plan is not None and len(plan.steps) > max_steps:
-        raise InputValidationError(
+        raise MaxStepsExceededError(
             f"the plan has {len(plan.steps)} steps, more than max_steps {max_steps}",
+            limit="max_steps",
+            maximum=max_steps,
             errors=[{"field": "steps", "message": f"at most {max_steps} (max_steps)"}],
         )
     max_replans = request.max_replans
@@ -172,7 +178,9 @@ async def create_run(
     ``may_loosen_policy`` (the creator holds the policy privilege).
     """
     _check_limits(ctx, request)
-    request_hash = content_hash(request.model_dump(mode="json"))
+    # A fixed-plan request hashes as it did before adaptive planning's fields existed.
+    unset = {"planning", "max_steps", "max_replans"} if request.planning == "fixed" else set()
+    request_hash = content_hash(request.model_dump(mode="json", exclude=unset))
     if idempotency_key is not None:
         existing = await _find_idempotent(ctx, idempotency_key, request_hash)
         if existing is not None:
