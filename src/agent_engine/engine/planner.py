@@ -97,6 +97,9 @@ async def estimate_steps(llm: LLMClient, plan: Plan) -> list[Decimal | None]:
     return estimates
 
 
+_estimate = estimate_steps  # its earlier, private name (tests of the estimates use it)
+
+
 async def _make_plan(ctx: EngineContext, run: RunRecord, llm: LLMClient) -> PlanOutcome:
     """Ask for a plan, feeding validation errors back, at most ``MAX_PLAN_ATTEMPTS`` times."""
     files = await _workspace_files(ctx, run, llm)
