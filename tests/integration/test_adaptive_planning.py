@@ -395,6 +395,26 @@ async def test_a_revision_left_by_a_dead_worker_is_made_by_the_next_one(
         assert [s["output_data"]["value"] for s in done["steps"][1:]] == ["after the crash"]
 
 
+async def test_by_hand_a_revision_left_due_is_made_by_the_next_execute(
+    settings: Settings, workspace: Path
+) -> None:
+    planner = ScriptedPlanner([revise(noop("made later"))], crashes=1)
+    async with scripted_client(settings, planner) as http:
+        run = await create(http, workspace, steps=[read("notes.txt"), noop(2)])
+        with pytest.raises(RuntimeError, match="died"):
+            await http.post(f"/v1/agent-runs/{run['id']}/execute")
+        left = (await http.get(f"/v1/agent-runs/{run['id']}")).json()
+        assert left["status"] == "planning" and left["adaptive"]["due_after"] == 1
+        after = await execute(http, run["id"])  # revises first, then runs the new step
+        assert after["plan_version"] == 2
+        assert [(s["step_number"], s["status"]) for s in after["steps"]] == [
+            (1, "completed"),
+            (2, "cancelled"),
+            (3, "completed"),
+        ]
+        assert after["status"] == "completed"
+
+
 async def test_the_planners_calls_count_against_the_budget_which_ends_the_loop(
     settings: Settings, workspace: Path
 ) -> None:

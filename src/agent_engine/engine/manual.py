@@ -8,7 +8,7 @@ import contextlib
 import uuid
 from datetime import timedelta
 
-from agent_engine.domain.adaptive import revision_due
+from agent_engine.domain.adaptive import bounds_of, revision_due
 from agent_engine.domain.clock import utcnow
 from agent_engine.domain.records import RunRecord, StepRecord
 from agent_engine.domain.states import RUNNABLE_RUN_STATES, RunStatus, StepStatus
@@ -65,9 +65,8 @@ async def execute_one(ctx: EngineContext, run_id: str, *, actor: str) -> uuid.UU
         async with change_run(ctx, run_id) as locked:
             changes = locked.changes
             run = changes.run
-            if RunStatus(run.status) is RunStatus.PLANNING and revision_due(run) is not None:
-                pass
-            else:
+            revising = RunStatus(run.status) is RunStatus.PLANNING and revision_due(run) is not None
+            if not revising:
                 check_runnable(run)
                 work = await take_ready(
                     ctx, changes, locked.read, owner=actor, limit=1, lease=lease, llm=llm
@@ -76,10 +75,12 @@ async def execute_one(ctx: EngineContext, run_id: str, *, actor: str) -> uuid.UU
                     detail = _why_nothing_ready(run, changes.steps)
                     raise NoReadyStepError(detail, run_id=str(run.id))
                 settle_run(changes, run, changes.steps, actor=actor)
-                break
+        if not revising:
+            break
         await revise_run(ctx, run_id, actor=actor)
     else:
-        check_runnable(run)  # still waiting for its revision: refuse as any run not running
+        check_runnable(run)  # still waiting for its revision: refused as any run not running
+    adaptive = bounds_of(run) is not None
     item = work[0]
     if isinstance(item, Parked):
         return item.step_id
@@ -93,7 +94,7 @@ async def execute_one(ctx: EngineContext, run_id: str, *, actor: str) -> uuid.UU
             await heartbeat
     if result is not None:
         await record_result(ctx, item, result, actor=actor)
-        if ctx.registry[item.step_type].observes:
+        if adaptive and ctx.registry[item.step_type].observes:
             # By hand, the revision the step may have made due is made before answering.
             await revise_run(ctx, str(item.run_id), actor=actor)
     return item.step_id
