@@ -188,6 +188,11 @@ async def revise_run(ctx: EngineContext, run_id: str, *, actor: str) -> None:
             or run.plan_version != version
         ):
             return  # cancelled meanwhile, or revised by another worker: keep the ledger only
+        if outcome.revision is not None and _changed_meanwhile(changes.steps, outcome.revision):
+            # A step it replaces was decided meanwhile (e.g. rejected): the revision stays due
+            # and is asked again on what the run now holds (the next claim or execute).
+            logger.info("revision of run %s is stale; it will be asked again", run.id)
+            return
         made_by = next((row["id"] for row in reversed(rows) if row["error"] is None), None)
         previous = await locked.session.scalar(
             select(PlanVersion.document).where(
@@ -195,6 +200,12 @@ async def revise_run(ctx: EngineContext, run_id: str, *, actor: str) -> None:
             )
         )
         _apply(ctx, changes, outcome, bounds, approvals, actor, made_by, previous)
+
+
+def _changed_meanwhile(steps: list[StepRecord], revision: Revision) -> bool:
+    by_number = {step.step_number: step for step in steps}
+    replaced = {n for n, step in by_number.items() if replaceable(step)}
+    return replaced != set(revision.replaced) or len(by_number) != revision.added[0] - 1
 
 
 def _apply(
