@@ -276,6 +276,11 @@ async def test_a_revision_over_max_steps_is_refused_and_told_then_the_run_fails(
         assert len(planner.asked) == 3
         assert planner.asked[0].previous_errors == []
         assert "at most 1 new steps fit" in planner.asked[1].previous_errors[0]
+        # Resumed by a person, the current plan runs on without asking again.
+        resumed = await http.post(f"/v1/agent-runs/{run['id']}/resume")
+        assert resumed.status_code == 200 and resumed.json()["status"] == "running"
+        done = await execute(http, run["id"])
+        assert done["status"] == "completed" and len(planner.asked) == 3
 
 
 async def test_a_refused_revision_may_be_answered_again_within_max_steps(
