@@ -145,6 +145,18 @@ class Settings(BaseSettings):
     allow_hard_links: bool = False
     # edit_file may write inside a .git folder (hooks and config name programs git runs).
     allow_git_writes: bool = False
+    # --- Adaptive planning (docs/adaptive-planning.md) -------------------------------------
+    # Revisions a run with planning "adaptive" may make when it names no max_replans; the most
+    # it may name.
+    adaptive_default_max_replans: int = Field(default=5, ge=0, le=1000)
+    adaptive_max_replans: int = Field(default=20, ge=0, le=1000)
+    # Steps an adaptive run may have over all its plan versions when it names no max_steps
+    # (never more than max_plan_steps, which is also the most it may name).
+    adaptive_default_max_steps: int = Field(default=50, ge=1, le=10_000)
+    # Characters of one earlier step's output the revision prompt shows (a longer one loses
+    # its middle), and of all outputs together (the oldest are left out first).
+    adaptive_output_chars: int = Field(default=4000, ge=200, le=1_000_000)
+    adaptive_outputs_chars: int = Field(default=60_000, ge=1000, le=10_000_000)
 
     # --- Model-written edits (docs/model-edits.md) --------------------------------------------
     # Answers a propose_edit step asks the model for, each refused one's errors fed back, before

@@ -201,6 +201,14 @@ class StepInputTooLargeError(LimitExceededError):
     title = "Step input too large"
 
 
+class MaxStepsExceededError(LimitExceededError):
+    """An adaptive run's plan (its first or a revision) would give it more steps than its own
+    ``max_steps``; ``limit`` is then the run's option, not a server setting."""
+
+    code = "max_steps"
+    title = "Over the run's max_steps"
+
+
 # --- runtime failures ------------------------------------------------------------------------
 
 

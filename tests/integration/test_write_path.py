@@ -97,6 +97,7 @@ def new_run_values() -> dict[str, Any]:
         "error": {"code": "boom", "nested": {"list": [1, "two", None], "flag": False}},
         "metadata": {"k": ["v", 1.5]},
         "options": {"plan_approval": True, "approval_policy": {"rules": []}},
+        "adaptive": {"revisions": 2, "due_after": 7, "closed": None},
         "idempotency_key": "key-1",
         "request_hash": "01" * 32,
         "started": True,

@@ -70,6 +70,8 @@ class RunOut(BaseModel):
     error: dict[str, Any] | None
     metadata: dict[str, Any] = Field(validation_alias=AliasChoices("metadata_", "metadata"))
     options: dict[str, Any]
+    # Adaptive planning: revisions made, the step a revision is due after, why the loop ended.
+    adaptive: dict[str, Any] | None = None
     audit_seq: int
     created_at: datetime
     updated_at: datetime

@@ -85,6 +85,7 @@ class RunRecord(Tracked):
     error: dict[str, Any] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    adaptive: dict[str, Any] | None = None
     idempotency_key: str | None = None
     request_hash: str | None = None
     started: bool = False

@@ -34,11 +34,13 @@ R, S = RunStatus, StepStatus
 
 RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     R.CREATED: frozenset({R.PLANNING, R.CANCELLED}),
-    R.PLANNING: frozenset({R.PLANNED, R.FAILED, R.CANCELLED}),
+    # PLANNING → RUNNING: a revision of a running run's plan is written (adaptive planning).
+    R.PLANNING: frozenset({R.PLANNED, R.RUNNING, R.FAILED, R.CANCELLED}),
     # PLANNED → AWAITING_APPROVAL: the whole plan waits for a human (plan_approval).
     # PLANNED → PLANNING: re-planning before any step has run.
     R.PLANNED: frozenset({R.RUNNING, R.AWAITING_APPROVAL, R.PLANNING, R.CANCELLED}),
-    R.RUNNING: frozenset({R.AWAITING_APPROVAL, R.COMPLETED, R.FAILED, R.CANCELLED}),
+    # RUNNING → PLANNING: an observing step finished and the planner revises the rest.
+    R.RUNNING: frozenset({R.AWAITING_APPROVAL, R.PLANNING, R.COMPLETED, R.FAILED, R.CANCELLED}),
     # AWAITING_APPROVAL → FAILED: a required step was rejected.
     # AWAITING_APPROVAL → COMPLETED: the last pending step was an optional one that got rejected.
     # AWAITING_APPROVAL → PLANNED / PLANNING: a waiting plan approved / sent back for a new one.

@@ -8,12 +8,14 @@ import contextlib
 import uuid
 from datetime import timedelta
 
+from agent_engine.domain.adaptive import bounds_of, revision_due
 from agent_engine.domain.clock import utcnow
 from agent_engine.domain.records import RunRecord, StepRecord
 from agent_engine.domain.states import RUNNABLE_RUN_STATES, RunStatus, StepStatus
 from agent_engine.engine.claiming import Claim, Parked, lease_until, take_ready
 from agent_engine.engine.context import EngineContext, lazy_llm
 from agent_engine.engine.locking import change_run
+from agent_engine.engine.revisions import revise_run
 from agent_engine.engine.settle import plan_awaits_approval, settle_run
 from agent_engine.engine.stepping import record_result, run_claimed
 from agent_engine.errors import ConflictError, InvalidTransitionError
@@ -58,16 +60,27 @@ async def execute_one(ctx: EngineContext, run_id: str, *, actor: str) -> uuid.UU
     """Execute the run's next ready step synchronously (or park it for approval); its id."""
     llm = lazy_llm(ctx, None)
     lease = timedelta(seconds=ctx.settings.worker_lease_s)
-    async with change_run(ctx, run_id) as locked:
-        changes = locked.changes
-        run = changes.run
-        check_runnable(run)
-        work = await take_ready(
-            ctx, changes, locked.read, owner=actor, limit=1, lease=lease, llm=llm
-        )
-        if not work:
-            raise NoReadyStepError(_why_nothing_ready(run, changes.steps), run_id=str(run.id))
-        settle_run(changes, run, changes.steps, actor=actor)
+    work: list[Claim | Parked] = []
+    for _ in range(2):  # a revision left due (adaptive planning) is made first, in the request
+        async with change_run(ctx, run_id) as locked:
+            changes = locked.changes
+            run = changes.run
+            revising = RunStatus(run.status) is RunStatus.PLANNING and revision_due(run) is not None
+            if not revising:
+                check_runnable(run)
+                work = await take_ready(
+                    ctx, changes, locked.read, owner=actor, limit=1, lease=lease, llm=llm
+                )
+                if not work:
+                    detail = _why_nothing_ready(run, changes.steps)
+                    raise NoReadyStepError(detail, run_id=str(run.id))
+                settle_run(changes, run, changes.steps, actor=actor)
+        if not revising:
+            break
+        await revise_run(ctx, run_id, actor=actor)
+    else:
+        check_runnable(run)  # still waiting for its revision: refused as any run not running
+    adaptive = bounds_of(run) is not None
     item = work[0]
     if isinstance(item, Parked):
         return item.step_id
@@ -81,6 +94,9 @@ async def execute_one(ctx: EngineContext, run_id: str, *, actor: str) -> uuid.UU
             await heartbeat
     if result is not None:
         await record_result(ctx, item, result, actor=actor)
+        if adaptive and ctx.registry[item.step_type].observes:
+            # By hand, the revision the step may have made due is made before answering.
+            await revise_run(ctx, str(item.run_id), actor=actor)
     return item.step_id
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agent_engine.domain.adaptive import bounds_of
 from agent_engine.domain.plan import Plan
 from agent_engine.domain.records import RunRecord, StepRecord
 from agent_engine.domain.states import RunStatus, StepStatus
@@ -29,6 +30,7 @@ from agent_engine.errors import (
     ConflictError,
     EngineError,
     LimitExceededError,
+    MaxStepsExceededError,
     PlanValidationError,
     ProviderError,
 )
@@ -78,7 +80,7 @@ async def _workspace_files(
     return files
 
 
-async def _estimate(llm: LLMClient, plan: Plan) -> list[Decimal | None]:
+async def estimate_steps(llm: LLMClient, plan: Plan) -> list[Decimal | None]:
     """Estimated USD per step: the client's estimate for LLM steps (None: unknown), zero for the
     others."""
     estimates: list[Decimal | None] = []
@@ -97,6 +99,9 @@ async def _estimate(llm: LLMClient, plan: Plan) -> list[Decimal | None]:
     return estimates
 
 
+_estimate = estimate_steps  # its earlier, private name (tests of the estimates use it)
+
+
 async def _make_plan(ctx: EngineContext, run: RunRecord, llm: LLMClient) -> PlanOutcome:
     """Ask for a plan, feeding validation errors back, at most ``MAX_PLAN_ATTEMPTS`` times."""
     files = await _workspace_files(ctx, run, llm)
@@ -105,17 +110,23 @@ async def _make_plan(ctx: EngineContext, run: RunRecord, llm: LLMClient) -> Plan
     for _ in range(MAX_PLAN_ATTEMPTS):
         try:
             answer = await request_plan(
-                llm, run.goal, files, catalog, previous_errors=errors or None
+                llm,
+                run.goal,
+                files,
+                catalog,
+                previous_errors=errors or None,
+                adaptive=run.options.get("planning") == "adaptive",
             )
             plan = Plan.model_validate({"steps": answer.get("steps", [])})
             # The same limits as an explicit plan's (steps, input size and depth).
             check_plan(plan, ctx.request_limits)
+            check_max_steps(run, plan)
             validate_plan(
                 plan, ctx.registry, has_workspace=run.workspace is not None, limits=ctx.limits
             )
             rationale = answer.get("rationale")
             return PlanOutcome(
-                plan, str(rationale) if rationale else None, "", await _estimate(llm, plan)
+                plan, str(rationale) if rationale else None, "", await estimate_steps(llm, plan)
             )
         except ValidationError as exc:
             errors = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
@@ -126,6 +137,17 @@ async def _make_plan(ctx: EngineContext, run: RunRecord, llm: LLMClient) -> Plan
                 return PlanOutcome(None, None, exc.detail, [])
             errors = [exc.detail]
     return PlanOutcome(None, None, "; ".join(errors), [])
+
+
+def check_max_steps(run: RunRecord, plan: Plan) -> None:
+    """Refuse a first plan with more steps than an adaptive run's ``max_steps``."""
+    bounds = bounds_of(run)
+    if bounds is not None and len(plan.steps) > bounds.max_steps:
+        raise MaxStepsExceededError(
+            f"the plan has {len(plan.steps)} steps; the run's max_steps is {bounds.max_steps}",
+            limit="max_steps",
+            maximum=bounds.max_steps,
+        )
 
 
 def _check_replannable(run: RunRecord, steps: list[StepRecord]) -> None:

@@ -11,7 +11,7 @@ from pydantic import PydanticUserError
 
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.clock import utcnow
-from agent_engine.domain.plan import Plan
+from agent_engine.domain.plan import Plan, PlanStep
 from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
 from agent_engine.domain.refs import (
     StepReferenceError,
@@ -171,6 +171,83 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     }
 
 
+def plan_version_row(
+    run: RunRecord,
+    document: dict[str, Any],
+    *,
+    source: str,
+    actor: str,
+    rationale: str | None,
+    llm_call_id: uuid.UUID | None,
+    step_estimates: list[Decimal | None] | None,
+    step_count: int,
+) -> dict[str, Any]:
+    """Make ``document`` the run's next plan version (version and hash move on); its row."""
+    run.plan_version += 1
+    run.plan_hash = content_hash(document)
+    estimates = step_estimates or [Decimal(0)] * step_count
+    known = [e for e in estimates if e is not None]
+    return {
+        "id": uuid.uuid4(),
+        "run_id": run.id,
+        "version": run.plan_version,
+        "plan_hash": run.plan_hash,
+        "document": document,
+        "source": source,
+        "rationale": rationale,
+        "llm_call_id": llm_call_id,
+        "estimated_cost_usd": (sum(known, Decimal(0)) if len(known) == len(estimates) else None),
+        "step_estimates": [
+            {"step_number": n, "estimated_cost_usd": format(e, "f") if e is not None else None}
+            for n, e in enumerate(estimates, start=1)
+        ],
+        "created_by": actor,
+        "created_at": utcnow(),
+    }
+
+
+def new_step_record(
+    run: RunRecord,
+    number: int,
+    spec: PlanStep,
+    deps: list[int],
+    registry: ExecutorRegistry,
+    approvals: PlanApprovals,
+) -> StepRecord:
+    """Step ``number`` of the plan as a new PENDING step, its approval decided by ``approvals``."""
+    executor = registry[spec.step_type]
+    # A loosening the creator may not make was refused before; here it only fails closed.
+    decision = approvals.decide(number, spec, approvals.executor_default(spec, executor))
+    return StepRecord(
+        id=uuid.uuid4(),
+        run_id=run.id,
+        step_number=number,
+        step_type=spec.step_type,
+        status=StepStatus.PENDING.value,
+        input_data=spec.input_data,
+        input_hash=content_hash(spec.input_data),
+        depends_on=deps,
+        optional=spec.optional,
+        idempotent=spec.idempotent if spec.idempotent is not None else executor.idempotent,
+        requires_approval=decision.requires,
+        approval_rule=decision.rule,
+        max_attempts=policy_for(
+            spec.step_type,
+            spec.retry_policy.model_dump() if spec.retry_policy else None,
+            spec.max_attempts,
+        ).max_attempts,
+        retry_policy=spec.retry_policy.model_dump() if spec.retry_policy else None,
+    )
+
+
+def approval_summary(steps: list[StepRecord]) -> list[dict[str, Any]]:
+    """Each step's approval decision, as the plan's audit event records it."""
+    return [
+        {"step_number": s.step_number, "requires": s.requires_approval, "rule": s.approval_rule}
+        for s in steps
+    ]
+
+
 def insert_plan(
     changes: ChangeSet,
     run: RunRecord,
@@ -187,57 +264,22 @@ def insert_plan(
     """Add ``plan`` as the run's steps and as a new plan version, with approval decisions (by
     ``approvals``) and estimated cost per step, and record it in the audit."""
     document = plan_document(plan)
-    run.plan_version += 1
-    run.plan_hash = content_hash(document)
-    estimates = step_estimates or [Decimal(0)] * len(plan.steps)
-    known = [e for e in estimates if e is not None]
     changes.add(
         "plans",
-        {
-            "id": uuid.uuid4(),
-            "run_id": run.id,
-            "version": run.plan_version,
-            "plan_hash": run.plan_hash,
-            "document": document,
-            "source": source,
-            "rationale": rationale,
-            "llm_call_id": llm_call_id,
-            "estimated_cost_usd": (
-                sum(known, Decimal(0)) if len(known) == len(estimates) else None
-            ),
-            "step_estimates": [
-                {"step_number": n, "estimated_cost_usd": format(e, "f") if e is not None else None}
-                for n, e in enumerate(estimates, start=1)
-            ],
-            "created_by": actor,
-            "created_at": utcnow(),
-        },
+        plan_version_row(
+            run,
+            document,
+            source=source,
+            actor=actor,
+            rationale=rationale,
+            llm_call_id=llm_call_id,
+            step_estimates=step_estimates,
+            step_count=len(plan.steps),
+        ),
     )
     steps: list[StepRecord] = []
     for number, (spec, deps) in enumerate(zip(plan.steps, plan.dependencies(), strict=True), 1):
-        executor = registry[spec.step_type]
-        # A loosening the creator may not make was refused before; here it only fails closed.
-        decision = approvals.decide(number, spec, approvals.executor_default(spec, executor))
-        step = StepRecord(
-            id=uuid.uuid4(),
-            run_id=run.id,
-            step_number=number,
-            step_type=spec.step_type,
-            status=StepStatus.PENDING.value,
-            input_data=spec.input_data,
-            input_hash=content_hash(spec.input_data),
-            depends_on=deps,
-            optional=spec.optional,
-            idempotent=spec.idempotent if spec.idempotent is not None else executor.idempotent,
-            requires_approval=decision.requires,
-            approval_rule=decision.rule,
-            max_attempts=policy_for(
-                spec.step_type,
-                spec.retry_policy.model_dump() if spec.retry_policy else None,
-                spec.max_attempts,
-            ).max_attempts,
-            retry_policy=spec.retry_policy.model_dump() if spec.retry_policy else None,
-        )
+        step = new_step_record(run, number, spec, deps, registry, approvals)
         changes.add_step(step)
         steps.append(step)
     append_event(
@@ -249,14 +291,7 @@ def insert_plan(
             "plan_hash": run.plan_hash,
             "source": source,
             "plan": document,
-            "approvals": [
-                {
-                    "step_number": s.step_number,
-                    "requires": s.requires_approval,
-                    "rule": s.approval_rule,
-                }
-                for s in steps
-            ],
+            "approvals": approval_summary(steps),
         },
         actor=actor,
     )

@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
+from agent_engine.domain.adaptive import ADAPTIVE
 from agent_engine.domain.approval_policy import (
     DEFAULT_POLICY,
     POLICY_NAME_PATTERN,
@@ -37,7 +38,11 @@ from agent_engine.engine.policies import (
 )
 from agent_engine.engine.request_limits import check_metadata, check_plan, check_strings
 from agent_engine.engine.settle import refresh_claimable
-from agent_engine.errors import IdempotencyConflictError, InputValidationError
+from agent_engine.errors import (
+    IdempotencyConflictError,
+    InputValidationError,
+    MaxStepsExceededError,
+)
 from agent_engine.executors.mcp_servers import refresh_listings
 from agent_engine.executors.mcp_tool import servers_named
 from agent_engine.executors.workspace_roots import check_workspace_root
@@ -82,6 +87,17 @@ class CreateRunRequest(StorableModel):
     max_parallel: int = Field(default=4, ge=1, le=64)
     # A second person must approve: not the run's creator, nor (for the plan) the plan's.
     four_eyes: bool = False
+    planning: Literal["fixed", "adaptive"] = Field(
+        default="fixed",
+        description="adaptive: the planner may revise the steps not yet started after each "
+        "step that observes (docs/adaptive-planning.md).",
+    )
+    max_steps: int | None = Field(
+        default=None, ge=1, description="Adaptive: steps over all plan versions, at most."
+    )
+    max_replans: int | None = Field(
+        default=None, ge=0, description="Adaptive: plan revisions, at most."
+    )
 
 
 @dataclass(frozen=True)
@@ -98,6 +114,48 @@ def _plan_from_request(request: CreateRunRequest) -> Plan | None:
         return Plan(steps=request.steps)
     except ValueError as exc:
         raise InputValidationError(str(exc)) from exc
+
+
+def _planning_options(
+    ctx: EngineContext, request: CreateRunRequest, plan: Plan | None
+) -> dict[str, Any]:
+    """The planning part of the run's options, bounds resolved; 422 on bounds that make no
+    sense (given to a fixed-plan run, over the server's limits, under the explicit plan)."""
+    if request.planning != ADAPTIVE:
+        given = [n for n in ("max_steps", "max_replans") if getattr(request, n) is not None]
+        if given:
+            raise InputValidationError(
+                f"{' and '.join(given)} apply only to runs with planning 'adaptive'",
+                errors=[{"field": name, "message": "needs planning 'adaptive'"} for name in given],
+            )
+        return {}  # fixed: the options of a run as before adaptive planning existed
+    settings = ctx.settings
+    ceiling = ctx.request_limits.max_plan_steps
+    max_steps = request.max_steps or min(settings.adaptive_default_max_steps, ceiling)
+    if max_steps > ceiling:
+        raise InputValidationError(
+            f"max_steps {max_steps} is over the server's {ceiling} (AGENT_ENGINE_MAX_PLAN_STEPS)",
+            errors=[{"field": "max_steps", "message": f"at most {ceiling}"}],
+        )
+    if plan is not None and len(plan.steps) > max_steps:
+        raise MaxStepsExceededError(
+            f"the plan has {len(plan.steps)} steps, more than max_steps {max_steps}",
+            limit="max_steps",
+            maximum=max_steps,
+            errors=[{"field": "steps", "message": f"at most {max_steps} (max_steps)"}],
+        )
+    max_replans = request.max_replans
+    if max_replans is None:
+        max_replans = min(settings.adaptive_default_max_replans, settings.adaptive_max_replans)
+    if max_replans > settings.adaptive_max_replans:
+        raise InputValidationError(
+            f"max_replans {max_replans} is over the server's {settings.adaptive_max_replans} "
+            "(AGENT_ENGINE_ADAPTIVE_MAX_REPLANS)",
+            errors=[
+                {"field": "max_replans", "message": f"at most {settings.adaptive_max_replans}"}
+            ],
+        )
+    return {"planning": ADAPTIVE, "max_steps": max_steps, "max_replans": max_replans}
 
 
 def _check_limits(ctx: EngineContext, request: CreateRunRequest) -> None:
@@ -122,7 +180,9 @@ async def create_run(
     ``may_loosen_policy`` (the creator holds the policy privilege).
     """
     _check_limits(ctx, request)
-    request_hash = content_hash(request.model_dump(mode="json"))
+    # A fixed-plan request hashes as it did before adaptive planning's fields existed.
+    unset = {"planning", "max_steps", "max_replans"} if request.planning == "fixed" else set()
+    request_hash = content_hash(request.model_dump(mode="json", exclude=unset))
     if idempotency_key is not None:
         existing = await _find_idempotent(ctx, idempotency_key, request_hash)
         if existing is not None:
@@ -137,6 +197,7 @@ async def create_run(
         ctx.policies.get(request.policy), request.approval_policy, may_loosen_policy
     )
     plan = _plan_from_request(request)
+    planning = _planning_options(ctx, request, plan)
     approvals = PlanApprovals(inputs)
     if plan is not None:
         check_plan(plan, ctx.request_limits)
@@ -147,7 +208,7 @@ async def create_run(
         approvals = await plan_approvals(inputs, plan, ctx.limits, workspace)
     refuse_loosening(approvals.loosenings(plan.steps if plan else [], ctx.registry))
     changes = _new_run(
-        ctx, request, plan, approvals, workspace, actor, idempotency_key, request_hash
+        ctx, request, plan, approvals, workspace, actor, idempotency_key, request_hash, planning
     )
     # An in-process worker may claim the run's first steps in this very write.
     local = ctx.hand_off
@@ -181,6 +242,7 @@ def _new_run(
     actor: str,
     idempotency_key: str | None,
     request_hash: str,
+    planning: dict[str, Any],
 ) -> ChangeSet:
     """The new run's change set: the run, its plan and steps, and their audit events."""
     run = RunRecord(
@@ -197,6 +259,7 @@ def _new_run(
             "plan_approval": request.plan_approval,
             "auto_start": request.auto_start,
             "four_eyes": request.four_eyes,
+            **planning,
         },
         idempotency_key=idempotency_key,
         request_hash=request_hash,
@@ -214,6 +277,7 @@ def _new_run(
             "request_hash": request_hash,
             "policy": approvals.inputs.server.model_dump(mode="json"),
             "may_loosen_policy": approvals.inputs.may_loosen,
+            **({"planning": planning} if planning else {}),
         },
         actor=actor,
     )

@@ -76,6 +76,10 @@ def refresh_claimable(run: RunRecord, steps: Sequence[StepRecord]) -> None:
         # A worker plans it; a plan that then waits for approval is not claimable (below).
         run.claimable_at = utcnow()
         return
+    if run.status == RunStatus.PLANNING:
+        # A revision is due: a worker takes the run to revise it, keeping its lease if one has.
+        run.claimable_at = run.claimable_at or utcnow()
+        return
     if plan_awaits_approval(run):
         run.claimable_at = None
         return
@@ -146,5 +150,6 @@ def settle_status(
         return
     if waiting and status is RunStatus.RUNNING:
         move_run(changes, run, RunStatus.AWAITING_APPROVAL, actor=actor)
-    elif not waiting and status is RunStatus.AWAITING_APPROVAL:
+    elif not waiting and status is RunStatus.AWAITING_APPROVAL and not plan_awaits_approval(run):
+        # A revised plan waiting for its approval keeps the run waiting, whatever its steps do.
         move_run(changes, run, RunStatus.RUNNING, actor=actor)

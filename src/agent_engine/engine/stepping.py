@@ -17,9 +17,15 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from agent_engine.domain.adaptive import ask_for_revision, asks_after
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
-from agent_engine.domain.states import RUNNABLE_RUN_STATES, RunStatus, StepStatus
+from agent_engine.domain.states import (
+    RUNNABLE_RUN_STATES,
+    UNDER_WAY_RUN_STATES,
+    RunStatus,
+    StepStatus,
+)
 from agent_engine.domain.text import NUMBER_PROBLEM, TEXT_PROBLEM, find_unstorable
 from agent_engine.domain.transitions import append_event, move_step
 from agent_engine.engine.claiming import Claim, OutputReader, take_ready
@@ -30,6 +36,7 @@ from agent_engine.engine.request_limits import check_recorded_depth
 from agent_engine.engine.retries import fail_step
 from agent_engine.engine.secrets import held_secrets, redact_result, redact_value
 from agent_engine.engine.settle import (
+    plan_awaits_approval,
     refresh_claimable,
     settle_run,
     settle_status,
@@ -278,13 +285,26 @@ async def decide_result(
             step_id=step.id,
         )
     _write_result(changes, run, step, claim, result, actor=actor)
-    settle_status(changes, run, steps, actor=actor)
+    if (
+        step.status == StepStatus.COMPLETED
+        and run.status in UNDER_WAY_RUN_STATES
+        and asks_after(run, ctx.registry[step.step_type].observes)
+    ):
+        ask_for_revision(changes, run, step, actor=actor)  # adaptive: the planner looks first
+    else:
+        settle_status(changes, run, steps, actor=actor)
     unmet = (result.output or {}).get("unmet_goal")
     if run.status == RunStatus.COMPLETED and isinstance(unmet, str) and run.error is None:
         # Completed, but not as asked: the run says so where its status is read.
         run.error = {"code": "goal_unmet", "message": unmet, "step_number": step.step_number}
     claims: list[Claim] = []
-    if then is not None and then.limit > 0 and run.status in RUNNABLE_RUN_STATES and run.started:
+    if (
+        then is not None
+        and then.limit > 0
+        and run.status in RUNNABLE_RUN_STATES
+        and run.started
+        and not plan_awaits_approval(run)
+    ):
         work = await take_ready(
             ctx,
             changes,

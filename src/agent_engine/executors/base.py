@@ -112,6 +112,10 @@ class Executor(abc.ABC, Generic[InputT, OutputT]):
     # only for steps that change nothing and call no model, so that a start whose claim then
     # fails to commit costs nothing and is simply forgotten (the step runs again when claimed).
     may_start_early: ClassVar[bool] = False
+    # Whether the step tells the run something about the world (a file read, a listing, a
+    # command's result, an analysis): in a run with adaptive planning, the planner is asked
+    # after each such step whether the rest of the plan still stands.
+    observes: ClassVar[bool] = False
 
     def requires_approval_for(
         self, input_data: dict[str, Any], limits: ExecutionLimits | None = None

@@ -120,6 +120,7 @@ def list_files(workspace: Workspace, patterns: list[str], limit: int) -> ListFil
 
 class ListFilesExecutor(Executor[ListFilesInput, ListFilesOutput]):
     name = "list_files"
+    observes = True
     input_model = ListFilesInput
     output_model = ListFilesOutput
     side_effects = False

@@ -94,6 +94,7 @@ class AnalyzeExecutor(Executor[AnalyzeInput, LLMStepOutput]):
     """Analyze the inputs for the instruction: a Markdown report plus structured findings."""
 
     name = "analyze"
+    observes = True
     input_model = AnalyzeInput
     output_model = LLMStepOutput
 

@@ -125,6 +125,7 @@ class McpToolExecutor(Executor[McpToolInput, McpToolOutput]):
     side_effects = True  # a tool may write anything; read-only ones say so in their annotations
     idempotent = False
     requires_approval = True
+    observes = True  # its result may change what the rest of an adaptive plan should be
 
     def requires_approval_for(
         self, input_data: dict[str, Any], limits: ExecutionLimits | None = None

@@ -80,6 +80,7 @@ def _read_text(workspace: Workspace, path: str, max_bytes: int) -> tuple[bytes, 
 
 class ReadFileExecutor(Executor[ReadFileInput, ReadFileOutput]):
     name = "read_file"
+    observes = True
     input_model = ReadFileInput
     output_model = ReadFileOutput
     side_effects = False

@@ -198,6 +198,7 @@ def _process_spec(
 
 class RunCommandExecutor(Executor[RunCommandInput, RunCommandOutput]):
     name = "run_command"
+    observes = True
     input_model = RunCommandInput
     output_model = RunCommandOutput
     side_effects = True

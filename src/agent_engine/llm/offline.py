@@ -18,6 +18,7 @@ from agent_engine.llm.edit_prompts import TASK_PROPOSE_EDIT, parse_propose_edit_
 from agent_engine.llm.offline_planning import plan_from_prompt
 from agent_engine.llm.offline_proposals import propose_edit_answer
 from agent_engine.llm.offline_report import analyze_prompt
+from agent_engine.llm.offline_revision import revise_from_prompt
 from agent_engine.llm.offline_summary import answer_generic, summarize_prompt
 from agent_engine.llm.prompts import (
     TASK_ANALYZE,
@@ -27,6 +28,7 @@ from agent_engine.llm.prompts import (
     parse_plan_prompt,
     parse_task_prompt,
 )
+from agent_engine.llm.revision_prompts import TASK_REVISE, parse_revision_prompt
 from agent_engine.llm.tokens import estimate_message_tokens, estimate_tokens
 
 DEFAULT_MODEL = "offline-1"
@@ -56,6 +58,9 @@ class OfflineProvider(LLMProvider):
         value: Any = None
         if task == TASK_PLAN:
             value = plan_from_prompt(parse_plan_prompt(request.messages))
+            text = _dumps(value)
+        elif task == TASK_REVISE:
+            value = revise_from_prompt(parse_revision_prompt(request.messages))
             text = _dumps(value)
         elif task == TASK_ANALYZE:
             value = analyze_prompt(parse_task_prompt(request.messages))

@@ -15,6 +15,7 @@ from typing import Any
 
 from agent_engine.llm.change_intent import asks_for_changes
 from agent_engine.llm.offline_analysis import is_test_module, is_test_path
+from agent_engine.llm.offline_revision import adaptive_first_plan
 from agent_engine.llm.prompts import FileEntry, PlanPrompt
 
 MAX_READS = 6
@@ -72,6 +73,9 @@ class _PlanSteps:
 
 def plan_from_prompt(prompt: PlanPrompt) -> dict[str, Any]:
     """The plan answer ``{"steps", "rationale", "source"}`` for the parsed planning prompt."""
+    adaptive = adaptive_first_plan(prompt)
+    if adaptive is not None:
+        return adaptive
     plan = _PlanSteps(set(prompt.step_types) or set(BUILTIN_STEP_TYPES))
     if prompt.files is None:
         plan.notes.append("The run has no workspace, so the goal itself is analyzed.")

@@ -129,6 +129,13 @@ Rules:
 - Answer with one JSON object only: {{"steps": [{{"step_type": …, "input_data": {{…}},
   "depends_on": [..], "optional": false}}], "rationale": "why this plan"}}."""
 
+# Told to the planner of an adaptive run (the offline planner looks for the section).
+ADAPTIVE_NOTE = (
+    "adaptive: after each step that observes (read_file, list_files, run_command, analyze, ...) "
+    "you will see its output and may revise the steps that have not started. Plan the first "
+    "observations the goal needs; later steps can follow from what they show."
+)
+
 _TASK_SYSTEM = """\
 {marker}
 You are the {task} step of a deterministic agent execution engine. The instruction and the inputs
@@ -147,13 +154,20 @@ _SUMMARIZE_ANSWER = (
 
 
 def build_plan_messages(
-    goal: str, files: list[dict[str, Any]] | None, step_catalog: list[dict[str, Any]]
+    goal: str,
+    files: list[dict[str, Any]] | None,
+    step_catalog: list[dict[str, Any]],
+    *,
+    adaptive: bool = False,
 ) -> list[ChatMessage]:
     """The planning conversation; ``files`` is the workspace listing, or None without a workspace.
 
     ``step_catalog`` entries name a step type (``step_type`` or ``name``) and its ``input_schema``.
+    ``adaptive``: the plan will be revised after steps that observe, so it may stop at them.
     """
     parts = ["### Goal", fenced(goal)]
+    if adaptive:
+        parts += ["### Planning", fenced(ADAPTIVE_NOTE)]
     if files is None:
         parts.append("The run has no workspace: plan only steps that need no files.")
     else:
@@ -217,6 +231,7 @@ class PlanPrompt:
     files: list[FileEntry] | None
     step_types: list[str]
     previous_errors: list[str] = field(default_factory=list)
+    adaptive: bool = False
 
 
 @dataclass(frozen=True)
@@ -236,6 +251,7 @@ def parse_plan_prompt(messages: Sequence[ChatMessage]) -> PlanPrompt:
     files: list[FileEntry] | None = None
     step_types: list[str] = []
     errors: list[str] = []
+    adaptive = False
     for section in _user_sections(messages):
         if section.kind == "goal":
             goal = section.content
@@ -245,7 +261,9 @@ def parse_plan_prompt(messages: Sequence[ChatMessage]) -> PlanPrompt:
             step_types = _catalog_names(section.content)
         elif section.kind == "validation_errors":
             errors += [line[2:] for line in section.content.split("\n") if line.startswith("- ")]
-    return PlanPrompt(goal, files, step_types, errors)
+        elif section.kind == "planning":
+            adaptive = section.content.startswith("adaptive")
+    return PlanPrompt(goal, files, step_types, errors, adaptive)
 
 
 def parse_task_prompt(messages: Sequence[ChatMessage]) -> TaskPrompt:

@@ -62,6 +62,9 @@ class AgentRun(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONDocument, default=dict)
     options: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
+    # Adaptive planning's progress: revisions made, the step a revision is due after, and why
+    # the loop ended (NULL: a fixed-plan run). See engine/revisions.py.
+    adaptive: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     request_hash: Mapped[str | None] = mapped_column(String(64))
     # Head of the run's audit hash chain. Updating it in every audited transaction makes writers of

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agent_engine.domain.adaptive import revision_due
 from agent_engine.domain.clock import utcnow
 from agent_engine.domain.records import ChangeSet
 from agent_engine.domain.states import RunStatus
@@ -26,6 +27,7 @@ class ClaimRound:
 
     claims: list[Claim] = field(default_factory=list)
     plans: list[tuple[str, bool]] = field(default_factory=list)
+    revisions: list[str] = field(default_factory=list)  # adaptive runs waiting for a revision
     written: list[ChangeSet] = field(default_factory=list)
     locked: int = 0
 
@@ -62,7 +64,10 @@ async def claim_round_txn(
         status = RunStatus(run.status)
         if status in (RunStatus.CREATED, RunStatus.PLANNING):
             run.claimable_at = lease_until(now, lease)  # the planner's lease
-            taken.plans.append((str(run.id), status is RunStatus.PLANNING))
+            if revision_due(run) is not None:
+                taken.revisions.append(str(run.id))
+            else:
+                taken.plans.append((str(run.id), status is RunStatus.PLANNING))
         else:
             taken.claims.extend(
                 await claim_ready(
@@ -70,7 +75,7 @@ async def claim_round_txn(
                     changes,
                     _reader(session, run.id),
                     owner=owner,
-                    limit=free - len(taken.plans) - len(taken.claims),
+                    limit=free - len(taken.plans) - len(taken.revisions) - len(taken.claims),
                     lease=lease,
                     llm=llm,
                     step_types=step_types,

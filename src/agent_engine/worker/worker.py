@@ -24,6 +24,7 @@ from agent_engine.domain.states import RunStatus
 from agent_engine.engine.claiming import Claim, claim_ready, lease_until
 from agent_engine.engine.context import EngineContext, lazy_llm
 from agent_engine.engine.planner import plan_run
+from agent_engine.engine.revisions import revise_run
 from agent_engine.engine.stepping import (
     ContinueWith,
     StepResult,
@@ -252,17 +253,23 @@ class Worker:
             self._spawn(claim)
         for run_id, resume in round_.plans:
             self._start_planning(run_id, resume)
-        return round_.locked >= free or len(round_.claims) + len(round_.plans) >= free
+        for run_id in round_.revisions:
+            self._start_planning(run_id, resume=True, revise=True)
+        taken = len(round_.claims) + len(round_.plans) + len(round_.revisions)
+        return round_.locked >= free or taken >= free
 
     def _spawn(self, claim: Claim) -> None:
         cancel = asyncio.Event()
         task = asyncio.create_task(self._execute(claim, cancel))
         self._inflight[claim.step_id] = _Inflight(claim, cancel, task)
 
-    def _start_planning(self, run_id: str, resume: bool) -> None:
+    def _start_planning(self, run_id: str, resume: bool, *, revise: bool = False) -> None:
         async def plan() -> None:
             try:
-                await plan_run(self.ctx, run_id, actor=self.id, resume=resume)
+                if revise:
+                    await revise_run(self.ctx, run_id, actor=self.id)
+                else:
+                    await plan_run(self.ctx, run_id, actor=self.id, resume=resume)
             except EngineError as exc:  # e.g. another worker planned it first
                 logger.info("planning run %s skipped: %s", run_id, exc.detail)
 

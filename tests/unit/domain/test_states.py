@@ -83,3 +83,13 @@ def test_illegal_run_transition_names_both_states(current: RunStatus, target: Ru
 def test_illegal_step_transition_is_refused(current: StepStatus, target: StepStatus) -> None:
     with pytest.raises(InvalidTransitionError):
         check_step_transition(current, target)
+
+
+def test_a_running_run_may_go_back_to_planning_for_a_revision_and_on_again() -> None:
+    # Adaptive planning: an observing step finished (RUNNING → PLANNING), the revision is
+    # written (PLANNING → RUNNING). A finished run is never revised.
+    check_run_transition(RunStatus.RUNNING, RunStatus.PLANNING)
+    check_run_transition(RunStatus.PLANNING, RunStatus.RUNNING)
+    for over in (RunStatus.COMPLETED, RunStatus.CANCELLED, RunStatus.FAILED):
+        with pytest.raises(InvalidTransitionError):
+            check_run_transition(over, RunStatus.PLANNING)
