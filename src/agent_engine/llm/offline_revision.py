@@ -5,7 +5,8 @@ For a goal that asks to fix failing tests: list the workspace and run the tests;
 fail, read the files the failure names (and the modules those tests cover, found in the
 listing); then propose an edit (``propose_edit``, applied by ``edit_file`` through ``$ref``) and
 run the tests again, then summarize; when they pass, the goal is met. Without ``propose_edit``
-in the catalog the reads are analyzed and summarized instead. Any other goal keeps its plan.
+in the catalog, or when the offline model has no edit it is sure of for the files read, the
+reads are analyzed and summarized instead. Any other goal keeps its plan.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from agent_engine.llm.change_intent import asks_for_changes
+from agent_engine.llm.edit_prompts import EditableFile, EditPrompt
+from agent_engine.llm.offline_proposals import propose_edit_answer
 from agent_engine.llm.prompts import PlanPrompt
 from agent_engine.llm.revision_prompts import RevisionPrompt
 
@@ -104,8 +107,9 @@ def _propose(
     inputs = [_ref(test["step_number"]), *(_ref(n) for n in read_numbers)]
     after = [int(test["step_number"]), *read_numbers]
     instruction = f"{prompt.goal}: make the failing tests pass with the smallest change."
-    if "propose_edit" in prompt.step_types and "edit_file" in prompt.step_types:
-        files = [str(s["input_data"]["path"]) for s in reads]
+    files = [str(s["input_data"]["path"]) for s in reads]
+    can_edit = "propose_edit" in prompt.step_types and "edit_file" in prompt.step_types
+    if can_edit and _has_edit_for(instruction, reads):
         steps: list[dict[str, Any]] = [
             {
                 "step_type": "propose_edit",
@@ -126,8 +130,24 @@ def _propose(
         },
         _summary(prompt, first),
     ]
-    why = "No step type proposes edits here: analyze the failure and the files read instead."
+    why = (
+        "The offline model has no edit it is sure of for these files: analyze the failure and "
+        "the files read instead."
+        if can_edit
+        else "No step type proposes edits here: analyze the failure and the files read instead."
+    )
     return _answer("revise", why, steps)
+
+
+def _has_edit_for(instruction: str, reads: list[dict[str, Any]]) -> bool:
+    """Whether the offline model's own propose_edit answer would be an edit for the files read:
+    it plans a proposal only when it has one, never a step it knows will fail."""
+    shown = [
+        EditableFile(str(s["input_data"]["path"]), (s.get("output") or {}).get("content"))
+        for s in reads
+    ]
+    answer = propose_edit_answer(EditPrompt(instruction=instruction, files=shown, inputs=[]))
+    return answer.get("operation") is not None
 
 
 def _summary(prompt: RevisionPrompt, after: int) -> dict[str, Any]:
