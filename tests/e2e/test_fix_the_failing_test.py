@@ -57,7 +57,7 @@ EXPECTED_DIFF = (
 )
 
 
-def catalog(folder: Path, base_url: str) -> Path:
+def catalog(folder: Path, base_url: str, structured_output: str) -> Path:
     """A models file with one OpenAI-compatible model on the fake server."""
     path = folder / "models.yaml"
     path.write_text(
@@ -66,7 +66,7 @@ def catalog(folder: Path, base_url: str) -> Path:
         "models:\n"
         "  - {provider: fakeai, model: coder-1, tier: medium, context_window: 128000,"
         " max_output_tokens: 8192, prices: {input: 1, output: 2},"
-        " capabilities: {json: true, structured_output: json_schema}}\n",
+        f" capabilities: {{json: true, structured_output: {structured_output}}}}}\n",
         encoding="utf-8",
     )
     return path
@@ -79,12 +79,13 @@ def model() -> Iterator[tuple[FakeLLMServer, FixingModel]]:
         yield server, fixing
 
 
+@pytest.mark.parametrize("structured_output", ["json_schema", "tools"])
 def test_fix_the_failing_test_with_a_model_on_the_wire(
-    model: tuple[FakeLLMServer, FixingModel], tmp_path: Path
+    model: tuple[FakeLLMServer, FixingModel], tmp_path: Path, structured_output: str
 ) -> None:
     require_sandbox()
     server, fixing = model
-    models_file = catalog(tmp_path, server.openai_base_url)
+    models_file = catalog(tmp_path, server.openai_base_url, structured_output)
     settings = {
         "AGENT_ENGINE_MODELS_FILE": str(models_file),
         "AGENT_ENGINE_MODEL": "fakeai:coder-1",
@@ -152,7 +153,7 @@ def test_fix_the_failing_test_with_a_model_on_the_wire(
     calls = {kind: entry["calls"] for kind, entry in cost["by_step_type"].items()}
     assert calls == {"plan": 1, "revision": 4, "propose_edit": 1, "summarize": 1}
     assert cost["consistent"] is True
-    check_wire(server, fixing)
+    check_wire(server, fixing, structured_output)
 
 
 def check_plan_versions(client: httpx.Client, run: dict[str, Any]) -> None:
@@ -221,18 +222,28 @@ def check_audit(client: httpx.Client, run: dict[str, Any], edit_id: str) -> None
     assert [e["step_id"] for e in events if e["type"] == "step.awaiting_approval"] == [edit_id]
 
 
-def check_wire(server: FakeLLMServer, fixing: FixingModel) -> None:
-    """Every JSON answer was asked for as the catalog entry says (``json_schema``); the edit's
-    schema went as strict, and the summary as plain text."""
+def check_wire(server: FakeLLMServer, fixing: FixingModel, structured_output: str) -> None:
+    """Every JSON answer was asked for as the catalog entry says: the schema as
+    ``response_format`` or as the one forced tool's parameters; the edit's schema as strict; the
+    summary as plain text."""
     for task, received in zip(fixing.asked, server.requests, strict=True):
-        response_format = received.body.get("response_format")
+        body = received.body
         if task == "summarize":
-            assert response_format is None
+            assert "response_format" not in body and "tools" not in body
             continue
-        assert response_format["type"] == "json_schema", task
+        if structured_output == "json_schema":
+            assert "tools" not in body
+            assert body["response_format"]["type"] == "json_schema", task
+            declared = body["response_format"]["json_schema"]
+            schema = declared["schema"]
+        else:
+            assert "response_format" not in body
+            (tool,) = body["tools"]
+            assert body["tool_choice"] == {"type": "function", "function": {"name": "emit_json"}}
+            declared = tool["function"]
+            schema = declared["parameters"]
         if task == "propose_edit":
-            assert response_format["json_schema"]["schema"] == EDIT_SCHEMA
-            assert response_format["json_schema"]["strict"] is True
+            assert schema == EDIT_SCHEMA and declared["strict"] is True
 
 
 def sha256_text(text: str) -> str:
