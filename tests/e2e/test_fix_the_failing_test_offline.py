@@ -117,6 +117,7 @@ def test_the_offline_model_fixes_the_failing_test_with_three_approvals(tmp_path:
         summary = steps[7]["output_data"]["text"]
         assert f"Edited `{MODELS_TEST}`" in summary
         assert "exit code 0, 14 passed" in summary
+        assert '"preview_diff"' not in summary  # the proposal is not quoted, its edit is told
         assert run["adaptive"] == {"revisions": 2, "due_after": None, "closed": "goal_met"}
 
         first, second, third = plan_versions(client, run)
