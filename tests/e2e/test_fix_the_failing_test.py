@@ -123,6 +123,8 @@ def test_fix_the_failing_test_with_a_model_on_the_wire(
         done = wait_until(client, created["id"], {"completed", "failed", "cancelled"})
         assert done["status"] == "completed", steps_of(done)
         assert [status for _, _, status in steps_of(done)] == ["completed"] * 7
+        # The steps done before the approval are the same rows, unchanged since.
+        assert done["steps"][:4] == waiting["steps"][:4]
         assert (workspace / STORE).read_bytes() == (SAMPLE / STORE).read_bytes()
         applied = done["steps"][4]["output_data"]
         assert (applied["path"], applied["diff"]) == (STORE, EXPECTED_DIFF)
