@@ -2,9 +2,10 @@
 
 A :class:`FakeLLMServer` runs uvicorn in a background thread on a free port (:mod:`.loopback`).
 Each test scripts the replies it wants (:meth:`FakeLLMServer.script`); once the script is used up
-every request gets the default success reply. Every request received is kept in
-:attr:`FakeLLMServer.requests` with its body as sent and the peer address of the TCP connection it
-came on (:attr:`FakeLLMServer.connections` counts them).
+every request gets the default success reply, or the answer of the ``responder``, when given: a
+model the test plays, answering each request from what it asks. Every request received is kept
+in :attr:`FakeLLMServer.requests` with its body as sent and the peer address of the TCP
+connection it came on (:attr:`FakeLLMServer.connections` counts them).
 
 Like the real APIs, the server refuses (400, ``invalid_request_error``) a body whose structured
 output fields do not have the documented shape (:mod:`.wire_rules`), e.g. ``strict: true`` on a
@@ -17,6 +18,7 @@ import asyncio
 import json
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -182,8 +184,10 @@ def hang_reply(seconds: float = 1.5) -> Reply:
 class FakeLLMServer:
     """OpenAI (``/v1/chat/completions``) and Anthropic (``/v1/messages``) on one loopback port."""
 
-    def __init__(self) -> None:
+    def __init__(self, responder: Callable[[ReceivedRequest], Reply] | None = None) -> None:
         self._replies: deque[Reply] = deque()
+        self.responder = responder
+        self.responder_errors: list[str] = []
         self.requests: list[ReceivedRequest] = []
         self.refused: list[str] = []
         self._lock = threading.Lock()
@@ -237,10 +241,17 @@ class FakeLLMServer:
     ) -> None:
         self.stop()
 
-    def _next_reply(self, path: str) -> Reply:
+    def _next_reply(self, received: ReceivedRequest) -> Reply:
         with self._lock:
             if self._replies:
                 return self._replies.popleft()
+        if self.responder is not None:
+            try:
+                return self.responder(received)
+            except Exception as exc:  # the test's model failed: a 500 it can assert on
+                self.responder_errors.append(repr(exc))
+                return error_reply(500, f"the responder failed: {exc!r}")
+        path = received.path
         return anthropic_message() if path.endswith("/messages") else openai_completion()
 
     async def _handle(self, request: Request) -> Response:
@@ -252,13 +263,14 @@ class FakeLLMServer:
         peer = (request.client.host, request.client.port) if request.client else None
         text = raw.decode("utf-8", "replace")
         path = request.url.path
-        self.requests.append(ReceivedRequest(path, dict(request.headers), body, peer, text))
+        received = ReceivedRequest(path, dict(request.headers), body, peer, text)
+        self.requests.append(received)
         problems = _wire_problems(path, body)
         if problems:
             self.refused.extend(problems)
             error = {"type": "invalid_request_error", "message": "; ".join(problems)}
             return Response(json.dumps({"error": error}), 400, media_type="application/json")
-        reply = self._next_reply(path)
+        reply = self._next_reply(received)
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
         if reply.sse_events is not None:

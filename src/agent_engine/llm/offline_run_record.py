@@ -133,6 +133,8 @@ def read_run(prompt: TaskPrompt) -> RunRecord:
             record.analyses.append(analysis)
         elif tests := pytest_counts(section.content, strict=True):
             record.test_outputs.append(tests)
+        elif _is_edit_proposal(section.content):
+            continue  # a proposal is not a change: the edit that applied it is described
         elif not section.content.startswith(OFFLINE_NOTICE):
             # An earlier offline summary is not news; other text is quoted by its key sentences.
             record.texts.append((position, section.content))
@@ -267,6 +269,17 @@ def _json_findings(content: str) -> list[Finding]:
         if (finding := finding_from_json(value)) is not None:
             findings.append(finding)
     return findings
+
+
+def _is_edit_proposal(text: str) -> bool:
+    """Whether ``text`` is a propose_edit output given as JSON (its edit and preview diff)."""
+    if not text.startswith("{"):
+        return False
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and {"edit", "preview_diff", "base_sha256"} <= value.keys()
 
 
 def _is_offline_analysis(text: str) -> bool:

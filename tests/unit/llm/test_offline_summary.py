@@ -113,6 +113,39 @@ async def test_summary_with_chosen_inputs_still_sees_the_edit(
     assert "import os" not in section(output.text, "Top suggestions")
 
 
+async def test_a_proposal_before_its_edit_is_not_quoted_as_a_key_point(
+    recorded: dict[int, dict[str, Any]],
+) -> None:
+    """A propose_edit output (edit_file's input, its preview diff, hashes) is a proposal: the
+    summary describes the edit that applied it, and quotes none of the proposal's JSON."""
+    edit = recorded[3]
+    proposal = {
+        "path": edit["path"],
+        "operation": "replace",
+        "base_sha256": edit["before_sha256"],
+        "base_exists": True,
+        "rationale": "Removes the unused import of `os`.",
+        "edit": {
+            "path": edit["path"],
+            "operation": "replace",
+            "old": "import os\n",
+            "new": "",
+            "content": None,
+            "diff": None,
+            "expected_sha256": edit["before_sha256"],
+        },
+        "preview_diff": edit["diff"],
+        "attempts": 1,
+        "model": "offline-1",
+        "provider": "offline",
+    }
+    prior = {1: recorded[1], 2: proposal, 3: edit, 4: recorded[4]}
+    output = await summarize(prior, goal="Tidy the store module and run the tests")
+    assert "- Edited `inventory/store.py`: removed 1 line (`import os`)." in output.text
+    assert '"expected_sha256"' not in output.text and '"preview_diff"' not in output.text
+    assert '"attempts"' not in output.text
+
+
 @pytest.mark.parametrize(
     ("goal", "prior_steps"),
     [
