@@ -1,8 +1,9 @@
 """The README's Quickstart, run as written against a real ``agent-engine serve``, so it cannot drift
 from the code.
 
-Both shell blocks under "## Quickstart" run: the first, and the sample-workspace block, whose
-``…/events?until=waiting`` stream ends when the run waits for its edit's approval.
+The shell blocks under "## Quickstart" run: the first; the sample-workspace block, whose
+``…/events?until=waiting`` stream ends when the run waits for its edit's approval; and the
+fix-a-bug block, whose adaptive run completes after its three approvals.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 from agent_engine.storage.migrations import head_revision
 from tests.databases import sqlite_url
 from tests.processes import clean_env, free_port, running
+from tests.sandboxing import require_sandbox
 
 pytestmark = pytest.mark.slow
 
@@ -141,3 +143,38 @@ def test_readme_sample_workspace_run_stops_at_the_edit_as_written(
     assert run["status"] == "awaiting_approval"
     assert [s["status"] for s in steps][:3] == ["completed", "completed", "awaiting_approval"]
     assert "-import os" in json.dumps(steps[2]["preview"])  # the exact diff a person approves
+
+
+def test_readme_fix_a_bug_run_completes_as_written(server: str, tmp_path: Path) -> None:
+    """The third block, as written: the offline model plans adaptively, the three approvals in
+    its loop (the tests, the edit, the tests again) are given, and the run fixes the test."""
+    require_sandbox()
+    blocks = quickstart_blocks()
+    assert len(blocks) >= 3, "the Quickstart no longer has the fix-a-bug block"
+    (tmp_path / "examples").symlink_to(README.parent / "examples")
+    result = run_block(API_LINE + "\n" + blocks[2], server, tmp_path)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    fixed = tmp_path / "workspaces" / "fixme" / "tests" / "test_models.py"
+    original = README.parent / "examples" / "sample_workspace" / "tests" / "test_models.py"
+    assert fixed.read_text(encoding="utf-8") == original.read_text(encoding="utf-8")
+    with httpx.Client(base_url=server, timeout=30) as client:
+        (run,) = client.get("/v1/agent-runs").json()["items"]
+        steps = client.get(f"/v1/agent-runs/{run['id']}/steps").json()
+        audit = client.get(f"/v1/agent-runs/{run['id']}/audit").json()
+    assert run["status"] == "completed"
+    assert [s["step_type"] for s in steps] == [
+        "list_files",
+        "run_command",
+        "read_file",
+        "read_file",
+        "propose_edit",
+        "edit_file",
+        "run_command",
+        "summarize",
+    ]
+    assert steps[-2]["output_data"]["exit_code"] == 0
+    plan_events = [e["type"] for e in audit["events"] if e["type"].startswith("plan.")]
+    assert plan_events[-1] == "plan.goal_met"
+    approvals = [e for e in audit["events"] if e["type"] == "step.approved"]
+    assert [e["actor"] for e in approvals] == ["alice"] * 3
+    assert audit["chain_valid"] is True
