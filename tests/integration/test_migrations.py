@@ -29,6 +29,7 @@ TABLES = {
     "audit_events",
     "plans",
     "api_keys",
+    "blobs",
     "alembic_version",
 }
 

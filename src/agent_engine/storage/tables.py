@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -80,6 +81,15 @@ class AgentRun(Base):
     # version the change was decided from (a trigger refuses an update that does not bump it).
     version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     audit_head_hash: Mapped[str | None] = mapped_column(String(64))
+    # Ed25519 signature of the chain head, and the id of the key that made it (never the key).
+    audit_signature: Mapped[str | None] = mapped_column(String(128))
+    audit_key_id: Mapped[str | None] = mapped_column(String(64))
+    # Lineage: the run a replay or a fork came from (no foreign key: an imported bundle may name
+    # a run that is not on this instance), and where a fork branched off.
+    replay_of: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    forked_from: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    from_step: Mapped[int | None] = mapped_column(Integer)
+    replay_mode: Mapped[str | None] = mapped_column(String(16))  # hermetic | verify
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -130,6 +140,8 @@ class Step(Base):
     effect_intent: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
     effect_outcome: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
     outcome_unknown: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The original step a fork reused instead of running it again.
+    reused_from: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -156,6 +168,7 @@ class LLMCall(Base):
     request: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
     request_hash: Mapped[str] = mapped_column(String(64), index=True)
     response: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    response_hash: Mapped[str | None] = mapped_column(String(64))
     input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cached_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -188,6 +201,9 @@ class Approval(Base):
     actor: Mapped[str] = mapped_column(String(200))
     comment: Mapped[str | None] = mapped_column(Text)
     shown: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    # The receipt: the step's exact resolved input the decision binds to, and what was shown.
+    input_hash: Mapped[str | None] = mapped_column(String(64))
+    shown_hash: Mapped[str | None] = mapped_column(String(64))
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
 
@@ -245,6 +261,17 @@ class PlanVersion(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (UniqueConstraint("run_id", "version"),)
+
+
+class Blob(Base):
+    """A payload stored once by the SHA-256 of its bytes; documents reference it by hash."""
+
+    __tablename__ = "blobs"
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class ApiKey(Base):
