@@ -1,10 +1,11 @@
 """The run_command step: an allowlisted program run from an argv list, never through a shell.
 
 By default the command runs in a bubblewrap sandbox (see ``sandbox``): its own namespaces, the
-system read-only, only the workspace writable, ``HOME`` and ``TMPDIR`` on a fresh tmpfs, and a
-scrubbed environment. Its limits (see ``command_limits``) are the step's, never above the
-server's caps. Output is capped per stream; a timeout or a cancellation kills everything it
-started, and a timeout fails the step.
+system read-only, a scrubbed environment, and everything it writes (the workspace, seen through
+an overlay, ``HOME`` and ``TMPDIR``) on one tmpfs of ``max_write_bytes``; when it ends, its
+changes are applied to the real workspace all or nothing (see ``overlay_apply``). Its limits
+(see ``command_limits``) are the step's, never above the server's caps. Output is capped per
+stream; a timeout or a cancellation kills everything it started, and a timeout fails the step.
 """
 
 from __future__ import annotations
@@ -49,13 +50,20 @@ from agent_engine.executors.command_process import (
     run_process,
 )
 from agent_engine.executors.input_checks import literal_string, workspace_path_problem
+from agent_engine.executors.overlay_apply import apply_layer
+from agent_engine.executors.overlay_layer import (
+    CommandWriteLimitError,
+    WriteLayer,
+    write_limit_message,
+    write_limit_reached,
+)
 from agent_engine.executors.sandbox import (
     SandboxPolicy,
-    bwrap_argv,
     outside_refusal,
     probe,
     sandbox_env,
     sandbox_refusal,
+    sandboxed_argv,
 )
 from agent_engine.executors.workspace import Workspace, run_blocking
 from agent_engine.executors.workspace_roots import workspace_of
@@ -80,7 +88,10 @@ class RunCommandInput(BaseModel):
     )
     max_file_bytes: int | None = Field(default=None, ge=1, le=1 << 40, description="RLIMIT_FSIZE.")
     max_write_bytes: int | None = Field(
-        default=None, ge=1 << 20, le=1 << 40, description="Size of the HOME/TMPDIR tmpfs."
+        default=None,
+        ge=1 << 20,
+        le=1 << 40,
+        description="Bytes the command may write in all: workspace changes, HOME and TMPDIR.",
     )
 
     @field_validator("argv")
@@ -110,6 +121,9 @@ class RunCommandOutput(BaseModel):
     killed: bool
     timed_out: bool
     sandbox: str = "bwrap"
+    write_limit_reached: bool = Field(
+        default=False, description="It filled max_write_bytes; nothing it wrote was applied."
+    )
 
 
 @dataclass
@@ -156,32 +170,47 @@ def _prepare(workspace: Workspace, input: RunCommandInput, context: ExecutorCont
     )
 
 
+@dataclass
+class _Sandboxing:
+    """What a sandboxed command holds open: the workspace fd and its write layer."""
+
+    workspace_fd: int
+    layer: WriteLayer
+
+    def close(self) -> None:
+        os.close(self.workspace_fd)
+        self.layer.close()
+
+
 def _process_spec(
     workspace: Workspace, input: RunCommandInput, prepared: _Prepared, limits: ExecutionLimits
-) -> tuple[ProcessSpec, PidsCgroup | None, int | None]:
+) -> tuple[ProcessSpec, PidsCgroup | None, _Sandboxing | None]:
     """How to start the command (in bubblewrap unless the sandbox is off), its pids cgroup if
-    this host offers one, and the workspace fd the sandbox binds (closed by the caller)."""
-    workspace_fd = workspace.open_dir(".") if limits.sandbox != "none" else None
+    this host offers one, and what the sandbox holds open (closed by the caller)."""
+    sandboxing = None
+    if limits.sandbox != "none":
+        sandboxing = _Sandboxing(workspace.open_dir("."), WriteLayer())
     parent = pids_cgroup_parent()
     processes = prepared.limits.max_processes + (
-        SANDBOX_OVERHEAD_PROCESSES if workspace_fd is not None else 0
+        SANDBOX_OVERHEAD_PROCESSES if sandboxing is not None else 0
     )
     try:
         cgroup = PidsCgroup(parent, processes) if parent else None
     except OSError as exc:
-        if workspace_fd is not None:
-            os.close(workspace_fd)
+        if sandboxing is not None:
+            sandboxing.close()
         raise SandboxUnavailableError(f"could not create the command's pids cgroup: {exc}") from exc
     pairs = rlimit_pairs(prepared.limits, nproc=cgroup is None)
     kill_rest = cgroup.kill_all if cgroup is not None else None
-    if workspace_fd is None:  # no sandbox
+    if sandboxing is None:  # no sandbox
         preexec = child_setup(prepared.cwd_fd, pairs, cgroup)
         spec = ProcessSpec(input.argv, prepared.executable, prepared.env, preexec, (), kill_rest)
         return spec, cgroup, None
     inside_cwd = os.path.normpath(os.path.join(str(workspace.root), prepared.cwd))
     policy = SandboxPolicy(
         workspace=str(workspace.root),
-        workspace_fd=workspace_fd,
+        workspace_fd=sandboxing.workspace_fd,
+        scratch_fd=sandboxing.layer.child_fd,
         cwd=inside_cwd,
         env=prepared.env,
         read_only_paths=limits.sandbox_read_only_paths,
@@ -189,11 +218,12 @@ def _process_spec(
         scratch_bytes=prepared.write_bytes,
         disable_userns=probe().disables_userns,
     )
-    argv = bwrap_argv(policy, prepared.executable, input.argv[1:])
+    argv = sandboxed_argv(policy, sandboxing.layer, prepared.executable, input.argv[1:])
     preexec = child_setup(None, pairs, cgroup)
     # bubblewrap clears the command's environment itself; it gets only the scrubbed one too.
-    spec = ProcessSpec(argv, argv[0], prepared.env, preexec, (workspace_fd,), kill_rest)
-    return spec, cgroup, workspace_fd
+    fds = (policy.workspace_fd, policy.scratch_fd)
+    spec = ProcessSpec(argv, argv[0], prepared.env, preexec, fds, kill_rest)
+    return spec, cgroup, sandboxing
 
 
 class RunCommandExecutor(Executor[RunCommandInput, RunCommandOutput]):
@@ -277,10 +307,16 @@ class RunCommandExecutor(Executor[RunCommandInput, RunCommandOutput]):
         prepared = await run_blocking(_prepare, workspace, input, context)
         context.logger.info("running %s in %s", input.argv, input.cwd or ".")
         try:
-            outcome = await _run(workspace, input, prepared, context)
+            outcome, sandboxing = await _run(workspace, input, prepared, context)
         finally:
             os.close(prepared.cwd_fd)
         output = _output(input, prepared, outcome, context.limits.sandbox)
+        try:
+            if sandboxing is not None and not (outcome.cancelled or outcome.timed_out):
+                output = await run_blocking(_apply, input, prepared, output, sandboxing, context)
+        finally:
+            if sandboxing is not None:
+                sandboxing.close()
         if outcome.cancelled:
             raise StepCancelledError(
                 f"run_command {input.argv[0]!r} cancelled; everything it started was killed",
@@ -300,24 +336,63 @@ class RunCommandExecutor(Executor[RunCommandInput, RunCommandOutput]):
 
 async def _run(
     workspace: Workspace, input: RunCommandInput, prepared: _Prepared, context: ExecutorContext
-) -> ProcessOutcome:
-    spec, cgroup, workspace_fd = await run_blocking(
+) -> tuple[ProcessOutcome, _Sandboxing | None]:
+    spec, cgroup, sandboxing = await run_blocking(
         _process_spec, workspace, input, prepared, context.limits
     )
     try:
-        return await run_process(
+        outcome = await run_process(
             spec,
             timeout_s=prepared.timeout_s,
             cancel=context.cancel_event,
             output_cap=context.limits.command_output_cap_bytes,
         )
     except (OSError, subprocess.SubprocessError) as exc:
+        if sandboxing is not None:
+            sandboxing.close()
         raise ExecutorError(f"could not start {input.argv[0]!r}: {exc}") from exc
+    except BaseException:
+        if sandboxing is not None:
+            sandboxing.close()
+        raise
     finally:
-        if workspace_fd is not None:
-            os.close(workspace_fd)
         if cgroup is not None:
             await run_blocking(cgroup.remove)
+    return outcome, sandboxing
+
+
+def _apply(
+    input: RunCommandInput,
+    prepared: _Prepared,
+    output: RunCommandOutput,
+    sandboxing: _Sandboxing,
+    context: ExecutorContext,
+) -> RunCommandOutput:
+    """Apply what a command that ended by itself wrote to the workspace, all or nothing: not
+    when it filled its write budget (CommandWriteLimitError), nor when it made a symlink."""
+    root_fd = sandboxing.layer.receive()  # the runner made the layer, so the command ran
+    program = input.argv[0]
+    if write_limit_reached(root_fd):
+        full = output.model_copy(update={"write_limit_reached": True})
+        raise CommandWriteLimitError(
+            write_limit_message(
+                program, prepared.write_bytes, context.limits.command_max_write_bytes
+            ),
+            limit="max_write_bytes",
+            maximum=prepared.write_bytes,
+            output=full.model_dump(mode="json"),
+        )
+    changes = apply_layer(
+        root_fd, sandboxing.workspace_fd, program, {"output": output.model_dump(mode="json")}
+    )
+    context.logger.info(
+        "applied %d files (%d bytes), %d new folders, %d deletions to the workspace",
+        changes.files,
+        changes.bytes,
+        changes.directories,
+        changes.deletions,
+    )
+    return output
 
 
 def _output(

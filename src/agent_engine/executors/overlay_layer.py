@@ -1,0 +1,105 @@
+"""A sandboxed command's write layer, seen from the server: how the runner is started, how its
+tmpfs reaches the server, and whether the command filled it.
+
+Every byte a command writes (workspace changes, ``HOME`` and ``TMPDIR``) lands on one tmpfs of
+``max_write_bytes`` that ``overlay_runner`` makes; the real workspace is the overlay's read-only
+lower layer. The runner sends the tmpfs root over a socket; the fd keeps the tmpfs alive after
+the sandbox is gone, and ``overlay_apply`` copies the upper layer into the workspace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+from agent_engine.errors import ExecutorError, SandboxUnavailableError
+
+RUNNER = str(Path(__file__).with_name("overlay_runner.py"))
+# One inode per 8 KiB of the budget (65,536 at the default 512 MiB), at least 4,096: empty files
+# cost no bytes, so without this a command could fill the workspace's disk with inodes.
+BYTES_PER_INODE = 8 << 10
+MIN_INODES = 4096
+_MESSAGE_BYTES = 4096
+WRITE_SETTING = "AGENT_ENGINE_COMMAND_MAX_WRITE_BYTES"
+
+
+class CommandWriteLimitError(ExecutorError):
+    """A command filled its write budget (``max_write_bytes``): its writes failed with ENOSPC
+    and nothing it wrote was applied to the workspace; its output is in the data."""
+
+    code = "command_write_limit"
+
+
+def layer_inodes(size: int) -> int:
+    """How many files and folders a layer of ``size`` bytes may hold."""
+    return max(size // BYTES_PER_INODE, MIN_INODES)
+
+
+class WriteLayer:
+    """The socket the runner reports on, and the tmpfs root it sends (``root_fd``)."""
+
+    def __init__(self) -> None:
+        self._ours, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.child_fd = self._theirs.fileno()  # passed to the runner, which binds it at /tmp
+        self.root_fd: int | None = None
+
+    def runner_argv(
+        self, workspace: str, workspace_fd: int, size: int, bwrap: list[str]
+    ) -> list[str]:
+        """The argv that builds the layer over ``workspace`` and then execs ``bwrap``."""
+        spec = {
+            "workspace": workspace,
+            "workspace_fd": workspace_fd,
+            "socket_fd": self.child_fd,
+            "size": size,
+            "inodes": layer_inodes(size),
+        }
+        # -I -S: no environment variables, user site or site-packages reach the runner.
+        return [sys.executable, "-I", "-S", RUNNER, json.dumps(spec), *bwrap]
+
+    def receive(self) -> int:
+        """The tmpfs root the runner sent; raises SandboxUnavailableError with the runner's
+        reason when it could not build the layer (then the command never ran)."""
+        try:
+            message, fds, _flags, _address = socket.recv_fds(
+                self._ours, _MESSAGE_BYTES, 1, socket.MSG_DONTWAIT
+            )
+        except BlockingIOError:
+            message, fds = b"", []
+        for extra in fds[1:]:
+            os.close(extra)
+        if message == b"ok" and fds:
+            self.root_fd = fds[0]
+            return fds[0]
+        for fd in fds:
+            os.close(fd)
+        reason = message.decode(errors="replace").removeprefix("error: ") or "no answer"
+        raise SandboxUnavailableError(f"the command's write layer could not be made: {reason}")
+
+    def close(self) -> None:
+        """Drop the socket and the tmpfs (the kernel frees it with the last fd)."""
+        self._theirs.close()
+        self._ours.close()
+        if self.root_fd is not None:
+            os.close(self.root_fd)
+            self.root_fd = None
+
+
+def write_limit_reached(root_fd: int) -> bool:
+    """Whether the layer is full, in bytes or in inodes: a write that needed more failed with
+    ENOSPC. (A command that then deleted enough to make room is not told apart.)"""
+    usage = os.fstatvfs(root_fd)
+    return usage.f_bfree == 0 or usage.f_ffree == 0
+
+
+def write_limit_message(program: str, size: int, cap: int) -> str:
+    """The failure of a command that filled its write budget, naming the limit and the cap."""
+    return (
+        f"run_command {program!r} reached its write limit: max_write_bytes {size} "
+        f"(the server's cap is {cap}, {WRITE_SETTING}) covers everything it writes, in the "
+        "workspace, HOME and TMPDIR; writes past it failed with 'No space left on device' and "
+        "nothing it wrote was applied to the workspace"
+    )

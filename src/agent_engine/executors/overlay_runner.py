@@ -1,0 +1,159 @@
+"""The first program of a sandboxed command: it builds the command's write layer, hands the
+layer to the server and execs bubblewrap.
+
+Run by the server as ``python -I -S overlay_runner.py SPEC BWRAP-ARGV…`` (a file, not a module
+of the package: it imports the standard library only, so it starts in a few milliseconds).
+In a user and mount namespace of its own, where it is root over nothing but its own mounts, it
+
+1. creates a tmpfs of ``size`` bytes and ``inodes`` inodes, detached, and attaches it on the
+   workspace directory the server opened and checked (the ``workspace_fd`` it inherits);
+2. mounts an overlay whose lower layer is that real workspace (never written) and whose upper
+   and work folders lie on the tmpfs, plus a ``scratch`` folder for HOME and TMPDIR;
+3. sends the server an fd of the tmpfs root over ``socket_fd`` (it keeps the tmpfs alive after
+   every process of the sandbox is gone, so the server reads the upper layer at leisure), or
+   one line ``error: …`` when a step failed;
+4. puts the overlay's root on fd ``workspace_fd`` and the scratch folder on fd ``socket_fd``,
+   which bubblewrap binds at the workspace's path and at ``/tmp`` (``--bind-fd``), and execs
+   bubblewrap: the runner's process becomes bubblewrap's, with its cgroup, rlimits and group.
+
+The tmpfs is the kernel's hard limit: a write past ``size`` fails inside the command with
+ENOSPC. Mounts are made with the new mount API on file descriptors, never on paths a host user
+could swap, and the namespace's propagation is private, so the host never sees them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import sys
+
+# The mount API's system calls have one number on every architecture but alpha, ia64 and mips
+# (the table unified at Linux 5.1); glibc before 2.36 has no wrappers for them.
+_NR_MOVE_MOUNT, _NR_FSOPEN, _NR_FSCONFIG, _NR_FSMOUNT = 429, 430, 431, 432
+_FSOPEN_CLOEXEC = _FSMOUNT_CLOEXEC = 1
+_FSCONFIG_SET_FLAG, _FSCONFIG_SET_STRING, _FSCONFIG_CMD_CREATE = 0, 1, 6
+_MOUNT_ATTR_NOSUID, _MOUNT_ATTR_NODEV = 0x2, 0x4
+_MOVE_MOUNT_F_EMPTY_PATH, _MOVE_MOUNT_T_EMPTY_PATH = 0x4, 0x40
+_CLONE_NEWNS, _CLONE_NEWUSER = 0x00020000, 0x10000000
+_MS_REC, _MS_PRIVATE = 0x4000, 1 << 18
+_PR_SET_PDEATHSIG = 1
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_LIBC.syscall.restype = ctypes.c_long
+
+
+def _checked(result: int, what: str) -> int:
+    if result < 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+    return result
+
+
+def _syscall(number: int, what: str, *args: object) -> int:
+    return _checked(_LIBC.syscall(number, *args), what)
+
+
+def _new_mount(kind: str, strings: dict[str, str], flags: tuple[str, ...] = ()) -> int:
+    """A detached mount of a new ``kind`` filesystem: the fd of its root."""
+    config = _syscall(_NR_FSOPEN, f"fsopen {kind}", kind.encode(), _FSOPEN_CLOEXEC)
+    try:
+        for key, value in strings.items():
+            _syscall(
+                _NR_FSCONFIG, f"{kind} {key}", config, _FSCONFIG_SET_STRING, key.encode(),
+                value.encode(), 0,
+            )  # fmt: skip
+        for key in flags:
+            _syscall(
+                _NR_FSCONFIG, f"{kind} {key}", config, _FSCONFIG_SET_FLAG, key.encode(), None, 0
+            )
+        _syscall(_NR_FSCONFIG, f"create {kind}", config, _FSCONFIG_CMD_CREATE, None, None, 0)
+        attributes = _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV
+        return _syscall(_NR_FSMOUNT, f"fsmount {kind}", config, _FSMOUNT_CLOEXEC, attributes)
+    finally:
+        os.close(config)
+
+
+def _attach(mount_fd: int, target_dir_fd: int, name: str = "") -> None:
+    """Attach a detached mount on ``name`` in ``target_dir_fd`` (on that directory itself when
+    ``name`` is empty): no path is looked up but the one component."""
+    flags = _MOVE_MOUNT_F_EMPTY_PATH | (0 if name else _MOVE_MOUNT_T_EMPTY_PATH)
+    _syscall(_NR_MOVE_MOUNT, "move_mount", mount_fd, b"", target_dir_fd, name.encode(), flags)
+
+
+def _enter_namespaces() -> None:
+    """A user namespace where this process is root (mapped to the server's uid and gid) and a
+    mount namespace of its own whose mounts never propagate to the host."""
+    uid, gid = os.getuid(), os.getgid()
+    _checked(_LIBC.unshare(_CLONE_NEWUSER | _CLONE_NEWNS), "unshare")
+    for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as control:
+            control.write(text)
+    # Gaining capabilities in the new namespace cleared the parent-death signal; set it again.
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    _checked(_LIBC.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "private mounts")
+
+
+def _open_workspace(path: str, inherited_fd: int) -> int:
+    """The workspace opened again inside the new mount namespace (mounts need a directory of
+    their own namespace), refused unless it is the very directory the server checked."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    here, checked = os.fstat(fd), os.fstat(inherited_fd)
+    if (here.st_dev, here.st_ino) != (checked.st_dev, checked.st_ino):
+        raise OSError(f"the workspace {path!r} changed while its sandbox was being made")
+    return fd
+
+
+def build_layer(spec: dict[str, object]) -> tuple[int, int, int]:
+    """Mount the layer; return the fds of the tmpfs root, the overlay root and the scratch."""
+    workspace_fd, path = int(str(spec["workspace_fd"])), str(spec["workspace"])
+    _enter_namespaces()
+    lower = _open_workspace(path, workspace_fd)
+    sizes = {"size": str(spec["size"]), "nr_inodes": str(spec["inodes"]), "mode": "0755"}
+    top = _new_mount("tmpfs", sizes)
+    _attach(
+        top, lower
+    )  # covers the real workspace in this namespace only; ``lower`` still reads it
+    for name in ("upper", "work", "merged", "scratch"):
+        os.mkdir(name, 0o755, dir_fd=top)
+    os.chmod("scratch", 0o1777, dir_fd=top)  # /tmp inside: every uid may write, sticky
+    folders = {
+        name: os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=top)
+        for name in ("upper", "work", "scratch")
+    }
+    layers = {
+        "lowerdir": f"/proc/self/fd/{lower}",
+        "upperdir": f"/proc/self/fd/{folders['upper']}",
+        "workdir": f"/proc/self/fd/{folders['work']}",
+        "index": "off",
+        "metacopy": "off",
+    }
+    # userxattr: the overlay's own marks (opaque folders) are user.overlay.* xattrs, the only
+    # ones a mount in a user namespace may write; it also keeps renames of lower folders off.
+    overlay = _new_mount("overlay", layers, ("userxattr",))
+    _attach(overlay, top, "merged")
+    return top, overlay, folders["scratch"]
+
+
+def main(argv: list[str]) -> int:
+    """Build the layer, report it, exec bubblewrap (``argv[2:]``); 1 when the layer failed."""
+    spec = json.loads(argv[1])
+    socket_fd = int(spec["socket_fd"])
+    with socket.socket(fileno=os.dup(socket_fd)) as report:
+        try:
+            top, overlay, scratch = build_layer(spec)
+        except OSError as exc:
+            report.send(f"error: {exc}".encode(errors="replace"))
+            return 1
+        socket.send_fds(report, [b"ok"], [top])
+    os.dup2(overlay, int(spec["workspace_fd"]))  # also closes the inherited workspace fd
+    os.dup2(scratch, socket_fd)  # also closes this end of the socket
+    command = argv[2:]
+    os.execv(command[0], command)
+    return 127  # not reached: execv returns only by raising
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
