@@ -63,10 +63,10 @@ class WriteLayer:
     def receive(self) -> int:
         """The tmpfs root the runner sent; raises SandboxUnavailableError with the runner's
         reason when it could not build the layer (then the command never ran)."""
+        # Never waits: the runner has ended, and its one message (if any) is queued.
+        self._ours.setblocking(False)  # (recv_fds drops its flags argument before Python 3.12)
         try:
-            message, fds, _flags, _address = socket.recv_fds(
-                self._ours, _MESSAGE_BYTES, 1, socket.MSG_DONTWAIT
-            )
+            message, fds, _flags, _address = socket.recv_fds(self._ours, _MESSAGE_BYTES, 1)
         except BlockingIOError:
             message, fds = b"", []
         for extra in fds[1:]:

@@ -106,6 +106,18 @@ def _open_workspace(path: str, inherited_fd: int) -> int:
     return fd
 
 
+def _require_user_xattrs(folder_fd: int) -> None:
+    """Refuse a tmpfs without user.* xattrs (Linux before 6.6): the overlay would mount, but
+    could not mark a folder deleted and made again as opaque."""
+    path = f"/proc/self/fd/{folder_fd}"
+    try:
+        os.setxattr(path, "user.agent-engine.probe", b"1")
+        os.removexattr(path, "user.agent-engine.probe")
+    except OSError as exc:
+        reason = f"this kernel's tmpfs keeps no user xattrs (Linux 6.6 or later): {exc}"
+        raise OSError(reason) from exc
+
+
 def build_layer(spec: dict[str, object]) -> tuple[int, int, int]:
     """Mount the layer; return the fds of the tmpfs root, the overlay root and the scratch."""
     workspace_fd, path = int(str(spec["workspace_fd"])), str(spec["workspace"])
@@ -123,6 +135,7 @@ def build_layer(spec: dict[str, object]) -> tuple[int, int, int]:
         name: os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=top)
         for name in ("upper", "work", "scratch")
     }
+    _require_user_xattrs(folders["work"])
     layers = {
         "lowerdir": f"/proc/self/fd/{lower}",
         "upperdir": f"/proc/self/fd/{folders['upper']}",
