@@ -1,23 +1,22 @@
-"""A sandboxed command's write layer, seen from the server: how the runner is started, how its
+"""A sandboxed command's write layer, seen from the server: what its child runs to make it, how its
 tmpfs reaches the server, and whether the command filled it.
 
 Every byte a command writes (workspace changes, ``HOME`` and ``TMPDIR``) lands on one tmpfs of
-``max_write_bytes`` that ``overlay_runner`` makes; the real workspace is the overlay's read-only
-lower layer. The runner sends the tmpfs root over a socket; the fd keeps the tmpfs alive after
-the sandbox is gone, and ``overlay_apply`` copies the upper layer into the workspace.
+``max_write_bytes`` that the command's forked child makes before it execs bubblewrap
+(``overlay_runner``); the real workspace is the overlay's read-only lower layer. The child sends
+the tmpfs root over a socket; the fd keeps the tmpfs alive after the sandbox is gone, and
+``overlay_apply`` copies the upper layer into the workspace.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-import sys
-from pathlib import Path
+from collections.abc import Callable
 
 from agent_engine.errors import ExecutorError, SandboxUnavailableError
+from agent_engine.executors.overlay_runner import LayerSpec, make_layer
 
-RUNNER = str(Path(__file__).with_name("overlay_runner.py"))
 # One inode per 8 KiB of the budget (65,536 at the default 512 MiB), at least 4,096: empty files
 # cost no bytes, so without this a command could fill the workspace's disk with inodes.
 BYTES_PER_INODE = 8 << 10
@@ -39,31 +38,27 @@ def layer_inodes(size: int) -> int:
 
 
 class WriteLayer:
-    """The socket the runner reports on, and the tmpfs root it sends (``root_fd``)."""
+    """The socket the command's child reports on, and the tmpfs root it sends (``root_fd``)."""
 
     def __init__(self) -> None:
         self._ours, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.child_fd = self._theirs.fileno()  # passed to the runner, which binds it at /tmp
+        self.child_fd = self._theirs.fileno()  # inherited by the child, which puts /tmp there
         self.root_fd: int | None = None
 
-    def runner_argv(
-        self, workspace: str, workspace_fd: int, size: int, bwrap: list[str]
-    ) -> list[str]:
-        """The argv that builds the layer over ``workspace`` and then execs ``bwrap``."""
-        spec = {
-            "workspace": workspace,
-            "workspace_fd": workspace_fd,
-            "socket_fd": self.child_fd,
-            "size": size,
-            "inodes": layer_inodes(size),
-        }
-        # -I -S: no environment variables, user site or site-packages reach the runner.
-        return [sys.executable, "-I", "-S", RUNNER, json.dumps(spec), *bwrap]
+    def child_setup(self, workspace: str, workspace_fd: int, size: int) -> Callable[[], None]:
+        """What the forked child runs before it execs bubblewrap: build the layer over
+        ``workspace`` (open on ``workspace_fd``, inherited) and report it."""
+        spec = LayerSpec(workspace, workspace_fd, self.child_fd, size, layer_inodes(size))
+
+        def build() -> None:
+            make_layer(spec)
+
+        return build
 
     def receive(self) -> int:
-        """The tmpfs root the runner sent; raises SandboxUnavailableError with the runner's
+        """The tmpfs root the child sent; raises SandboxUnavailableError with the child's
         reason when it could not build the layer (then the command never ran)."""
-        # Never waits: the runner has ended, and its one message (if any) is queued.
+        # Never waits: the child has ended, and its one message (if any) is queued.
         self._ours.setblocking(False)  # (recv_fds drops its flags argument before Python 3.12)
         try:
             message, fds, _flags, _address = socket.recv_fds(self._ours, _MESSAGE_BYTES, 1)

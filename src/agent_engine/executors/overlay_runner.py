@@ -1,9 +1,9 @@
-"""The first program of a sandboxed command: it builds the command's write layer, hands the
-layer to the server and execs bubblewrap.
+"""What the forked child of a sandboxed command does before it execs bubblewrap: build the
+command's write layer and hand it to the server.
 
-Run by the server as ``python -I -S overlay_runner.py SPEC BWRAP-ARGV…`` (a file, not a module
-of the package: it imports the standard library only, so it starts in a few milliseconds).
-In a user and mount namespace of its own, where it is root over nothing but its own mounts, it
+It runs between fork and exec (subprocess's ``preexec_fn``, after the child has joined its
+cgroup and before its rlimits), so no interpreter starts for it. In a user and mount namespace
+of its own, where the child is root over nothing but its own mounts, it
 
 1. creates a tmpfs of ``size`` bytes and ``inodes`` inodes, detached, and attaches it on the
    workspace directory the server opened and checked (the ``workspace_fd`` it inherits);
@@ -11,24 +11,23 @@ In a user and mount namespace of its own, where it is root over nothing but its 
    and work folders lie on the tmpfs, plus a ``scratch`` folder for HOME and TMPDIR;
 3. sends the server an fd of the tmpfs root over ``socket_fd`` (it keeps the tmpfs alive after
    every process of the sandbox is gone, so the server reads the upper layer at leisure), or
-   one line ``error: …`` when a step failed;
+   one message ``error: …`` and exits 1 when a step failed;
 4. puts the overlay's root on fd ``workspace_fd`` and the scratch folder on fd ``socket_fd``,
-   which bubblewrap binds at the workspace's path and at ``/tmp`` (``--bind-fd``), and execs
-   bubblewrap: the runner's process becomes bubblewrap's, with its cgroup, rlimits and group.
+   which bubblewrap binds at the workspace's path and at ``/tmp`` (``--bind-fd``).
 
 The tmpfs is the kernel's hard limit: a write past ``size`` fails inside the command with
 ENOSPC. Mounts are made with the new mount API on file descriptors, never on paths a host user
-could swap, and the namespace's propagation is private, so the host never sees them.
+could swap, and the namespace's propagation is private, so the host never sees them. Only
+system calls and the standard library are used here: this code runs in a forked child.
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import signal
 import socket
-import sys
+from dataclasses import dataclass
 
 # The mount API's system calls have one number on every architecture but alpha, ia64 and mips
 # (the table unified at Linux 5.1); glibc before 2.36 has no wrappers for them.
@@ -118,12 +117,25 @@ def _require_user_xattrs(folder_fd: int) -> None:
         raise OSError(reason) from exc
 
 
-def build_layer(spec: dict[str, object]) -> tuple[int, int, int]:
+@dataclass(frozen=True)
+class LayerSpec:
+    """Where the layer goes and how large it is; the fds are numbers in the child."""
+
+    workspace: str
+    workspace_fd: int
+    socket_fd: int
+    size: int
+    inodes: int
+
+
+LAYER_FAILED_EXIT = 1
+
+
+def build_layer(spec: LayerSpec) -> tuple[int, int, int]:
     """Mount the layer; return the fds of the tmpfs root, the overlay root and the scratch."""
-    workspace_fd, path = int(str(spec["workspace_fd"])), str(spec["workspace"])
     _enter_namespaces()
-    lower = _open_workspace(path, workspace_fd)
-    sizes = {"size": str(spec["size"]), "nr_inodes": str(spec["inodes"]), "mode": "0755"}
+    lower = _open_workspace(spec.workspace, spec.workspace_fd)
+    sizes = {"size": str(spec.size), "nr_inodes": str(spec.inodes), "mode": "0755"}
     top = _new_mount("tmpfs", sizes)
     _attach(
         top, lower
@@ -150,23 +162,19 @@ def build_layer(spec: dict[str, object]) -> tuple[int, int, int]:
     return top, overlay, folders["scratch"]
 
 
-def main(argv: list[str]) -> int:
-    """Build the layer, report it, exec bubblewrap (``argv[2:]``); 1 when the layer failed."""
-    spec = json.loads(argv[1])
-    socket_fd = int(spec["socket_fd"])
+def _report(socket_fd: int, message: bytes, fds: list[int]) -> None:
     with socket.socket(fileno=os.dup(socket_fd)) as report:
-        try:
-            top, overlay, scratch = build_layer(spec)
-        except OSError as exc:
-            report.send(f"error: {exc}".encode(errors="replace"))
-            return 1
-        socket.send_fds(report, [b"ok"], [top])
-    os.dup2(overlay, int(spec["workspace_fd"]))  # also closes the inherited workspace fd
-    os.dup2(scratch, socket_fd)  # also closes this end of the socket
-    command = argv[2:]
-    os.execv(command[0], command)
-    return 127  # not reached: execv returns only by raising
+        socket.send_fds(report, [message], fds)
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+def make_layer(spec: LayerSpec) -> None:
+    """In the forked child: build the layer, report it and leave the fds bubblewrap binds; on
+    failure report why and exit, so the command never runs without its layer."""
+    try:
+        top, overlay, scratch = build_layer(spec)
+    except OSError as exc:
+        _report(spec.socket_fd, f"error: {exc}".encode(errors="replace"), [])
+        os._exit(LAYER_FAILED_EXIT)
+    _report(spec.socket_fd, b"ok", [top])
+    os.dup2(overlay, spec.workspace_fd)  # also closes the inherited workspace fd
+    os.dup2(scratch, spec.socket_fd)  # also closes this end of the socket

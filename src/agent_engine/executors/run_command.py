@@ -59,11 +59,11 @@ from agent_engine.executors.overlay_layer import (
 )
 from agent_engine.executors.sandbox import (
     SandboxPolicy,
+    bwrap_argv,
     outside_refusal,
     probe,
     sandbox_env,
     sandbox_refusal,
-    sandboxed_argv,
 )
 from agent_engine.executors.workspace import Workspace, run_blocking
 from agent_engine.executors.workspace_roots import workspace_of
@@ -218,8 +218,11 @@ def _process_spec(
         scratch_bytes=prepared.write_bytes,
         disable_userns=probe().disables_userns,
     )
-    argv = sandboxed_argv(policy, sandboxing.layer, prepared.executable, input.argv[1:])
-    preexec = child_setup(None, pairs, cgroup)
+    argv = bwrap_argv(policy, prepared.executable, input.argv[1:])
+    layer = sandboxing.layer.child_setup(
+        policy.workspace, policy.workspace_fd, prepared.write_bytes
+    )
+    preexec = child_setup(None, pairs, cgroup, layer)
     # bubblewrap clears the command's environment itself; it gets only the scrubbed one too.
     fds = (policy.workspace_fd, policy.scratch_fd)
     spec = ProcessSpec(argv, argv[0], prepared.env, preexec, fds, kill_rest)

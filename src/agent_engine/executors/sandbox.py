@@ -3,8 +3,9 @@ a one-time probe of whether bubblewrap can run on this host.
 
 Inside: new user, PID, mount, network, IPC, UTS and cgroup namespaces; uid 1000; the system
 read-only; the workspace at its own path as an overlay over the real one, writable; ``HOME`` and
-``TMPDIR`` on the same size-limited tmpfs as the overlay's upper layer (``overlay_runner`` makes
-it and then execs bubblewrap); a fresh ``/proc`` and a minimal ``/dev``; nothing else of the host.
+``TMPDIR`` on the same size-limited tmpfs as the overlay's upper layer (the forked child makes
+it before it execs bubblewrap, see ``overlay_runner``); a fresh ``/proc`` and a minimal ``/dev``;
+nothing else of the host.
 """
 
 from __future__ import annotations
@@ -58,11 +59,11 @@ class SandboxPolicy:
     """What one sandboxed command may see and do."""
 
     workspace: str  # absolute path, where the command sees its workspace
-    # An open directory fd of the workspace, checked by the server; the runner mounts the
+    # An open directory fd of the workspace, checked by the server; the child mounts the
     # overlay over that very directory and puts the overlay's root on this fd number.
     workspace_fd: int
-    # The fd number of the runner's report socket; the runner puts the scratch folder (HOME and
-    # TMPDIR) there once it has reported.
+    # The fd number of the write layer's report socket; the child puts the scratch folder (HOME
+    # and TMPDIR) there once it has reported.
     scratch_fd: int
     cwd: str  # absolute, inside the workspace
     env: Mapping[str, str]  # the whole environment inside (HOME and TMPDIR are set here)
@@ -140,15 +141,6 @@ def bwrap_argv(policy: SandboxPolicy, executable: str, args: Sequence[str]) -> l
     return [*argv, "--", executable, *args]
 
 
-def sandboxed_argv(
-    policy: SandboxPolicy, layer: WriteLayer, executable: str, args: Sequence[str]
-) -> list[str]:
-    """The argv that makes the command's write layer and runs it in bubblewrap: the runner,
-    which execs ``bwrap_argv``. Its fds to pass: ``policy.workspace_fd`` and ``scratch_fd``."""
-    bwrap = bwrap_argv(policy, executable, args)
-    return layer.runner_argv(policy.workspace, policy.workspace_fd, policy.scratch_bytes, bwrap)
-
-
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
@@ -178,7 +170,7 @@ class Probe:
 def _try(policy: SandboxPolicy, true: str) -> str | None:
     layer = WriteLayer()
     try:
-        argv = sandboxed_argv(replace(policy, scratch_fd=layer.child_fd), layer, true, [])
+        argv = bwrap_argv(replace(policy, scratch_fd=layer.child_fd), true, [])
         done = subprocess.run(
             argv,
             capture_output=True,
@@ -186,6 +178,7 @@ def _try(policy: SandboxPolicy, true: str) -> str | None:
             env={},
             check=False,
             pass_fds=(policy.workspace_fd, layer.child_fd),  # the workspace, the report socket
+            preexec_fn=layer.child_setup(policy.workspace, policy.workspace_fd, 1 << 20),
         )
         layer.receive()  # the write layer was made
     except (OSError, subprocess.SubprocessError) as exc:

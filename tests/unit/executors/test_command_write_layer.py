@@ -305,7 +305,8 @@ def test_a_layer_that_was_never_made_names_the_reason() -> None:
 
 
 def test_the_runner_imports_the_standard_library_only() -> None:
-    """It runs with -I -S from its file, so nothing outside the standard library is importable."""
+    """It runs in the forked child between fork and exec: system calls and the standard library
+    only, nothing of ours that might take a lock another thread of the server held."""
     tree = ast.parse(Path(overlay_runner.__file__).read_text())
     imported = {
         alias.name.split(".")[0]
