@@ -1,5 +1,5 @@
-"""A sandboxed command's write layer, seen from the server: what its child runs to make it, how its
-tmpfs reaches the server, and whether the command filled it.
+"""A sandboxed command's write layer, seen from the server: what its child runs to make it,
+how its tmpfs reaches the server, and whether the command filled it.
 
 Every byte a command writes (workspace changes, ``HOME`` and ``TMPDIR``) lands on one tmpfs of
 ``max_write_bytes`` that the command's forked child makes before it execs bubblewrap
@@ -13,8 +13,10 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from agent_engine.errors import ExecutorError, SandboxUnavailableError
+from agent_engine.executors.overlay_apply import AppliedChanges, apply_layer
 from agent_engine.executors.overlay_runner import LayerSpec, make_layer
 
 # One inode per 8 KiB of the budget (65,536 at the default 512 MiB), at least 4,096: empty files
@@ -38,9 +40,12 @@ def layer_inodes(size: int) -> int:
 
 
 class WriteLayer:
-    """The socket the command's child reports on, and the tmpfs root it sends (``root_fd``)."""
+    """What a sandboxed command holds open: the workspace fd (its child builds the overlay on
+    that directory; the apply writes through it), the socket the child reports on, and the
+    tmpfs root it sends (``root_fd``). ``close`` drops them all."""
 
-    def __init__(self) -> None:
+    def __init__(self, workspace_fd: int) -> None:
+        self.workspace_fd = workspace_fd
         self._ours, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.child_fd = self._theirs.fileno()  # inherited by the child, which puts /tmp there
         self.root_fd: int | None = None
@@ -74,8 +79,25 @@ class WriteLayer:
         reason = message.decode(errors="replace").removeprefix("error: ") or "no answer"
         raise SandboxUnavailableError(f"the command's write layer could not be made: {reason}")
 
+    def apply(self, program: str, output: dict[str, Any], size: int, cap: int) -> AppliedChanges:
+        """Apply what the command (ended by itself, its ``output`` as recorded) wrote to the
+        workspace, all or nothing: not when it filled its write budget of ``size`` bytes
+        (CommandWriteLimitError naming ``cap``), nor when it made a symlink."""
+        root_fd = self.receive()  # the child made the layer, so the command ran
+        if write_limit_reached(root_fd):
+            raise CommandWriteLimitError(
+                write_limit_message(program, size, cap),
+                limit="max_write_bytes",
+                maximum=size,
+                output={**output, "write_limit_reached": True},
+            )
+        return apply_layer(root_fd, self.workspace_fd, program, {"output": output})
+
     def close(self) -> None:
-        """Drop the socket and the tmpfs (the kernel frees it with the last fd)."""
+        """Drop the workspace fd, the socket and the tmpfs (freed with its last fd)."""
+        if self.workspace_fd >= 0:
+            os.close(self.workspace_fd)
+            self.workspace_fd = -1
         self._theirs.close()
         self._ours.close()
         if self.root_fd is not None:

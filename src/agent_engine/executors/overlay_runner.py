@@ -137,9 +137,8 @@ def build_layer(spec: LayerSpec) -> tuple[int, int, int]:
     lower = _open_workspace(spec.workspace, spec.workspace_fd)
     sizes = {"size": str(spec.size), "nr_inodes": str(spec.inodes), "mode": "0755"}
     top = _new_mount("tmpfs", sizes)
-    _attach(
-        top, lower
-    )  # covers the real workspace in this namespace only; ``lower`` still reads it
+    # Covers the real workspace in this namespace only; ``lower`` still reads it.
+    _attach(top, lower)
     for name in ("upper", "work", "merged", "scratch"):
         os.mkdir(name, 0o755, dir_fd=top)
     os.chmod("scratch", 0o1777, dir_fd=top)  # /tmp inside: every uid may write, sticky

@@ -50,13 +50,7 @@ from agent_engine.executors.command_process import (
     run_process,
 )
 from agent_engine.executors.input_checks import literal_string, workspace_path_problem
-from agent_engine.executors.overlay_apply import apply_layer
-from agent_engine.executors.overlay_layer import (
-    CommandWriteLimitError,
-    WriteLayer,
-    write_limit_message,
-    write_limit_reached,
-)
+from agent_engine.executors.overlay_layer import WriteLayer
 from agent_engine.executors.sandbox import (
     SandboxPolicy,
     bwrap_argv,
@@ -170,47 +164,35 @@ def _prepare(workspace: Workspace, input: RunCommandInput, context: ExecutorCont
     )
 
 
-@dataclass
-class _Sandboxing:
-    """What a sandboxed command holds open: the workspace fd and its write layer."""
-
-    workspace_fd: int
-    layer: WriteLayer
-
-    def close(self) -> None:
-        os.close(self.workspace_fd)
-        self.layer.close()
-
-
 def _process_spec(
     workspace: Workspace, input: RunCommandInput, prepared: _Prepared, limits: ExecutionLimits
-) -> tuple[ProcessSpec, PidsCgroup | None, _Sandboxing | None]:
+) -> tuple[ProcessSpec, PidsCgroup | None, WriteLayer | None]:
     """How to start the command (in bubblewrap unless the sandbox is off), its pids cgroup if
-    this host offers one, and what the sandbox holds open (closed by the caller)."""
-    sandboxing = None
+    this host offers one, and its write layer (closed by the caller)."""
+    write_layer = None
     if limits.sandbox != "none":
-        sandboxing = _Sandboxing(workspace.open_dir("."), WriteLayer())
+        write_layer = WriteLayer(workspace.open_dir("."))
     parent = pids_cgroup_parent()
     processes = prepared.limits.max_processes + (
-        SANDBOX_OVERHEAD_PROCESSES if sandboxing is not None else 0
+        SANDBOX_OVERHEAD_PROCESSES if write_layer is not None else 0
     )
     try:
         cgroup = PidsCgroup(parent, processes) if parent else None
     except OSError as exc:
-        if sandboxing is not None:
-            sandboxing.close()
+        if write_layer is not None:
+            write_layer.close()
         raise SandboxUnavailableError(f"could not create the command's pids cgroup: {exc}") from exc
     pairs = rlimit_pairs(prepared.limits, nproc=cgroup is None)
     kill_rest = cgroup.kill_all if cgroup is not None else None
-    if sandboxing is None:  # no sandbox
+    if write_layer is None:  # no sandbox
         preexec = child_setup(prepared.cwd_fd, pairs, cgroup)
         spec = ProcessSpec(input.argv, prepared.executable, prepared.env, preexec, (), kill_rest)
         return spec, cgroup, None
     inside_cwd = os.path.normpath(os.path.join(str(workspace.root), prepared.cwd))
     policy = SandboxPolicy(
         workspace=str(workspace.root),
-        workspace_fd=sandboxing.workspace_fd,
-        scratch_fd=sandboxing.layer.child_fd,
+        workspace_fd=write_layer.workspace_fd,
+        scratch_fd=write_layer.child_fd,
         cwd=inside_cwd,
         env=prepared.env,
         read_only_paths=limits.sandbox_read_only_paths,
@@ -219,14 +201,14 @@ def _process_spec(
         disable_userns=probe().disables_userns,
     )
     argv = bwrap_argv(policy, prepared.executable, input.argv[1:])
-    layer = sandboxing.layer.child_setup(
+    build_layer = write_layer.child_setup(
         policy.workspace, policy.workspace_fd, prepared.write_bytes
     )
-    preexec = child_setup(None, pairs, cgroup, layer)
+    preexec = child_setup(None, pairs, cgroup, build_layer)
     # bubblewrap clears the command's environment itself; it gets only the scrubbed one too.
     fds = (policy.workspace_fd, policy.scratch_fd)
     spec = ProcessSpec(argv, argv[0], prepared.env, preexec, fds, kill_rest)
-    return spec, cgroup, sandboxing
+    return spec, cgroup, write_layer
 
 
 class RunCommandExecutor(Executor[RunCommandInput, RunCommandOutput]):
@@ -310,16 +292,23 @@ class RunCommandExecutor(Executor[RunCommandInput, RunCommandOutput]):
         prepared = await run_blocking(_prepare, workspace, input, context)
         context.logger.info("running %s in %s", input.argv, input.cwd or ".")
         try:
-            outcome, sandboxing = await _run(workspace, input, prepared, context)
+            outcome, write_layer = await _run(workspace, input, prepared, context)
         finally:
             os.close(prepared.cwd_fd)
         output = _output(input, prepared, outcome, context.limits.sandbox)
         try:
-            if sandboxing is not None and not (outcome.cancelled or outcome.timed_out):
-                output = await run_blocking(_apply, input, prepared, output, sandboxing, context)
+            if write_layer is not None and not (outcome.cancelled or outcome.timed_out):
+                changes = await run_blocking(
+                    write_layer.apply,
+                    input.argv[0],
+                    output.model_dump(mode="json"),
+                    prepared.write_bytes,
+                    context.limits.command_max_write_bytes,
+                )
+                context.logger.info("applied to the workspace: %s", changes)
         finally:
-            if sandboxing is not None:
-                sandboxing.close()
+            if write_layer is not None:
+                write_layer.close()
         if outcome.cancelled:
             raise StepCancelledError(
                 f"run_command {input.argv[0]!r} cancelled; everything it started was killed",
@@ -339,8 +328,8 @@ class RunCommandExecutor(Executor[RunCommandInput, RunCommandOutput]):
 
 async def _run(
     workspace: Workspace, input: RunCommandInput, prepared: _Prepared, context: ExecutorContext
-) -> tuple[ProcessOutcome, _Sandboxing | None]:
-    spec, cgroup, sandboxing = await run_blocking(
+) -> tuple[ProcessOutcome, WriteLayer | None]:
+    spec, cgroup, write_layer = await run_blocking(
         _process_spec, workspace, input, prepared, context.limits
     )
     try:
@@ -351,51 +340,17 @@ async def _run(
             output_cap=context.limits.command_output_cap_bytes,
         )
     except (OSError, subprocess.SubprocessError) as exc:
-        if sandboxing is not None:
-            sandboxing.close()
+        if write_layer is not None:
+            write_layer.close()
         raise ExecutorError(f"could not start {input.argv[0]!r}: {exc}") from exc
     except BaseException:
-        if sandboxing is not None:
-            sandboxing.close()
+        if write_layer is not None:
+            write_layer.close()
         raise
     finally:
         if cgroup is not None:
             await run_blocking(cgroup.remove)
-    return outcome, sandboxing
-
-
-def _apply(
-    input: RunCommandInput,
-    prepared: _Prepared,
-    output: RunCommandOutput,
-    sandboxing: _Sandboxing,
-    context: ExecutorContext,
-) -> RunCommandOutput:
-    """Apply what a command that ended by itself wrote to the workspace, all or nothing: not
-    when it filled its write budget (CommandWriteLimitError), nor when it made a symlink."""
-    root_fd = sandboxing.layer.receive()  # the runner made the layer, so the command ran
-    program = input.argv[0]
-    if write_limit_reached(root_fd):
-        full = output.model_copy(update={"write_limit_reached": True})
-        raise CommandWriteLimitError(
-            write_limit_message(
-                program, prepared.write_bytes, context.limits.command_max_write_bytes
-            ),
-            limit="max_write_bytes",
-            maximum=prepared.write_bytes,
-            output=full.model_dump(mode="json"),
-        )
-    changes = apply_layer(
-        root_fd, sandboxing.workspace_fd, program, {"output": output.model_dump(mode="json")}
-    )
-    context.logger.info(
-        "applied %d files (%d bytes), %d new folders, %d deletions to the workspace",
-        changes.files,
-        changes.bytes,
-        changes.directories,
-        changes.deletions,
-    )
-    return output
+    return outcome, write_layer
 
 
 def _output(

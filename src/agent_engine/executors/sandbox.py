@@ -168,16 +168,16 @@ class Probe:
 
 
 def _try(policy: SandboxPolicy, true: str) -> str | None:
-    layer = WriteLayer()
+    layer = WriteLayer(os.dup(policy.workspace_fd))
     try:
-        argv = bwrap_argv(replace(policy, scratch_fd=layer.child_fd), true, [])
+        policy = replace(policy, workspace_fd=layer.workspace_fd, scratch_fd=layer.child_fd)
         done = subprocess.run(
-            argv,
+            bwrap_argv(policy, true, []),
             capture_output=True,
             timeout=PROBE_TIMEOUT_S,
             env={},
             check=False,
-            pass_fds=(policy.workspace_fd, layer.child_fd),  # the workspace, the report socket
+            pass_fds=(policy.workspace_fd, policy.scratch_fd),  # the workspace, the report socket
             preexec_fn=layer.child_setup(policy.workspace, policy.workspace_fd, 1 << 20),
         )
         layer.receive()  # the write layer was made

@@ -295,8 +295,8 @@ async def test_git_writes_of_a_command_reach_the_workspace(
     assert (root / ".git" / "HEAD").is_file()
 
 
-def test_a_layer_that_was_never_made_names_the_reason() -> None:
-    layer = WriteLayer()
+def test_a_layer_that_was_never_made_names_the_reason(root: Path) -> None:
+    layer = WriteLayer(os.open(root, os.O_RDONLY | os.O_DIRECTORY))
     try:
         with pytest.raises(SandboxUnavailableError, match="write layer could not be made"):
             layer.receive()
