@@ -2,8 +2,9 @@
 command's write layer and hand it to the server.
 
 It runs between fork and exec (subprocess's ``preexec_fn``, after the child has joined its
-cgroup and before its rlimits), so no interpreter starts for it. In a user and mount namespace
-of its own, where the child is root over nothing but its own mounts, it
+cgroup and before its rlimits), so no interpreter starts for it. In a mount namespace of its
+own (with a user namespace where the child is root over nothing but its own mounts, unless the
+server is root and may mount already), it
 
 1. creates a tmpfs of ``size`` bytes and ``inodes`` inodes, detached, and attaches it on the
    workspace directory the server opened and checked (the ``workspace_fd`` it inherits);
@@ -82,17 +83,22 @@ def _attach(mount_fd: int, target_dir_fd: int, name: str = "") -> None:
     _syscall(_NR_MOVE_MOUNT, "move_mount", mount_fd, b"", target_dir_fd, name.encode(), flags)
 
 
-def _enter_namespaces() -> None:
-    """A user namespace where this process is root (mapped to the server's uid and gid) and a
-    mount namespace of its own whose mounts never propagate to the host."""
+def _enter_namespaces() -> bool:
+    """A mount namespace of its own whose mounts never propagate to the host: alone when this
+    process may mount (a root server), else with a user namespace where it is root (mapped to
+    the server's uid and gid). Whether it is in a user namespace of its own."""
     uid, gid = os.getuid(), os.getgid()
-    _checked(_LIBC.unshare(_CLONE_NEWUSER | _CLONE_NEWNS), "unshare")
-    for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
-        with open(f"/proc/self/{name}", "w") as control:
-            control.write(text)
-    # Gaining capabilities in the new namespace cleared the parent-death signal; set it again.
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    own_user_namespace = uid != 0 or _LIBC.unshare(_CLONE_NEWNS) != 0
+    if own_user_namespace:
+        _checked(_LIBC.unshare(_CLONE_NEWUSER | _CLONE_NEWNS), "unshare")
+        maps = (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1"))
+        for name, text in maps:
+            with open(f"/proc/self/{name}", "w") as control:
+                control.write(text)
+        # Gaining capabilities in the new namespace cleared the parent-death signal.
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     _checked(_LIBC.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "private mounts")
+    return own_user_namespace
 
 
 def _open_workspace(path: str, inherited_fd: int) -> int:
@@ -133,7 +139,7 @@ LAYER_FAILED_EXIT = 1
 
 def build_layer(spec: LayerSpec) -> tuple[int, int, int]:
     """Mount the layer; return the fds of the tmpfs root, the overlay root and the scratch."""
-    _enter_namespaces()
+    user_namespace = _enter_namespaces()
     lower = _open_workspace(spec.workspace, spec.workspace_fd)
     sizes = {"size": str(spec.size), "nr_inodes": str(spec.inodes), "mode": "0755"}
     top = _new_mount("tmpfs", sizes)
@@ -146,7 +152,8 @@ def build_layer(spec: LayerSpec) -> tuple[int, int, int]:
         name: os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=top)
         for name in ("upper", "work", "scratch")
     }
-    _require_user_xattrs(folders["work"])
+    if user_namespace:
+        _require_user_xattrs(folders["work"])
     layers = {
         "lowerdir": f"/proc/self/fd/{lower}",
         "upperdir": f"/proc/self/fd/{folders['upper']}",
@@ -154,9 +161,14 @@ def build_layer(spec: LayerSpec) -> tuple[int, int, int]:
         "index": "off",
         "metacopy": "off",
     }
-    # userxattr: the overlay's own marks (opaque folders) are user.overlay.* xattrs, the only
-    # ones a mount in a user namespace may write; it also keeps renames of lower folders off.
-    overlay = _new_mount("overlay", layers, ("userxattr",))
+    if user_namespace:
+        # The overlay's own marks (opaque folders) become user.overlay.* xattrs, the only ones
+        # a mount in a user namespace may write; that also keeps renames of lower folders off.
+        overlay = _new_mount("overlay", layers, ("userxattr",))
+    else:
+        # trusted.overlay.* marks; a folder's rename is refused (EXDEV) here too, since the
+        # apply copies the upper layer as it is and follows no redirect.
+        overlay = _new_mount("overlay", {**layers, "redirect_dir": "off"})
     _attach(overlay, top, "merged")
     return top, overlay, folders["scratch"]
 
