@@ -1,5 +1,6 @@
 """What the bubblewrap sandbox adds to a command's start: ``python3 -c pass`` through the
-run_command executor, with the sandbox and without (AGENT_ENGINE_SANDBOX=none), p50 and p95.
+run_command executor, with the sandbox (its write layer made, and applied empty, included) and
+without (AGENT_ENGINE_SANDBOX=none), p50 and p95.
 
 Run ``python -m bench.sandbox_start [--runs N]``. Target: the sandbox adds at most 50 ms p50.
 """

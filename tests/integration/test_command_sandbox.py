@@ -17,6 +17,7 @@ from agent_engine.config import Settings
 from tests.integration.test_plan_checks import refused
 from tests.integration.test_workers import embedded_worker_client, wait_for
 from tests.policies import UNATTENDED, unattended_policies
+from tests.sandboxing import require_sandbox
 
 OPENAI_KEY = "sk-test-F2-openai-0123456789abcdef"
 ANTHROPIC_KEY = "sk-ant-test-F2-anthropic-0123456789"
@@ -155,3 +156,25 @@ async def test_a_step_may_lower_its_limits_below_the_caps(
 ) -> None:
     response = await create(client, [command("python3", max_processes=3, cpu_seconds=5)], workspace)
     assert response.status_code == 201, response.text
+
+
+async def test_a_command_writing_past_max_write_bytes_fails_its_step_and_changes_nothing(
+    commands: httpx.AsyncClient, workspace: Path
+) -> None:
+    """Many files, each small, add up past the write budget: the step fails with
+    command_write_limit naming the cap, and the workspace is as it was before the run."""
+    require_sandbox()
+    (workspace / "kept.txt").write_text("before\n")
+    script = (
+        "open('kept.txt', 'w').write('after')\n"
+        "for i in range(40):\n"
+        "    open(f'part{i}.bin', 'wb').write(b'x' * 65536)\n"
+    )
+    run = await finished(commands, [python(script, max_write_bytes=1 << 20)], workspace)
+    (only,) = run["steps"]
+    assert (run["status"], only["status"]) == ("failed", "failed")
+    assert only["error"]["code"] == "command_write_limit"
+    assert "AGENT_ENGINE_COMMAND_MAX_WRITE_BYTES" in only["error"]["message"]
+    assert only["error"]["output"]["write_limit_reached"] is True
+    assert sorted(p.name for p in workspace.iterdir()) == ["kept.txt"]
+    assert (workspace / "kept.txt").read_text() == "before\n"

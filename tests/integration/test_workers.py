@@ -214,6 +214,12 @@ def _alive(pid: int) -> bool:
     return False
 
 
+def _cmdline(pid: int) -> bytes:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    return b""
+
+
 def _pids_working_in(folder: Path) -> list[int]:
     """Host pids of the processes whose cwd is ``folder`` (a sandboxed command's own pids are
     those of its PID namespace, so the test finds them this way)."""
@@ -233,8 +239,7 @@ async def test_cancel_kills_a_running_commands_whole_process_group(
     workspace.mkdir()
     script = (
         "import subprocess, sys, time\n"
-        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
-        "open('child.pid', 'w').write(str(child.pid))\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', 'the-child'])\n"
         "time.sleep(60)\n"
     )
     steps = [
@@ -251,12 +256,14 @@ async def test_cancel_kills_a_running_commands_whole_process_group(
         "policy": UNATTENDED,
     }
     run = (await command_client.post("/v1/agent-runs", json=body)).json()
-    pid_file = workspace / "child.pid"
+    # What a command writes reaches the workspace only when it ends: the test finds its child
+    # by the processes working in the workspace.
     deadline = time.monotonic() + 15
-    while not pid_file.exists() or not pid_file.read_text():
+    command: list[int] = []
+    while not any(b"the-child" in _cmdline(pid) for pid in command):
         assert time.monotonic() < deadline, "the command never started"
         await asyncio.sleep(0.05)
-    command = [pid for pid in _pids_working_in(workspace.resolve()) if _alive(pid)]
+        command = [pid for pid in _pids_working_in(workspace.resolve()) if _alive(pid)]
     assert len(command) >= 2  # the command and its child
     cancelled = (await command_client.post(f"/v1/agent-runs/{run['id']}/cancel")).json()
     assert cancelled["status"] == "cancelled"

@@ -109,10 +109,14 @@ _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") el
 
 
 def child_setup(
-    cwd_fd: int | None, limits: list[tuple[int, tuple[int, int]]], cgroup: PidsCgroup | None
+    cwd_fd: int | None,
+    limits: list[tuple[int, tuple[int, int]]],
+    cgroup: PidsCgroup | None,
+    prepare: Callable[[], None] | None = None,
 ) -> Callable[[], None]:
-    """What the forked child does before exec: die with its parent, join its pids cgroup, enter
-    its cwd (without a sandbox, which enters it itself) and set its rlimits."""
+    """What the forked child does before exec: die with its parent, join its pids cgroup, run
+    ``prepare`` (the sandbox's write layer), enter its cwd (without a sandbox, which enters it
+    itself) and set its rlimits (last: they may be below what the forked server uses)."""
 
     # Runs in the forked child before exec: keep it to plain syscalls (no imports, no locks).
     def setup() -> None:
@@ -120,6 +124,8 @@ def child_setup(
             _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if cgroup is not None:
             cgroup.join()
+        if prepare is not None:
+            prepare()
         if cwd_fd is not None:
             os.fchdir(cwd_fd)
         for which, pair in limits:

@@ -1,10 +1,11 @@
 """The run_command step: an allowlisted program run from an argv list, never through a shell.
 
 By default the command runs in a bubblewrap sandbox (see ``sandbox``): its own namespaces, the
-system read-only, only the workspace writable, ``HOME`` and ``TMPDIR`` on a fresh tmpfs, and a
-scrubbed environment. Its limits (see ``command_limits``) are the step's, never above the
-server's caps. Output is capped per stream; a timeout or a cancellation kills everything it
-started, and a timeout fails the step.
+system read-only, a scrubbed environment, and everything it writes (the workspace, seen through
+an overlay, ``HOME`` and ``TMPDIR``) on one tmpfs of ``max_write_bytes``; when it ends, its
+changes are applied to the real workspace all or nothing (see ``overlay_apply``). Its limits
+(see ``command_limits``) are the step's, never above the server's caps. Output is capped per
+stream; a timeout or a cancellation kills everything it started, and a timeout fails the step.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from agent_engine.executors.command_process import (
     run_process,
 )
 from agent_engine.executors.input_checks import literal_string, workspace_path_problem
+from agent_engine.executors.overlay_layer import WriteLayer
 from agent_engine.executors.sandbox import (
     SandboxPolicy,
     bwrap_argv,
@@ -80,7 +82,10 @@ class RunCommandInput(BaseModel):
     )
     max_file_bytes: int | None = Field(default=None, ge=1, le=1 << 40, description="RLIMIT_FSIZE.")
     max_write_bytes: int | None = Field(
-        default=None, ge=1 << 20, le=1 << 40, description="Size of the HOME/TMPDIR tmpfs."
+        default=None,
+        ge=1 << 20,
+        le=1 << 40,
+        description="Bytes the command may write in all: workspace changes, HOME and TMPDIR.",
     )
 
     @field_validator("argv")
@@ -110,6 +115,9 @@ class RunCommandOutput(BaseModel):
     killed: bool
     timed_out: bool
     sandbox: str = "bwrap"
+    write_limit_reached: bool = Field(
+        default=False, description="It filled max_write_bytes; nothing it wrote was applied."
+    )
 
 
 @dataclass
@@ -158,30 +166,33 @@ def _prepare(workspace: Workspace, input: RunCommandInput, context: ExecutorCont
 
 def _process_spec(
     workspace: Workspace, input: RunCommandInput, prepared: _Prepared, limits: ExecutionLimits
-) -> tuple[ProcessSpec, PidsCgroup | None, int | None]:
+) -> tuple[ProcessSpec, PidsCgroup | None, WriteLayer | None]:
     """How to start the command (in bubblewrap unless the sandbox is off), its pids cgroup if
-    this host offers one, and the workspace fd the sandbox binds (closed by the caller)."""
-    workspace_fd = workspace.open_dir(".") if limits.sandbox != "none" else None
+    this host offers one, and its write layer (closed by the caller)."""
+    write_layer = None
+    if limits.sandbox != "none":
+        write_layer = WriteLayer(workspace.open_dir("."))
     parent = pids_cgroup_parent()
     processes = prepared.limits.max_processes + (
-        SANDBOX_OVERHEAD_PROCESSES if workspace_fd is not None else 0
+        SANDBOX_OVERHEAD_PROCESSES if write_layer is not None else 0
     )
     try:
         cgroup = PidsCgroup(parent, processes) if parent else None
     except OSError as exc:
-        if workspace_fd is not None:
-            os.close(workspace_fd)
+        if write_layer is not None:
+            write_layer.close()
         raise SandboxUnavailableError(f"could not create the command's pids cgroup: {exc}") from exc
     pairs = rlimit_pairs(prepared.limits, nproc=cgroup is None)
     kill_rest = cgroup.kill_all if cgroup is not None else None
-    if workspace_fd is None:  # no sandbox
+    if write_layer is None:  # no sandbox
         preexec = child_setup(prepared.cwd_fd, pairs, cgroup)
         spec = ProcessSpec(input.argv, prepared.executable, prepared.env, preexec, (), kill_rest)
         return spec, cgroup, None
     inside_cwd = os.path.normpath(os.path.join(str(workspace.root), prepared.cwd))
     policy = SandboxPolicy(
         workspace=str(workspace.root),
-        workspace_fd=workspace_fd,
+        workspace_fd=write_layer.workspace_fd,
+        scratch_fd=write_layer.child_fd,
         cwd=inside_cwd,
         env=prepared.env,
         read_only_paths=limits.sandbox_read_only_paths,
@@ -190,10 +201,14 @@ def _process_spec(
         disable_userns=probe().disables_userns,
     )
     argv = bwrap_argv(policy, prepared.executable, input.argv[1:])
-    preexec = child_setup(None, pairs, cgroup)
+    build_layer = write_layer.child_setup(
+        policy.workspace, policy.workspace_fd, prepared.write_bytes
+    )
+    preexec = child_setup(None, pairs, cgroup, build_layer)
     # bubblewrap clears the command's environment itself; it gets only the scrubbed one too.
-    spec = ProcessSpec(argv, argv[0], prepared.env, preexec, (workspace_fd,), kill_rest)
-    return spec, cgroup, workspace_fd
+    fds = (policy.workspace_fd, policy.scratch_fd)
+    spec = ProcessSpec(argv, argv[0], prepared.env, preexec, fds, kill_rest)
+    return spec, cgroup, write_layer
 
 
 class RunCommandExecutor(Executor[RunCommandInput, RunCommandOutput]):
@@ -277,10 +292,23 @@ class RunCommandExecutor(Executor[RunCommandInput, RunCommandOutput]):
         prepared = await run_blocking(_prepare, workspace, input, context)
         context.logger.info("running %s in %s", input.argv, input.cwd or ".")
         try:
-            outcome = await _run(workspace, input, prepared, context)
+            outcome, write_layer = await _run(workspace, input, prepared, context)
         finally:
             os.close(prepared.cwd_fd)
         output = _output(input, prepared, outcome, context.limits.sandbox)
+        try:
+            if write_layer is not None and not (outcome.cancelled or outcome.timed_out):
+                changes = await run_blocking(
+                    write_layer.apply,
+                    input.argv[0],
+                    output.model_dump(mode="json"),
+                    prepared.write_bytes,
+                    context.limits.command_max_write_bytes,
+                )
+                context.logger.info("applied to the workspace: %s", changes)
+        finally:
+            if write_layer is not None:
+                write_layer.close()
         if outcome.cancelled:
             raise StepCancelledError(
                 f"run_command {input.argv[0]!r} cancelled; everything it started was killed",
@@ -300,24 +328,29 @@ class RunCommandExecutor(Executor[RunCommandInput, RunCommandOutput]):
 
 async def _run(
     workspace: Workspace, input: RunCommandInput, prepared: _Prepared, context: ExecutorContext
-) -> ProcessOutcome:
-    spec, cgroup, workspace_fd = await run_blocking(
+) -> tuple[ProcessOutcome, WriteLayer | None]:
+    spec, cgroup, write_layer = await run_blocking(
         _process_spec, workspace, input, prepared, context.limits
     )
     try:
-        return await run_process(
+        outcome = await run_process(
             spec,
             timeout_s=prepared.timeout_s,
             cancel=context.cancel_event,
             output_cap=context.limits.command_output_cap_bytes,
         )
     except (OSError, subprocess.SubprocessError) as exc:
+        if write_layer is not None:
+            write_layer.close()
         raise ExecutorError(f"could not start {input.argv[0]!r}: {exc}") from exc
+    except BaseException:
+        if write_layer is not None:
+            write_layer.close()
+        raise
     finally:
-        if workspace_fd is not None:
-            os.close(workspace_fd)
         if cgroup is not None:
             await run_blocking(cgroup.remove)
+    return outcome, write_layer
 
 
 def _output(

@@ -2,8 +2,10 @@
 a one-time probe of whether bubblewrap can run on this host.
 
 Inside: new user, PID, mount, network, IPC, UTS and cgroup namespaces; uid 1000; the system
-read-only; the workspace bound read-write at its own path; ``HOME`` and ``TMPDIR`` on a fresh,
-size-limited tmpfs; a fresh ``/proc`` and a minimal ``/dev``; nothing else of the host.
+read-only; the workspace at its own path as an overlay over the real one, writable; ``HOME`` and
+``TMPDIR`` on the same size-limited tmpfs as the overlay's upper layer (the forked child makes
+it before it execs bubblewrap, see ``overlay_runner``); a fresh ``/proc`` and a minimal ``/dev``;
+nothing else of the host.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+
+from agent_engine.errors import SandboxUnavailableError
+from agent_engine.executors.overlay_layer import WriteLayer
 
 BWRAP = "/usr/bin/bwrap"  # Debian's bubblewrap package; a fixed path, never looked up on PATH
 SANDBOX_UID = 1000
@@ -53,13 +58,20 @@ INSTALL_HINT = (
 class SandboxPolicy:
     """What one sandboxed command may see and do."""
 
-    workspace: str  # absolute path, bound read-write at the same path inside
-    workspace_fd: int  # an open directory fd of the workspace (bound by fd: no path race)
+    workspace: str  # absolute path, where the command sees its workspace
+    # An open directory fd of the workspace, checked by the server; the child mounts the
+    # overlay over that very directory and puts the overlay's root on this fd number.
+    workspace_fd: int
+    # The fd number of the write layer's report socket; the child puts the scratch folder (HOME
+    # and TMPDIR) there once it has reported.
+    scratch_fd: int
     cwd: str  # absolute, inside the workspace
     env: Mapping[str, str]  # the whole environment inside (HOME and TMPDIR are set here)
     read_only_paths: tuple[str, ...] = ()  # extra host folders bound read-only at their path
     network: bool = False
-    scratch_bytes: int = 512 << 20  # size of the tmpfs holding HOME and TMPDIR
+    # Size of the tmpfs holding everything the command writes: the workspace's upper layer,
+    # HOME and TMPDIR.
+    scratch_bytes: int = 512 << 20
     # No user namespaces inside (the kernel code they reach is a common way out of sandboxes).
     disable_userns: bool = False
 
@@ -103,16 +115,13 @@ def bwrap_argv(policy: SandboxPolicy, executable: str, args: Sequence[str]) -> l
         "/proc",
         "--dev",
         "/dev",
-        "--perms",
-        "1777",
-        "--size",
-        str(policy.scratch_bytes),
-        "--tmpfs",
+        "--bind-fd",  # the scratch folder of the write layer (mode 1777)
+        str(policy.scratch_fd),
         SCRATCH,
         "--dir",
         HOME,
     ]
-    # After the scratch tmpfs, which would hide a read-only path under /tmp (a virtualenv in a
+    # After the scratch folder, which would hide a read-only path under /tmp (a virtualenv in a
     # checkout there), and before the workspace, which may lie inside one and stays writable.
     for path in policy.read_only_paths:
         argv += ["--ro-bind-try", path, path]  # a folder that is gone hides nothing
@@ -158,18 +167,26 @@ class Probe:
     disables_userns: bool = False
 
 
-def _try(argv: list[str], fd: int) -> str | None:
+def _try(policy: SandboxPolicy, true: str) -> str | None:
+    layer = WriteLayer(os.dup(policy.workspace_fd))
     try:
+        policy = replace(policy, workspace_fd=layer.workspace_fd, scratch_fd=layer.child_fd)
         done = subprocess.run(
-            argv,
+            bwrap_argv(policy, true, []),
             capture_output=True,
             timeout=PROBE_TIMEOUT_S,
             env={},
             check=False,
-            pass_fds=(fd,),  # bwrap binds the workspace by this fd
+            pass_fds=(policy.workspace_fd, policy.scratch_fd),  # the workspace, the report socket
+            preexec_fn=layer.child_setup(policy.workspace, policy.workspace_fd, 1 << 20),
         )
+        layer.receive()  # the write layer was made
     except (OSError, subprocess.SubprocessError) as exc:
         return f"bubblewrap could not start: {exc}"
+    except SandboxUnavailableError as exc:
+        return exc.detail
+    finally:
+        layer.close()
     if done.returncode == 0:
         return None
     reason = done.stderr.decode(errors="replace").strip().splitlines()
@@ -187,11 +204,12 @@ def probe() -> Probe:
     with tempfile.TemporaryDirectory(prefix="agent-engine-probe-") as folder:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            policy = SandboxPolicy(workspace=folder, workspace_fd=fd, cwd=folder, env={})
-            hardened = bwrap_argv(replace(policy, disable_userns=True), true, [])
-            if _try(hardened, fd) is None:
+            policy = SandboxPolicy(
+                workspace=folder, workspace_fd=fd, scratch_fd=-1, cwd=folder, env={}
+            )
+            if _try(replace(policy, disable_userns=True), true) is None:
                 return Probe(None, disables_userns=True)
-            return Probe(_try(bwrap_argv(policy, true, []), fd))
+            return Probe(_try(policy, true))
         finally:
             os.close(fd)
 

@@ -30,23 +30,27 @@ from agent_engine.executors import sandbox
 from agent_engine.executors.base import ExecutionLimits, ExecutorContext
 from agent_engine.executors.run_command import RUN_COMMAND, RunCommandOutput
 from agent_engine.executors.sandbox import HOME
-from tests.sandboxing import require_sandbox
+from tests.sandboxing import INTERPRETER_PATHS, require_sandbox
 
-# A grandchild that holds an exclusive lock on alive.lock while it lives (pids inside the sandbox
-# are not the host's, so the lock is how a test sees it die), then says so in gc.started.
+# A grandchild that holds an exclusive lock on the file named by argv[1] while it lives (pids
+# inside the sandbox are not the host's, so the lock is how a test sees it die), then says so in
+# gc.started. The lock file lies outside the workspace, in a folder the sandbox sees read-only:
+# what a command writes in the workspace reaches the host only when the command has ended.
 HOLD_LOCK = (
     "import fcntl, os, sys, time\n"
     "if 'setsid' in sys.argv: os.setsid()\n"
-    "lock = open('alive.lock', 'w')\n"
+    "lock = open(sys.argv[1])\n"
     "fcntl.flock(lock, fcntl.LOCK_EX)\n"
     "open('gc.started', 'w').close()\n"
     "time.sleep(60)\n"
 )
-# Starts that grandchild, waits until it holds its lock, then sleeps (or, with 'exit', exits).
+# Starts that grandchild, waits until it holds its lock, says so, then sleeps (or, with 'exit',
+# exits).
 SPAWN_GRANDCHILD = (
     "import os, subprocess, sys, time\n"
     f"subprocess.Popen([sys.executable, '-c', {HOLD_LOCK!r}, *sys.argv[1:]])\n"
     "while not os.path.exists('gc.started'): time.sleep(0.01)\n"
+    "print('grandchild started', flush=True)\n"
     "if 'exit' in sys.argv: sys.exit(0)\n"
     "time.sleep(60)\n"
 )
@@ -71,22 +75,37 @@ def lock_is_free(path: Path) -> bool:
         return True
 
 
-async def grandchild_gone(root: Path, seconds: float = 5.0) -> bool:
+async def grandchild_gone(lock: Path, seconds: float = 5.0) -> bool:
     """Whether the grandchild of SPAWN_GRANDCHILD has died (its lock is free) within ``seconds``."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if lock_is_free(root / "alive.lock"):
+        if lock_is_free(lock):
             return True
         await asyncio.sleep(0.05)
-    return lock_is_free(root / "alive.lock")
+    return lock_is_free(lock)
 
 
-async def grandchild_started(root: Path) -> None:
+async def grandchild_started(lock: Path) -> None:
     for _ in range(200):
-        if (root / "gc.started").exists():
+        if not lock_is_free(lock):
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the grandchild never started")
+
+
+@pytest.fixture
+def lock(tmp_path: Path) -> Path:
+    """The grandchild's lock file, outside the workspace."""
+    folder = tmp_path / "locks"
+    folder.mkdir()
+    (folder / "alive.lock").touch()
+    return folder / "alive.lock"
+
+
+@pytest.fixture
+def watched(make_context: Callable[..., ExecutorContext], lock: Path) -> ExecutorContext:
+    """A context whose sandbox sees the lock's folder (read-only: flock needs no write)."""
+    return make_context(sandbox_read_only_paths=(*INTERPRETER_PATHS, str(lock.parent)))
 
 
 def test_run_command_declares_an_approved_non_idempotent_side_effect() -> None:
@@ -255,33 +274,37 @@ async def test_timeout_is_capped_by_the_configuration(
 
 
 async def test_timeout_kills_the_whole_process_group(
-    root: Path, context: ExecutorContext, python_exe: str
+    lock: Path, watched: ExecutorContext, python_exe: str
 ) -> None:
-    with pytest.raises(CommandTimedOutError):
-        await run(context, python_exe, "-c", SPAWN_GRANDCHILD, timeout_s=1.5)
-    assert await grandchild_gone(root)
+    with pytest.raises(CommandTimedOutError) as caught:
+        await run(watched, python_exe, "-c", SPAWN_GRANDCHILD, str(lock), timeout_s=1.5)
+    assert caught.value.data["output"]["stdout"] == "grandchild started\n"
+    assert await grandchild_gone(lock)
 
 
 @pytest.mark.usefixtures("sandboxed")
 async def test_a_setsid_grandchild_dies_with_the_timed_out_step(
-    root: Path, context: ExecutorContext, python_exe: str
+    root: Path, lock: Path, watched: ExecutorContext, python_exe: str
 ) -> None:
-    """F4: a process that double-forks into a session of its own dies with its step."""
-    with pytest.raises(CommandTimedOutError):
-        await run(context, python_exe, "-c", SPAWN_GRANDCHILD, "setsid", timeout_s=1.5)
-    assert (root / "gc.started").exists()
-    assert await grandchild_gone(root)
+    """F4: a process that double-forks into a session of its own dies with its step; what a
+    timed-out command wrote is not applied to the workspace."""
+    with pytest.raises(CommandTimedOutError) as caught:
+        await run(watched, python_exe, "-c", SPAWN_GRANDCHILD, str(lock), "setsid", timeout_s=1.5)
+    assert caught.value.data["output"]["stdout"] == "grandchild started\n"
+    assert await grandchild_gone(lock)
+    assert not (root / "gc.started").exists()
 
 
 async def test_background_processes_do_not_outlive_a_finished_command(
-    root: Path, context: ExecutorContext, python_exe: str
+    lock: Path, watched: ExecutorContext, python_exe: str
 ) -> None:
     started = time.monotonic()
-    out = await run(context, python_exe, "-c", SPAWN_GRANDCHILD, "exit")
+    out = await run(watched, python_exe, "-c", SPAWN_GRANDCHILD, str(lock), "exit")
     assert out.exit_code == 0
+    assert out.stdout == "grandchild started\n"
     assert not out.timed_out
     assert time.monotonic() - started < 5  # not held up by the sleeper's copy of the pipes
-    assert await grandchild_gone(root)
+    assert await grandchild_gone(lock)
 
 
 async def test_output_is_capped_per_stream_with_a_marker(
@@ -324,19 +347,19 @@ async def test_cpu_limit_applies(context: ExecutorContext, python_exe: str) -> N
 
 
 async def test_cancel_event_kills_the_group_and_raises(
-    root: Path, context: ExecutorContext, python_exe: str
+    lock: Path, watched: ExecutorContext, python_exe: str
 ) -> None:
     async def cancel_soon() -> None:
-        await grandchild_started(root)
-        context.cancel_event.set()
+        await grandchild_started(lock)
+        watched.cancel_event.set()
 
     canceller = asyncio.create_task(cancel_soon())
     started = time.monotonic()
     with pytest.raises(StepCancelledError, match="cancelled"):
-        await run(context, python_exe, "-c", SPAWN_GRANDCHILD)
+        await run(watched, python_exe, "-c", SPAWN_GRANDCHILD, str(lock))
     await canceller
     assert time.monotonic() - started < 5
-    assert await grandchild_gone(root)
+    assert await grandchild_gone(lock)
 
 
 async def test_preview_describes_the_command_without_running_it(
@@ -407,14 +430,14 @@ async def test_a_cancelled_step_never_starts_its_command(
 
 
 async def test_cancelling_the_task_kills_the_group(
-    root: Path, context: ExecutorContext, python_exe: str
+    lock: Path, watched: ExecutorContext, python_exe: str
 ) -> None:
-    task = asyncio.create_task(run(context, python_exe, "-c", SPAWN_GRANDCHILD))
-    await grandchild_started(root)
+    task = asyncio.create_task(run(watched, python_exe, "-c", SPAWN_GRANDCHILD, str(lock)))
+    await grandchild_started(lock)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert await grandchild_gone(root)
+    assert await grandchild_gone(lock)
 
 
 # --- the sandbox and the limits that hold for every uid (F2, F4) ------------------------------

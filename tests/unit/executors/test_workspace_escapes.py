@@ -246,10 +246,16 @@ async def test_symlink_created_by_previous_step_is_refused(
 ) -> None:
     context = make_context()
     script = f"import os; os.symlink({str(guarded_outside)!r}, 'evil')"
-    created = await RUN_COMMAND.execute(
-        RUN_COMMAND.validate_input({"argv": [context.limits.command_allowlist[0], "-c", script]}),
-        context,
+    plant = RUN_COMMAND.validate_input(
+        {"argv": [context.limits.command_allowlist[0], "-c", script]}
     )
+    if context.limits.sandbox != "none":
+        # A sandboxed command's symlink is refused outright: none of its changes are applied.
+        with pytest.raises(WorkspaceViolationError, match="evil \\(symlink\\)"):
+            await RUN_COMMAND.execute(plant, context)
+        assert not (populated / "evil").exists()
+    # An unsandboxed command plants it; every later step still refuses to follow it.
+    created = await RUN_COMMAND.execute(plant, make_context(sandbox="none"))
     assert created.exit_code == 0, created.stderr
     assert (populated / "evil").is_symlink()
 
