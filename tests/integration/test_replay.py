@@ -1,0 +1,338 @@
+"""Hermetic replay through the real app and its embedded worker, on SQLite and PostgreSQL, with
+a model on a loopback Chat Completions server that counts the requests it receives: a replay
+reproduces every step from the records at $0 and sends the model nothing; a request the
+original never made fails its step with ``replay_miss``; verify mode acts on nothing."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agent_engine.api.app import create_app
+from agent_engine.config import Settings
+from tests.fakes.llm_servers import FakeLLMServer
+from tests.replay_flow import (
+    EchoModel,
+    calls_of,
+    finish,
+    hashes,
+    models_file,
+    replay,
+    reset_workspace,
+    sample_copy,
+)
+
+STORE = "inventory/store.py"
+
+
+@pytest.fixture
+def model() -> Iterator[tuple[FakeLLMServer, EchoModel]]:
+    echo = EchoModel()
+    with FakeLLMServer(responder=echo) as server:
+        yield server, echo
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, model: tuple[FakeLLMServer, EchoModel], tmp_path: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    server, _ = model
+    configured = settings.model_copy(
+        update={
+            "embedded_worker": True,
+            "models_file": models_file(tmp_path, server.openai_base_url),
+            "command_allowlist": [sys.executable],
+        }
+    )
+    app = create_app(configured)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        yield http
+
+
+def sample_plan(*, command: bool) -> list[dict[str, Any]]:
+    """The sample workspace's story: list, read, analyze, edit, (test,) summarize."""
+    steps: list[dict[str, Any]] = [
+        {"step_type": "list_files", "input_data": {"patterns": ["**/*.py"]}},
+        {"step_type": "read_file", "input_data": {"path": STORE}},
+        {
+            "step_type": "analyze",
+            "input_data": {
+                "instruction": "Find problems in the store module",
+                "inputs": [{"$ref": "steps.1.output"}, {"$ref": "steps.2.output"}],
+            },
+        },
+        {
+            "step_type": "edit_file",
+            "input_data": {
+                "path": STORE,
+                "operation": "replace",
+                "old": "import json\nimport os\n",
+                "new": "import json\n",
+            },
+        },
+    ]
+    last = [{"$ref": "steps.3.output.text"}, {"$ref": "steps.4.output.diff"}]
+    if command:
+        steps.append(
+            {
+                "step_type": "run_command",
+                "input_data": {
+                    "argv": [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+                },
+            }
+        )
+        last = [{"$ref": "steps.3.output.text"}, {"$ref": "steps.5.output.stdout"}]
+    steps.append({"step_type": "summarize", "input_data": {"inputs": last}})
+    return steps
+
+
+async def create(client: httpx.AsyncClient, workspace: Path, **body: Any) -> dict[str, Any]:
+    response = await client.post(
+        "/v1/agent-runs",
+        json={"goal": "Tidy the store module", "workspace": str(workspace), "auto_start": True}
+        | body,
+    )
+    assert response.status_code == 201, response.text
+    run: dict[str, Any] = response.json()
+    return run
+
+
+async def audit(client: httpx.AsyncClient, run_id: str) -> list[dict[str, Any]]:
+    body = (await client.get(f"/v1/agent-runs/{run_id}/audit")).json()
+    assert body["chain_valid"] is True
+    events: list[dict[str, Any]] = body["events"]
+    return events
+
+
+async def test_hermetic_replay_reproduces_every_step_at_no_cost_without_a_request(
+    client: httpx.AsyncClient,
+    model: tuple[FakeLLMServer, EchoModel],
+    workspace_root: Path,
+    database_url: str,
+) -> None:
+    server, echo = model
+    workspace = sample_copy(workspace_root)
+    original = await finish(
+        client, (await create(client, workspace, steps=sample_plan(command=False)))["id"]
+    )
+    assert original["status"] == "completed", hashes(original)
+    assert echo.asked == ["analyze", "summarize"]
+    asked = len(server.requests)
+    edited = (workspace / STORE).read_bytes()
+    assert b"import os" not in edited and float(original["total_cost_usd"]) > 0
+
+    # Hermetic: the edit really happens again, so the workspace goes back to where it began.
+    reset_workspace(workspace)
+    created = await replay(client, original["id"])
+    assert (created["replay_of"], created["replay_mode"]) == (original["id"], "hermetic")
+    assert created["options"]["replay"]["of"] == original["id"]
+    again = await finish(client, created["id"], approve=False)
+
+    assert again["status"] == "completed", hashes(again)
+    assert hashes(again) == hashes(original)
+    assert float(again["total_cost_usd"]) == 0
+    assert len(server.requests) == asked  # the provider saw nothing
+    assert (workspace / STORE).read_bytes() == edited
+    calls = await calls_of(database_url, again["id"])
+    originals = await calls_of(database_url, original["id"])
+    assert [c.replayed for c in calls] == [True, True]
+    assert [(c.provider, c.model, c.input_tokens, c.output_tokens) for c in calls] == [
+        (c.provider, c.model, c.input_tokens, c.output_tokens) for c in originals
+    ]
+    assert [c.request_hash for c in calls] == [c.request_hash for c in originals]
+    assert [c.request["replayed_from"] for c in calls] == [str(c.id) for c in originals]
+    assert all(c.cost_usd == 0 for c in calls)
+
+    # The edit's approval was the original approver's, replayed without a person.
+    events = await audit(client, again["id"])
+    kinds = [e["type"] for e in events]
+    assert kinds[:2] == ["run.created", "run.replay_created"]
+    approved = [e for e in events if e["type"] == "step.approved"]
+    assert len(approved) == 1 and approved[0]["actor"] == "alice"
+    first = await audit(client, original["id"])
+    decision_id = events[1]["payload"]["decisions"][0]
+    assert approved[0]["payload"]["replayed_from_approval"] == decision_id
+    assert any(e["type"] == "step.approved" and e["actor"] == "alice" for e in first)
+
+
+async def test_verify_replay_of_the_sample_story_runs_no_command_and_writes_nothing(
+    client: httpx.AsyncClient,
+    model: tuple[FakeLLMServer, EchoModel],
+    workspace_root: Path,
+    database_url: str,
+) -> None:
+    server, _ = model
+    workspace = sample_copy(workspace_root)
+    counter = workspace / "counter.txt"
+    steps = sample_plan(command=True)
+    # The command also counts its runs in a file: a side effect the replay must not repeat.
+    steps[4]["input_data"]["argv"] = [
+        sys.executable,
+        "-c",
+        "import pathlib, subprocess, sys; p = pathlib.Path('counter.txt');"
+        " p.write_text(str(int(p.read_text() if p.exists() else '0') + 1));"
+        " sys.exit(subprocess.call([sys.executable, '-m', 'pytest', '-q',"
+        " '-p', 'no:cacheprovider']))",
+    ]
+    original = await finish(client, (await create(client, workspace, steps=steps))["id"])
+    assert original["status"] == "completed", hashes(original)
+    assert counter.read_text() == "1"
+    asked = len(server.requests)
+
+    reset_workspace(workspace)  # the edit is checked against the file's recorded before-hash
+    before = (workspace / STORE).read_bytes()
+    again = await finish(
+        client, (await replay(client, original["id"], "verify"))["id"], approve=False
+    )
+
+    assert again["status"] == "completed", hashes(again)
+    assert hashes(again) == hashes(original)
+    assert again["replay_mode"] == "verify"
+    assert not counter.exists()  # the command never ran
+    assert (workspace / STORE).read_bytes() == before  # the edit was checked, not made
+    assert len(server.requests) == asked and float(again["total_cost_usd"]) == 0
+    assert all(c.replayed for c in await calls_of(database_url, again["id"]))
+    kinds = [e["type"] for e in await audit(client, again["id"])]
+    assert "effect.intent" not in kinds  # nothing was about to happen
+
+
+async def test_verify_accepts_the_edit_before_or_after_and_refuses_any_other_file(
+    client: httpx.AsyncClient,
+    model: tuple[FakeLLMServer, EchoModel],
+    workspace_root: Path,
+) -> None:
+    server, _ = model
+    workspace = sample_copy(workspace_root)
+    store = workspace / STORE
+    original = await finish(
+        client, (await create(client, workspace, steps=sample_plan(command=False)[3:4]))["id"]
+    )
+    assert original["status"] == "completed", hashes(original)
+    edited = store.read_bytes()
+
+    # On the original's own, edited workspace: the recorded after-hash is there.
+    on_edited = await finish(client, (await replay(client, original["id"], "verify"))["id"])
+    assert on_edited["status"] == "completed", hashes(on_edited)
+    assert hashes(on_edited) == hashes(original) and store.read_bytes() == edited
+    # On the workspace as the original found it: the before-hash; nothing is written.
+    reset_workspace(workspace)
+    before = store.read_bytes()
+    on_reset = await finish(client, (await replay(client, original["id"], "verify"))["id"])
+    assert on_reset["status"] == "completed" and store.read_bytes() == before
+    # Any other file fails the edit with the hashes named.
+    store.write_text("something else\n", encoding="utf-8")
+    changed = await finish(client, (await replay(client, original["id"], "verify"))["id"])
+    assert changed["status"] == "failed"
+    edit = changed["steps"][0]
+    assert edit["status"] == "failed" and edit["error"]["code"] == "stale_edit"
+    recorded = original["steps"][0]["output_data"]
+    assert edit["error"]["expected_sha256"] == recorded["before_sha256"]
+    assert edit["error"]["after_sha256"] == recorded["after_sha256"]
+    assert store.read_text(encoding="utf-8") == "something else\n"
+    assert server.requests == []
+
+
+async def test_a_planned_run_replays_its_planner_call(
+    client: httpx.AsyncClient,
+    model: tuple[FakeLLMServer, EchoModel],
+    workspace_root: Path,
+    database_url: str,
+) -> None:
+    server, echo = model
+    echo.plan = [
+        {"step_type": "read_file", "input_data": {"path": STORE}},
+        {
+            "step_type": "analyze",
+            "input_data": {"instruction": "Review it", "inputs": [{"$ref": "steps.1.output"}]},
+        },
+        {"step_type": "summarize", "input_data": {"inputs": [{"$ref": "steps.2.output.text"}]}},
+    ]
+    workspace = sample_copy(workspace_root)
+    original = await finish(client, (await create(client, workspace))["id"])
+    assert original["status"] == "completed", hashes(original)
+    assert echo.asked == ["plan", "analyze", "summarize"]
+    asked = len(server.requests)
+
+    again = await finish(client, (await replay(client, original["id"]))["id"])
+    assert again["status"] == "completed", hashes(again)
+    assert again["plan_hash"] == original["plan_hash"]
+    assert hashes(again) == hashes(original)
+    assert len(server.requests) == asked and float(again["total_cost_usd"]) == 0
+    calls = await calls_of(database_url, again["id"])
+    assert [(c.purpose, c.replayed) for c in calls] == [
+        ("plan", True),
+        ("step", True),
+        ("step", True),
+    ]
+    plan = (await client.get(f"/v1/agent-runs/{again['id']}/plan")).json()
+    assert plan["source"] == "planner" and plan["llm_call_id"] == str(calls[0].id)
+
+
+async def test_a_changed_prompt_fails_its_step_with_replay_miss_naming_the_fields(
+    client: httpx.AsyncClient,
+    model: tuple[FakeLLMServer, EchoModel],
+    workspace_root: Path,
+) -> None:
+    server, _ = model
+    workspace = sample_copy(workspace_root)
+    steps = sample_plan(command=False)[:3]
+    original = await finish(client, (await create(client, workspace, steps=steps))["id"])
+    assert original["status"] == "completed"
+    asked = len(server.requests)
+
+    # The file the analysis reads changed: the analyze request is not the one recorded.
+    store = workspace / STORE
+    store.write_text(store.read_text(encoding="utf-8") + "\n# changed\n", encoding="utf-8")
+    again = await finish(client, (await replay(client, original["id"]))["id"])
+
+    assert again["status"] == "failed"
+    assert [s["status"] for s in again["steps"]] == ["completed", "completed", "failed"]
+    assert again["steps"][1]["output_hash"] != original["steps"][1]["output_hash"]
+    error = again["steps"][2]["error"]
+    assert error["code"] == "replay_miss"
+    assert error["step_number"] == 3 and error["purpose"] == "step"
+    assert "step 3" in error["message"]
+    paths = [d["path"] for d in error["differences"]]
+    assert paths and all(p.startswith("messages[") for p in paths), paths
+    assert any(
+        "# changed" in str(d["actual"]) or "first_difference_at" in d for d in error["differences"]
+    )
+    assert len(server.requests) == asked  # never a silent live call
+    events = await audit(client, again["id"])
+    failed = [e for e in events if e["type"] == "step.failed"]
+    assert failed and failed[0]["payload"]["error"]["code"] == "replay_miss"
+
+
+async def test_only_a_finished_run_can_be_replayed(
+    client: httpx.AsyncClient, workspace_root: Path
+) -> None:
+    workspace = sample_copy(workspace_root)
+    response = await client.post(
+        "/v1/agent-runs",
+        json={
+            "goal": "waits",
+            "workspace": str(workspace),
+            "steps": [{"step_type": "read_file", "input_data": {"path": STORE}}],
+        },
+    )
+    run = response.json()
+    refused = await client.post(f"/v1/agent-runs/{run['id']}/replay", json={})
+    assert refused.status_code == 409
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert refused.json()["code"] == "invalid_transition"
+    assert "only a completed or failed run" in refused.json()["detail"]
+
+    missing = await client.post(
+        "/v1/agent-runs/00000000-0000-4000-8000-000000000000/replay", json={}
+    )
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+    bad = await client.post(f"/v1/agent-runs/{run['id']}/replay", json={"mode": "live"})
+    assert bad.status_code == 422 and bad.json()["code"] == "validation_error"
