@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from agent_engine.api.app import create_app
 from agent_engine.config import Settings
 from tests.fakes.llm_servers import FakeLLMServer
+from tests.mcp_servers import FAKE_SERVER, write_servers
 from tests.replay_flow import (
     EchoModel,
     calls_of,
@@ -37,16 +39,18 @@ def model() -> Iterator[tuple[FakeLLMServer, EchoModel]]:
         yield server, echo
 
 
-@pytest.fixture
-async def client(
-    settings: Settings, model: tuple[FakeLLMServer, EchoModel], tmp_path: Path
+@asynccontextmanager
+async def app_client(
+    settings: Settings, server: FakeLLMServer, tmp_path: Path, **update: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
-    server, _ = model
+    """The app with its embedded worker, the model on ``server``, and the test interpreter
+    allowed as a command."""
     configured = settings.model_copy(
         update={
             "embedded_worker": True,
             "models_file": models_file(tmp_path, server.openai_base_url),
             "command_allowlist": [sys.executable],
+            **update,
         }
     )
     app = create_app(configured)
@@ -54,6 +58,14 @@ async def client(
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
     ):
+        yield http
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, model: tuple[FakeLLMServer, EchoModel], tmp_path: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client(settings, model[0], tmp_path) as http:
         yield http
 
 
@@ -336,3 +348,47 @@ async def test_only_a_finished_run_can_be_replayed(
     assert missing.status_code == 404 and missing.json()["code"] == "not_found"
     bad = await client.post(f"/v1/agent-runs/{run['id']}/replay", json={"mode": "live"})
     assert bad.status_code == 422 and bad.json()["code"] == "validation_error"
+
+
+# Starts the test MCP server after counting the start in the file named by its second argument.
+COUNTED_START = (
+    "import pathlib, runpy, sys; c = pathlib.Path(sys.argv[2]);"
+    " c.write_text(str(int(c.read_text() if c.exists() else '0') + 1));"
+    " sys.argv = [sys.argv[1]]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
+async def test_verify_replay_calls_no_mcp_tool(
+    settings: Settings,
+    model: tuple[FakeLLMServer, EchoModel],
+    workspace_root: Path,
+    tmp_path: Path,
+) -> None:
+    starts = tmp_path / "mcp-starts.txt"
+    servers = write_servers(
+        tmp_path,
+        {
+            "own": {
+                "command": sys.executable,
+                "args": ["-c", COUNTED_START, str(FAKE_SERVER), str(starts)],
+            }
+        },
+    )
+    workspace = sample_copy(workspace_root)
+    step = {
+        "step_type": "mcp_tool",
+        "input_data": {"server": "own", "tool": "write_note", "arguments": {"text": "hello"}},
+    }
+    async with app_client(
+        settings, model[0], tmp_path, mcp_servers=servers, mcp_timeout_s=30.0
+    ) as client:
+        original = await finish(client, (await create(client, workspace, steps=[step]))["id"])
+        assert original["status"] == "completed", hashes(original)
+        assert "wrote 5 characters" in str(original["steps"][0]["output_data"]["content"])
+        called = int(starts.read_text())
+        again = await finish(
+            client, (await replay(client, original["id"], "verify"))["id"], approve=False
+        )
+        assert again["status"] == "completed", hashes(again)
+        assert hashes(again) == hashes(original)
+        assert int(starts.read_text()) == called  # the server was not even started
