@@ -74,13 +74,20 @@ def _recorded(row: dict[str, Any]) -> RecordedCall:
 
 
 async def load_replay_records(
-    ctx: EngineContext, source: ReplaySource, run_id: uuid.UUID
+    ctx: EngineContext, source: ReplaySource, run_id: uuid.UUID, call: CallContext
 ) -> tuple[ReplayRecords, bool]:
-    """The source run's exchanges with those this run already used marked, and whether this
-    run has already gone live (a fork whose replay missed)."""
+    """The source run's exchanges at the call's site (purpose and step) with those this run
+    already used marked, and whether this run has already gone live (a fork whose replay
+    missed). When the site has none, every exchange of the run: a miss is then certain, and
+    its nearest recorded request may be anywhere."""
+    site = (call.purpose, call.step_number)
     async with read_transaction(ctx.sessions) as session:
-        rows = await recorded_calls_txn(session, source.run_id)
-        served = await served_exchanges_txn(session, run_id)
+        rows = await recorded_calls_txn(session, source.run_id, site)
+        if not rows:
+            rows = await recorded_calls_txn(session, source.run_id)
+        # A step's first attempt is the first to call from its site: nothing can be used yet.
+        first = call.purpose == "step" and call.attempt <= 1
+        served = [] if first else await served_exchanges_txn(session, run_id, site)
         live = source.on_miss == "live" and await has_live_calls_txn(session, run_id)
     records = ReplayRecords(exchanges_of([_recorded(row) for row in rows]), Counter(served))
     return records, live
@@ -105,5 +112,5 @@ async def wrap_for(
     inner: LLMClient,
 ) -> LLMClient:
     """``inner`` wrapped to serve ``call`` from ``source``'s records."""
-    records, live = await load_replay_records(ctx, source, run_id)
+    records, live = await load_replay_records(ctx, source, run_id, call)
     return ReplayingLLMClient(inner, records, call, on_miss=source.on_miss, live=live)

@@ -11,16 +11,30 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_engine.storage.tables import Approval, LLMCall, PlanVersion, Step
 
+CallSite = tuple[str, int | None]  # purpose, step number (None: the planner's calls)
 
-async def recorded_calls_txn(session: AsyncSession, run_id: uuid.UUID) -> list[dict[str, Any]]:
-    """Every model call of the run in the order it was recorded, with its step's number (None
-    for the planner's calls)."""
-    query = (
+
+def _at(query: Any, site: CallSite | None) -> Any:
+    if site is None:
+        return query
+    purpose, step_number = site
+    query = query.where(LLMCall.purpose == purpose)
+    if step_number is None:
+        return query.where(LLMCall.step_id.is_(None))
+    return query.where(Step.step_number == step_number)
+
+
+async def recorded_calls_txn(
+    session: AsyncSession, run_id: uuid.UUID, site: CallSite | None = None
+) -> list[dict[str, Any]]:
+    """The run's model calls (``site``: only those of that purpose and step) in the order they
+    were recorded, each with its step's number (None for the planner's calls)."""
+    query = _at(
         select(LLMCall, Step.step_number)
         .outerjoin(Step, Step.id == LLMCall.step_id)
-        .where(LLMCall.run_id == run_id)
-        .order_by(LLMCall.created_at, LLMCall.attempt)
-    )
+        .where(LLMCall.run_id == run_id),
+        site,
+    ).order_by(LLMCall.created_at, LLMCall.attempt)
     rows = []
     for call, step_number in (await session.execute(query)).all():
         rows.append(
@@ -47,14 +61,15 @@ async def recorded_calls_txn(session: AsyncSession, run_id: uuid.UUID) -> list[d
 
 
 async def served_exchanges_txn(
-    session: AsyncSession, run_id: uuid.UUID
+    session: AsyncSession, run_id: uuid.UUID, site: CallSite | None = None
 ) -> list[tuple[str, int | None, str]]:
     """(purpose, step number, request hash) of each recorded exchange the run already replayed
-    (one per exchange: its first attempt's row)."""
-    query = (
+    (one per exchange: its first attempt's row); ``site``: only those of that call site."""
+    query = _at(
         select(LLMCall.purpose, Step.step_number, LLMCall.request_hash)
         .outerjoin(Step, Step.id == LLMCall.step_id)
-        .where(LLMCall.run_id == run_id, LLMCall.replayed.is_(True), LLMCall.attempt == 1)
+        .where(LLMCall.run_id == run_id, LLMCall.replayed.is_(True), LLMCall.attempt == 1),
+        site,
     )
     return [(row[0], row[1], row[2]) for row in (await session.execute(query)).all()]
 
