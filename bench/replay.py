@@ -1,12 +1,14 @@
 """What replaying a recorded run costs beside running it: runs of 20 ``analyze`` steps against
 the benchmark's model server on loopback, each then replayed (hermetic) from its records, one
 at a time on one in-process worker. Printed per backend: per-step time of the originals and of
-their replays (run latency ÷ steps, p50 and p95), the bare round trip to the model server, the
-requests the server answered during each, and the cost the replays recorded.
+their replays (run latency ÷ steps, p50 and p95), the originals' provider time per step (their
+calls' recorded ``latency_ms``), the engine's time per step (the rest), the requests the model
+server answered during each, and the cost the replays recorded.
 
 Target: a replay's per-step time is at most the original's engine overhead per step (its
-per-step time net of the bare round trip): replay pays no provider time, and its extra work
-(reading the recorded calls) must not cost more than the provider call it replaces.
+per-step time minus its provider time), with no request to the provider: replay pays no
+provider time, and reading the recorded calls must cost no more than the engine's own handling
+of the call it replaces.
 
     python -m bench.replay [--runs 10] [--steps 20] [--postgres-url URL] [--skip-postgres]
 """
@@ -52,6 +54,7 @@ class ReplayFigures:
     original_step_ms: Summary
     replay_step_ms: Summary
     round_trip_ms: float
+    provider_step_ms: float  # the originals' recorded provider latency, per step
     original_requests: int
     replay_requests: int
     replay_cost_usd: Decimal
@@ -70,6 +73,17 @@ async def _wait(ctx: EngineContext, wakeups: asyncio.Queue[str], run_id: uuid.UU
 def _finished(payload: str) -> bool:
     notice = RunNotice.parse(payload)
     return notice is not None and notice.status in FINISHED
+
+
+async def _provider_ms(ctx: EngineContext, run_ids: list[uuid.UUID]) -> float:
+    """The recorded provider latency of the runs' calls, in total."""
+    async with read_transaction(ctx.sessions) as session:
+        total = await session.scalar(
+            select(func.coalesce(func.sum(LLMCall.latency_ms), 0)).where(
+                LLMCall.run_id.in_(run_ids)
+            )
+        )
+    return float(total or 0)
 
 
 async def _ledger(ctx: EngineContext, run_ids: list[uuid.UUID]) -> tuple[Decimal, int, int]:
@@ -97,6 +111,7 @@ async def _measure(
     original_ms: list[float] = []
     replay_ms: list[float] = []
     replays: list[uuid.UUID] = []
+    originals: list[uuid.UUID] = []
     original_requests = replay_requests = 0
     try:
         async with ctx.notifier.subscribe(accept=_finished) as wakeups:
@@ -121,9 +136,11 @@ async def _measure(
                     original_ms.append(elapsed / steps)
                     replay_ms.append(replayed / steps)
                     replays.append(replay.run.id)
+                    originals.append(view.run.id)
                     original_requests += middle - before
                     replay_requests += server.count().answered - middle
         cost, replayed_rows, rows = await _ledger(ctx, replays)
+        provider_ms = await _provider_ms(ctx, originals) / max(len(originals) * steps, 1)
     finally:
         stop.set()
         await task
@@ -134,6 +151,7 @@ async def _measure(
         Summary.of(original_ms),
         Summary.of(replay_ms),
         round_trips.reused_mean_ms or 0.0,
+        provider_ms,
         original_requests,
         replay_requests,
         cost,
@@ -159,32 +177,34 @@ def _ms(value: float | None) -> str:
 
 
 def report(figures: list[ReplayFigures]) -> None:
-    """The table, one row per backend and kind of run, and the target's verdict."""
+    """The table, two rows per backend (originals, replays), and the target's verdict."""
     header = (
-        f"{'backend':<10} {'run':<9} {'ms/step p50':>12} {'ms/step p95':>12} "
-        f"{'net of round trip p50':>22} {'provider requests':>18} {'cost USD':>10}"
+        f"{'backend':<9} {'runs':<9} {'ms/step p50':>11} {'ms/step p95':>11} "
+        f"{'provider ms/step':>16} {'engine ms/step':>14} {'requests':>9} {'cost USD':>9}"
     )
     print(header)
     print("-" * len(header))
     for f in figures:
-        net = f.original_step_ms.p50 - f.round_trip_ms if f.original_step_ms.p50 else None
+        engine = (f.original_step_ms.p50 or 0.0) - f.provider_step_ms
         print(
-            f"{f.backend:<10} {'original':<9} {_ms(f.original_step_ms.p50):>12} "
-            f"{_ms(f.original_step_ms.p95):>12} {_ms(net):>22} {f.original_requests:>18} {'':>10}"
+            f"{f.backend:<9} {'original':<9} {_ms(f.original_step_ms.p50):>11} "
+            f"{_ms(f.original_step_ms.p95):>11} {_ms(f.provider_step_ms):>16} "
+            f"{_ms(engine):>14} {f.original_requests:>9} {'':>9}"
         )
         print(
-            f"{'':<10} {'replay':<9} {_ms(f.replay_step_ms.p50):>12} "
-            f"{_ms(f.replay_step_ms.p95):>12} "
-            f"{'':>22} {f.replay_requests:>18} {f.replay_cost_usd:>10}"
+            f"{'':<9} {'replay':<9} {_ms(f.replay_step_ms.p50):>11} "
+            f"{_ms(f.replay_step_ms.p95):>11} {_ms(0.0):>16} {_ms(f.replay_step_ms.p50):>14} "
+            f"{f.replay_requests:>9} {f.replay_cost_usd:>9}"
         )
     print()
     for f in figures:
-        net = (f.original_step_ms.p50 or 0.0) - f.round_trip_ms
-        verdict = "met" if (f.replay_step_ms.p50 or 0.0) <= net else "NOT met"
+        engine = (f.original_step_ms.p50 or 0.0) - f.provider_step_ms
+        met = (f.replay_step_ms.p50 or 0.0) <= engine and f.replay_requests == 0
         print(
-            f"{f.backend}: {f.original_step_ms.count} runs of {f.steps} analyze steps; bare round "
-            f"trip {f.round_trip_ms:.2f} ms; replay rows {f.replayed_rows}/{f.replay_rows} "
-            f"replayed; target (replay ms/step p50 <= original's net of the round trip): {verdict}"
+            f"{f.backend}: {f.original_step_ms.count} runs of {f.steps} analyze steps and their "
+            f"replays; bare round trip {f.round_trip_ms:.2f} ms; {f.replayed_rows} of "
+            f"{f.replay_rows} replay calls replayed. Target (replay ms/step p50 <= the original's "
+            f"engine ms/step, no provider request): {'met' if met else 'NOT met'}"
         )
 
 
