@@ -12,6 +12,7 @@ from agent_engine.domain.records import RunRecord
 from agent_engine.engine.context import EngineContext
 from agent_engine.llm.base import CallContext, LLMClient, Usage
 from agent_engine.llm.replaying import (
+    ExchangeKey,
     OnMiss,
     RecordedCall,
     ReplayingLLMClient,
@@ -79,18 +80,29 @@ async def load_replay_records(
     """The source run's exchanges at the call's site (purpose and step) with those this run
     already used marked, and whether this run has already gone live (a fork whose replay
     missed). When the site has none, every exchange of the run: a miss is then certain, and
-    its nearest recorded request may be anywhere."""
+    its nearest recorded request may be anywhere.
+
+    A replay reads its original's calls once per process (``ctx.recorded_runs``); a step's
+    first attempt is the first to call from its site, so it reads nothing else either."""
     site = (call.purpose, call.step_number)
-    async with read_transaction(ctx.sessions) as session:
-        rows = await recorded_calls_txn(session, source.run_id, site)
-        if not rows:
-            rows = await recorded_calls_txn(session, source.run_id)
-        # A step's first attempt is the first to call from its site: nothing can be used yet.
-        first = call.purpose == "step" and call.attempt <= 1
-        served = [] if first else await served_exchanges_txn(session, run_id, site)
-        live = source.on_miss == "live" and await has_live_calls_txn(session, run_id)
-    records = ReplayRecords(exchanges_of([_recorded(row) for row in rows]), Counter(served))
-    return records, live
+    # A replay's original is finished; a fork's source may not be, so it is read every time.
+    cache = ctx.recorded_runs if source.on_miss == "fail" else None
+    calls = cache.get(str(source.run_id)) if cache is not None else None
+    first = call.purpose == "step" and call.attempt <= 1
+    served: list[ExchangeKey] = []
+    live = False
+    if calls is None or not first or source.on_miss == "live":
+        async with read_transaction(ctx.sessions) as session:
+            if calls is None:
+                rows = await recorded_calls_txn(session, source.run_id)
+                calls = [_recorded(row) for row in rows]
+                if cache is not None:
+                    cache.put(str(source.run_id), calls)
+            if not first:
+                served = await served_exchanges_txn(session, run_id, site)
+            live = source.on_miss == "live" and await has_live_calls_txn(session, run_id)
+    here = [c for c in calls if (c.purpose, c.step_number) == site]
+    return ReplayRecords(exchanges_of(here or calls), Counter(served)), live
 
 
 async def client_for(

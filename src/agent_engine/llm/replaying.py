@@ -16,7 +16,7 @@ replays what it can) hands the request, and every one after it, to the wrapped c
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -127,6 +127,30 @@ class ReplayRecords:
             if best[0] is None or len(found) < len(best[1]):
                 best = (exchange, found)
         return best
+
+
+class RecordedRuns:
+    """The recorded calls of finished runs by run id, kept for the replays of this process: a
+    finished run's records do not change, so each replayed step need not read them again.
+    Holds at most ``size`` runs, the least recently used leaving first."""
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._runs: OrderedDict[str, list[RecordedCall]] = OrderedDict()
+
+    def get(self, run_id: str) -> list[RecordedCall] | None:
+        """The run's calls, if kept."""
+        calls = self._runs.get(run_id)
+        if calls is not None:
+            self._runs.move_to_end(run_id)
+        return calls
+
+    def put(self, run_id: str, calls: list[RecordedCall]) -> None:
+        """Keep the run's calls (in recorded order)."""
+        self._runs[run_id] = calls
+        self._runs.move_to_end(run_id)
+        while len(self._runs) > self.size:
+            self._runs.popitem(last=False)
 
 
 def _path(prefix: str, key: str | int) -> str:

@@ -24,17 +24,15 @@ def _at(query: Any, site: CallSite | None) -> Any:
     return query.where(Step.step_number == step_number)
 
 
-async def recorded_calls_txn(
-    session: AsyncSession, run_id: uuid.UUID, site: CallSite | None = None
-) -> list[dict[str, Any]]:
-    """The run's model calls (``site``: only those of that purpose and step) in the order they
-    were recorded, each with its step's number (None for the planner's calls)."""
-    query = _at(
+async def recorded_calls_txn(session: AsyncSession, run_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The run's model calls in the order they were recorded, each with its step's number
+    (None for the planner's calls)."""
+    query = (
         select(LLMCall, Step.step_number)
         .outerjoin(Step, Step.id == LLMCall.step_id)
-        .where(LLMCall.run_id == run_id),
-        site,
-    ).order_by(LLMCall.created_at, LLMCall.attempt)
+        .where(LLMCall.run_id == run_id)
+        .order_by(LLMCall.created_at, LLMCall.attempt)
+    )
     rows = []
     for call, step_number in (await session.execute(query)).all():
         rows.append(
