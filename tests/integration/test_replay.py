@@ -392,3 +392,32 @@ async def test_verify_replay_calls_no_mcp_tool(
         assert again["status"] == "completed", hashes(again)
         assert hashes(again) == hashes(original)
         assert int(starts.read_text()) == called  # the server was not even started
+
+
+async def test_a_plan_approval_is_replayed_by_the_original_decision(
+    client: httpx.AsyncClient, model: tuple[FakeLLMServer, EchoModel], workspace_root: Path
+) -> None:
+    server, _ = model
+    workspace = sample_copy(workspace_root)
+    steps = sample_plan(command=False)[:3]
+    created = await create(client, workspace, steps=steps, plan_approval=True)
+    assert created["status"] == "awaiting_approval"
+    approved = await client.post(
+        f"/v1/agent-runs/{created['id']}/plan/approve",
+        json={"comment": "plan ok"},
+        headers={"X-Actor": "alice"},
+    )
+    assert approved.status_code == 200, approved.text
+    original = await finish(client, created["id"])
+    assert original["status"] == "completed", hashes(original)
+    asked = len(server.requests)
+
+    again = await finish(client, (await replay(client, original["id"]))["id"], approve=False)
+    assert again["status"] == "completed", hashes(again)
+    assert hashes(again) == hashes(original) and len(server.requests) == asked
+    events = await audit(client, again["id"])
+    planned = [e for e in events if e["type"] == "run.planned" and e["payload"].get("decision")]
+    assert len(planned) == 1 and planned[0]["actor"] == "alice"
+    assert planned[0]["payload"]["comment"] == "plan ok"
+    recorded = events[1]["payload"]["decisions"]
+    assert planned[0]["payload"]["replayed_from_approval"] in recorded

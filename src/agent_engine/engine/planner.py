@@ -24,6 +24,7 @@ from agent_engine.engine.ledger import record_calls
 from agent_engine.engine.locking import change_run
 from agent_engine.engine.plans import insert_plan, validate_plan
 from agent_engine.engine.policies import PlanApprovals, inputs_of_run, plan_approvals
+from agent_engine.engine.replay_approvals import apply_recorded_plan_decision
 from agent_engine.engine.replay_calls import client_for
 from agent_engine.engine.request_limits import check_plan
 from agent_engine.engine.settle import refresh_claimable
@@ -237,4 +238,5 @@ async def plan_run(
         move_run(changes, run, RunStatus.PLANNED, actor=actor)
         if run.options.get("plan_approval"):
             move_run(changes, run, RunStatus.AWAITING_APPROVAL, actor=actor, reason="plan approval")
+            apply_recorded_plan_decision(changes, run)  # a replay needs no person
         refresh_claimable(run, steps)

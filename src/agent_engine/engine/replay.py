@@ -14,6 +14,7 @@ approval decisions — with every model call served from the original's recorded
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -25,11 +26,16 @@ from agent_engine.domain.transitions import append_event, move_run
 from agent_engine.engine.context import EngineContext
 from agent_engine.engine.plans import insert_plan
 from agent_engine.engine.policies import PlanApprovals, inputs_of_run, plan_approvals
+from agent_engine.engine.replay_approvals import apply_recorded_plan_decision
 from agent_engine.engine.runs import RunView
 from agent_engine.engine.settle import refresh_claimable
 from agent_engine.errors import InvalidTransitionError
 from agent_engine.storage.database import read_transaction
-from agent_engine.storage.replay_records import first_plan_txn, step_decisions_txn
+from agent_engine.storage.replay_records import (
+    first_plan_txn,
+    plan_decisions_txn,
+    step_decisions_txn,
+)
 from agent_engine.storage.runs import load_run_txn
 from agent_engine.storage.tables import PlanVersion
 
@@ -45,12 +51,25 @@ class ReplayRequest(BaseModel):
     mode: ReplayMode = "hermetic"
 
 
-async def _original(
-    ctx: EngineContext, run_id: str
-) -> tuple[RunRecord, PlanVersion | None, list[dict[str, Any]]]:
+@dataclass(frozen=True)
+class Original:
+    """The run to replay, as its records hold it."""
+
+    run: RunRecord
+    first_plan: PlanVersion | None
+    decisions: list[dict[str, Any]]  # on steps
+    plan_decisions: list[dict[str, Any]]
+
+
+async def _original(ctx: EngineContext, run_id: str) -> Original:
     async with read_transaction(ctx.sessions) as session:
         run = await load_run_txn(session, run_id)
-        return run, await first_plan_txn(session, run.id), await step_decisions_txn(session, run.id)
+        return Original(
+            run,
+            await first_plan_txn(session, run.id),
+            await step_decisions_txn(session, run.id),
+            await plan_decisions_txn(session, run.id),
+        )
 
 
 def _check_replayable(run: RunRecord) -> None:
@@ -64,13 +83,17 @@ def _check_replayable(run: RunRecord) -> None:
         )
 
 
-def _replay_record(
-    original: RunRecord, mode: ReplayMode, actor: str, decisions: list[dict[str, Any]]
-) -> RunRecord:
+def _replay_record(source: Original, mode: ReplayMode, actor: str) -> RunRecord:
+    original = source.run
     options = {
         **original.options,
         "auto_start": True,
-        "replay": {"of": str(original.id), "mode": mode, "decisions": decisions},
+        "replay": {
+            "of": str(original.id),
+            "mode": mode,
+            "decisions": source.decisions,
+            "plan_decisions": source.plan_decisions,
+        },
     }
     return RunRecord(
         id=uuid.uuid4(),
@@ -94,9 +117,10 @@ async def replay_run(ctx: EngineContext, run_id: str, mode: ReplayMode, *, actor
 
     404 for an unknown run, 409 ``invalid_transition`` for one not completed or failed.
     """
-    original, first_plan, decisions = await _original(ctx, run_id)
+    source = await _original(ctx, run_id)
+    original, first_plan = source.run, source.first_plan
     _check_replayable(original)
-    run = _replay_record(original, mode, actor, decisions)
+    run = _replay_record(source, mode, actor)
     changes = ChangeSet(run, [], new_run=True)
     append_event(
         changes,
@@ -113,7 +137,7 @@ async def replay_run(ctx: EngineContext, run_id: str, mode: ReplayMode, *, actor
             "replay_of": str(original.id),
             "mode": mode,
             "plan": "copied" if first_plan and first_plan.source != "planner" else "replanned",
-            "decisions": [d["approval_id"] for d in decisions],
+            "decisions": [d["approval_id"] for d in source.decisions + source.plan_decisions],
         },
         actor=actor,
     )
@@ -135,6 +159,7 @@ async def replay_run(ctx: EngineContext, run_id: str, mode: ReplayMode, *, actor
         move_run(changes, run, RunStatus.PLANNED, actor=actor)
         if run.options.get("plan_approval"):
             move_run(changes, run, RunStatus.AWAITING_APPROVAL, actor=actor, reason="plan approval")
+            apply_recorded_plan_decision(changes, run)
     refresh_claimable(run, changes.steps)
     return await _write(ctx, changes)
 

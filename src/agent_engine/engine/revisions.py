@@ -44,6 +44,7 @@ from agent_engine.engine.ledger import record_calls
 from agent_engine.engine.locking import change_run
 from agent_engine.engine.planner import estimate_steps, step_catalog
 from agent_engine.engine.policies import PlanApprovals, inputs_of_run, plan_approvals
+from agent_engine.engine.replay_approvals import apply_recorded_plan_decision
 from agent_engine.engine.replay_calls import client_for
 from agent_engine.engine.revision_plans import (
     Revision,
@@ -285,6 +286,7 @@ def _apply(
     move_run(changes, run, RunStatus.RUNNING, actor=actor, decision=outcome.decision)
     if outcome.decision == "revise" and run.options.get("plan_approval"):
         move_run(changes, run, RunStatus.AWAITING_APPROVAL, actor=actor, reason="plan approval")
+        apply_recorded_plan_decision(changes, run)  # a replay needs no person
     settle_run(changes, run, changes.steps, actor=actor)
 
 

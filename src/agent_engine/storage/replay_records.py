@@ -118,6 +118,26 @@ async def step_decisions_txn(session: AsyncSession, run_id: uuid.UUID) -> list[d
     ]
 
 
+async def plan_decisions_txn(session: AsyncSession, run_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The run's decisions on its plan versions, oldest first, with what was shown."""
+    query = (
+        select(Approval)
+        .where(Approval.run_id == run_id, Approval.step_id.is_(None))
+        .order_by(Approval.decided_at)
+    )
+    return [
+        {
+            "approval_id": str(approval.id),
+            "plan_version": approval.attempt,
+            "decision": approval.decision,
+            "actor": approval.actor,
+            "comment": approval.comment,
+            "shown": approval.shown,
+        }
+        for approval in (await session.scalars(query)).all()
+    ]
+
+
 async def first_plan_txn(session: AsyncSession, run_id: uuid.UUID) -> PlanVersion | None:
     """The run's plan version 1 (None: it was never planned)."""
     query = select(PlanVersion).where(PlanVersion.run_id == run_id, PlanVersion.version == 1)
