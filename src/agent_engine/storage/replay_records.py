@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_engine.storage.tables import Approval, LLMCall, PlanVersion, Step
@@ -100,7 +100,7 @@ async def step_decisions_txn(session: AsyncSession, run_id: uuid.UUID) -> list[d
     """The run's decisions on steps, oldest first, with the step's number and what was shown."""
     query = (
         select(Approval, Step.step_number)
-        .join(Step, and_(Step.id == Approval.step_id))
+        .join(Step, Step.id == Approval.step_id)
         .where(Approval.run_id == run_id)
         .order_by(Approval.decided_at)
     )
