@@ -6,6 +6,7 @@ original never made fails its step with ``replay_miss``; verify mode acts on not
 from __future__ import annotations
 
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,9 +14,17 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from agent_engine.api.app import create_app
 from agent_engine.config import Settings
+from agent_engine.domain.plan import Plan
+from agent_engine.domain.records import ChangeSet, RunRecord
+from agent_engine.domain.states import RunStatus
+from agent_engine.domain.transitions import move_run
+from agent_engine.engine.plans import insert_plan
+from agent_engine.engine.policies import PlanApprovals, inputs_of_run
+from agent_engine.engine.settle import refresh_claimable
 from tests.fakes.llm_servers import FakeLLMServer
 from tests.mcp_servers import FAKE_SERVER, write_servers
 from tests.replay_flow import (
@@ -42,9 +51,9 @@ def model() -> Iterator[tuple[FakeLLMServer, EchoModel]]:
 @asynccontextmanager
 async def app_client(
     settings: Settings, server: FakeLLMServer, tmp_path: Path, **update: Any
-) -> AsyncIterator[httpx.AsyncClient]:
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The app with its embedded worker, the model on ``server``, and the test interpreter
-    allowed as a command."""
+    allowed as a command; and a client of it."""
     configured = settings.model_copy(
         update={
             "embedded_worker": True,
@@ -58,14 +67,14 @@ async def app_client(
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
     ):
-        yield http
+        yield app, http
 
 
 @pytest.fixture
 async def client(
     settings: Settings, model: tuple[FakeLLMServer, EchoModel], tmp_path: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
-    async with app_client(settings, model[0], tmp_path) as http:
+    async with app_client(settings, model[0], tmp_path) as (_, http):
         yield http
 
 
@@ -381,7 +390,7 @@ async def test_verify_replay_calls_no_mcp_tool(
     }
     async with app_client(
         settings, model[0], tmp_path, mcp_servers=servers, mcp_timeout_s=30.0
-    ) as client:
+    ) as (_, client):
         original = await finish(client, (await create(client, workspace, steps=[step]))["id"])
         assert original["status"] == "completed", hashes(original)
         assert "wrote 5 characters" in str(original["steps"][0]["output_data"]["content"])
@@ -421,3 +430,63 @@ async def test_a_plan_approval_is_replayed_by_the_original_decision(
     assert planned[0]["payload"]["comment"] == "plan ok"
     recorded = events[1]["payload"]["decisions"]
     assert planned[0]["payload"]["replayed_from_approval"] in recorded
+
+
+async def test_a_fork_from_records_replays_until_its_first_miss_then_calls_the_model(
+    settings: Settings,
+    model: tuple[FakeLLMServer, EchoModel],
+    workspace_root: Path,
+    tmp_path: Path,
+    database_url: str,
+) -> None:
+    """The client choice forks use: ``forked_from`` with ``options.fork.replay`` is served from
+    the records while they match; from its first miss on, every call is live."""
+    server, _ = model
+    workspace = sample_copy(workspace_root)
+
+    def analyze(instruction: str) -> dict[str, Any]:
+        inputs = [{"$ref": "steps.1.output"}]
+        return {
+            "step_type": "analyze",
+            "input_data": {"instruction": instruction, "inputs": inputs},
+        }
+
+    read = {"step_type": "read_file", "input_data": {"path": STORE}}
+    async with app_client(settings, server, tmp_path) as (app, client):
+        steps = [read, analyze("First look"), analyze("Second look"), analyze("Third look")]
+        original = await finish(client, (await create(client, workspace, steps=steps))["id"])
+        assert original["status"] == "completed"
+        asked = len(server.requests)
+
+        # A fork as its builder writes one: the same run, step 3 changed, continuing from records.
+        ctx = app.state.engine
+        changed = [read, analyze("First look"), analyze("Another look"), analyze("Third look")]
+        fork = RunRecord(
+            id=uuid.uuid4(),
+            goal="fork",
+            status=RunStatus.CREATED.value,
+            workspace=str(workspace),
+            created_by="bob",
+            options={"fork": {"replay": True}},
+            started=True,
+            forked_from=uuid.UUID(original["id"]),
+        )
+        changes = ChangeSet(fork, [], new_run=True)
+        move_run(changes, fork, RunStatus.PLANNING, actor="bob")
+        plan = Plan.model_validate({"steps": changed})
+        approvals = PlanApprovals(inputs_of_run(fork.options))
+        insert_plan(
+            changes, fork, plan, ctx.registry, approvals=approvals, actor="bob", source="fork"
+        )
+        move_run(changes, fork, RunStatus.PLANNED, actor="bob")
+        refresh_claimable(fork, changes.steps)
+        await ctx.changes.insert(changes)
+        forked = await finish(client, str(fork.id))
+
+    assert forked["status"] == "completed", hashes(forked)
+    assert len(server.requests) == asked + 2  # steps 3 and 4 went to the model
+    calls = await calls_of(database_url, str(fork.id))
+    assert [c.replayed for c in calls] == [True, False, False]
+    # Step 4 asked what the original asked, but after the miss it is live all the same.
+    originals = await calls_of(database_url, original["id"])
+    assert calls[2].request_hash == originals[2].request_hash
