@@ -8,22 +8,29 @@ import asyncio
 import hashlib
 import json
 import shutil
+import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 from sqlalchemy import select
 
+from agent_engine.api.app import create_app
+from agent_engine.config import Settings
 from agent_engine.llm.base import ChatMessage
 from agent_engine.llm.prompts import detect_task
 from agent_engine.storage.database import create_engine
 from agent_engine.storage.tables import LLMCall
-from tests.fakes.llm_servers import ReceivedRequest, Reply, openai_completion
+from tests.fakes.llm_servers import FakeLLMServer, ReceivedRequest, Reply, openai_completion
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sample_workspace"
 TERMINAL = {"completed", "failed", "cancelled"}
+STORE = "inventory/store.py"
 
 
 @dataclass
@@ -132,3 +139,80 @@ async def calls_of(database_url: str, run_id: str) -> list[LLMCall]:
 def hashes(run: dict[str, Any]) -> list[tuple[int, str, str, str | None]]:
     """(number, type, status, output hash) of every step."""
     return [(s["step_number"], s["step_type"], s["status"], s["output_hash"]) for s in run["steps"]]
+
+
+@asynccontextmanager
+async def app_client(
+    settings: Settings, server: FakeLLMServer, tmp_path: Path, **update: Any
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The app with its embedded worker, the model on ``server``, and the test interpreter
+    allowed as a command; and a client of it."""
+    configured = settings.model_copy(
+        update={
+            "embedded_worker": True,
+            "models_file": models_file(tmp_path, server.openai_base_url),
+            "command_allowlist": [sys.executable],
+            **update,
+        }
+    )
+    app = create_app(configured)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        yield app, http
+
+
+def sample_plan(*, command: bool) -> list[dict[str, Any]]:
+    """The sample workspace's story: list, read, analyze, edit, (test,) summarize."""
+    steps: list[dict[str, Any]] = [
+        {"step_type": "list_files", "input_data": {"patterns": ["**/*.py"]}},
+        {"step_type": "read_file", "input_data": {"path": STORE}},
+        {
+            "step_type": "analyze",
+            "input_data": {
+                "instruction": "Find problems in the store module",
+                "inputs": [{"$ref": "steps.1.output"}, {"$ref": "steps.2.output"}],
+            },
+        },
+        {
+            "step_type": "edit_file",
+            "input_data": {
+                "path": STORE,
+                "operation": "replace",
+                "old": "import json\nimport os\n",
+                "new": "import json\n",
+            },
+        },
+    ]
+    last = [{"$ref": "steps.3.output.text"}, {"$ref": "steps.4.output.diff"}]
+    if command:
+        steps.append(
+            {
+                "step_type": "run_command",
+                "input_data": {
+                    "argv": [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+                },
+            }
+        )
+        last = [{"$ref": "steps.3.output.text"}, {"$ref": "steps.5.output.stdout"}]
+    steps.append({"step_type": "summarize", "input_data": {"inputs": last}})
+    return steps
+
+
+async def create(client: httpx.AsyncClient, workspace: Path, **body: Any) -> dict[str, Any]:
+    response = await client.post(
+        "/v1/agent-runs",
+        json={"goal": "Tidy the store module", "workspace": str(workspace), "auto_start": True}
+        | body,
+    )
+    assert response.status_code == 201, response.text
+    run: dict[str, Any] = response.json()
+    return run
+
+
+async def audit(client: httpx.AsyncClient, run_id: str) -> list[dict[str, Any]]:
+    body = (await client.get(f"/v1/agent-runs/{run_id}/audit")).json()
+    assert body["chain_valid"] is True
+    events: list[dict[str, Any]] = body["events"]
+    return events

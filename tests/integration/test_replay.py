@@ -1,22 +1,19 @@
 """Hermetic replay through the real app and its embedded worker, on SQLite and PostgreSQL, with
 a model on a loopback Chat Completions server that counts the requests it receives: a replay
 reproduces every step from the records at $0 and sends the model nothing; a request the
-original never made fails its step with ``replay_miss``; verify mode acts on nothing."""
+original never made fails its step with ``replay_miss``; approvals (of steps and plans) are
+replayed; a fork from records goes live from its first miss."""
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from agent_engine.api.app import create_app
 from agent_engine.config import Settings
 from agent_engine.domain.plan import Plan
 from agent_engine.domain.records import ChangeSet, RunRecord
@@ -26,19 +23,20 @@ from agent_engine.engine.plans import insert_plan
 from agent_engine.engine.policies import PlanApprovals, inputs_of_run
 from agent_engine.engine.settle import refresh_claimable
 from tests.fakes.llm_servers import FakeLLMServer
-from tests.mcp_servers import FAKE_SERVER, write_servers
 from tests.replay_flow import (
+    STORE,
     EchoModel,
+    app_client,
+    audit,
     calls_of,
+    create,
     finish,
     hashes,
-    models_file,
     replay,
     reset_workspace,
     sample_copy,
+    sample_plan,
 )
-
-STORE = "inventory/store.py"
 
 
 @pytest.fixture
@@ -48,89 +46,12 @@ def model() -> Iterator[tuple[FakeLLMServer, EchoModel]]:
         yield server, echo
 
 
-@asynccontextmanager
-async def app_client(
-    settings: Settings, server: FakeLLMServer, tmp_path: Path, **update: Any
-) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """The app with its embedded worker, the model on ``server``, and the test interpreter
-    allowed as a command; and a client of it."""
-    configured = settings.model_copy(
-        update={
-            "embedded_worker": True,
-            "models_file": models_file(tmp_path, server.openai_base_url),
-            "command_allowlist": [sys.executable],
-            **update,
-        }
-    )
-    app = create_app(configured)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
-    ):
-        yield app, http
-
-
 @pytest.fixture
 async def client(
     settings: Settings, model: tuple[FakeLLMServer, EchoModel], tmp_path: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with app_client(settings, model[0], tmp_path) as (_, http):
         yield http
-
-
-def sample_plan(*, command: bool) -> list[dict[str, Any]]:
-    """The sample workspace's story: list, read, analyze, edit, (test,) summarize."""
-    steps: list[dict[str, Any]] = [
-        {"step_type": "list_files", "input_data": {"patterns": ["**/*.py"]}},
-        {"step_type": "read_file", "input_data": {"path": STORE}},
-        {
-            "step_type": "analyze",
-            "input_data": {
-                "instruction": "Find problems in the store module",
-                "inputs": [{"$ref": "steps.1.output"}, {"$ref": "steps.2.output"}],
-            },
-        },
-        {
-            "step_type": "edit_file",
-            "input_data": {
-                "path": STORE,
-                "operation": "replace",
-                "old": "import json\nimport os\n",
-                "new": "import json\n",
-            },
-        },
-    ]
-    last = [{"$ref": "steps.3.output.text"}, {"$ref": "steps.4.output.diff"}]
-    if command:
-        steps.append(
-            {
-                "step_type": "run_command",
-                "input_data": {
-                    "argv": [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-                },
-            }
-        )
-        last = [{"$ref": "steps.3.output.text"}, {"$ref": "steps.5.output.stdout"}]
-    steps.append({"step_type": "summarize", "input_data": {"inputs": last}})
-    return steps
-
-
-async def create(client: httpx.AsyncClient, workspace: Path, **body: Any) -> dict[str, Any]:
-    response = await client.post(
-        "/v1/agent-runs",
-        json={"goal": "Tidy the store module", "workspace": str(workspace), "auto_start": True}
-        | body,
-    )
-    assert response.status_code == 201, response.text
-    run: dict[str, Any] = response.json()
-    return run
-
-
-async def audit(client: httpx.AsyncClient, run_id: str) -> list[dict[str, Any]]:
-    body = (await client.get(f"/v1/agent-runs/{run_id}/audit")).json()
-    assert body["chain_valid"] is True
-    events: list[dict[str, Any]] = body["events"]
-    return events
 
 
 async def test_hermetic_replay_reproduces_every_step_at_no_cost_without_a_request(
@@ -182,83 +103,6 @@ async def test_hermetic_replay_reproduces_every_step_at_no_cost_without_a_reques
     decision_id = events[1]["payload"]["decisions"][0]
     assert approved[0]["payload"]["replayed_from_approval"] == decision_id
     assert any(e["type"] == "step.approved" and e["actor"] == "alice" for e in first)
-
-
-async def test_verify_replay_of_the_sample_story_runs_no_command_and_writes_nothing(
-    client: httpx.AsyncClient,
-    model: tuple[FakeLLMServer, EchoModel],
-    workspace_root: Path,
-    database_url: str,
-) -> None:
-    server, _ = model
-    workspace = sample_copy(workspace_root)
-    counter = workspace / "counter.txt"
-    steps = sample_plan(command=True)
-    # The command also counts its runs in a file: a side effect the replay must not repeat.
-    steps[4]["input_data"]["argv"] = [
-        sys.executable,
-        "-c",
-        "import pathlib, subprocess, sys; p = pathlib.Path('counter.txt');"
-        " p.write_text(str(int(p.read_text() if p.exists() else '0') + 1));"
-        " sys.exit(subprocess.call([sys.executable, '-m', 'pytest', '-q',"
-        " '-p', 'no:cacheprovider']))",
-    ]
-    original = await finish(client, (await create(client, workspace, steps=steps))["id"])
-    assert original["status"] == "completed", hashes(original)
-    assert counter.read_text() == "1"
-    asked = len(server.requests)
-
-    reset_workspace(workspace)  # the edit is checked against the file's recorded before-hash
-    before = (workspace / STORE).read_bytes()
-    again = await finish(
-        client, (await replay(client, original["id"], "verify"))["id"], approve=False
-    )
-
-    assert again["status"] == "completed", hashes(again)
-    assert hashes(again) == hashes(original)
-    assert again["replay_mode"] == "verify"
-    assert not counter.exists()  # the command never ran
-    assert (workspace / STORE).read_bytes() == before  # the edit was checked, not made
-    assert len(server.requests) == asked and float(again["total_cost_usd"]) == 0
-    assert all(c.replayed for c in await calls_of(database_url, again["id"]))
-    kinds = [e["type"] for e in await audit(client, again["id"])]
-    assert "effect.intent" not in kinds  # nothing was about to happen
-
-
-async def test_verify_accepts_the_edit_before_or_after_and_refuses_any_other_file(
-    client: httpx.AsyncClient,
-    model: tuple[FakeLLMServer, EchoModel],
-    workspace_root: Path,
-) -> None:
-    server, _ = model
-    workspace = sample_copy(workspace_root)
-    store = workspace / STORE
-    original = await finish(
-        client, (await create(client, workspace, steps=sample_plan(command=False)[3:4]))["id"]
-    )
-    assert original["status"] == "completed", hashes(original)
-    edited = store.read_bytes()
-
-    # On the original's own, edited workspace: the recorded after-hash is there.
-    on_edited = await finish(client, (await replay(client, original["id"], "verify"))["id"])
-    assert on_edited["status"] == "completed", hashes(on_edited)
-    assert hashes(on_edited) == hashes(original) and store.read_bytes() == edited
-    # On the workspace as the original found it: the before-hash; nothing is written.
-    reset_workspace(workspace)
-    before = store.read_bytes()
-    on_reset = await finish(client, (await replay(client, original["id"], "verify"))["id"])
-    assert on_reset["status"] == "completed" and store.read_bytes() == before
-    # Any other file fails the edit with the hashes named.
-    store.write_text("something else\n", encoding="utf-8")
-    changed = await finish(client, (await replay(client, original["id"], "verify"))["id"])
-    assert changed["status"] == "failed"
-    edit = changed["steps"][0]
-    assert edit["status"] == "failed" and edit["error"]["code"] == "stale_edit"
-    recorded = original["steps"][0]["output_data"]
-    assert edit["error"]["expected_sha256"] == recorded["before_sha256"]
-    assert edit["error"]["after_sha256"] == recorded["after_sha256"]
-    assert store.read_text(encoding="utf-8") == "something else\n"
-    assert server.requests == []
 
 
 async def test_a_planned_run_replays_its_planner_call(
@@ -357,50 +201,6 @@ async def test_only_a_finished_run_can_be_replayed(
     assert missing.status_code == 404 and missing.json()["code"] == "not_found"
     bad = await client.post(f"/v1/agent-runs/{run['id']}/replay", json={"mode": "live"})
     assert bad.status_code == 422 and bad.json()["code"] == "validation_error"
-
-
-# Starts the test MCP server after counting the start in the file named by its second argument.
-COUNTED_START = (
-    "import pathlib, runpy, sys; c = pathlib.Path(sys.argv[2]);"
-    " c.write_text(str(int(c.read_text() if c.exists() else '0') + 1));"
-    " sys.argv = [sys.argv[1]]; runpy.run_path(sys.argv[0], run_name='__main__')"
-)
-
-
-async def test_verify_replay_calls_no_mcp_tool(
-    settings: Settings,
-    model: tuple[FakeLLMServer, EchoModel],
-    workspace_root: Path,
-    tmp_path: Path,
-) -> None:
-    starts = tmp_path / "mcp-starts.txt"
-    servers = write_servers(
-        tmp_path,
-        {
-            "own": {
-                "command": sys.executable,
-                "args": ["-c", COUNTED_START, str(FAKE_SERVER), str(starts)],
-            }
-        },
-    )
-    workspace = sample_copy(workspace_root)
-    step = {
-        "step_type": "mcp_tool",
-        "input_data": {"server": "own", "tool": "write_note", "arguments": {"text": "hello"}},
-    }
-    async with app_client(
-        settings, model[0], tmp_path, mcp_servers=servers, mcp_timeout_s=30.0
-    ) as (_, client):
-        original = await finish(client, (await create(client, workspace, steps=[step]))["id"])
-        assert original["status"] == "completed", hashes(original)
-        assert "wrote 5 characters" in str(original["steps"][0]["output_data"]["content"])
-        called = int(starts.read_text())
-        again = await finish(
-            client, (await replay(client, original["id"], "verify"))["id"], approve=False
-        )
-        assert again["status"] == "completed", hashes(again)
-        assert hashes(again) == hashes(original)
-        assert int(starts.read_text()) == called  # the server was not even started
 
 
 async def test_a_plan_approval_is_replayed_by_the_original_decision(
