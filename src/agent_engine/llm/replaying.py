@@ -17,9 +17,10 @@ replays what it can) hands the request, and every one after it, to the wrapped c
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from typing import Any, Literal
 
 from agent_engine.domain.canonical import content_hash
@@ -77,6 +78,12 @@ class RecordedExchange:
         """The normalised request the original sent."""
         return {k: v for k, v in self.calls[0].request.items() if k not in _NOT_REQUEST}
 
+    @cached_property
+    def rehashed(self) -> str:
+        """The recorded request's hash computed again now: a record made before the canonical
+        form changed still matches the request it records."""
+        return content_hash(self.request)
+
 
 def exchanges_of(calls: Sequence[RecordedCall]) -> list[RecordedExchange]:
     """Group recorded calls (in recorded order) into exchanges: a new one starts at attempt 1
@@ -105,13 +112,27 @@ class ReplayRecords:
     used: Counter[ExchangeKey] = field(default_factory=Counter)
 
     def take(self, key: ExchangeKey) -> RecordedExchange | None:
-        """The next unused exchange with ``key`` (marked used), or None."""
-        matching = [e for e in self.exchanges if e.key == key]
-        position = self.used[key]
-        if position >= len(matching):
-            return None
-        self.used[key] += 1
-        return matching[position]
+        """The next unused exchange with ``key`` (marked used), or None. An exchange whose
+        recorded hash differs matches too when its recorded request hashes to ``key`` now."""
+        found = self._next(lambda e: e.key == key)
+        if found is None:
+            purpose, step_number, requested = key
+            found = self._next(
+                lambda e: e.key[:2] == (purpose, step_number) and e.rehashed == requested
+            )
+        return found
+
+    def _next(self, matches: Callable[[RecordedExchange], bool]) -> RecordedExchange | None:
+        """The first matching exchange not used yet (the k-th of a key after k - 1 uses)."""
+        seen: Counter[ExchangeKey] = Counter()
+        for exchange in self.exchanges:
+            if not matches(exchange):
+                continue
+            seen[exchange.key] += 1
+            if seen[exchange.key] > self.used[exchange.key]:
+                self.used[exchange.key] += 1
+                return exchange
+        return None
 
     def nearest(
         self, call: CallContext, request: dict[str, Any]

@@ -188,3 +188,13 @@ async def test_a_planner_call_is_matched_by_purpose() -> None:
     assert (await ReplayingLLMClient(Live(), records, planner).complete(plan)).text == "the plan"
     with pytest.raises(ReplayMissError):
         await client([recorded(1, plan, "x", step=None, purpose="plan")]).complete(plan)
+
+
+async def test_a_record_hashed_the_old_way_matches_the_request_it_records() -> None:
+    same = request("hello")
+    old = recorded(1, same, "from before")
+    stale = RecordedCall(**{**old.__dict__, "request_hash": "0" * 64})
+    replaying = client([stale])
+    assert (await replaying.complete(same)).text == "from before"
+    with pytest.raises(ReplayMissError):
+        await replaying.complete(same)  # used once, like any record
