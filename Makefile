@@ -53,6 +53,7 @@ bench: $(STAMP) ## Run the orchestration benchmark (installs the bench extra: DB
 	$(BIN)/python -m bench.orchestration $(BENCH_ARGS)
 	$(BIN)/python -m bench.key_check
 	$(BIN)/python -m bench.sandbox_start
+	$(BIN)/python -m bench.replay
 
 clean: ## Remove the virtual environment and local state
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -325,6 +325,23 @@ class ProviderError(RuntimeFailure):
         return self.retryable_instance
 
 
+class ReplayMissError(RuntimeFailure):
+    """A replayed run asked a model something its original never asked: ``differences`` lists
+    the request fields that differ from the nearest recorded request (path, expected, actual)."""
+
+    code = "replay_miss"
+    http_status = 409
+    title = "No recorded model call matches"
+
+
+class ReplayDivergedError(RuntimeFailure):
+    """A replayed run reached a step its original did not have (or had of another type)."""
+
+    code = "replay_diverged"
+    http_status = 409
+    title = "The replay left the original run's path"
+
+
 class StaleFenceError(RuntimeFailure):
     """A worker wrote about a step with a fence older than the step's current one."""
 

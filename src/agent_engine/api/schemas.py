@@ -72,6 +72,9 @@ class RunOut(BaseModel):
     options: dict[str, Any]
     # Adaptive planning: revisions made, the step a revision is due after, why the loop ended.
     adaptive: dict[str, Any] | None = None
+    # Lineage: the run this one replays, and how (hermetic | verify).
+    replay_of: uuid.UUID | None = None
+    replay_mode: str | None = None
     audit_seq: int
     created_at: datetime
     updated_at: datetime

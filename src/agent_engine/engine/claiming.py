@@ -27,6 +27,8 @@ from agent_engine.domain.refs import (
 from agent_engine.domain.states import RunStatus, StepStatus
 from agent_engine.domain.transitions import move_run, move_step
 from agent_engine.engine.context import EngineContext, executor_context
+from agent_engine.engine.replay_approvals import apply_recorded_decision, recorded_decision
+from agent_engine.engine.replay_calls import ReplaySource, replay_source
 from agent_engine.engine.request_limits import check_recorded_depth
 from agent_engine.engine.retries import fail_step
 from agent_engine.engine.secrets import held_secrets, redact_error, redact_value
@@ -58,6 +60,9 @@ class Claim:
     prior_intent: dict[str, Any] | None
     prior_outputs: dict[int, Any] = field(default_factory=dict)
     goal: str | None = None
+    # A replay (or a fork from records): where its model calls, and in verify mode its side
+    # effects, are served from.
+    replay: ReplaySource | None = None
 
 
 @dataclass(frozen=True)
@@ -169,10 +174,16 @@ async def _park_for_approval(
     executor = ctx.registry[step.step_type]
     context = executor_context(ctx, run.id, step.step_number, run.workspace, llm)
     secrets = held_secrets(ctx.settings.models_file)
+    source = replay_source(run)
+    decided = recorded_decision(run, step)
     try:
-        preview = redact_value(
-            await executor.preview(executor.validate_input(resolved), context), secrets
-        )
+        if source is not None and source.verify and executor.side_effects and decided:
+            # Verify mode touches nothing: the approver's recorded view stands for the preview.
+            preview: dict[str, Any] = decided["shown"]
+        else:
+            preview = redact_value(
+                await executor.preview(executor.validate_input(resolved), context), secrets
+            )
     except (EngineError, ValidationError) as exc:
         error = redact_error(
             exc
@@ -197,7 +208,9 @@ async def _park_for_approval(
         rule=step.approval_rule,
         shown=preview,
     )
-    return StepStatus.AWAITING_APPROVAL
+    if decided is not None:
+        apply_recorded_decision(changes, run, step, preview)  # a replay needs no person
+    return StepStatus(step.status)
 
 
 async def take_ready(
@@ -263,6 +276,7 @@ async def take_ready(
                 prior_intent=prior,
                 prior_outputs=earlier,
                 goal=run.goal,
+                replay=replay_source(run),
             )
         )
     return work  # the caller settles the run, which refreshes what workers may claim

@@ -21,6 +21,7 @@ from agent_engine.executors.mcp_config import load_mcp_servers
 from agent_engine.executors.mcp_servers import refresh_listings
 from agent_engine.executors.registry import ExecutorRegistry, load_registry
 from agent_engine.llm.base import CompletionRequest, CompletionResponse, LLMCallRecord, LLMClient
+from agent_engine.llm.replaying import RecordedRuns
 from agent_engine.llm.transport import close_provider_clients
 from agent_engine.storage.changes import ChangeWriter
 from agent_engine.storage.database import create_engine, create_sessionmaker
@@ -59,6 +60,8 @@ class EngineContext:
     # Set while a worker runs in this process (``serve``'s embedded worker): new runs go to it
     # directly instead of through a notification and a claim round.
     hand_off: HandOff | None = None
+    # The recorded calls of runs being replayed in this process (finished runs: they do not change).
+    recorded_runs: RecordedRuns = field(default_factory=RecordedRuns)
 
     @property
     def changes(self) -> ChangeWriter:

@@ -8,7 +8,7 @@ call happens between two short transactions, never inside one.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -24,6 +24,8 @@ from agent_engine.engine.ledger import record_calls
 from agent_engine.engine.locking import change_run
 from agent_engine.engine.plans import insert_plan, validate_plan
 from agent_engine.engine.policies import PlanApprovals, inputs_of_run, plan_approvals
+from agent_engine.engine.replay_approvals import apply_recorded_plan_decision
+from agent_engine.engine.replay_calls import client_for
 from agent_engine.engine.request_limits import check_plan
 from agent_engine.engine.settle import refresh_claimable
 from agent_engine.errors import (
@@ -33,9 +35,10 @@ from agent_engine.errors import (
     MaxStepsExceededError,
     PlanValidationError,
     ProviderError,
+    ReplayMissError,
 )
 from agent_engine.executors.mcp_tool import catalog_entries as mcp_catalog_entries
-from agent_engine.llm.base import ChatMessage, CompletionRequest, LLMClient
+from agent_engine.llm.base import CallContext, ChatMessage, CompletionRequest, LLMClient
 from agent_engine.llm.planning import request_plan
 from agent_engine.storage.runs import delete_steps_txn
 
@@ -51,6 +54,8 @@ class PlanOutcome:
     rationale: str | None
     failure: str
     estimates: list[Decimal | None]
+    code: str = "planning_failed"
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def step_catalog(ctx: EngineContext) -> list[dict[str, Any]]:
@@ -193,9 +198,12 @@ async def plan_run(
             )
         else:
             move_run(changes, run, RunStatus.PLANNING, actor=actor, replan=replan or None)
-    llm = ctx.llm_factory(run.budget_usd)
+    call = CallContext(str(run.id), None, 1, "plan")
+    llm = await client_for(ctx, run, call, ctx.llm_factory(run.budget_usd))
     try:
         outcome = await _make_plan(ctx, run, llm)
+    except ReplayMissError as exc:  # a replay asked what its original never did: say so
+        outcome = PlanOutcome(None, None, exc.detail, [], code=exc.code, details=exc.data)
     except EngineError as exc:
         outcome = PlanOutcome(None, None, exc.detail, [])
     # The policy recorded with the run decides, not today's file. A model cannot loosen it: its
@@ -211,7 +219,7 @@ async def plan_run(
         if RunStatus(run.status) is not RunStatus.PLANNING:
             return  # cancelled while planning: keep the ledger, drop the plan
         if outcome.plan is None:
-            run.error = {"code": "planning_failed", "message": outcome.failure}
+            run.error = {**outcome.details, "code": outcome.code, "message": outcome.failure}
             move_run(changes, run, RunStatus.FAILED, actor=actor, reason=outcome.failure)
             return
         made_by = next((row["id"] for row in reversed(rows) if row["error"] is None), None)
@@ -230,4 +238,5 @@ async def plan_run(
         move_run(changes, run, RunStatus.PLANNED, actor=actor)
         if run.options.get("plan_approval"):
             move_run(changes, run, RunStatus.AWAITING_APPROVAL, actor=actor, reason="plan approval")
+            apply_recorded_plan_decision(changes, run)  # a replay needs no person
         refresh_claimable(run, steps)

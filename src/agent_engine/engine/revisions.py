@@ -44,6 +44,8 @@ from agent_engine.engine.ledger import record_calls
 from agent_engine.engine.locking import change_run
 from agent_engine.engine.planner import estimate_steps, step_catalog
 from agent_engine.engine.policies import PlanApprovals, inputs_of_run, plan_approvals
+from agent_engine.engine.replay_approvals import apply_recorded_plan_decision
+from agent_engine.engine.replay_calls import client_for
 from agent_engine.engine.revision_plans import (
     Revision,
     answer_errors,
@@ -59,8 +61,9 @@ from agent_engine.errors import (
     MaxStepsExceededError,
     PlanValidationError,
     ProviderError,
+    ReplayMissError,
 )
-from agent_engine.llm.base import LLMClient
+from agent_engine.llm.base import CallContext, LLMClient
 from agent_engine.llm.planning import request_revision
 from agent_engine.llm.revision_prompts import bounded_steps
 from agent_engine.storage.tables import PlanVersion
@@ -165,12 +168,17 @@ async def revise_run(ctx: EngineContext, run_id: str, *, actor: str) -> None:
         outputs = await locked.read(None)
         version = run.plan_version
     remaining = run.budget_usd - run.total_cost_usd if run.budget_usd is not None else None
-    llm = ctx.llm_factory(remaining)
+    call = CallContext(str(run.id), None, 1, "revision")
+    llm = await client_for(ctx, run, call, ctx.llm_factory(remaining))
     if remaining is not None and remaining <= 0:
         outcome = _Outcome("budget", "the run's budget is spent")
     else:
         try:
             outcome = await _ask(ctx, run, steps, outputs, after, bounds, llm)
+        except ReplayMissError as exc:  # a replay asked what its original never did: say so
+            outcome = _Outcome(
+                "failed", failure={**exc.data, "code": exc.code, "message": exc.detail}
+            )
         except EngineError as exc:
             outcome = _Outcome("failed", failure={"code": "revision_failed", "message": exc.detail})
     approvals = PlanApprovals(inputs_of_run(run.options))
@@ -278,6 +286,7 @@ def _apply(
     move_run(changes, run, RunStatus.RUNNING, actor=actor, decision=outcome.decision)
     if outcome.decision == "revise" and run.options.get("plan_approval"):
         move_run(changes, run, RunStatus.AWAITING_APPROVAL, actor=actor, reason="plan approval")
+        apply_recorded_plan_decision(changes, run)  # a replay needs no person
     settle_run(changes, run, changes.steps, actor=actor)
 
 

@@ -32,6 +32,8 @@ from agent_engine.engine.claiming import Claim, OutputReader, take_ready
 from agent_engine.engine.context import EngineContext, LogCapture, executor_context, lazy_llm
 from agent_engine.engine.ledger import record_calls
 from agent_engine.engine.locking import change_run
+from agent_engine.engine.replay_calls import wrap_for
+from agent_engine.engine.replay_effects import recorded_effect
 from agent_engine.engine.request_limits import check_recorded_depth
 from agent_engine.engine.retries import fail_step
 from agent_engine.engine.secrets import held_secrets, redact_result, redact_value
@@ -46,8 +48,9 @@ from agent_engine.errors import (
     ExecutorError,
     StaleFenceError,
 )
+from agent_engine.executors.base import Executor, ExecutorContext
 from agent_engine.faults import crash_point
-from agent_engine.llm.base import LLMCallRecord, LLMClient
+from agent_engine.llm.base import CallContext, LLMCallRecord, LLMClient
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +136,10 @@ async def run_claimed(
     """Execute a claimed step (None: it was parked for a human instead). The step's own failure
     is a result, never an exception; only a lost claim (StaleFenceError) propagates."""
     executor = ctx.registry[claim.step_type]
-    llm = lazy_llm(ctx, claim.remaining_budget)
+    llm: LLMClient = lazy_llm(ctx, claim.remaining_budget)
+    if claim.replay is not None:
+        call = CallContext(str(claim.run_id), claim.step_number, claim.attempt, "step")
+        llm = await wrap_for(ctx, claim.replay, claim.run_id, call, llm)
     context = executor_context(ctx, claim.run_id, claim.step_number, claim.workspace, llm)
     context.prior_outputs = claim.prior_outputs
     context.attempt = claim.attempt
@@ -155,15 +161,7 @@ async def run_claimed(
             if found.state == "unknown" and not claim.idempotent:
                 await park_outcome_unknown(ctx, claim, actor=f"recovery:{claim.step_id}")
                 return None
-        if claim.side_effects:
-            await record_intent(ctx, claim, await executor.preview(parsed, context))
-            crash_point("before_effect", claim.step_type)
-        depth = ctx.request_limits.max_json_depth
-        output = _storable(
-            claim, _dumped(claim, await executor.execute(parsed, context), depth), depth
-        )
-        if claim.side_effects:
-            crash_point("after_effect", claim.step_type)
+        output = await _output_of(ctx, claim, executor, parsed, context)
     except StaleFenceError:
         raise
     except ValidationError as exc:
@@ -177,6 +175,30 @@ async def run_claimed(
     if capture.dropped:
         capture.lines.append({"level": "warning", "message": f"{capture.dropped} more lines"})
     return StepResult(output, error, list(llm.calls), latency_ms, logs=tuple(capture.lines))
+
+
+async def _output_of(
+    ctx: EngineContext,
+    claim: Claim,
+    executor: Executor[Any, Any],
+    parsed: BaseModel,
+    context: ExecutorContext,
+) -> dict[str, Any]:
+    """The step's output: what the executor does (a side effect with its intent recorded
+    first), or in a verify replay of a side-effecting step the original's recorded result."""
+    depth = ctx.request_limits.max_json_depth
+    if claim.side_effects and claim.replay is not None and claim.replay.verify:
+        served = await recorded_effect(
+            ctx, claim.replay, claim.step_number, claim.step_type, context
+        )
+        return _storable(claim, served, depth)
+    if claim.side_effects:
+        await record_intent(ctx, claim, await executor.preview(parsed, context))
+        crash_point("before_effect", claim.step_type)
+    output = _storable(claim, _dumped(claim, await executor.execute(parsed, context), depth), depth)
+    if claim.side_effects:
+        crash_point("after_effect", claim.step_type)
+    return output
 
 
 def _dumped(claim: Claim, output: BaseModel, max_depth: int) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -103,6 +104,19 @@ class LLMCallRecord(BaseModel):
     error: str | None = None
     routing: dict[str, Any] | None = None
     replayed: bool = False
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """Where a model call comes from: the run, its step (None for the planner and its
+    revisions), the step's attempt and the call's purpose (``step``, ``plan``, ``revision``).
+    The engine binds a client to one context; wrappers around the client (replay, and later
+    tracing) read it instead of guessing from the request."""
+
+    run_id: str
+    step_number: int | None
+    attempt: int
+    purpose: str
 
 
 class LLMProvider(abc.ABC):
