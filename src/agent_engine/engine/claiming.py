@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent_engine.domain.clock import utcnow
+from agent_engine.domain.fork_options import pinned_model
 from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
 from agent_engine.domain.refs import (
     StepReferenceError,
@@ -58,6 +59,8 @@ class Claim:
     prior_intent: dict[str, Any] | None
     prior_outputs: dict[int, Any] = field(default_factory=dict)
     goal: str | None = None
+    # The model a fork pinned for this step (``domain/fork_options.py``); None: routed.
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -263,6 +266,7 @@ async def take_ready(
                 prior_intent=prior,
                 prior_outputs=earlier,
                 goal=run.goal,
+                model=pinned_model(run.options, step.step_number),
             )
         )
     return work  # the caller settles the run, which refreshes what workers may claim

@@ -48,6 +48,7 @@ from agent_engine.errors import (
 )
 from agent_engine.faults import crash_point
 from agent_engine.llm.base import LLMCallRecord, LLMClient
+from agent_engine.llm.model_hint import ModelHintClient
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,8 @@ async def run_claimed(
     is a result, never an exception; only a lost claim (StaleFenceError) propagates."""
     executor = ctx.registry[claim.step_type]
     llm = lazy_llm(ctx, claim.remaining_budget)
-    context = executor_context(ctx, claim.run_id, claim.step_number, claim.workspace, llm)
+    client = ModelHintClient(llm, claim.model) if claim.model else llm
+    context = executor_context(ctx, claim.run_id, claim.step_number, claim.workspace, client)
     context.prior_outputs = claim.prior_outputs
     context.attempt = claim.attempt
     context.goal = claim.goal
