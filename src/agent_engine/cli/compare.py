@@ -69,11 +69,24 @@ def _cell(value: Any) -> str:
     return _short(value)
 
 
-def _difference_line(step_number: int, found: dict[str, Any]) -> str:
-    return (
-        f"step {step_number}: {escape(found['field'])}: "
-        f"{_short(found['expected'])} → {_short(found['actual'])}"
+def _contrast(expected: Any, actual: Any) -> tuple[str, str]:
+    """Two values for one line; long texts from a little before where they start to differ."""
+    if not (isinstance(expected, str) and isinstance(actual, str)):
+        return _short(expected), _short(actual)
+    if max(len(expected), len(actual)) <= SHOWN_CHARS:
+        return _short(expected), _short(actual)
+    same = next(
+        (i for i, (x, y) in enumerate(zip(expected, actual, strict=False)) if x != y),
+        min(len(expected), len(actual)),
     )
+    start = max(same - 10, 0)
+    lead = "…" if start else ""
+    return _short(lead + expected[start:]), _short(lead + actual[start:])
+
+
+def _difference_line(step_number: int, found: dict[str, Any]) -> str:
+    expected, actual = _contrast(found["expected"], found["actual"])
+    return f"step {step_number}: {escape(found['field'])}: {expected} → {actual}"
 
 
 def compare(
@@ -88,16 +101,14 @@ def compare(
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
-    table = Table("step", "type", "status", "verdict", "differs in", "model", "tokens")
-    table.add_column("cost $")
-    table.add_column("ms")
+    table = Table("step", "type", "verdict", "differs in", "model", "tokens", "cost $", "ms")
     details = []
     for row in report["steps"]:
+        status = row["status"]
         table.add_row(
             str(row["step_number"]),
             _pair(row, "step_type"),
-            _pair(row, "status"),
-            row["verdict"],
+            row["verdict"] + ("" if status["a"] == status["b"] else f" ({_pair(row, 'status')})"),
             escape(", ".join(row["differs_in"])) or "-",
             _pair(row, "model"),
             _pair(row, "tokens"),
