@@ -14,22 +14,19 @@ from typing import Any
 import httpx
 import pytest
 
-from agent_engine.api.app import create_app
 from agent_engine.config import Settings
-from tests.fakes.llm_servers import FakeLLMServer, ReceivedRequest, Reply, openai_completion
-
-NOTES = "alpha\nbeta\n"
-
-
-def _prompt(request: ReceivedRequest) -> str:
-    return "\n".join(m["content"] for m in request.body["messages"] if m["role"] == "user")
-
-
-def analysis_reply(request: ReceivedRequest) -> Reply:
-    """An analysis that depends on the whole prompt (and never repeats its instruction)."""
-    digest = hashlib.sha256(_prompt(request).encode()).hexdigest()[:12]
-    answer = {"report": f"analysis {digest}", "findings": []}
-    return openai_completion(json.dumps(answer), prompt_tokens=100, completion_tokens=10)
+from tests.fakes.llm_servers import FakeLLMServer
+from tests.forking import (
+    analysis_reply,
+    audit_types,
+    finished_run,
+    fork,
+    four_steps,
+    project,
+    prompt_of,
+    run_to_end,
+    serving,
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,103 +35,17 @@ def model_server() -> Iterator[FakeLLMServer]:
         yield server
 
 
-def catalog(path: Path, server: FakeLLMServer) -> Path:
-    path.write_text(
-        "providers:\n"
-        f"  fakeai: {{kind: openai, base_url: '{server.openai_base_url}', api_key_env: null,"
-        " timeout_s: 5}\n"
-        "models:\n"
-        "  - {provider: fakeai, model: small-a, tier: medium, context_window: 100000,"
-        " max_output_tokens: 8192, prices: {input: 1, output: 2}}\n"
-        "  - {provider: fakeai, model: small-b, tier: medium, context_window: 100000,"
-        " max_output_tokens: 8192, prices: {input: 3, output: 4}}\n",
-        encoding="utf-8",
-    )
-    return path
-
-
 @pytest.fixture
 async def api(
     settings: Settings, tmp_path: Path, model_server: FakeLLMServer
 ) -> AsyncIterator[httpx.AsyncClient]:
-    configured = settings.model_copy(
-        update={"models_file": catalog(tmp_path / "models.yaml", model_server)}
-    )
-    app = create_app(configured)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
-    ):
+    async with serving(settings, tmp_path, model_server) as http:
         yield http
 
 
 @pytest.fixture
 def workspace(workspace_root: Path) -> Path:
-    folder = workspace_root / "project"
-    folder.mkdir()
-    (folder / "notes.txt").write_text(NOTES, encoding="utf-8")
-    return folder
-
-
-def four_steps() -> list[dict[str, Any]]:
-    return [
-        {"step_type": "read_file", "input_data": {"path": "notes.txt"}},
-        {
-            "step_type": "analyze",
-            "input_data": {
-                "instruction": "INSTR-A",
-                "inputs": [{"$ref": "steps.1.output.content"}],
-            },
-        },
-        {
-            "step_type": "analyze",
-            "input_data": {"instruction": "INSTR-B", "inputs": [{"$ref": "steps.2.output.text"}]},
-        },
-        {
-            "step_type": "analyze",
-            "input_data": {"instruction": "INSTR-D", "inputs": [{"$ref": "steps.3.output.text"}]},
-        },
-    ]
-
-
-async def run_to_end(api: httpx.AsyncClient, run_id: str) -> dict[str, Any]:
-    """Execute the run's ready steps one by one until none is left."""
-    for _ in range(10):
-        answer = await api.post(f"/v1/agent-runs/{run_id}/execute")
-        assert answer.status_code == 200, answer.text
-        if (
-            answer.json()["status"] in ("completed", "failed")
-            or not answer.json()["executed_step_id"]
-        ):
-            break
-    run: dict[str, Any] = (await api.get(f"/v1/agent-runs/{run_id}")).json()
-    return run
-
-
-async def finished_run(
-    api: httpx.AsyncClient, workspace: Path, steps: list[dict[str, Any]] | None = None
-) -> dict[str, Any]:
-    created = await api.post(
-        "/v1/agent-runs",
-        json={
-            "goal": "look at the notes",
-            "workspace": str(workspace),
-            "steps": steps or four_steps(),
-        },
-    )
-    assert created.status_code == 201, created.text
-    run = await run_to_end(api, created.json()["id"])
-    assert run["status"] == "completed", run
-    return run
-
-
-async def fork(api: httpx.AsyncClient, run_id: str, **body: Any) -> httpx.Response:
-    return await api.post(f"/v1/agent-runs/{run_id}/fork", json=body)
-
-
-async def audit_types(api: httpx.AsyncClient, run_id: str) -> list[str]:
-    events = (await api.get(f"/v1/agent-runs/{run_id}/audit")).json()["events"]
-    return [event["type"] for event in events]
+    return project(workspace_root)
 
 
 async def test_fork_from_step_3_reuses_steps_1_and_2_and_the_comparison_shows_the_change(
@@ -164,7 +75,7 @@ async def test_fork_from_step_3_reuses_steps_1_and_2_and_the_comparison_shows_th
 
     done = await run_to_end(api, forked["id"])
     assert done["status"] == "completed"
-    asked = [_prompt(r) for r in model_server.requests[asked_before:]]
+    asked = [prompt_of(r) for r in model_server.requests[asked_before:]]
     assert len(asked) == 2  # steps 3 and 4 only: 1 and 2 were not asked again
     assert "INSTR-C" in asked[0] and "INSTR-D" in asked[1]
     assert not any("INSTR-A" in prompt or "INSTR-B" in prompt for prompt in asked)
@@ -232,7 +143,7 @@ async def test_an_output_override_completes_the_step_and_later_steps_read_it(
     assert done["status"] == "completed"
     assert len(model_server.requests) - asked_before == 1  # step 4 alone
     assert done["steps"][3]["resolved_input"]["inputs"] == ["GIVEN-TEXT"]
-    assert "GIVEN-TEXT" in _prompt(model_server.requests[-1])
+    assert "GIVEN-TEXT" in prompt_of(model_server.requests[-1])
     report = (await api.get(f"/v1/agent-runs/{forked['id']}/divergence")).json()
     assert report["first_divergence"]["step_number"] == 3
     assert report["first_divergence"]["field"] == "output.text"
@@ -326,79 +237,3 @@ async def test_a_fork_needs_the_steps_it_reuses_finished_and_a_known_run(
     assert first.status_code == 201, first.text
     missing = await fork(api, "00000000-0000-0000-0000-000000000000", from_step=1)
     assert missing.status_code == 404 and missing.json()["code"] == "not_found"
-
-
-async def test_a_read_file_divergence_names_the_file_and_both_hashes(
-    api: httpx.AsyncClient, workspace: Path
-) -> None:
-    original = await finished_run(api, workspace, four_steps()[:2])
-    changed = "alpha\ngamma\n"
-    (workspace / "notes.txt").write_text(changed, encoding="utf-8")
-    made = await fork(api, original["id"], from_step=1)
-    assert made.status_code == 201, made.text
-    await run_to_end(api, made.json()["id"])
-    report = (await api.get(f"/v1/agent-runs/{made.json()['id']}/divergence")).json()
-    first = report["first_divergence"]
-    assert first["step_number"] == 1 and first["field"] == "output.sha256"
-    assert first["file"] == "notes.txt"
-    assert first["expected_sha256"] == hashlib.sha256(NOTES.encode()).hexdigest()
-    assert first["actual_sha256"] == hashlib.sha256(changed.encode()).hexdigest()
-    assert (first["expected"], first["actual"]) == (
-        first["expected_sha256"],
-        first["actual_sha256"],
-    )
-    assert [row["verdict"] for row in report["steps"]] == ["diverged", "diverged"]
-
-
-async def test_divergence_of_a_run_that_is_no_replay_or_fork_is_refused(
-    api: httpx.AsyncClient, workspace: Path
-) -> None:
-    original = await finished_run(api, workspace, four_steps()[:1])
-    refused = await api.get(f"/v1/agent-runs/{original['id']}/divergence")
-    assert refused.status_code == 409
-    assert refused.json()["code"] == "not_a_replay_or_fork"
-
-
-async def test_a_fork_not_run_yet_reports_its_later_steps_not_reached(
-    api: httpx.AsyncClient, workspace: Path
-) -> None:
-    original = await finished_run(api, workspace)
-    made = await fork(api, original["id"], from_step=3)
-    report = (await api.get(f"/v1/agent-runs/{made.json()['id']}/divergence")).json()
-    assert [row["verdict"] for row in report["steps"]] == [
-        "match",
-        "match",
-        "not_reached",
-        "not_reached",
-    ]
-    assert report["first_divergence"] is None and report["verdict"] == "incomplete"
-
-
-async def test_lineage_filters_and_the_family_tree(api: httpx.AsyncClient, workspace: Path) -> None:
-    original = await finished_run(api, workspace, four_steps()[:2])
-    first = (await fork(api, original["id"], from_step=2)).json()
-    second = (await fork(api, original["id"], from_step=1)).json()
-    await run_to_end(api, first["id"])
-    grandchild = (await fork(api, first["id"], from_step=2)).json()
-    listed = (await api.get("/v1/agent-runs", params={"forked_from": original["id"]})).json()
-    assert {r["id"] for r in listed["items"]} == {first["id"], second["id"]}
-    assert all(r["forked_from"] == original["id"] for r in listed["items"])
-    of_first = (await api.get("/v1/agent-runs", params={"forked_from": first["id"]})).json()
-    assert [r["id"] for r in of_first["items"]] == [grandchild["id"]]
-    replays = (await api.get("/v1/agent-runs", params={"replay_of": original["id"]})).json()
-    assert replays["items"] == []
-    bad = await api.get("/v1/agent-runs", params={"forked_from": "not-an-id"})
-    assert bad.status_code == 422
-    shown = (await api.get(f"/v1/agent-runs/{grandchild['id']}")).json()
-    assert (shown["forked_from"], shown["from_step"], shown["replay_of"]) == (first["id"], 2, None)
-
-    tree = (await api.get(f"/v1/agent-runs/{grandchild['id']}/family")).json()
-    root = tree["root"]
-    assert tree["size"] == 4 and not tree["truncated"]
-    assert (root["id"], root["kind"], root["from_step"]) == (original["id"], "original", None)
-    assert [(c["id"], c["kind"], c["from_step"]) for c in root["children"]] == [
-        (first["id"], "fork", 2),
-        (second["id"], "fork", 1),
-    ]
-    assert [c["id"] for c in root["children"][0]["children"]] == [grandchild["id"]]
-    assert root["children"][1]["children"] == []
