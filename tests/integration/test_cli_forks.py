@@ -73,6 +73,13 @@ def test_fork_compare_and_divergence_from_the_command_line(tmp_path: Path) -> No
         assert done["status"] == "completed" and done["forked_from"] == original["id"]
         assert done["steps"][0]["reused_from"] == original["steps"][0]["id"]
 
+        # A fork made through the serve's API goes to its worker in the write that makes it.
+        over_http = api.post(f"/v1/agent-runs/{original['id']}/fork", json={"from_step": 3})
+        assert over_http.status_code == 201, over_http.text
+        again = _wait_finished(api, over_http.json()["id"])
+        assert again["status"] == "completed"
+        assert [s["reused_from"] is not None for s in again["steps"]] == [True, True, False]
+
         compared = run_command("runs", "compare", original["id"], fork_id, cwd=tmp_path, **settings)
         assert compared.returncode == 0, compared.stderr
         assert "input_data.instruction" in compared.stdout and "differs" in compared.stdout
@@ -93,9 +100,7 @@ def test_fork_compare_and_divergence_from_the_command_line(tmp_path: Path) -> No
                 "--input is not JSON",
             ),
             (("fork", original["id"], "--from-step", "9"), "from_step 9 is past the last step"),
-            (("fork", original["id"], "--from-step", "0"), "from_step"),
-            (("fork", "no-such-run", "--from-step", "1"), "no run with id 'no-such-run'"),
+            (("fork", original["id"], "--from-step", "0"), "from_step: Input should be greater"),
             (("divergence", original["id"]), "neither a replay nor a fork"),
-            (("compare", original["id"], "no-such-run"), "no run with id 'no-such-run'"),
         ]:
             _one_error_line(run_command("runs", *args, cwd=tmp_path, **settings), fragment)
