@@ -4,13 +4,17 @@ steps not reached yet, a run that is no fork, the list filters and the family tr
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from agent_engine.config import Settings
+from agent_engine.storage.database import create_engine
+from agent_engine.storage.tables import AgentRun
 from tests.fakes.llm_servers import FakeLLMServer
 from tests.forking import (
     NOTES,
@@ -117,3 +121,48 @@ async def test_lineage_filters_and_the_family_tree(api: httpx.AsyncClient, works
     ]
     assert [c["id"] for c in root["children"][0]["children"]] == [grandchild["id"]]
     assert root["children"][1]["children"] == []
+
+
+async def _as_replay(settings: Settings, run_id: str, of: str) -> None:
+    """Make run ``run_id`` what the replay endpoint makes: a run with ``replay_of`` set."""
+    engine = create_engine(settings.database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                update(AgentRun)
+                .where(AgentRun.id == uuid.UUID(run_id))
+                .values(
+                    replay_of=uuid.UUID(of),
+                    forked_from=None,
+                    from_step=None,
+                    replay_mode="hermetic",
+                    version=AgentRun.version + 1,
+                )
+            )
+    finally:
+        await engine.dispose()
+
+
+async def test_a_replay_is_listed_reported_and_shown_in_the_family_as_one(
+    api: httpx.AsyncClient, workspace: Path, settings: Settings
+) -> None:
+    original = await finished_run(api, workspace, four_steps()[:2])
+    replay = (await fork(api, original["id"], from_step=1)).json()
+    await run_to_end(api, replay["id"])
+    await _as_replay(settings, replay["id"], of=original["id"])
+    listed = (await api.get("/v1/agent-runs", params={"replay_of": original["id"]})).json()
+    assert [(r["id"], r["replay_mode"]) for r in listed["items"]] == [(replay["id"], "hermetic")]
+    assert (await api.get("/v1/agent-runs", params={"forked_from": original["id"]})).json()[
+        "items"
+    ] == []
+    report = (await api.get(f"/v1/agent-runs/{replay['id']}/divergence")).json()
+    assert (report["relation"], report["against"], report["replay_mode"]) == (
+        "replay",
+        original["id"],
+        "hermetic",
+    )
+    # The same model answers the same prompts the same way: the replay matches throughout.
+    assert [row["verdict"] for row in report["steps"]] == ["match", "match"]
+    assert report["verdict"] == "match" and report["first_divergence"] is None
+    tree = (await api.get(f"/v1/agent-runs/{original['id']}/family")).json()
+    assert [(c["id"], c["kind"]) for c in tree["root"]["children"]] == [(replay["id"], "replay")]

@@ -237,3 +237,40 @@ async def test_a_fork_needs_the_steps_it_reuses_finished_and_a_known_run(
     assert first.status_code == 201, first.text
     missing = await fork(api, "00000000-0000-0000-0000-000000000000", from_step=1)
     assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+
+
+async def test_a_fork_of_a_run_made_with_plan_approval_waits_for_its_plan_to_be_approved(
+    api: httpx.AsyncClient, workspace: Path, model_server: FakeLLMServer
+) -> None:
+    created = await api.post(
+        "/v1/agent-runs",
+        json={
+            "goal": "g",
+            "workspace": str(workspace),
+            "steps": four_steps()[:3],
+            "plan_approval": True,
+        },
+    )
+    run_id = created.json()["id"]
+    assert created.json()["status"] == "awaiting_approval"
+    assert (await api.post(f"/v1/agent-runs/{run_id}/plan/approve")).status_code == 200
+    original = await run_to_end(api, run_id)
+    assert original["status"] == "completed"
+    made = await fork(api, run_id, from_step=3, replay=True)
+    assert made.status_code == 201, made.text
+    forked = made.json()
+    assert forked["status"] == "awaiting_approval"
+    assert forked["options"]["fork"] == {
+        "from_step": 3,
+        "override": None,
+        "model": None,
+        "replay": True,
+    }
+    asked_before = len(model_server.requests)
+    waiting = await api.post(f"/v1/agent-runs/{forked['id']}/execute")
+    assert waiting.status_code == 409, waiting.text  # nothing runs before the plan's approval
+    assert "waiting for approval" in waiting.json()["detail"]
+    assert (await api.post(f"/v1/agent-runs/{forked['id']}/plan/approve")).status_code == 200
+    done = await run_to_end(api, forked["id"])
+    assert done["status"] == "completed"
+    assert len(model_server.requests) - asked_before == 1
