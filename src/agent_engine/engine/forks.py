@@ -13,6 +13,7 @@ waits for a person to approve its plan, as the original did.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -41,7 +42,7 @@ from agent_engine.engine.request_limits import check_plan
 from agent_engine.engine.runs import RunView
 from agent_engine.engine.settle import refresh_claimable, settle_status
 from agent_engine.errors import ForkNotReadyError, InputValidationError
-from agent_engine.llm.catalog import load_catalog
+from agent_engine.llm.catalog import cached_catalog
 from agent_engine.storage.database import read_transaction
 from agent_engine.storage.runs import load_run_txn, load_steps_txn
 
@@ -132,7 +133,7 @@ async def fork_run(
     )
     output = _checked_output(ctx, target.step_type, request.output_data)
     if request.model:
-        _check_model(ctx, request.model)
+        await _check_model(ctx, request.model)
     recorded = inputs_of_run(original.options)
     inputs = ApprovalInputs(recorded.server, recorded.run, may_loosen_policy)
     approvals = await plan_approvals(inputs, plan, ctx.limits, original.workspace)
@@ -202,11 +203,11 @@ def _checked_output(
     return dumped
 
 
-def _check_model(ctx: EngineContext, model: str) -> None:
+async def _check_model(ctx: EngineContext, model: str) -> None:
     """A pinned model must be one the router knows (checked here unless routing is remote)."""
     if ctx.settings.router_url:
         return  # the remote router's catalog decides; an unknown model is recorded as ignored
-    catalog = load_catalog(ctx.settings.models_file)
+    catalog = await asyncio.to_thread(cached_catalog, ctx.settings.models_file)
     if catalog.find(model) is None:
         known = ", ".join(entry.id for entry in catalog.models)
         raise InputValidationError(
