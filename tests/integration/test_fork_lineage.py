@@ -4,6 +4,7 @@ steps not reached yet, a run that is no fork, the list filters and the family tr
 from __future__ import annotations
 
 import hashlib
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from tests.forking import (
     run_to_end,
     serving,
 )
+from tests.policies import UNATTENDED, unattended_policies
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +168,31 @@ async def test_a_replay_is_listed_reported_and_shown_in_the_family_as_one(
     assert report["verdict"] == "match" and report["first_divergence"] is None
     tree = (await api.get(f"/v1/agent-runs/{original['id']}/family")).json()
     assert [(c["id"], c["kind"]) for c in tree["root"]["children"]] == [(replay["id"], "replay")]
+
+
+async def test_a_command_divergence_names_the_output_that_differs(
+    settings: Settings, tmp_path: Path, workspace: Path, model_server: FakeLLMServer
+) -> None:
+    cat = shutil.which("cat") or "/usr/bin/cat"
+    unattended = settings.model_copy(
+        update={"policies_file": unattended_policies(tmp_path), "command_allowlist": [cat]}
+    )
+    steps = [{"step_type": "run_command", "input_data": {"argv": [cat, "notes.txt"]}}]
+    async with serving(unattended, tmp_path, model_server) as api:
+        created = await api.post(
+            "/v1/agent-runs",
+            json={"goal": "g", "workspace": str(workspace), "steps": steps, "policy": UNATTENDED},
+        )
+        assert created.status_code == 201, created.text
+        original = await run_to_end(api, created.json()["id"])
+        assert original["status"] == "completed"
+        (workspace / "notes.txt").write_text("changed\n", encoding="utf-8")
+        made = await fork(api, original["id"], from_step=1)
+        assert made.status_code == 201, made.text
+        await run_to_end(api, made.json()["id"])
+        report = (await api.get(f"/v1/agent-runs/{made.json()['id']}/divergence")).json()
+    first = report["first_divergence"]
+    # The exit code is the same; the output is not (and the duration is never compared).
+    assert (first["step_number"], first["field"]) == (1, "output.stdout")
+    assert (first["expected"], first["actual"]) == (NOTES, "changed\n")
+    assert first["expected_hash"] != first["actual_hash"]
