@@ -83,13 +83,15 @@ def test_fork_compare_and_divergence_from_the_command_line(tmp_path: Path) -> No
         compared = run_command("runs", "compare", original["id"], fork_id, cwd=tmp_path, **settings)
         assert compared.returncode == 0, compared.stderr
         assert "input_data.instruction" in compared.stdout and "differs" in compared.stdout
+        # Through the serve's API instead of the database: the same report.
         as_json = run_command(
-            "runs", "compare", original["id"], fork_id, "--json", cwd=tmp_path, **settings
+            "runs", "compare", original["id"], fork_id, "--json", "--url", url, cwd=tmp_path
         )
         report = json.loads(as_json.stdout)
         assert [row["verdict"] for row in report["steps"]][:2] == ["same", "differs"]
+        assert report == api.get(f"/v1/agent-runs/{original['id']}/compare/{fork_id}").json()
 
-        diverged = run_command("runs", "divergence", fork_id, cwd=tmp_path, **settings)
+        diverged = run_command("runs", "divergence", fork_id, "--url", url, cwd=tmp_path)
         assert diverged.returncode == 0, diverged.stderr
         assert "diverged" in diverged.stdout and "first at step 2" in diverged.stdout
         assert "match (reused)" in diverged.stdout
@@ -104,3 +106,7 @@ def test_fork_compare_and_divergence_from_the_command_line(tmp_path: Path) -> No
             (("divergence", original["id"]), "neither a replay nor a fork"),
         ]:
             _one_error_line(run_command("runs", *args, cwd=tmp_path, **settings), fragment)
+        over_url = run_command(
+            "runs", "fork", original["id"], "--from-step", "9", "--url", url, cwd=tmp_path
+        )
+        _one_error_line(over_url, "from_step 9 is past the last step")

@@ -1,5 +1,7 @@
-"""``agent-engine runs compare | divergence | fork``: forks and what differs between runs, on the
-database of AGENT_ENGINE_DATABASE_URL (as ``keys`` works; a serve's workers run a fork)."""
+"""``agent-engine runs compare | divergence | fork``: forks and what differs between runs.
+
+Through a serve's HTTP API with ``--url`` (and ``--api-key`` when it requires keys), else on the
+database of AGENT_ENGINE_DATABASE_URL as ``keys`` works (a serve's workers then run a fork)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,48 @@ SHOWN_CHARS = 40
 T = TypeVar("T")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the report as JSON instead")]
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="AGENT_ENGINE_URL",
+        help="A serve's base URL, e.g. http://127.0.0.1:8000 (default: the database itself) "
+        "[env: AGENT_ENGINE_URL]",
+    ),
+]
+KeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="AGENT_ENGINE_API_KEY",
+        help="API key for --url [env: AGENT_ENGINE_API_KEY]",
+    ),
+]
+HTTP_TIMEOUT_S = 30.0
+
+
+def _over_http(
+    url: str, key: str | None, method: str, path: str, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One request to a serve; a refusal (problem+json) or no answer is one ``error:`` line."""
+    import httpx
+
+    from agent_engine.cli.main import fail
+
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        with httpx.Client(base_url=url, timeout=HTTP_TIMEOUT_S, headers=headers) as client:
+            response = client.request(method, path, json=body)
+    except httpx.HTTPError as exc:
+        fail(f"could not reach {url}: {exc}")
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if response.status_code >= 400 or not isinstance(answer, dict):
+        detail = answer.get("detail") if isinstance(answer, dict) else None
+        fail(str(detail) if detail else f"{method} {path}: HTTP {response.status_code}")
+    return answer
 
 
 def _with_engine(action: Callable[[EngineContext], Awaitable[T]]) -> T:
@@ -93,11 +137,16 @@ def compare(
     run_a: Annotated[str, typer.Argument(help="The first run (a)")],
     run_b: Annotated[str, typer.Argument(help="The run to compare it with (b)")],
     as_json: JsonFlag = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
 ) -> None:
     """Compare two runs step by step: status, inputs, outputs, model, tokens, cost, duration."""
     from agent_engine.engine.comparison import compare_runs, jsonable
 
-    report = jsonable(_with_engine(lambda ctx: compare_runs(ctx, run_a, run_b)))
+    if url:
+        report = _over_http(url, api_key, "GET", f"/v1/agent-runs/{run_a}/compare/{run_b}")
+    else:
+        report = jsonable(_with_engine(lambda ctx: compare_runs(ctx, run_a, run_b)))
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -127,11 +176,16 @@ def compare(
 def divergence(
     run_id: Annotated[str, typer.Argument(help="A replay or a fork")],
     as_json: JsonFlag = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
 ) -> None:
     """Each step of a replay or fork against its run: match, diverged or not_reached."""
     from agent_engine.engine.comparison import divergence_report, jsonable
 
-    report = jsonable(_with_engine(lambda ctx: divergence_report(ctx, run_id)))
+    if url:
+        report = _over_http(url, api_key, "GET", f"/v1/agent-runs/{run_id}/divergence")
+    else:
+        report = jsonable(_with_engine(lambda ctx: divergence_report(ctx, run_id)))
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -190,6 +244,8 @@ def fork(
     replay: Annotated[
         bool, typer.Option("--replay", help="Later model calls from the run's records")
     ] = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
 ) -> None:
     """Fork a run from a step; prints the new run's id (a serve's workers run it)."""
     from agent_engine.cli.main import fail
@@ -207,13 +263,17 @@ def fork(
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         fail(f"{where + ': ' if where else ''}{first['msg'].removeprefix('Value error, ')}", 2)
-    view = _with_engine(
-        lambda ctx: fork_run(ctx, run_id, request, actor=CLI_ACTOR, may_loosen_policy=True)
-    )
-    typer.echo(str(view.run.id))
-    typer.echo(
-        f"run {view.run.id} forked from {run_id} at step {from_step}: {view.run.status}", err=True
-    )
+    if url:
+        body = request.model_dump(mode="json", exclude_defaults=True)
+        made = _over_http(url, api_key, "POST", f"/v1/agent-runs/{run_id}/fork", body)
+        new_id, status = str(made["id"]), str(made["status"])
+    else:
+        view = _with_engine(
+            lambda ctx: fork_run(ctx, run_id, request, actor=CLI_ACTOR, may_loosen_policy=True)
+        )
+        new_id, status = str(view.run.id), view.run.status
+    typer.echo(new_id)
+    typer.echo(f"run {new_id} forked from {run_id} at step {from_step}: {status}", err=True)
 
 
 def register(runs_app: typer.Typer) -> None:
