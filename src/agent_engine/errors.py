@@ -87,6 +87,18 @@ class IdempotencyConflictError(ConflictError):
     title = "Idempotency key reused with a different request"
 
 
+class ForkNotReadyError(ConflictError):
+    """A fork from step N needs steps 1..N-1 of the original finished (completed or skipped)."""
+
+    code = "fork_not_ready"
+
+
+class NotDerivedError(ConflictError):
+    """A divergence report needs a run that is a replay or a fork of another run."""
+
+    code = "not_a_replay_or_fork"
+
+
 class PlanValidationError(CallerError):
     """A plan (explicit or generated) names an unknown step type or input its executor refuses."""
 

@@ -27,6 +27,8 @@ EXPECTED_ROLES = {
     ("post", "/v1/agent-runs/{run_id}/steps/{step_id}/approve"): Role.APPROVER,
     ("post", "/v1/agent-runs/{run_id}/plan/approve"): Role.APPROVER,
     ("post", "/v1/agent-runs/{run_id}/execute"): Role.OPERATOR,
+    ("post", "/v1/agent-runs/{run_id}/fork"): Role.OPERATOR,
+    ("get", "/v1/agent-runs/{run_id}/divergence"): Role.VIEWER,
     ("post", "/v1/api-keys"): Role.ADMIN,
     ("delete", "/v1/api-keys/{name}"): Role.ADMIN,
 }

@@ -20,6 +20,7 @@ from agent_engine.api.problems import install_problem_handlers
 from agent_engine.api.routes import (
     approvals,
     events,
+    forks,
     health,
     keys,
     plans,
@@ -96,6 +97,7 @@ def create_app(
     app.include_router(plans.router, responses=of_a_run)
     app.include_router(events.router, responses=of_a_run)
     app.include_router(replay.router, responses=of_a_run)
+    app.include_router(forks.router, responses=of_a_run)
     app.include_router(keys.router, responses=problem_responses(404, 409))
     app.include_router(policies.router)
     # The docs pages and their OAuth2 redirect are public; every other route must say its role.

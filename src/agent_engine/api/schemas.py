@@ -45,6 +45,8 @@ class StepOut(BaseModel):
     latency_ms: float | None
     error: dict[str, Any] | None
     fence: int
+    # The original step a fork reused instead of running it again.
+    reused_from: uuid.UUID | None = None
     lease_owner: str | None
     lease_expires_at: datetime | None
     created_at: datetime
@@ -76,6 +78,11 @@ class RunOut(BaseModel):
     replay_of: uuid.UUID | None = None
     replay_mode: str | None = None
     audit_seq: int
+    # Lineage: the run this one replays or forks, where a fork branched off, how a replay runs.
+    replay_of: uuid.UUID | None = None
+    forked_from: uuid.UUID | None = None
+    from_step: int | None = None
+    replay_mode: str | None = None
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from agent_engine import __version__
+from agent_engine.cli import compare
 from agent_engine.cli.keys import keys_app
 from agent_engine.cli.runs import runs_app
 from agent_engine.cli.startup import describe_serve, log_to_stderr, shown_database_url
@@ -30,6 +31,8 @@ router_app = typer.Typer(help="The Smart Model Router service.", no_args_is_help
 app.add_typer(db_app, name="db")
 app.add_typer(router_app, name="router")
 app.add_typer(keys_app, name="keys")
+# `runs` (cli/runs.py: replay) also gets compare, divergence and fork (cli/compare.py).
+compare.register(runs_app)
 app.add_typer(runs_app, name="runs")
 err = Console(stderr=True, soft_wrap=True)
 logger = logging.getLogger("agent_engine.serve")

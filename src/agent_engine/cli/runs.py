@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-runs_app = typer.Typer(help="Runs on a running server (its HTTP API).", no_args_is_help=True)
+runs_app = typer.Typer(help="Runs: replay, fork, compare and divergence.", no_args_is_help=True)
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 POLL_S = 0.2

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent_engine.domain.clock import utcnow
+from agent_engine.domain.fork_options import pinned_model
 from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
 from agent_engine.domain.refs import (
     StepReferenceError,
@@ -63,6 +64,8 @@ class Claim:
     # A replay (or a fork from records): where its model calls, and in verify mode its side
     # effects, are served from.
     replay: ReplaySource | None = None
+    # The model a fork pinned for this step (``domain/fork_options.py``); None: routed.
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -277,6 +280,7 @@ async def take_ready(
                 prior_outputs=earlier,
                 goal=run.goal,
                 replay=replay_source(run),
+                model=pinned_model(run.options, step.step_number),
             )
         )
     return work  # the caller settles the run, which refreshes what workers may claim

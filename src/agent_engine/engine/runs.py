@@ -336,13 +336,25 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 async def list_runs(
-    ctx: EngineContext, *, statuses: Sequence[RunStatus], cursor: str | None, limit: int
+    ctx: EngineContext,
+    *,
+    statuses: Sequence[RunStatus],
+    cursor: str | None,
+    limit: int,
+    forked_from: uuid.UUID | None = None,
+    replay_of: uuid.UUID | None = None,
 ) -> tuple[Sequence[AgentRun], str | None]:
-    """One page of runs, newest first, and the cursor of the next page (None at the end)."""
+    """One page of runs, newest first, and the cursor of the next page (None at the end);
+    only the forks or replays of a run when ``forked_from`` or ``replay_of`` is given."""
     after = decode_cursor(cursor) if cursor else None
     async with read_transaction(ctx.sessions) as session:
         runs = await list_runs_txn(
-            session, statuses=[s.value for s in statuses], after=after, limit=limit + 1
+            session,
+            statuses=[s.value for s in statuses],
+            after=after,
+            limit=limit + 1,
+            forked_from=forked_from,
+            replay_of=replay_of,
         )
     page = runs[:limit]
     next_cursor = encode_cursor(page[-1]) if len(runs) > limit else None

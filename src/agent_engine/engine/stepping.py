@@ -51,6 +51,7 @@ from agent_engine.errors import (
 from agent_engine.executors.base import Executor, ExecutorContext
 from agent_engine.faults import crash_point
 from agent_engine.llm.base import CallContext, LLMCallRecord, LLMClient
+from agent_engine.llm.model_hint import ModelHintClient
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +141,10 @@ async def run_claimed(
     if claim.replay is not None:
         call = CallContext(str(claim.run_id), claim.step_number, claim.attempt, "step")
         llm = await wrap_for(ctx, claim.replay, claim.run_id, call, llm)
-    context = executor_context(ctx, claim.run_id, claim.step_number, claim.workspace, llm)
+    # The pin goes outside the replay wrapper: a step whose model a fork changed asks for
+    # another model, which is not what was recorded, so it runs live.
+    client = ModelHintClient(llm, claim.model) if claim.model else llm
+    context = executor_context(ctx, claim.run_id, claim.step_number, claim.workspace, client)
     context.prior_outputs = claim.prior_outputs
     context.attempt = claim.attempt
     context.goal = claim.goal

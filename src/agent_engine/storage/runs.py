@@ -63,11 +63,18 @@ async def list_runs_txn(
     statuses: Sequence[str] = (),
     after: tuple[datetime, uuid.UUID] | None = None,
     limit: int = 50,
+    forked_from: uuid.UUID | None = None,
+    replay_of: uuid.UUID | None = None,
 ) -> Sequence[AgentRun]:
-    """Newest first; ``after`` is the (created_at, id) of the last row of the previous page."""
+    """Newest first; ``after`` is the (created_at, id) of the last row of the previous page;
+    ``forked_from`` / ``replay_of``: only the forks / replays of that run."""
     query = select(AgentRun)
     if statuses:
         query = query.where(AgentRun.status.in_(statuses))
+    if forked_from is not None:
+        query = query.where(AgentRun.forked_from == forked_from)
+    if replay_of is not None:
+        query = query.where(AgentRun.replay_of == replay_of)
     if after is not None:
         created_at, run_id = after
         query = query.where(
@@ -77,6 +84,19 @@ async def list_runs_txn(
             )
         )
     query = query.order_by(AgentRun.created_at.desc(), AgentRun.id.desc()).limit(limit)
+    return (await session.scalars(query)).all()
+
+
+async def derived_runs_txn(
+    session: AsyncSession, parents: Sequence[uuid.UUID], limit: int
+) -> Sequence[AgentRun]:
+    """The replays and forks of the runs ``parents`` (at most ``limit``), oldest first."""
+    query = (
+        select(AgentRun)
+        .where(or_(AgentRun.replay_of.in_(parents), AgentRun.forked_from.in_(parents)))
+        .order_by(AgentRun.created_at, AgentRun.id)
+        .limit(limit)
+    )
     return (await session.scalars(query)).all()
 
 

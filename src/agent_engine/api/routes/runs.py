@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -88,10 +89,18 @@ async def list_runs(
     status_filter: Annotated[list[str], Query(alias="status")] = [],  # noqa: B006
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    forked_from: Annotated[uuid.UUID | None, Query(description="Only forks of this run")] = None,
+    replay_of: Annotated[uuid.UUID | None, Query(description="Only replays of this run")] = None,
 ) -> RunPage:
-    """Runs, newest first, filtered by status (repeat or comma-separate), cursor-paginated."""
+    """Runs, newest first, filtered by status (repeat or comma-separate) and lineage,
+    cursor-paginated."""
     page, next_cursor = await runs.list_runs(
-        engine, statuses=_parse_statuses(status_filter), cursor=cursor, limit=limit
+        engine,
+        statuses=_parse_statuses(status_filter),
+        cursor=cursor,
+        limit=limit,
+        forked_from=forked_from,
+        replay_of=replay_of,
     )
     return RunPage(items=[RunOut.model_validate(r) for r in page], next_cursor=next_cursor)
 
