@@ -74,9 +74,6 @@ class RunOut(BaseModel):
     options: dict[str, Any]
     # Adaptive planning: revisions made, the step a revision is due after, why the loop ended.
     adaptive: dict[str, Any] | None = None
-    # Lineage: the run this one replays, and how (hermetic | verify).
-    replay_of: uuid.UUID | None = None
-    replay_mode: str | None = None
     audit_seq: int
     # Lineage: the run this one replays or forks, where a fork branched off, how a replay runs.
     replay_of: uuid.UUID | None = None
