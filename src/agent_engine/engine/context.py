@@ -13,7 +13,9 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from agent_engine.config import Settings
+from agent_engine.domain.audit_signing import HeadSigner
 from agent_engine.domain.records import ChangeSet
+from agent_engine.engine.audit_keys import load_signer
 from agent_engine.engine.policies import PolicyCatalog, load_policy_catalog
 from agent_engine.engine.request_limits import RequestLimits
 from agent_engine.executors.base import ExecutionLimits, ExecutorContext
@@ -59,13 +61,15 @@ class EngineContext:
     # Set while a worker runs in this process (``serve``'s embedded worker): new runs go to it
     # directly instead of through a notification and a claim round.
     hand_off: HandOff | None = None
+    # Signs every chain head a write moves (AGENT_ENGINE_AUDIT_SIGNING_KEY_FILE); None: unsigned.
+    signer: HeadSigner | None = None
 
     @property
     def changes(self) -> ChangeWriter:
         if self._changes is None:
             # Writes announce their runs in this process at once; on PostgreSQL the trigger
             # announces them to every process too (the notifier drops that echo).
-            self._changes = ChangeWriter(self.db, self.notifier.publish)
+            self._changes = ChangeWriter(self.db, self.notifier.publish, self.signer)
         return self._changes
 
     async def start(self) -> None:
@@ -133,6 +137,7 @@ def build_context(
     MCP servers file McpServersFileError.
     """
     policies = load_policy_catalog(settings.policies_file)
+    signer = load_signer(settings)
     limits = limits_from_settings(settings)
     db = create_engine(settings.database_url)
     notifier = Notifier()
@@ -148,6 +153,7 @@ def build_context(
         limits=limits,
         request_limits=RequestLimits.from_settings(settings),
         policies=policies,
+        signer=signer,
     )
 
 

@@ -27,8 +27,10 @@ from sqlalchemy import Connection, Engine, Table, insert, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from agent_engine.domain.audit_signing import HeadSigner
 from agent_engine.domain.canonical import wire_json
 from agent_engine.domain.records import ChangeSet
+from agent_engine.domain.transitions import append_event
 from agent_engine.storage.audit import CHANGED_RUNS, notice_of
 from agent_engine.storage.database import create_sqlite_sync_engine
 from agent_engine.storage.tables import Base
@@ -65,10 +67,17 @@ class Write:
         }
 
 
-def prepare(changes: ChangeSet) -> Write:
+def prepare(changes: ChangeSet, signer: HeadSigner | None = None) -> Write:
     """What writing ``changes`` writes. The run's version moves on here: a change computed on
-    top of this one is guarded by the version this one leaves."""
+    top of this one is guarded by the version this one leaves. LLM calls no event named yet get
+    an ``llm.recorded`` event; with ``signer``, a write that moves the chain head signs it (once
+    per write, not per event)."""
     run = changes.run
+    if changes.uncovered_calls:
+        append_event(changes, run, "llm.recorded", {}, actor="ledger")
+    if signer is not None and (changes.new_run or "audit_head_hash" in run.changes()):
+        run.audit_signature = signer.sign(run.id, run.audit_seq, run.audit_head_hash)
+        run.audit_key_id = signer.key_id
     rows: dict[str, list[dict[str, Any]]] = {}
     if changes.new_run:
         rows["agent_runs"] = [run.row()]
@@ -103,8 +112,14 @@ class ChangeWriter:
     """Writes change sets: on PostgreSQL through the engine's pool, on SQLite through the
     caller's connection or (a worker's own writes) a blocking engine on the same file."""
 
-    def __init__(self, engine: AsyncEngine, publish: Callable[[list[str]], None]) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        publish: Callable[[list[str]], None],
+        signer: HeadSigner | None = None,
+    ) -> None:
         self._engine = engine
+        self.signer = signer
         self._postgres = engine.dialect.name == "postgresql"
         # SQLite: a blocking engine on the same file, so that a whole write is one hop to a
         # thread (through aiosqlite every statement is one; they were most of a step's time).
@@ -128,11 +143,15 @@ class ChangeWriter:
         """Write ``changes`` in a transaction of its own (shared with whatever else is ready);
         False when the run moved on (nothing written). Raises when the outcome is unknown (the
         connection broke mid-write)."""
-        write = prepare(changes)
+        write = self.prepare(changes)
         written = await self.send(write, notice_of(changes.run))
         if written:
             mark_saved(changes)
         return written
+
+    def prepare(self, changes: ChangeSet) -> Write:
+        """``prepare`` with this writer's chain-head signer."""
+        return prepare(changes, self.signer)
 
     async def send(self, write: Write, notice: str) -> bool:
         """Write a prepared change set (``notice``: its run's notification once committed); as
@@ -155,7 +174,7 @@ class ChangeWriter:
         breaks (an idempotency key used concurrently) raises ``DuplicateRowError`` to its
         creator alone."""
         try:
-            await self._write_batch([prepare(changes)])
+            await self._write_batch([self.prepare(changes)])
         except IntegrityError as exc:
             raise DuplicateRowError(str(exc.orig)) from exc
         mark_saved(changes)
@@ -163,7 +182,7 @@ class ChangeWriter:
 
     async def apply_in(self, session: AsyncSession, batch: Sequence[ChangeSet]) -> list[bool]:
         """Write ``batch`` in the caller's transaction; its commit announces them."""
-        writes = [prepare(changes) for changes in batch]
+        writes = [self.prepare(changes) for changes in batch]
         connection = await session.connection()
         applied = await self._execute(connection, writes)
         changed = session.info.setdefault(CHANGED_RUNS, {})
