@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from agent_engine import __version__
+from agent_engine.cli.audit import audit_app
 from agent_engine.cli.keys import keys_app
 from agent_engine.cli.startup import describe_serve, log_to_stderr, shown_database_url
 from agent_engine.config import DEFAULT_DATABASE_URL, Settings, get_settings
@@ -29,6 +30,7 @@ router_app = typer.Typer(help="The Smart Model Router service.", no_args_is_help
 app.add_typer(db_app, name="db")
 app.add_typer(router_app, name="router")
 app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
 err = Console(stderr=True, soft_wrap=True)
 logger = logging.getLogger("agent_engine.serve")
 DATABASE_URL_VARIABLE = "AGENT_ENGINE_DATABASE_URL"
@@ -79,6 +81,19 @@ def _check_policies(settings: Settings) -> None:
         load_mcp_servers(settings.mcp_servers)
     except McpServersFileError as exc:
         fail(f"invalid configuration: AGENT_ENGINE_MCP_SERVERS: {exc.detail}", 2)
+    _check_audit_keys(settings)
+
+
+def _check_audit_keys(settings: Settings) -> None:
+    """Refuse to start on an audit key file that cannot be used (one line naming it)."""
+    from agent_engine.engine.audit_keys import load_signer, load_verify_key
+    from agent_engine.errors import AuditKeyFileError
+
+    try:
+        load_signer(settings)
+        load_verify_key(settings)
+    except AuditKeyFileError as exc:
+        fail(f"invalid configuration: {exc.detail}", 2)
 
 
 @app.command()
