@@ -68,7 +68,7 @@ async def test_an_approval_records_the_input_it_binds_to_and_what_was_shown(
 async def test_an_approval_no_longer_applies_once_the_input_changed(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:
-    run_id, step = await _approved_run(client)
+    run_id, _ = await _approved_run(client)
     async with raw_database(settings.database_url) as db:
         # The output step 2 reads by $ref is no longer what the approver saw.
         await db.execute(

@@ -16,7 +16,7 @@ from agent_engine.api.app import create_app
 from agent_engine.config import Settings
 from agent_engine.engine.bundles import verify_bundle
 from tests.audit_runs import covered_run, verdict
-from tests.databases import PostgresServer, clone_sqlite
+from tests.databases import PostgresServer
 from tests.integration.test_cli import run_command
 
 
