@@ -143,3 +143,23 @@ async def test_a_broken_bundle_is_refused_naming_the_place(
     answer = await client.post("/v1/agent-runs/import", json=broken)
     assert answer.status_code == 422
     assert answer.json()["first_broken"]["kind"] == "approval_changed"
+
+
+async def test_a_malformed_bundle_is_a_clear_422(client: httpx.AsyncClient) -> None:
+    for body in (
+        {"format": "agent-engine-run-bundle", "version": 1, "run": {"id": "x"}},
+        {
+            "format": "agent-engine-run-bundle",
+            "version": 1,
+            "run": {"id": "not-a-uuid"},
+            "steps": [],
+            "llm_calls": [],
+            "approvals": [],
+            "plans": [],
+            "audit_events": [{"seq": "one"}],
+        },
+        [1, 2],
+    ):
+        answer = await client.post("/v1/agent-runs/import", json=body)
+        assert answer.status_code == 422, answer.text
+        assert answer.headers["content-type"].startswith("application/problem+json")

@@ -19,6 +19,7 @@ from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import LargeBinary, Table, Uuid, insert, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from agent_engine.domain.audit_verify import RunRows, verify_run
 from agent_engine.domain.canonical import content_hash
@@ -162,22 +163,22 @@ def verify_bundle(bundle: Any, public_key: Ed25519PublicKey | None = None) -> di
             "first_broken": broken,
             "signature": "missing",
         }
-    rows = RunRows(
-        run=bundle["run"],
-        steps=bundle["steps"],
-        llm_calls=bundle["llm_calls"],
-        approvals=bundle["approvals"],
-        plans=bundle["plans"],
-        events=sorted(bundle["audit_events"], key=lambda e: int(e.get("seq", 0))),
-    )
     try:
+        rows = RunRows(
+            run=bundle["run"],
+            steps=bundle["steps"],
+            llm_calls=bundle["llm_calls"],
+            approvals=bundle["approvals"],
+            plans=bundle["plans"],
+            events=sorted(bundle["audit_events"], key=lambda e: int(e.get("seq", 0))),
+        )
         verdict = verify_run(rows, public_key)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         broken = {"seq": None, "kind": "bundle_invalid", "detail": f"a row is malformed: {exc!r}"}
         return {
             "run_id": str(bundle["run"]["id"]),
             "valid": False,
-            "events": len(rows.events),
+            "events": len(bundle["audit_events"]),
             "first_broken": broken,
             "signature": "missing",
         }
@@ -245,6 +246,23 @@ async def import_bundle(
             first_broken=place,
         )
     run_id = uuid.UUID(str(bundle["run"]["id"]))
+    try:
+        await _insert(ctx, bundle, run_id, actor)
+    except IntegrityError as exc:
+        raise ConflictError(
+            "a row of the bundle (a step, call, approval or plan id) exists on this instance",
+            run_id=str(run_id),
+        ) from exc
+    except DBAPIError as exc:
+        raise InputValidationError("the bundle's rows do not fit this instance's columns") from exc
+    except (ValueError, TypeError) as exc:
+        raise InputValidationError(f"the bundle's rows cannot be stored: {exc}") from exc
+    return verdict
+
+
+async def _insert(
+    ctx: EngineContext, bundle: dict[str, Any], run_id: uuid.UUID, actor: str
+) -> None:
     async with transaction(ctx.sessions) as session:
         exists = await session.scalar(
             select(_table("agent_runs").c.id).where(_table("agent_runs").c.id == run_id)
@@ -271,4 +289,3 @@ async def import_bundle(
                 is None
             ):
                 await session.execute(insert(blobs), [values])
-    return verdict
