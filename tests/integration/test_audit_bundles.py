@@ -16,7 +16,7 @@ from agent_engine.api.app import create_app
 from agent_engine.config import Settings
 from agent_engine.engine.bundles import verify_bundle
 from tests.audit_runs import covered_run, verdict
-from tests.databases import PostgresServer
+from tests.databases import PostgresServer, clone_sqlite
 from tests.integration.test_cli import run_command
 
 
@@ -163,3 +163,40 @@ async def test_a_malformed_bundle_is_a_clear_422(client: httpx.AsyncClient) -> N
         answer = await client.post("/v1/agent-runs/import", json=body)
         assert answer.status_code == 422, answer.text
         assert answer.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_the_cli_verifies_exports_and_imports_runs_in_a_database(
+    client: httpx.AsyncClient,
+    workspace_root: Path,
+    tmp_path: Path,
+    settings: Settings,
+    sqlite_template: Path,
+) -> None:
+    from sqlalchemy import update
+
+    from agent_engine.storage.tables import Base
+    from tests.audit_runs import raw_database
+
+    run = await covered_run(client, workspace_root)
+    here = {"AGENT_ENGINE_DATABASE_URL": settings.database_url}
+    checked = run_command("audit", "verify", run["id"], cwd=tmp_path, **here)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.startswith(f"ok: run {run['id']}: ")
+    bundle = tmp_path / "run.json"
+    exported = run_command("audit", "export", run["id"], "--out", str(bundle), cwd=tmp_path, **here)
+    assert exported.returncode == 0, exported.stderr
+    elsewhere = {"AGENT_ENGINE_DATABASE_URL": clone_sqlite(sqlite_template, tmp_path)}
+    imported = run_command("audit", "import", str(bundle), cwd=tmp_path, **elsewhere)
+    assert imported.returncode == 0, imported.stderr
+    assert run_command("audit", "verify", "--all", cwd=tmp_path, **elsewhere).returncode == 0
+    again = run_command("audit", "import", str(bundle), cwd=tmp_path, **elsewhere)
+    assert again.returncode == 1 and "exists on this instance" in again.stderr
+    steps = Base.metadata.tables["steps"]
+    async with raw_database(settings.database_url) as db:
+        await db.execute(update(steps).where(steps.c.step_number == 3).values(output_data={}))
+    broken = run_command("audit", "verify", "--all", cwd=tmp_path, **here)
+    assert broken.returncode == 1
+    (line,) = broken.stdout.strip().splitlines()
+    assert "step_output_changed" in line and ", step 3:" in line
+    usage = run_command("audit", "verify", cwd=tmp_path, **here)
+    assert usage.returncode == 2 and usage.stderr.startswith("error:")
