@@ -238,3 +238,24 @@ async def test_a_chain_recomputed_wholesale_is_found_by_its_signature(
     ):
         unkeyed = await verdict(http, run["id"])
     assert unkeyed["valid"] is True and unkeyed["signature"] == "no_key"
+
+
+async def test_a_worker_signs_every_head_it_moves(settings: Settings, tmp_path: Path) -> None:
+    """The worker's own writes (known records, group commit) sign heads as the API's do."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from agent_engine.domain.audit_signing import private_key_pem
+    from agent_engine.engine.audit_checks import verify_run_chain
+    from tests.engines import engine_context, new_run, noop, running_worker, wait_finished
+
+    key = Ed25519PrivateKey.generate()
+    (tmp_path / "k.pem").write_bytes(private_key_pem(key))
+    signed = settings.model_copy(update={"audit_signing_key_file": tmp_path / "k.pem"})
+    async with engine_context(signed) as ctx:
+        async with running_worker(ctx, concurrency=2):
+            run_id = await new_run(ctx, [noop(n) for n in range(1, 6)], auto_start=True)
+            finished = await wait_finished(ctx, run_id)
+        assert finished["run"]["status"] == "completed"
+        found = await verify_run_chain(ctx, str(run_id))
+    assert found["valid"] is True and found["signature"] == "valid"
+    assert found["events"] == finished["run"]["audit_seq"] > 10

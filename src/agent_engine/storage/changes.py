@@ -67,17 +67,13 @@ class Write:
         }
 
 
-def prepare(changes: ChangeSet, signer: HeadSigner | None = None) -> Write:
+def prepare(changes: ChangeSet) -> Write:
     """What writing ``changes`` writes. The run's version moves on here: a change computed on
     top of this one is guarded by the version this one leaves. LLM calls no event named yet get
-    an ``llm.recorded`` event; with ``signer``, a write that moves the chain head signs it (once
-    per write, not per event)."""
+    an ``llm.recorded`` event."""
     run = changes.run
     if changes.uncovered_calls:
         append_event(changes, run, "llm.recorded", {}, actor="ledger")
-    if signer is not None and (changes.new_run or "audit_head_hash" in run.changes()):
-        run.audit_signature = signer.sign(run.id, run.audit_seq, run.audit_head_hash)
-        run.audit_key_id = signer.key_id
     rows: dict[str, list[dict[str, Any]]] = {}
     if changes.new_run:
         rows["agent_runs"] = [run.row()]
@@ -99,6 +95,21 @@ def prepare(changes: ChangeSet, signer: HeadSigner | None = None) -> Write:
         rows.setdefault(table, []).append(row)
     inserts = [(table, rows[table]) for table in INSERT_ORDER if table in rows]
     return Write(run.id, expected, run_values, step_values, inserts)
+
+
+def sign_head(write: Write, signer: HeadSigner) -> None:
+    """Add the signature of the chain head ``write`` leaves, if it moves it: once per write,
+    whatever the number of events in it."""
+    if write.expected_version is None:
+        values = next(rows[0] for table, rows in write.inserts if table == "agent_runs")
+    elif "audit_head_hash" in write.run_values:
+        values = write.run_values
+    else:
+        return
+    values["audit_signature"] = signer.sign(
+        write.run_id, values["audit_seq"], values["audit_head_hash"]
+    )
+    values["audit_key_id"] = signer.key_id
 
 
 def mark_saved(changes: ChangeSet) -> None:
@@ -143,19 +154,21 @@ class ChangeWriter:
         """Write ``changes`` in a transaction of its own (shared with whatever else is ready);
         False when the run moved on (nothing written). Raises when the outcome is unknown (the
         connection broke mid-write)."""
-        write = self.prepare(changes)
+        write = prepare(changes)
         written = await self.send(write, notice_of(changes.run))
         if written:
             mark_saved(changes)
         return written
 
-    def prepare(self, changes: ChangeSet) -> Write:
-        """``prepare`` with this writer's chain-head signer."""
-        return prepare(changes, self.signer)
+    def _signed(self, write: Write) -> Write:
+        if self.signer is not None:
+            sign_head(write, self.signer)
+        return write
 
     async def send(self, write: Write, notice: str) -> bool:
         """Write a prepared change set (``notice``: its run's notification once committed); as
         ``apply``, for a caller that keeps its records itself."""
+        self._signed(write)
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.append((write, notice, done))
         if not self._flushing:
@@ -174,7 +187,7 @@ class ChangeWriter:
         breaks (an idempotency key used concurrently) raises ``DuplicateRowError`` to its
         creator alone."""
         try:
-            await self._write_batch([self.prepare(changes)])
+            await self._write_batch([self._signed(prepare(changes))])
         except IntegrityError as exc:
             raise DuplicateRowError(str(exc.orig)) from exc
         mark_saved(changes)
@@ -182,7 +195,7 @@ class ChangeWriter:
 
     async def apply_in(self, session: AsyncSession, batch: Sequence[ChangeSet]) -> list[bool]:
         """Write ``batch`` in the caller's transaction; its commit announces them."""
-        writes = [self.prepare(changes) for changes in batch]
+        writes = [self._signed(prepare(changes)) for changes in batch]
         connection = await session.connection()
         applied = await self._execute(connection, writes)
         changed = session.info.setdefault(CHANGED_RUNS, {})

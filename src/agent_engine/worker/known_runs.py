@@ -21,7 +21,7 @@ from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
 from agent_engine.domain.states import OPEN_STEP_STATES, RUN_OVER_STATES
 from agent_engine.errors import EngineError
 from agent_engine.storage.audit import has_event_txn, notice_of
-from agent_engine.storage.changes import ChangeWriter, Write, mark_saved
+from agent_engine.storage.changes import ChangeWriter, Write, mark_saved, prepare
 from agent_engine.storage.database import read_transaction
 
 T = TypeVar("T")
@@ -109,7 +109,7 @@ class KnownRuns:
             except (EngineError, DBAPIError):
                 self._drop(known)  # the records may be half changed: trust none of them
                 return None
-            write = writer.prepare(changes)
+            write = prepare(changes)
             mark_saved(changes)
             events = changes.events()
             last = (events[-1]["seq"], events[-1]["hash"]) if events else None
