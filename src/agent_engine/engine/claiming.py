@@ -158,6 +158,7 @@ def start_step(
     step.lease_owner = owner
     step.lease_expires_at = lease_until(utcnow(), lease)
     step.not_before = None
+    step.approved_input_hash = None  # the receipt was checked; a later attempt is decided anew
     move_step(changes, run, step, StepStatus.RUNNING, actor=owner, fence=step.fence)
 
 
