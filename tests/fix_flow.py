@@ -124,6 +124,9 @@ def audit_types(client: httpx.Client, run_id: str) -> list[dict[str, Any]]:
     """The run's audit events, after checking the chain verifies."""
     audit = client.get(f"/v1/agent-runs/{run_id}/audit").json()
     assert audit["chain_valid"] is True, audit
+    # And every row the chain covers (plans, revisions, calls, approvals, outputs) verifies.
+    verdict = client.get(f"/v1/agent-runs/{run_id}/audit/verify").json()
+    assert verdict["valid"] is True, verdict
     events: list[dict[str, Any]] = audit["events"]
     return events
 

@@ -169,6 +169,13 @@ class Settings(BaseSettings):
     mcp_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     # A tool's result (content blocks and structured content, as JSON) kept in the step's output.
     mcp_output_cap_bytes: int = Field(default=65_536, ge=1024)
+    # --- Signed audit chain heads (docs/audit.md) ------------------------------------------
+    # An Ed25519 private key (PEM or raw 32 bytes) that signs every run's chain head as it
+    # moves; the database never holds it. Unset: heads are not signed.
+    audit_signing_key_file: Path | None = None
+    # The public key verify checks signatures with (PEM or raw 32 bytes); unset: the signing
+    # key's public half, if a signing key is set.
+    audit_verify_key_file: Path | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -193,7 +200,14 @@ class Settings(BaseSettings):
         return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator(
-        "router_url", "models_file", "model", "policies_file", "mcp_servers", mode="before"
+        "router_url",
+        "models_file",
+        "model",
+        "policies_file",
+        "mcp_servers",
+        "audit_signing_key_file",
+        "audit_verify_key_file",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:

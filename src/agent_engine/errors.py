@@ -416,3 +416,19 @@ class McpServersFileError(EngineError):
     code = "invalid_mcp_servers_file"
     http_status = 500
     title = "Invalid MCP servers file"
+
+
+class AuditKeyFileError(EngineError):
+    """An audit signing or verify key file cannot be used; raised at start-up, naming the file."""
+
+    code = "invalid_audit_key_file"
+    http_status = 500
+    title = "Invalid audit key file"
+
+
+class AuditVerificationError(CallerError):
+    """A bundle whose audit chain does not verify (import refuses it), naming the first break."""
+
+    code = "audit_invalid"
+    http_status = 422
+    title = "Audit chain does not verify"

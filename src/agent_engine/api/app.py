@@ -19,6 +19,7 @@ from agent_engine.api.openapi_responses import COMMON_PROBLEMS, problem_response
 from agent_engine.api.problems import install_problem_handlers
 from agent_engine.api.routes import (
     approvals,
+    audit,
     events,
     forks,
     health,
@@ -98,6 +99,7 @@ def create_app(
     app.include_router(events.router, responses=of_a_run)
     app.include_router(replay.router, responses=of_a_run)
     app.include_router(forks.router, responses=of_a_run)
+    app.include_router(audit.router, responses=of_a_run)
     app.include_router(keys.router, responses=problem_responses(404, 409))
     app.include_router(policies.router)
     # The docs pages and their OAuth2 redirect are public; every other route must say its role.

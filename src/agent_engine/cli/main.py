@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from agent_engine import __version__
 from agent_engine.cli import compare
+from agent_engine.cli.audit import audit_app
 from agent_engine.cli.keys import keys_app
 from agent_engine.cli.runs import runs_app
 from agent_engine.cli.startup import describe_serve, log_to_stderr, shown_database_url
@@ -34,6 +35,7 @@ app.add_typer(keys_app, name="keys")
 # `runs` (cli/runs.py: replay) also gets compare, divergence and fork (cli/compare.py).
 compare.register(runs_app)
 app.add_typer(runs_app, name="runs")
+app.add_typer(audit_app, name="audit")
 err = Console(stderr=True, soft_wrap=True)
 logger = logging.getLogger("agent_engine.serve")
 DATABASE_URL_VARIABLE = "AGENT_ENGINE_DATABASE_URL"
@@ -84,6 +86,19 @@ def _check_policies(settings: Settings) -> None:
         load_mcp_servers(settings.mcp_servers)
     except McpServersFileError as exc:
         fail(f"invalid configuration: AGENT_ENGINE_MCP_SERVERS: {exc.detail}", 2)
+    _check_audit_keys(settings)
+
+
+def _check_audit_keys(settings: Settings) -> None:
+    """Refuse to start on an audit key file that cannot be used (one line naming it)."""
+    from agent_engine.engine.audit_keys import load_signer, load_verify_key
+    from agent_engine.errors import AuditKeyFileError
+
+    try:
+        load_signer(settings)
+        load_verify_key(settings)
+    except AuditKeyFileError as exc:
+        fail(f"invalid configuration: {exc.detail}", 2)
 
 
 @app.command()

@@ -149,6 +149,7 @@ class StepRecord(Tracked):
     effect_outcome: dict[str, Any] | None = None
     outcome_unknown: bool = False
     reused_from: uuid.UUID | None = None  # the original step a fork reused
+    approved_input_hash: str | None = None  # the input the approval's receipt binds to
     created_at: datetime = field(default_factory=utcnow)
     started_at: datetime | None = None
     completed_at: datetime | None = None
@@ -169,6 +170,9 @@ class ChangeSet:
     expected_version: int = field(init=False)
     new_steps: list[StepRecord] = field(default_factory=list)
     rows: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # LLM calls added but not yet named by an audit event: the next event appended carries
+    # their hashes (storage appends ``llm.recorded`` for any left when the set is written).
+    uncovered_calls: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.expected_version = self.run.version
@@ -206,8 +210,11 @@ def approval_row(
     comment: str | None,
     shown: dict[str, Any],
     attempt: int,
+    input_hash: str | None = None,
+    shown_hash: str | None = None,
 ) -> dict[str, Any]:
-    """A new ``approvals`` row: who decided what, on which attempt, having been shown what."""
+    """A new ``approvals`` row: who decided what, on which attempt, having been shown what;
+    ``input_hash`` is the receipt (the exact input the decision binds to)."""
     return {
         "id": uuid.uuid4(),
         "run_id": run_id,
@@ -216,6 +223,8 @@ def approval_row(
         "actor": actor,
         "comment": comment,
         "shown": shown,
+        "input_hash": input_hash,
+        "shown_hash": shown_hash,
         "decided_at": utcnow(),
         "attempt": attempt,
     }
@@ -229,4 +238,5 @@ def copy_changes(changes: ChangeSet) -> ChangeSet:
     copied.expected_version = changes.expected_version
     copied.new_steps = [twins[id(step)] for step in changes.new_steps]
     copied.rows = list(changes.rows)
+    copied.uncovered_calls = list(changes.uncovered_calls)
     return copied

@@ -56,7 +56,8 @@ RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
 STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
     S.PENDING: frozenset({S.RUNNING, S.AWAITING_APPROVAL, S.SKIPPED, S.CANCELLED}),
     S.AWAITING_APPROVAL: frozenset({S.APPROVED, S.REJECTED, S.CANCELLED}),
-    S.APPROVED: frozenset({S.RUNNING, S.CANCELLED}),
+    # APPROVED → AWAITING_APPROVAL: the input changed since the approval (its receipt is void).
+    S.APPROVED: frozenset({S.RUNNING, S.CANCELLED, S.AWAITING_APPROVAL}),
     # RUNNING → PENDING: a worker released the step (shutdown, lost lease) before finishing it.
     # RUNNING → AWAITING_APPROVAL: a side effect's outcome is unknown after a crash.
     S.RUNNING: frozenset({S.COMPLETED, S.FAILED, S.CANCELLED, S.PENDING, S.AWAITING_APPROVAL}),

@@ -57,6 +57,11 @@ def append_event(
 ) -> None:
     """Add the next event of ``run``'s chain. The write that stores it is guarded by the run's
     version, so no other writer can have appended in between: ``seq`` stays gap-free."""
+    if changes.uncovered_calls:
+        # The event covers the LLM calls its change set recorded (their request and response
+        # hashes), so a verifier can tell a changed or added call row.
+        payload = {**payload, "llm_calls": changes.uncovered_calls}
+        changes.uncovered_calls = []
     seq = run.audit_seq + 1
     created_at = utcnow()
     digest = event_hash(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from agent_engine.domain.audit_cover import approval_receipt, resolved_input_hash
+from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.records import RunRecord, approval_row
 from agent_engine.domain.states import UNDER_WAY_RUN_STATES, RunStatus, StepStatus
 from agent_engine.domain.transitions import move_step
@@ -66,18 +68,34 @@ async def decide_step(
             check_four_eyes(ctx, run, actor, what=f"its step {step.step_number}")
         target = StepStatus.APPROVED if decision == "approved" else StepStatus.REJECTED
         shown = step.preview or {"input": step.resolved_input or step.input_data}
-        move_step(changes, run, step, target, actor=actor, comment=comment, shown=shown)
-        changes.add(
-            "approvals",
-            approval_row(
-                run_id=run.id,
-                step_id=step.id,
-                decision=decision,
-                actor=actor,
-                comment=comment,
-                shown=shown,
-                attempt=step.attempt,
-            ),
+        row = approval_row(
+            run_id=run.id,
+            step_id=step.id,
+            decision=decision,
+            actor=actor,
+            comment=comment,
+            shown=shown,
+            attempt=step.attempt,
         )
+        # The receipt: the decision binds to this exact input; if the input the step would run
+        # differs when it is claimed, the approval no longer applies (engine/receipts.py).
+        row["input_hash"] = resolved_input_hash(
+            step.resolved_input if step.resolved_input is not None else step.input_data
+        )
+        row["shown_hash"] = content_hash(shown)
+        # An outcome-unknown re-run is approved on its recorded intent, not on a resolution.
+        bound = decision == "approved" and not step.outcome_unknown
+        step.approved_input_hash = row["input_hash"] if bound else None
+        move_step(
+            changes,
+            run,
+            step,
+            target,
+            actor=actor,
+            comment=comment,
+            shown=shown,
+            approval=approval_receipt(row),
+        )
+        changes.add("approvals", row)
         settle_run(changes, run, changes.steps, actor=actor)
     return RunView(run, changes.steps)

@@ -28,6 +28,7 @@ from agent_engine.domain.refs import (
 from agent_engine.domain.states import RunStatus, StepStatus
 from agent_engine.domain.transitions import move_run, move_step
 from agent_engine.engine.context import EngineContext, executor_context
+from agent_engine.engine.receipts import receipt_holds, void_receipt
 from agent_engine.engine.replay_approvals import apply_recorded_decision, recorded_decision
 from agent_engine.engine.replay_calls import ReplaySource, replay_source
 from agent_engine.engine.request_limits import check_recorded_depth
@@ -95,11 +96,17 @@ async def outputs_of(
 
 
 async def _resolve(
-    step: StepRecord, steps: Sequence[StepRecord], read: OutputReader, max_depth: int
+    step: StepRecord,
+    steps: Sequence[StepRecord],
+    read: OutputReader,
+    max_depth: int,
+    *,
+    fresh: bool = False,
 ) -> dict[str, Any]:
     """The step's input with references replaced by the outputs they name; refused when that
-    nests deeper than ``max_depth`` (each reference adds the depth of the output it names)."""
-    if step.resolved_input is not None:
+    nests deeper than ``max_depth`` (each reference adds the depth of the output it names).
+    ``fresh``: resolve again from the stored outputs (checking an approval's receipt)."""
+    if step.resolved_input is not None and not fresh:
         return step.resolved_input  # resolved once, recorded, never re-resolved
     try:
         wanted = {parse_reference(ref)[0] for ref in iter_references(step.input_data)}
@@ -159,6 +166,7 @@ def start_step(
     step.lease_owner = owner
     step.lease_expires_at = lease_until(utcnow(), lease)
     step.not_before = None
+    step.approved_input_hash = None  # the receipt was checked; a later attempt is decided anew
     move_step(changes, run, step, StepStatus.RUNNING, actor=owner, fence=step.fence)
 
 
@@ -247,11 +255,22 @@ async def take_ready(
             continue
         executor = ctx.registry[step.step_type]
         try:
-            resolved = await _resolve(step, steps, read, ctx.request_limits.max_json_depth)
+            resolved = await _resolve(
+                step,
+                steps,
+                read,
+                ctx.request_limits.max_json_depth,
+                fresh=step.approved_input_hash is not None,
+            )
         except ExecutorError as exc:
             start_step(changes, run, step, owner, lease)
             fail_step(changes, run, step, exc, actor=owner)
             work.append(Parked(step.id, StepStatus(step.status)))
+            continue
+        if step.status == StepStatus.APPROVED and not receipt_holds(step, resolved):
+            void_receipt(changes, run, step, resolved, actor=owner)
+            parked = await _park_for_approval(ctx, changes, run, step, resolved, llm, owner, lease)
+            work.append(Parked(step.id, parked))
             continue
         if step.status == StepStatus.PENDING and step.requires_approval:
             parked = await _park_for_approval(ctx, changes, run, step, resolved, llm, owner, lease)

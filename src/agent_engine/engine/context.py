@@ -13,7 +13,9 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from agent_engine.config import Settings
+from agent_engine.domain.audit_signing import HeadSigner
 from agent_engine.domain.records import ChangeSet
+from agent_engine.engine.audit_keys import load_signer
 from agent_engine.engine.policies import PolicyCatalog, load_policy_catalog
 from agent_engine.engine.request_limits import RequestLimits
 from agent_engine.executors.base import ExecutionLimits, ExecutorContext
@@ -62,13 +64,15 @@ class EngineContext:
     hand_off: HandOff | None = None
     # The recorded calls of runs being replayed in this process (finished runs: they do not change).
     recorded_runs: RecordedRuns = field(default_factory=RecordedRuns)
+    # Signs every chain head a write moves (AGENT_ENGINE_AUDIT_SIGNING_KEY_FILE); None: unsigned.
+    signer: HeadSigner | None = None
 
     @property
     def changes(self) -> ChangeWriter:
         if self._changes is None:
             # Writes announce their runs in this process at once; on PostgreSQL the trigger
             # announces them to every process too (the notifier drops that echo).
-            self._changes = ChangeWriter(self.db, self.notifier.publish)
+            self._changes = ChangeWriter(self.db, self.notifier.publish, self.signer)
         return self._changes
 
     async def start(self) -> None:
@@ -136,6 +140,7 @@ def build_context(
     MCP servers file McpServersFileError.
     """
     policies = load_policy_catalog(settings.policies_file)
+    signer = load_signer(settings)
     limits = limits_from_settings(settings)
     db = create_engine(settings.database_url)
     notifier = Notifier()
@@ -151,6 +156,7 @@ def build_context(
         limits=limits,
         request_limits=RequestLimits.from_settings(settings),
         policies=policies,
+        signer=signer,
     )
 
 

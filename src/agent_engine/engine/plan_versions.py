@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from sqlalchemy import select
 
+from agent_engine.domain.audit_cover import approval_receipt
+from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.records import approval_row
 from agent_engine.domain.states import RunStatus
 from agent_engine.domain.transitions import move_run
@@ -119,18 +121,18 @@ async def decide_plan(
                 ctx, run, actor, what=f"plan version {plan.version}", plan_creator=plan.created_by
             )
         shown = {"plan_version": plan.version, "plan_hash": plan.plan_hash, "plan": plan.document}
-        changes.add(
-            "approvals",
-            approval_row(
-                run_id=run.id,
-                step_id=None,
-                decision=decision,
-                actor=actor,
-                comment=comment,
-                shown=shown,
-                attempt=plan.version,
-            ),
+        row = approval_row(
+            run_id=run.id,
+            step_id=None,
+            decision=decision,
+            actor=actor,
+            comment=comment,
+            shown=shown,
+            attempt=plan.version,
         )
+        row["input_hash"] = plan.plan_hash  # a plan decision binds to the plan version's hash
+        row["shown_hash"] = content_hash(shown)
+        changes.add("approvals", row)
         if decision == "approved":
             run.plan_approved_version = plan.version
             move_run(
@@ -142,6 +144,7 @@ async def decide_plan(
                 plan_version=plan.version,
                 plan_hash=plan.plan_hash,
                 decision="plan approved",
+                approval=approval_receipt(row),
             )
             refresh_claimable(run, changes.steps)
         else:
@@ -154,5 +157,6 @@ async def decide_plan(
                 comment=comment,
                 plan_version=plan.version,
                 decision="plan rejected",
+                approval=approval_receipt(row),
             )
     return RunView(run, changes.steps)

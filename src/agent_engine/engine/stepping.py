@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from agent_engine.domain.adaptive import ask_for_revision, asks_after
+from agent_engine.domain.audit_cover import resolved_input_hash
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
 from agent_engine.domain.states import (
@@ -374,6 +375,8 @@ def _write_result(
             step,
             StepStatus.COMPLETED,
             actor=actor,
+            input_hash=step.input_hash,
+            resolved_input_hash=resolved_input_hash(step.resolved_input),
             output_hash=step.output_hash,
             cost_usd=format(step.cost_usd, "f"),
             recovered=result.recovered or None,

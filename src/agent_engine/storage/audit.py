@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agent_engine.domain.audit_verify import RunRows
 from agent_engine.domain.records import RunRecord
 from agent_engine.domain.transitions import event_hash
 from agent_engine.storage.notifications import RunNotice
-from agent_engine.storage.tables import AuditEvent
+from agent_engine.storage.tables import (
+    AgentRun,
+    Approval,
+    AuditEvent,
+    Base,
+    LLMCall,
+    PlanVersion,
+    Step,
+)
 
 CHANGED_RUNS = "agent_engine_changed_runs"
 
@@ -70,3 +79,40 @@ def verify_chain(events: Sequence[AuditEvent]) -> tuple[bool, int | None]:
             return False, event.seq
         prev_hash = event.hash
     return True, None
+
+
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
+
+
+async def _rows(
+    session: AsyncSession, model: type[Base], run_id: uuid.UUID, *order: str
+) -> list[dict[str, Any]]:
+    table = _table(model)
+    query = (
+        select(table).where(table.c.run_id == run_id).order_by(*(table.c[name] for name in order))
+    )
+    return [dict(row) for row in (await session.execute(query)).mappings()]
+
+
+async def load_run_rows_txn(session: AsyncSession, run_id: uuid.UUID) -> RunRows | None:
+    """Every row of one run that its audit covers, as plain dicts of columns (None: no run)."""
+    runs = _table(AgentRun)
+    run = (await session.execute(select(runs).where(runs.c.id == run_id))).mappings().one_or_none()
+    if run is None:
+        return None
+    return RunRows(
+        run=dict(run),
+        steps=await _rows(session, Step, run_id, "step_number"),
+        llm_calls=await _rows(session, LLMCall, run_id, "created_at", "id"),
+        approvals=await _rows(session, Approval, run_id, "decided_at", "id"),
+        plans=await _rows(session, PlanVersion, run_id, "version"),
+        events=await _rows(session, AuditEvent, run_id, "seq"),
+    )
+
+
+async def list_run_ids_txn(session: AsyncSession) -> list[uuid.UUID]:
+    """Every run's id, oldest first (``audit verify --all``)."""
+    runs = _table(AgentRun)
+    result = await session.execute(select(runs.c.id).order_by(runs.c.created_at, runs.c.id))
+    return list(result.scalars())

@@ -27,8 +27,10 @@ from sqlalchemy import Connection, Engine, Table, insert, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from agent_engine.domain.audit_signing import HeadSigner
 from agent_engine.domain.canonical import wire_json
 from agent_engine.domain.records import ChangeSet
+from agent_engine.domain.transitions import append_event
 from agent_engine.storage.audit import CHANGED_RUNS, notice_of
 from agent_engine.storage.database import create_sqlite_sync_engine
 from agent_engine.storage.tables import Base
@@ -67,8 +69,11 @@ class Write:
 
 def prepare(changes: ChangeSet) -> Write:
     """What writing ``changes`` writes. The run's version moves on here: a change computed on
-    top of this one is guarded by the version this one leaves."""
+    top of this one is guarded by the version this one leaves. LLM calls no event named yet get
+    an ``llm.recorded`` event."""
     run = changes.run
+    if changes.uncovered_calls:
+        append_event(changes, run, "llm.recorded", {}, actor="ledger")
     rows: dict[str, list[dict[str, Any]]] = {}
     if changes.new_run:
         rows["agent_runs"] = [run.row()]
@@ -92,6 +97,21 @@ def prepare(changes: ChangeSet) -> Write:
     return Write(run.id, expected, run_values, step_values, inserts)
 
 
+def sign_head(write: Write, signer: HeadSigner) -> None:
+    """Add the signature of the chain head ``write`` leaves, if it moves it: once per write,
+    whatever the number of events in it."""
+    if write.expected_version is None:
+        values = next(rows[0] for table, rows in write.inserts if table == "agent_runs")
+    elif "audit_head_hash" in write.run_values:
+        values = write.run_values
+    else:
+        return
+    values["audit_signature"] = signer.sign(
+        write.run_id, values["audit_seq"], values["audit_head_hash"]
+    )
+    values["audit_key_id"] = signer.key_id
+
+
 def mark_saved(changes: ChangeSet) -> None:
     """The change set was written: its records' stored state is what they hold now."""
     changes.run.saved()
@@ -103,8 +123,14 @@ class ChangeWriter:
     """Writes change sets: on PostgreSQL through the engine's pool, on SQLite through the
     caller's connection or (a worker's own writes) a blocking engine on the same file."""
 
-    def __init__(self, engine: AsyncEngine, publish: Callable[[list[str]], None]) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        publish: Callable[[list[str]], None],
+        signer: HeadSigner | None = None,
+    ) -> None:
         self._engine = engine
+        self.signer = signer
         self._postgres = engine.dialect.name == "postgresql"
         # SQLite: a blocking engine on the same file, so that a whole write is one hop to a
         # thread (through aiosqlite every statement is one; they were most of a step's time).
@@ -134,9 +160,15 @@ class ChangeWriter:
             mark_saved(changes)
         return written
 
+    def _signed(self, write: Write) -> Write:
+        if self.signer is not None:
+            sign_head(write, self.signer)
+        return write
+
     async def send(self, write: Write, notice: str) -> bool:
         """Write a prepared change set (``notice``: its run's notification once committed); as
         ``apply``, for a caller that keeps its records itself."""
+        self._signed(write)
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.append((write, notice, done))
         if not self._flushing:
@@ -155,7 +187,7 @@ class ChangeWriter:
         breaks (an idempotency key used concurrently) raises ``DuplicateRowError`` to its
         creator alone."""
         try:
-            await self._write_batch([prepare(changes)])
+            await self._write_batch([self._signed(prepare(changes))])
         except IntegrityError as exc:
             raise DuplicateRowError(str(exc.orig)) from exc
         mark_saved(changes)
@@ -163,7 +195,7 @@ class ChangeWriter:
 
     async def apply_in(self, session: AsyncSession, batch: Sequence[ChangeSet]) -> list[bool]:
         """Write ``batch`` in the caller's transaction; its commit announces them."""
-        writes = [prepare(changes) for changes in batch]
+        writes = [self._signed(prepare(changes)) for changes in batch]
         connection = await session.connection()
         applied = await self._execute(connection, writes)
         changed = session.info.setdefault(CHANGED_RUNS, {})

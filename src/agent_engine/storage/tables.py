@@ -142,6 +142,8 @@ class Step(Base):
     outcome_unknown: Mapped[bool] = mapped_column(Boolean, default=False)
     # The original step a fork reused instead of running it again.
     reused_from: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # The resolved input an approval bound to: a claim whose input differs waits again.
+    approved_input_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
