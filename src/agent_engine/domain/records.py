@@ -93,6 +93,12 @@ class RunRecord(Tracked):
     claimable_at: datetime | None = None
     audit_seq: int = 0
     audit_head_hash: str | None = None
+    audit_signature: str | None = None
+    audit_key_id: str | None = None
+    replay_of: uuid.UUID | None = None
+    forked_from: uuid.UUID | None = None
+    from_step: int | None = None
+    replay_mode: str | None = None
     version: int = 0
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
@@ -141,6 +147,7 @@ class StepRecord(Tracked):
     effect_intent: dict[str, Any] | None = None
     effect_outcome: dict[str, Any] | None = None
     outcome_unknown: bool = False
+    reused_from: uuid.UUID | None = None
     created_at: datetime = field(default_factory=utcnow)
     started_at: datetime | None = None
     completed_at: datetime | None = None
@@ -198,6 +205,8 @@ def approval_row(
     comment: str | None,
     shown: dict[str, Any],
     attempt: int,
+    input_hash: str | None = None,
+    shown_hash: str | None = None,
 ) -> dict[str, Any]:
     """A new ``approvals`` row: who decided what, on which attempt, having been shown what."""
     return {
@@ -208,6 +217,8 @@ def approval_row(
         "actor": actor,
         "comment": comment,
         "shown": shown,
+        "input_hash": input_hash,
+        "shown_hash": shown_hash,
         "decided_at": utcnow(),
         "attempt": attempt,
     }

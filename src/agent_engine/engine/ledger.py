@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.clock import utcnow
 from agent_engine.domain.money import quantize_money
 from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
@@ -43,6 +44,8 @@ def record_calls(
             "request": record.request,
             "request_hash": record.request_hash,
             "response": record.response,
+            # Over the document as stored, so anyone can recompute it from the ledger.
+            "response_hash": content_hash(record.response) if record.response is not None else None,
             "input_tokens": record.usage.input_tokens,
             "output_tokens": record.usage.output_tokens,
             "cached_input_tokens": record.usage.cached_input_tokens,
