@@ -103,6 +103,12 @@ def new_run_values() -> dict[str, Any]:
         "started": True,
         "max_parallel": 9,
         "claimable_at": datetime(2031, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
+        "audit_signature": "5a" * 64,
+        "audit_key_id": "key-2031",
+        "replay_of": uuid.UUID(int=7),
+        "forked_from": uuid.UUID(int=8),
+        "from_step": 3,
+        "replay_mode": "verify",
         "created_at": datetime(2030, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
         "updated_at": datetime(2031, 1, 2, 5, 4, 5, 1, tzinfo=PLUS_TWO),
         "completed_at": datetime(2031, 2, 3, 4, 5, 6, 789012, tzinfo=UTC),
@@ -141,14 +147,22 @@ def new_step_values(step: StepRecord) -> dict[str, Any]:
         "effect_intent": {"attempt": 3, "fence": 5, "argv": ["echo", "hi"]},
         "effect_outcome": {"attempt": 3, "ok": True},
         "outcome_unknown": True,
+        "reused_from": uuid.UUID(int=9),
         "created_at": datetime(2030, 1, 1, 0, 0, 0, 2, tzinfo=UTC),
         "started_at": datetime(2031, 3, 4, 5, 0, 0, 1, tzinfo=UTC),
         "completed_at": datetime(2031, 3, 4, 5, 59, 59, 999999, tzinfo=UTC),
     }
 
 
+def _same_type(read: Any, written: Any) -> bool:
+    # asyncpg reads a uuid as its own subclass of uuid.UUID.
+    if isinstance(written, uuid.UUID):
+        return isinstance(read, uuid.UUID)
+    return type(read) is type(written)
+
+
 async def test_a_change_set_writes_every_column_unchanged(settings: Settings) -> None:
-    """On PostgreSQL through ``agent_engine_apply_changes_v1``; on SQLite, Core statements."""
+    """On PostgreSQL through ``agent_engine_apply_changes_v2``; on SQLite, Core statements."""
     async with engine_context(settings) as ctx:
         run_id = await new_run(ctx, [noop(1), noop(2)], auto_start=False)
         before = await snapshot(ctx, run_id)
@@ -174,12 +188,12 @@ async def test_a_change_set_writes_every_column_unchanged(settings: Settings) ->
     expected_run.update(audit_seq=run.audit_seq, audit_head_hash=run.audit_head_hash)
     for name, value in expected_run.items():
         assert after["run"][name] == value, name
-        assert type(after["run"][name]) is type(value), name
+        assert _same_type(after["run"][name], value), name
     stored = {row["id"]: row for row in after["steps"]}
     expected_step = {**before["steps"][0], **step_values}
     for name, value in expected_step.items():
         assert stored[step.id][name] == value, name
-        assert type(stored[step.id][name]) is type(value), name
+        assert _same_type(stored[step.id][name], value), name
     other = before["steps"][1]
     assert stored[other["id"]] == other  # a step not in the changes is untouched
     (written,) = after["events"][len(before["events"]) :]
@@ -286,7 +300,7 @@ async def test_change_sets_ready_together_share_one_write_each_guarded_on_its_ow
     # The first went alone; the two that came while it was in flight went together.
     assert BatchLog.batches == [1, 2]
     if settings.database_url.startswith("postgresql"):
-        assert [s for s in seen if "agent_engine_apply_changes_v1" in s] == seen
+        assert [s for s in seen if "agent_engine_apply_changes_v2" in s] == seen
         assert len(seen) == 2
     else:
         assert seen.count("BEGIN IMMEDIATE") == 2
