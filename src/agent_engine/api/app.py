@@ -17,7 +17,16 @@ from agent_engine.api.docs import DOCS_URL, REDOC_URL, install_docs
 from agent_engine.api.json_depth import JsonDepthLimit
 from agent_engine.api.openapi_responses import COMMON_PROBLEMS, problem_responses
 from agent_engine.api.problems import install_problem_handlers
-from agent_engine.api.routes import approvals, events, health, keys, plans, policies, runs
+from agent_engine.api.routes import (
+    approvals,
+    events,
+    health,
+    keys,
+    manifest,
+    plans,
+    policies,
+    runs,
+)
 from agent_engine.config import Settings, get_settings
 from agent_engine.engine.context import EngineContext, LLMClientFactory, build_context
 from agent_engine.engine.key_limits import RateLimiter, RunAdmission
@@ -86,6 +95,7 @@ def create_app(
     app.include_router(approvals.router, responses=of_a_run)
     app.include_router(plans.router, responses=of_a_run)
     app.include_router(events.router, responses=of_a_run)
+    app.include_router(manifest.router, responses=of_a_run)
     app.include_router(keys.router, responses=problem_responses(404, 409))
     app.include_router(policies.router)
     # The docs pages and their OAuth2 redirect are public; every other route must say its role.
