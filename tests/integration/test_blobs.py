@@ -4,6 +4,7 @@ whole value; hashes are the same whatever the threshold."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -152,3 +153,32 @@ async def test_the_event_stream_serves_a_blobbed_output_whole(
         if line.startswith("data:") and '"step.completed"' in line
     ]
     assert [event["output"]["content"] for event in completed[:1]] == [BIG]
+
+
+async def test_a_worker_stores_blobs_and_its_next_step_reads_them_whole(
+    settings: Settings, workspace_root: Path
+) -> None:
+    # The worker's path: records kept in memory across steps, group-committed writes.
+    workspace = workspace_with_big_file(workspace_root)
+    worker_settings = settings.model_copy(update={"embedded_worker": True, "worker_poll_s": 0.05})
+    steps = [
+        {"step_type": "read_file", "input_data": {"path": "big.txt"}},
+        {"step_type": "noop", "input_data": {"value": {"$ref": "steps.1.output.content"}}},
+        {"step_type": "noop", "input_data": {"value": {"$ref": "steps.2.output.value"}}},
+    ]
+    body = {"goal": "g", "workspace": str(workspace), "steps": steps, "auto_start": True}
+    async with api(worker_settings, THRESHOLD) as client:
+        created = await client.post("/v1/agent-runs", json=body)
+        assert created.status_code == 201, created.text
+        run = created.json()
+        async with asyncio.timeout(60):
+            while run["status"] not in {"completed", "failed", "cancelled"}:
+                await asyncio.sleep(0.05)
+                run = (await client.get(f"/v1/agent-runs/{run['id']}")).json()
+    assert run["status"] == "completed", run
+    assert [
+        s["output_data"].get("value", s["output_data"].get("content")) for s in run["steps"]
+    ] == [BIG] * 3
+    assert await blob_count(settings) == 1
+    stored = await stored_output(settings, run["steps"][2]["id"])
+    assert stored["value"]["$blob"] == hashlib.sha256(BIG.encode()).hexdigest()
