@@ -503,6 +503,8 @@ class RefusingOneClaim(KnownRuns):
         outer = self
 
         class Bumping:
+            blob_threshold = writer.blob_threshold
+
             async def send(self, write: Write, notice: str) -> bool:
                 completes = completed_in(write)
                 if outer.number in completes and not outer.refused:
@@ -664,6 +666,8 @@ class SlowToCommit(KnownRuns):
         outer = self
 
         class Slow:
+            blob_threshold = writer.blob_threshold
+
             async def send(self, write: Write, notice: str) -> bool:
                 completes = completed_in(write)
                 if outer.number in completes:
