@@ -246,6 +246,7 @@ class WatchedWriter:
     def __init__(self, writer: ChangeWriter, attempts: list[Attempt]) -> None:
         self._writer = writer
         self._attempts = attempts
+        self.blob_threshold = writer.blob_threshold
 
     async def send(self, write: Write, notice: str) -> bool:
         attempt = Attempt(write)

@@ -132,7 +132,7 @@ async def test_a_result_on_unchanged_records_is_written_without_a_single_read(
     reads = [s for s in known_path if s.upper().startswith("SELECT")]
     if settings.database_url.startswith("postgresql"):
         # One statement, one implicit transaction: the write function, nothing else.
-        assert len(known_path) == 1 and "agent_engine_apply_changes_v1" in known_path[0]
+        assert len(known_path) == 1 and "agent_engine_apply_changes_v2" in known_path[0]
         assert reads == known_path
     else:
         assert known_path[0] == "BEGIN IMMEDIATE"
@@ -503,6 +503,8 @@ class RefusingOneClaim(KnownRuns):
         outer = self
 
         class Bumping:
+            blob_threshold = writer.blob_threshold
+
             async def send(self, write: Write, notice: str) -> bool:
                 completes = completed_in(write)
                 if outer.number in completes and not outer.refused:
@@ -664,6 +666,8 @@ class SlowToCommit(KnownRuns):
         outer = self
 
         class Slow:
+            blob_threshold = writer.blob_threshold
+
             async def send(self, write: Write, notice: str) -> bool:
                 completes = completed_in(write)
                 if outer.number in completes:

@@ -25,7 +25,7 @@ from agent_engine.executors.registry import ExecutorRegistry
 
 def test_canonical_json_refuses_what_json_cannot_write() -> None:
     for value in (math.nan, math.inf, -math.inf):
-        with pytest.raises(ValueError, match="JSON compliant"):
+        with pytest.raises(ValueError, match="not representable"):
             canonical_json({"x": [1, value]})
 
 

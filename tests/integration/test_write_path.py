@@ -107,15 +107,15 @@ def new_run_values() -> dict[str, Any]:
         "started": True,
         "max_parallel": 9,
         "claimable_at": datetime(2031, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
-        "created_at": datetime(2030, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
-        "updated_at": datetime(2031, 1, 2, 5, 4, 5, 1, tzinfo=PLUS_TWO),
-        "completed_at": datetime(2031, 2, 3, 4, 5, 6, 789012, tzinfo=UTC),
-        "audit_signature": "c2lnbmVk",
-        "audit_key_id": "cd" * 32,
+        "audit_signature": "5a" * 64,
+        "audit_key_id": "key-2031",
         "replay_of": uuid.UUID(int=7),
         "forked_from": uuid.UUID(int=8),
         "from_step": 3,
         "replay_mode": "verify",
+        "created_at": datetime(2030, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+        "updated_at": datetime(2031, 1, 2, 5, 4, 5, 1, tzinfo=PLUS_TWO),
+        "completed_at": datetime(2031, 2, 3, 4, 5, 6, 789012, tzinfo=UTC),
     }
 
 
@@ -167,7 +167,7 @@ def _same_type(stored: Any, value: Any) -> bool:
 
 
 async def test_a_change_set_writes_every_column_unchanged(settings: Settings) -> None:
-    """On PostgreSQL through ``agent_engine_apply_changes_v1``; on SQLite, Core statements."""
+    """On PostgreSQL through ``agent_engine_apply_changes_v2``; on SQLite, Core statements."""
     async with engine_context(settings) as ctx:
         run_id = await new_run(ctx, [noop(1), noop(2)], auto_start=False)
         before = await snapshot(ctx, run_id)
@@ -306,7 +306,7 @@ async def test_change_sets_ready_together_share_one_write_each_guarded_on_its_ow
     # The first went alone; the two that came while it was in flight went together.
     assert BatchLog.batches == [1, 2]
     if settings.database_url.startswith("postgresql"):
-        assert [s for s in seen if "agent_engine_apply_changes_v1" in s] == seen
+        assert [s for s in seen if "agent_engine_apply_changes_v2" in s] == seen
         assert len(seen) == 2
     else:
         assert seen.count("BEGIN IMMEDIATE") == 2

@@ -24,6 +24,7 @@ from agent_engine.api.routes import (
     forks,
     health,
     keys,
+    manifest,
     plans,
     policies,
     replay,
@@ -100,6 +101,7 @@ def create_app(
     app.include_router(replay.router, responses=of_a_run)
     app.include_router(forks.router, responses=of_a_run)
     app.include_router(audit.router, responses=of_a_run)
+    app.include_router(manifest.router, responses=of_a_run)
     app.include_router(keys.router, responses=problem_responses(404, 409))
     app.include_router(policies.router)
     # The docs pages and their OAuth2 redirect are public; every other route must say its role.

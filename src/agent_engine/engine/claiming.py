@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.clock import utcnow
 from agent_engine.domain.fork_options import pinned_model
 from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
@@ -118,6 +119,13 @@ async def _resolve(
     return resolved
 
 
+def _record_resolved(step: StepRecord, resolved: dict[str, Any]) -> None:
+    """Record the input the step runs with, and hash that (not the plan's unresolved input,
+    whose hash the plan's own hash covers): what the step saw is what a replay compares."""
+    step.resolved_input = resolved
+    step.input_hash = content_hash(resolved)
+
+
 def lease_until(now: datetime, lease: timedelta) -> datetime:
     """When a lease taken or extended at ``now`` ends: ``lease`` later, rounded up to a whole
     second. A run's ``claimable_at`` is its running step's lease end, so it then stays the same
@@ -202,11 +210,11 @@ async def _park_for_approval(
             else ExecutorError(f"step {step.step_number}: input is invalid: {exc}"),
             secrets,
         )
-        step.resolved_input = resolved
+        _record_resolved(step, resolved)
         start_step(changes, run, step, actor, lease)
         fail_step(changes, run, step, error, actor=actor)
         return StepStatus(step.status)
-    step.resolved_input = resolved
+    _record_resolved(step, resolved)
     step.preview = preview
     if run.status == RunStatus.PLANNED:
         move_run(changes, run, RunStatus.RUNNING, actor=actor)
@@ -278,7 +286,7 @@ async def take_ready(
             continue
         if step.status == StepStatus.APPROVED and step.preview:
             resolved = executor.bind_preview(resolved, step.preview)
-        step.resolved_input = resolved
+        _record_resolved(step, resolved)
         prior = step.effect_intent if step.effect_outcome is None else None
         earlier = await outputs_of(steps, read, None) if executor.needs_prior_outputs else {}
         start_step(changes, run, step, owner, lease)

@@ -72,7 +72,12 @@ class EngineContext:
         if self._changes is None:
             # Writes announce their runs in this process at once; on PostgreSQL the trigger
             # announces them to every process too (the notifier drops that echo).
-            self._changes = ChangeWriter(self.db, self.notifier.publish, self.signer)
+            self._changes = ChangeWriter(
+                self.db,
+                self.notifier.publish,
+                self.signer,
+                blob_threshold=self.settings.blob_threshold_bytes,
+            )
         return self._changes
 
     async def start(self) -> None:

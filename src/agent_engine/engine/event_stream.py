@@ -41,6 +41,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from agent_engine.domain.states import TERMINAL_RUN_STATES, RunStatus, StepStatus
 from agent_engine.engine.context import EngineContext
+from agent_engine.storage.blobs import expand_documents_txn
 from agent_engine.storage.database import read_transaction
 from agent_engine.storage.notifications import LOOK_AGAIN
 from agent_engine.storage.runs import get_run_txn
@@ -99,8 +100,12 @@ async def _outputs(
     completed = [e.step_id for e in events if e.type == COMPLETED and e.step_id]
     if not completed:
         return {}
-    rows = await session.execute(select(Step.id, Step.output_data).where(Step.id.in_(completed)))
-    return {row.id: row.output_data for row in rows if row.output_data is not None}
+    query = select(Step.id, Step.output_data).where(
+        Step.id.in_(completed), Step.output_data.is_not(None)
+    )
+    rows = (await session.execute(query)).all()
+    outputs = await expand_documents_txn(session, [row.output_data for row in rows])
+    return {row.id: output for row, output in zip(rows, outputs, strict=True)}
 
 
 def _bodies(

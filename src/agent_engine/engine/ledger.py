@@ -45,6 +45,7 @@ def record_calls(
             "request": record.request,
             "request_hash": record.request_hash,
             "response": record.response,
+            # Over the document as stored, so anyone can recompute it from the ledger.
             "response_hash": content_hash(record.response) if record.response is not None else None,
             "input_tokens": record.usage.input_tokens,
             "output_tokens": record.usage.output_tokens,

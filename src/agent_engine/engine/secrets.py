@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent_engine.errors import EngineError
+from agent_engine.executors.command_hashes import rehash_recorded
 from agent_engine.llm.catalog import BUILTIN_PROVIDERS, CatalogError, cached_catalog
 from agent_engine.llm.redaction import SECRET_ENV_VARS, current_secrets, redact, redact_text
 
@@ -53,9 +54,15 @@ def redact_result(result: StepResult, secrets: list[str]) -> StepResult:
         return result
     return replace(
         result,
-        output=redact(result.output, secrets) if result.output is not None else None,
+        output=_masked_output(result.output, secrets) if result.output is not None else None,
         error=redact_error(result.error, secrets) if result.error is not None else None,
         logs=tuple(
             {**line, "message": redact_text(line["message"], secrets)} for line in result.logs
         ),
     )
+
+
+def _masked_output(output: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
+    masked: dict[str, Any] = redact(output, secrets)
+    # A hash recorded beside the streams must cover the streams as recorded.
+    return rehash_recorded(masked) if masked != output else masked

@@ -116,6 +116,9 @@ class Executor(abc.ABC, Generic[InputT, OutputT]):
     # command's result, an analysis): in a run with adaptive planning, the planner is asked
     # after each such step whether the rest of the plan still stands.
     observes: ClassVar[bool] = False
+    # The executor's own version, recorded in each run's manifest; None: the version of the
+    # distribution that ships it (the engine's for the built-ins).
+    version: ClassVar[str | None] = None
 
     def requires_approval_for(
         self, input_data: dict[str, Any], limits: ExecutionLimits | None = None

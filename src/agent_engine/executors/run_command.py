@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from agent_engine.domain.clock import utcnow
 from agent_engine.errors import CancelledError as StepCancelledError
 from agent_engine.errors import (
     CommandTimedOutError,
@@ -33,6 +34,7 @@ from agent_engine.executors.command_allowlist import (
     search_path,
 )
 from agent_engine.executors.command_analysis import analyze_command
+from agent_engine.executors.command_hashes import with_record_hashes
 from agent_engine.executors.command_limits import (
     SANDBOX_OVERHEAD_PROCESSES,
     CommandLimits,
@@ -117,6 +119,16 @@ class RunCommandOutput(BaseModel):
     sandbox: str = "bwrap"
     write_limit_reached: bool = Field(
         default=False, description="It filled max_write_bytes; nothing it wrote was applied."
+    )
+    # What the run's record needs to be recomputed: the environment's names (never its values)
+    # and the clock reading the command started at are where nondeterminism enters.
+    env_keys: list[str] = Field(default_factory=list, description="Variable names it received.")
+    started_at: str | None = Field(default=None, description="UTC clock reading at its start.")
+    command_hash: str | None = Field(
+        default=None, description="content hash of {argv, cwd, env_keys, stdin}"
+    )
+    result_hash: str | None = Field(
+        default=None, description="content hash of the exit code, the streams and their flags"
     )
 
 
@@ -291,11 +303,14 @@ class RunCommandExecutor(Executor[RunCommandInput, RunCommandOutput]):
         workspace = workspace_of(context)
         prepared = await run_blocking(_prepare, workspace, input, context)
         context.logger.info("running %s in %s", input.argv, input.cwd or ".")
+        started_at = utcnow().isoformat()
         try:
             outcome, write_layer = await _run(workspace, input, prepared, context)
         finally:
             os.close(prepared.cwd_fd)
-        output = _output(input, prepared, outcome, context.limits.sandbox)
+        output = with_record_hashes(
+            _output(input, prepared, outcome, context.limits.sandbox), started_at
+        )
         try:
             if write_layer is not None and not (outcome.cancelled or outcome.timed_out):
                 changes = await run_blocking(
@@ -371,6 +386,7 @@ def _output(
         killed=outcome.timed_out,
         timed_out=outcome.timed_out,
         sandbox=sandbox,
+        env_keys=sorted(prepared.env),
     )
 
 

@@ -6,7 +6,7 @@ steps, and the rows it added. Written, it is one update of the run that applies 
 inserts, all in one transaction. When the guard fails, nothing of that run is written and the
 caller decides again from what the database holds (``apply`` answers False).
 
-- PostgreSQL: one call, ``SELECT agent_engine_apply_changes_v1(…)`` (``storage/sql/``), either
+- PostgreSQL: one call, ``SELECT agent_engine_apply_changes_v2(…)`` (``storage/sql/``), either
   alone (its own implicit transaction: one round trip) or inside the caller's transaction.
 - SQLite: the same changes as Core statements, in one transaction; a worker's write goes whole
   to a thread, over a blocking engine on the same file (one hop instead of one per statement).
@@ -20,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, insert, text, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
@@ -32,6 +33,12 @@ from agent_engine.domain.canonical import wire_json
 from agent_engine.domain.records import ChangeSet
 from agent_engine.domain.transitions import append_event
 from agent_engine.storage.audit import CHANGED_RUNS, notice_of
+from agent_engine.storage.blobs import (
+    BLOBS,
+    DEFAULT_THRESHOLD_BYTES,
+    blob_rows,
+    externalize_step_values,
+)
 from agent_engine.storage.database import create_sqlite_sync_engine
 from agent_engine.storage.tables import Base
 
@@ -39,7 +46,7 @@ from agent_engine.storage.tables import Base
 INSERT_ORDER = ("agent_runs", "steps", "llm_calls", "plans", "approvals", "audit_events")
 TABLES: dict[str, Table] = {name: Base.metadata.tables[name] for name in INSERT_ORDER}
 MAX_BATCH = 64  # runs per group commit
-APPLY_SQL = text("SELECT agent_engine_apply_changes_v1(CAST(:batch AS jsonb))")
+APPLY_SQL = text("SELECT agent_engine_apply_changes_v2(CAST(:batch AS jsonb))")
 
 
 class DuplicateRowError(Exception):
@@ -55,22 +62,27 @@ class Write:
     run_values: dict[str, Any]
     step_values: list[tuple[uuid.UUID, dict[str, Any]]]
     inserts: list[tuple[str, list[dict[str, Any]]]]
+    # Rows of ``blobs`` the documents written reference, inserted unless already stored.
+    blobs: list[dict[str, Any]] = field(default_factory=list)
 
     def document(self) -> dict[str, Any]:
-        """The element of ``agent_engine_apply_changes_v1``'s batch for this write."""
+        """The element of ``agent_engine_apply_changes_v2``'s batch for this write."""
         return {
             "run_id": self.run_id,
             "expected_version": self.expected_version,
             "run": self.run_values,
             "steps": [{"id": step_id, "set": values} for step_id, values in self.step_values],
             "inserts": [[table, rows] for table, rows in self.inserts],
+            # bytea from text: PostgreSQL's hex form.
+            "blobs": [{**row, "content": "\\x" + row["content"].hex()} for row in self.blobs],
         }
 
 
-def prepare(changes: ChangeSet) -> Write:
-    """What writing ``changes`` writes. The run's version moves on here: a change computed on
-    top of this one is guarded by the version this one leaves. LLM calls no event named yet get
-    an ``llm.recorded`` event."""
+def prepare(changes: ChangeSet, blob_threshold: int = DEFAULT_THRESHOLD_BYTES) -> Write:
+    """What writing ``changes`` writes; strings of steps' inputs and outputs longer than
+    ``blob_threshold`` bytes go to ``blobs``. The run's version moves on here: a change
+    computed on top of this one is guarded by the version this one leaves. LLM calls no event
+    named yet get an ``llm.recorded`` event."""
     run = changes.run
     if changes.uncovered_calls:
         append_event(changes, run, "llm.recorded", {}, actor="ledger")
@@ -84,17 +96,20 @@ def prepare(changes: ChangeSet) -> Write:
         run.version = expected + 1
         run_values = run.changes()
     new = {id(step) for step in changes.new_steps}
+    blobs: dict[str, bytes] = {}
     if changes.new_steps:
-        rows["steps"] = [step.row() for step in changes.new_steps]
+        rows["steps"] = [
+            externalize_step_values(step.row(), blob_threshold, blobs) for step in changes.new_steps
+        ]
     step_values = [
-        (step.id, values)
+        (step.id, externalize_step_values(values, blob_threshold, blobs))
         for step in changes.steps
         if id(step) not in new and (values := step.changes())
     ]
     for table, row in changes.rows:
         rows.setdefault(table, []).append(row)
     inserts = [(table, rows[table]) for table in INSERT_ORDER if table in rows]
-    return Write(run.id, expected, run_values, step_values, inserts)
+    return Write(run.id, expected, run_values, step_values, inserts, blob_rows(blobs))
 
 
 def sign_head(write: Write, signer: HeadSigner) -> None:
@@ -128,9 +143,12 @@ class ChangeWriter:
         engine: AsyncEngine,
         publish: Callable[[list[str]], None],
         signer: HeadSigner | None = None,
+        *,
+        blob_threshold: int = DEFAULT_THRESHOLD_BYTES,
     ) -> None:
         self._engine = engine
         self.signer = signer
+        self.blob_threshold = blob_threshold
         self._postgres = engine.dialect.name == "postgresql"
         # SQLite: a blocking engine on the same file, so that a whole write is one hop to a
         # thread (through aiosqlite every statement is one; they were most of a step's time).
@@ -154,7 +172,7 @@ class ChangeWriter:
         """Write ``changes`` in a transaction of its own (shared with whatever else is ready);
         False when the run moved on (nothing written). Raises when the outcome is unknown (the
         connection broke mid-write)."""
-        write = prepare(changes)
+        write = prepare(changes, self.blob_threshold)
         written = await self.send(write, notice_of(changes.run))
         if written:
             mark_saved(changes)
@@ -187,7 +205,7 @@ class ChangeWriter:
         breaks (an idempotency key used concurrently) raises ``DuplicateRowError`` to its
         creator alone."""
         try:
-            await self._write_batch([self._signed(prepare(changes))])
+            await self._write_batch([self._signed(prepare(changes, self.blob_threshold))])
         except IntegrityError as exc:
             raise DuplicateRowError(str(exc.orig)) from exc
         mark_saved(changes)
@@ -195,7 +213,7 @@ class ChangeWriter:
 
     async def apply_in(self, session: AsyncSession, batch: Sequence[ChangeSet]) -> list[bool]:
         """Write ``batch`` in the caller's transaction; its commit announces them."""
-        writes = [self._signed(prepare(changes)) for changes in batch]
+        writes = [self._signed(prepare(changes, self.blob_threshold)) for changes in batch]
         connection = await session.connection()
         applied = await self._execute(connection, writes)
         changed = session.info.setdefault(CHANGED_RUNS, {})
@@ -277,6 +295,10 @@ class ChangeWriter:
 def _apply_sqlite(connection: Connection, writes: list[Write]) -> list[bool]:
     """The writes as Core statements, in the caller's (IMMEDIATE) transaction."""
     runs, steps = TABLES["agent_runs"], TABLES["steps"]
+    # Blobs first and in hash order, as PostgreSQL's function does; one already stored is kept.
+    blobs = sorted((row for write in writes for row in write.blobs), key=lambda row: row["hash"])
+    if blobs:
+        connection.execute(sqlite_insert(BLOBS).on_conflict_do_nothing(), blobs)
     applied = []
     for write in writes:
         if write.expected_version is not None:

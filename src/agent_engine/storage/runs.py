@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agent_engine.domain.records import RunRecord, StepRecord
 from agent_engine.domain.states import OPEN_STEP_STATES
 from agent_engine.errors import NotFoundError
+from agent_engine.storage.blobs import expand_documents_txn, expand_step_rows_txn
 from agent_engine.storage.tables import AgentRun, Approval, Step
 
 RUNS = cast(Table, AgentRun.__table__)
@@ -155,8 +156,8 @@ async def load_steps_txn(
         if also is not None:
             condition = or_(condition, STEPS.c.id == also)
         query = query.where(condition)
-    rows = (await session.execute(query.order_by(STEPS.c.step_number))).mappings()
-    return [StepRecord(**row) for row in rows]
+    rows = (await session.execute(query.order_by(STEPS.c.step_number))).mappings().all()
+    return [StepRecord(**row) for row in await expand_step_rows_txn(session, rows)]
 
 
 async def load_open_steps_of_runs_txn(
@@ -171,7 +172,7 @@ async def load_open_steps_of_runs_txn(
         .where(STEPS.c.run_id.in_(run_ids), STEPS.c.status.in_(_OPEN))
         .order_by(STEPS.c.run_id, STEPS.c.step_number)
     )
-    for row in rows.mappings():
+    for row in await expand_step_rows_txn(session, rows.mappings().all()):
         by_run[row["run_id"]].append(StepRecord(**row))
     return by_run
 
@@ -179,13 +180,15 @@ async def load_open_steps_of_runs_txn(
 async def outputs_txn(
     session: AsyncSession, run_id: uuid.UUID, numbers: set[int] | None = None
 ) -> dict[int, Any]:
-    """Stored outputs of the run's steps by number (``numbers``: only those)."""
+    """Stored outputs of the run's steps by number (``numbers``: only those), whole."""
     query = select(STEPS.c.step_number, STEPS.c.output_data).where(
         STEPS.c.run_id == run_id, STEPS.c.output_data.is_not(None)
     )
     if numbers is not None:
         query = query.where(STEPS.c.step_number.in_(numbers))
-    return {row.step_number: row.output_data for row in await session.execute(query)}
+    rows = (await session.execute(query)).all()
+    outputs = await expand_documents_txn(session, [row.output_data for row in rows])
+    return {row.step_number: output for row, output in zip(rows, outputs, strict=True)}
 
 
 async def delete_steps_txn(session: AsyncSession, run_id: uuid.UUID) -> None:

@@ -109,7 +109,7 @@ class KnownRuns:
             except (EngineError, DBAPIError):
                 self._drop(known)  # the records may be half changed: trust none of them
                 return None
-            write = prepare(changes)
+            write = prepare(changes, writer.blob_threshold)
             mark_saved(changes)
             events = changes.events()
             last = (events[-1]["seq"], events[-1]["hash"]) if events else None

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import rfc8785
 
 from agent_engine.errors import ProviderError
 from agent_engine.llm.anthropic import AnthropicProvider
@@ -121,11 +122,9 @@ async def test_success_is_one_record_with_hash_cost_and_routing(server: FakeLLMS
         1,
         None,
     )
-    canonical = json.dumps(
-        request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
+    canonical = rfc8785.dumps(request.model_dump(mode="json"))
     assert record.request_hash == request_hash(request)
-    assert record.request_hash == hashlib.sha256(canonical.encode()).hexdigest()
+    assert record.request_hash == hashlib.sha256(canonical).hexdigest()
     assert record.cost_usd == Decimal("0.002000000")  # 1000 x $1/M + 500 x $2/M
     assert record.price_source == OVERRIDE_SOURCE
     assert record.routing is not None

@@ -1,7 +1,7 @@
 """Audit you can verify offline: no statement replaces an event; approval receipts on steps
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-01
 
 - SQLite: ``INSERT OR REPLACE`` (and ``REPLACE``) deletes the conflicting row without firing
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
