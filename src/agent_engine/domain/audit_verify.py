@@ -223,10 +223,12 @@ def _check_steps(rows: RunRows) -> None:
                 f"{payload['output_hash']}",
                 **where,
             )
+        # A step's input hash is over its resolved input (its plan input when it had nothing
+        # to resolve); the plan input itself is covered by the plan's hash.
         recorded = payload.get("input_hash")
-        if recorded is not None and (
-            content_hash(step["input_data"]) != recorded or step.get("input_hash") != recorded
-        ):
+        hashed = step["resolved_input"] if step.get("resolved_input") is not None else None
+        actual = content_hash(hashed if hashed is not None else step["input_data"])
+        if recorded is not None and (actual != recorded or step.get("input_hash") != recorded):
             raise Broken("step_input_changed", f"step {number}: its input changed", **where)
         resolved = payload.get("resolved_input_hash")
         stored = step.get("resolved_input")

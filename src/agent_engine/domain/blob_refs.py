@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,3 +117,19 @@ def expand(stored: Any, contents: dict[str, str]) -> Any:
     if isinstance(stored, list):
         return [expand(item, contents) for item in stored]
     return stored
+
+
+# The columns of ``steps`` whose documents may hold blob references.
+BLOBBED_STEP_COLUMNS = ("resolved_input", "output_data")
+
+
+def whole_steps(
+    rows: Sequence[Mapping[str, Any]], contents: dict[str, str]
+) -> list[dict[str, Any]]:
+    """``steps`` rows as stored, with their documents whole again (``contents``: hash → text)."""
+    whole = [dict(row) for row in rows]
+    for row in whole:
+        for column in BLOBBED_STEP_COLUMNS:
+            if row.get(column) is not None:
+                row[column] = expand(row[column], contents)
+    return whole

@@ -27,7 +27,7 @@ async def verify_run_chain(
     key = public_key if public_key is not None else verify_key(ctx)
     async with read_transaction(ctx.sessions) as session:
         run = await get_run_txn(session, run_id)
-        rows = await load_run_rows_txn(session, run.id)
+        rows = await load_run_rows_txn(session, run.id, whole=True)
     assert rows is not None  # just read
     return verify_run(rows, key)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
@@ -22,9 +21,11 @@ from sqlalchemy import LargeBinary, Table, Uuid, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from agent_engine.domain.audit_verify import RunRows, verify_run
+from agent_engine.domain.blob_refs import referenced_blobs, whole_steps
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.clock import utcnow
 from agent_engine.engine.context import EngineContext
+from agent_engine.engine.manifest import run_manifest
 from agent_engine.errors import AuditVerificationError, ConflictError, InputValidationError
 from agent_engine.storage.audit import load_run_rows_txn
 from agent_engine.storage.database import read_transaction, transaction
@@ -68,19 +69,6 @@ def _row_json(row: dict[str, Any]) -> dict[str, Any]:
     return {name: to_json(value) for name, value in row.items()}
 
 
-def _blob_refs(value: Any) -> Iterator[str]:
-    """Hashes a document references as ``{"$blob": hash}``."""
-    if isinstance(value, dict):
-        ref = value.get("$blob")
-        if isinstance(ref, str) and len(value) == 1:
-            yield ref
-        for item in value.values():
-            yield from _blob_refs(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _blob_refs(item)
-
-
 def seal(bundle: dict[str, Any]) -> dict[str, Any]:
     """The bundle with its ``bundle_hash`` (of everything else in it)."""
     body = {key: value for key, value in bundle.items() if key != "bundle_hash"}
@@ -93,11 +81,9 @@ async def export_bundle(ctx: EngineContext, run_id: str) -> dict[str, Any]:
         run = await get_run_txn(session, run_id)
         rows = await load_run_rows_txn(session, run.id)
         assert rows is not None  # just read
-        wanted = set(
-            _blob_refs(
-                [rows.steps, rows.llm_calls, rows.plans, [e["payload"] for e in rows.events]]
-            )
-        )
+        # Only steps' documents are stored with blob references (storage/blobs.py).
+        documents = [[step["resolved_input"], step["output_data"]] for step in rows.steps]
+        wanted = referenced_blobs(documents)
         blob_rows: list[dict[str, Any]] = []
         if wanted:
             query = select(_table("blobs")).where(Blob.hash.in_(wanted))
@@ -113,7 +99,8 @@ async def export_bundle(ctx: EngineContext, run_id: str) -> dict[str, Any]:
         "approvals": [_row_json(dict(row)) for row in rows.approvals],
         "audit_events": [_row_json(dict(row)) for row in rows.events],
         "blobs": [_row_json(blob) for blob in blob_rows],
-        "manifest": None,
+        # What the run depended on (engine, executors, models, prices, tools), as of the export.
+        "manifest": await run_manifest(ctx, run_id),
     }
     return seal(bundle)
 
@@ -150,6 +137,14 @@ def _blob_problem(bundle: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _blob_texts(bundle: dict[str, Any]) -> dict[str, str]:
+    """The bundle's blobs as text, by hash (their content is checked by ``_blob_problem``)."""
+    texts: dict[str, str] = {}
+    for blob in bundle.get("blobs", []):
+        texts[str(blob["hash"])] = base64.b64decode(blob["content"]).decode("utf-8")
+    return texts
+
+
 def verify_bundle(bundle: Any, public_key: Ed25519PublicKey | None = None) -> dict[str, Any]:
     """The verdict on a bundle, offline: its shape, the run's chain and every covered row
     (``domain/audit_verify.py``), its blobs, then the bundle hash (values no event covers)."""
@@ -166,14 +161,15 @@ def verify_bundle(bundle: Any, public_key: Ed25519PublicKey | None = None) -> di
     try:
         rows = RunRows(
             run=bundle["run"],
-            steps=bundle["steps"],
+            steps=whole_steps(bundle["steps"], _blob_texts(bundle)),
             llm_calls=bundle["llm_calls"],
             approvals=bundle["approvals"],
             plans=bundle["plans"],
             events=sorted(bundle["audit_events"], key=lambda e: int(e.get("seq", 0))),
         )
         verdict = verify_run(rows, public_key)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (LookupError, TypeError, ValueError, AttributeError) as exc:
+        # LookupError: a missing key, or a blob a document references that the bundle lacks.
         broken = {"seq": None, "kind": "bundle_invalid", "detail": f"a row is malformed: {exc!r}"}
         return {
             "run_id": str(bundle["run"]["id"]),

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agent_engine.domain.audit_verify import RunRows
 from agent_engine.domain.records import RunRecord
 from agent_engine.domain.transitions import event_hash
+from agent_engine.storage.blobs import expand_step_rows_txn
 from agent_engine.storage.notifications import RunNotice
 from agent_engine.storage.tables import (
     AgentRun,
@@ -95,15 +96,20 @@ async def _rows(
     return [dict(row) for row in (await session.execute(query)).mappings()]
 
 
-async def load_run_rows_txn(session: AsyncSession, run_id: uuid.UUID) -> RunRows | None:
-    """Every row of one run that its audit covers, as plain dicts of columns (None: no run)."""
+async def load_run_rows_txn(
+    session: AsyncSession, run_id: uuid.UUID, *, whole: bool = False
+) -> RunRows | None:
+    """Every row of one run that its audit covers, as plain dicts of columns (None: no run);
+    ``whole``: the steps' documents with their blobs expanded (what their hashes are over),
+    else as stored (what a bundle carries, beside the blobs)."""
     runs = _table(AgentRun)
     run = (await session.execute(select(runs).where(runs.c.id == run_id))).mappings().one_or_none()
     if run is None:
         return None
+    steps = await _rows(session, Step, run_id, "step_number")
     return RunRows(
         run=dict(run),
-        steps=await _rows(session, Step, run_id, "step_number"),
+        steps=await expand_step_rows_txn(session, steps) if whole else steps,
         llm_calls=await _rows(session, LLMCall, run_id, "created_at", "id"),
         approvals=await _rows(session, Approval, run_id, "decided_at", "id"),
         plans=await _rows(session, PlanVersion, run_id, "version"),

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
-from sqlalchemy import RowMapping, Table, select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_engine.domain.blob_refs import (
+    BLOBBED_STEP_COLUMNS,
     expand,
     externalize,
     needs_expanding,
@@ -26,7 +27,6 @@ from agent_engine.storage.tables import Blob
 
 BLOBS = cast(Table, Blob.__table__)
 # The columns of ``steps`` whose large strings are stored as blobs.
-BLOBBED_STEP_COLUMNS = ("resolved_input", "output_data")
 DEFAULT_THRESHOLD_BYTES = 65_536
 
 
@@ -82,7 +82,7 @@ async def expand_documents_txn(session: AsyncSession, documents: Sequence[Any]) 
 
 
 async def expand_step_rows_txn(
-    session: AsyncSession, rows: Sequence[RowMapping]
+    session: AsyncSession, rows: Sequence[Mapping[Any, Any]]
 ) -> list[dict[str, Any]]:
     """``steps`` rows (as mappings) with their blobbed columns expanded."""
     plain = [dict(row) for row in rows]
