@@ -17,6 +17,7 @@ from agent_engine.config import Settings
 from agent_engine.engine.bundles import verify_bundle
 from tests.audit_runs import covered_run, verdict
 from tests.databases import PostgresServer, clone_sqlite
+from tests.forking import run_to_end
 from tests.integration.test_cli import run_command
 
 
@@ -116,6 +117,19 @@ async def test_a_bundle_from_sqlite_imports_into_postgresql_and_verifies_there(
             ]
             again = await postgres_instance.post("/v1/agent-runs/import", json=bundle)
             assert again.status_code == 409
+            # The imported run replays there, from the records it came with.
+            made = await postgres_instance.post(
+                f"/v1/agent-runs/{run['id']}/replay", json={"mode": "verify"}
+            )
+            assert made.status_code == 201, made.text
+            replay = await run_to_end(postgres_instance, made.json()["id"])
+            assert replay["status"] == "completed", replay
+            report = await postgres_instance.get(f"/v1/agent-runs/{replay['id']}/divergence")
+            assert report.json()["first_divergence"] is None, report.text
+            assert {row["verdict"] for row in report.json()["steps"]} == {"match"}
+            audit = await postgres_instance.get(f"/v1/agent-runs/{replay['id']}/audit")
+            payloads = json.dumps([e["payload"] for e in audit.json()["events"]])
+            assert "replayed_from_approval" in payloads  # bob's decision, from the bundle
             # Exported again from PostgreSQL, the bundle's rows are the same rows.
             back = await _export(postgres_instance, run["id"])
             assert back["audit_events"] == [
