@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent_engine.domain.audit_cover import approval_receipt, resolved_input_hash
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord, approval_row
 from agent_engine.domain.states import RunStatus, StepStatus
@@ -65,6 +66,21 @@ def apply_recorded_decision(
         )
         return False
     approved = decision["decision"] == "approved"
+    row = approval_row(
+        run_id=run.id,
+        step_id=step.id,
+        decision=decision["decision"],
+        actor=decision["actor"],
+        comment=decision["comment"],
+        shown=preview,
+        attempt=step.attempt,
+    )
+    # The replayed decision is a receipt like the original's: bound to this exact input.
+    row["input_hash"] = resolved_input_hash(
+        step.resolved_input if step.resolved_input is not None else step.input_data
+    )
+    row["shown_hash"] = content_hash(preview)
+    step.approved_input_hash = row["input_hash"] if approved else None
     move_step(
         changes,
         run,
@@ -74,19 +90,9 @@ def apply_recorded_decision(
         comment=decision["comment"],
         shown=preview,
         replayed_from_approval=decision["approval_id"],
+        approval=approval_receipt(row),
     )
-    changes.add(
-        "approvals",
-        approval_row(
-            run_id=run.id,
-            step_id=step.id,
-            decision=decision["decision"],
-            actor=decision["actor"],
-            comment=decision["comment"],
-            shown=preview,
-            attempt=step.attempt,
-        ),
-    )
+    changes.add("approvals", row)
     return True
 
 
@@ -116,22 +122,23 @@ def apply_recorded_plan_decision(changes: ChangeSet, run: RunRecord) -> bool:
             actor=REPLAY_ACTOR,
         )
         return False
-    changes.add(
-        "approvals",
-        approval_row(
-            run_id=run.id,
-            step_id=None,
-            decision=decision["decision"],
-            actor=decision["actor"],
-            comment=decision["comment"],
-            shown=decision["shown"],
-            attempt=run.plan_version,
-        ),
+    row = approval_row(
+        run_id=run.id,
+        step_id=None,
+        decision=decision["decision"],
+        actor=decision["actor"],
+        comment=decision["comment"],
+        shown=decision["shown"],
+        attempt=run.plan_version,
     )
+    row["input_hash"] = run.plan_hash  # a plan decision binds to the plan version's hash
+    row["shown_hash"] = content_hash(decision["shown"])
+    changes.add("approvals", row)
     details = {
         "comment": decision["comment"],
         "plan_version": run.plan_version,
         "replayed_from_approval": decision["approval_id"],
+        "approval": approval_receipt(row),
     }
     if decision["decision"] == "approved":
         run.plan_approved_version = run.plan_version
