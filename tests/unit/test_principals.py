@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from agent_engine.access_errors import RateLimitedError
 from agent_engine.cli.startup import describe_auth
 from agent_engine.config import Settings, host_is_loopback
 from agent_engine.domain.principals import Principal, Role, unauthenticated_principal
 from agent_engine.engine.key_limits import RateLimiter
 from agent_engine.engine.keys import split_token
-from agent_engine.errors import RateLimitedError
 
 
 def test_roles_are_ordered_by_what_they_may_do_not_by_spelling() -> None:

@@ -8,12 +8,13 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from agent_engine.access_errors import ForbiddenError, UnauthenticatedError
 from agent_engine.config import host_is_loopback
 from agent_engine.domain.principals import Principal, Role, unauthenticated_principal
 from agent_engine.engine.context import EngineContext
 from agent_engine.engine.key_limits import RateLimiter, RunAdmission
 from agent_engine.engine.keys import ApiKeys
-from agent_engine.errors import ForbiddenError, InputValidationError, UnauthenticatedError
+from agent_engine.errors import InputValidationError
 
 MAX_ACTOR_CHARS = 200
 

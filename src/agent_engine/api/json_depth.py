@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from agent_engine.access_errors import JsonTooDeepError
 from agent_engine.api.asgi_messages import replaying, send_problem
 from agent_engine.domain.json_depth import text_exceeds_depth
-from agent_engine.errors import JsonTooDeepError
 
 DEPTH_SETTING = "AGENT_ENGINE_MAX_JSON_DEPTH"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from agent_engine.access_errors import FourEyesError
 from agent_engine.domain.audit_cover import approval_receipt, resolved_input_hash
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.records import RunRecord, approval_row
@@ -13,7 +14,7 @@ from agent_engine.engine.context import EngineContext
 from agent_engine.engine.locking import change_run
 from agent_engine.engine.runs import RunView
 from agent_engine.engine.settle import settle_run
-from agent_engine.errors import FourEyesError, InvalidTransitionError
+from agent_engine.errors import InvalidTransitionError
 
 Decision = Literal["approved", "rejected"]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from agent_engine.errors import RateLimitedError, TooManyRunsError
+from agent_engine.access_errors import RateLimitedError, TooManyRunsError
 from agent_engine.storage.api_keys import count_runs_in_flight_txn
 from agent_engine.storage.database import read_transaction
 

@@ -21,14 +21,10 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from agent_engine.access_errors import ApiKeyNameTakenError
 from agent_engine.domain.clock import utcnow
 from agent_engine.domain.principals import Principal, Role
-from agent_engine.errors import (
-    ApiKeyNameTakenError,
-    ConflictError,
-    InputValidationError,
-    NotFoundError,
-)
+from agent_engine.errors import ConflictError, InputValidationError, NotFoundError
 from agent_engine.storage.api_keys import (
     DuplicateKeyError,
     admin_key_exists_txn,

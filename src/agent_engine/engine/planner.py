@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agent_engine.access_errors import LimitExceededError, MaxStepsExceededError
 from agent_engine.domain.adaptive import bounds_of
 from agent_engine.domain.plan import Plan
 from agent_engine.domain.records import RunRecord, StepRecord
@@ -31,8 +32,6 @@ from agent_engine.engine.settle import refresh_claimable
 from agent_engine.errors import (
     ConflictError,
     EngineError,
-    LimitExceededError,
-    MaxStepsExceededError,
     PlanValidationError,
     ProviderError,
     ReplayMissError,

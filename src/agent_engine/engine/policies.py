@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agent_engine.access_errors import PolicyLooseningError, UnknownPolicyError
 from agent_engine.domain.approval_policy import (
     BUILTIN_DEFAULT,
     DEFAULT_POLICY,
@@ -31,12 +32,7 @@ from agent_engine.domain.approval_policy import (
     loosening_rules,
 )
 from agent_engine.domain.plan import Plan, PlanStep
-from agent_engine.errors import (
-    ExecutorError,
-    PolicyFileError,
-    PolicyLooseningError,
-    UnknownPolicyError,
-)
+from agent_engine.errors import ExecutorError, PolicyFileError
 from agent_engine.executors.base import ExecutionLimits, Executor
 from agent_engine.executors.command_allowlist import resolve_executable, search_path
 from agent_engine.executors.command_analysis import analyze_command

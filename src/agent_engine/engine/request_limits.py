@@ -7,18 +7,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from agent_engine.config import Settings
-from agent_engine.domain.canonical import wire_json
-from agent_engine.domain.json_depth import exceeds_depth
-from agent_engine.domain.plan import Plan
-from agent_engine.errors import (
-    DocumentTooDeepError,
+from agent_engine.access_errors import (
     JsonTooDeepError,
     StepInputTooLargeError,
     StringTooLongError,
     TooManyMetadataKeysError,
     TooManyStepsError,
 )
+from agent_engine.config import Settings
+from agent_engine.domain.canonical import wire_json
+from agent_engine.domain.json_depth import exceeds_depth
+from agent_engine.domain.plan import Plan
+from agent_engine.errors import DocumentTooDeepError
 
 SETTINGS = {
     "max_json_depth": "AGENT_ENGINE_MAX_JSON_DEPTH",

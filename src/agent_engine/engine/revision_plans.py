@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agent_engine.access_errors import MaxStepsExceededError
 from agent_engine.domain.adaptive import AdaptiveBounds
 from agent_engine.domain.plan import Plan, PlanStep
 from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
@@ -33,7 +34,7 @@ from agent_engine.engine.plans import (
 )
 from agent_engine.engine.policies import PlanApprovals
 from agent_engine.engine.request_limits import check_plan
-from agent_engine.errors import MaxStepsExceededError, PlanValidationError
+from agent_engine.errors import PlanValidationError
 
 # Steps a revision replaces: not started yet (a step waiting to retry has started: it stays).
 _REPLACEABLE = frozenset({StepStatus.PENDING, StepStatus.AWAITING_APPROVAL, StepStatus.APPROVED})

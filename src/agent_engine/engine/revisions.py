@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from agent_engine.access_errors import LimitExceededError, MaxStepsExceededError
 from agent_engine.domain.adaptive import (
     AdaptiveBounds,
     bounds_of,
@@ -57,8 +58,6 @@ from agent_engine.engine.settle import settle_run
 from agent_engine.errors import (
     BudgetExceededError,
     EngineError,
-    LimitExceededError,
-    MaxStepsExceededError,
     PlanValidationError,
     ProviderError,
     ReplayMissError,

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
+from agent_engine.access_errors import MaxStepsExceededError
 from agent_engine.domain.adaptive import ADAPTIVE
 from agent_engine.domain.approval_policy import (
     DEFAULT_POLICY,
@@ -38,11 +39,7 @@ from agent_engine.engine.policies import (
 )
 from agent_engine.engine.request_limits import check_metadata, check_plan, check_strings
 from agent_engine.engine.settle import refresh_claimable
-from agent_engine.errors import (
-    IdempotencyConflictError,
-    InputValidationError,
-    MaxStepsExceededError,
-)
+from agent_engine.errors import IdempotencyConflictError, InputValidationError
 from agent_engine.executors.mcp_servers import refresh_listings
 from agent_engine.executors.mcp_tool import servers_named
 from agent_engine.executors.workspace_roots import check_workspace_root

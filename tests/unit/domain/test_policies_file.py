@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from agent_engine.access_errors import UnknownPolicyError
 from agent_engine.engine.policies import load_policy_catalog
-from agent_engine.errors import PolicyFileError, UnknownPolicyError
+from agent_engine.errors import PolicyFileError
 
 GOOD = """
 policies:
