@@ -8,7 +8,7 @@ import json
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -18,8 +18,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from rich.console import Console
 
 from agent_engine.domain.audit_signing import key_id, private_key_pem, public_key_pem
-from agent_engine.engine.context import EngineContext
 from agent_engine.errors import EngineError
+
+if TYPE_CHECKING:  # the engine is imported by the commands that use it: `--help` stays quick
+    from agent_engine.engine.context import EngineContext
 
 audit_app = typer.Typer(help="Verify, export and import runs' audit chains.", no_args_is_help=True)
 out = Console(soft_wrap=True, highlight=False)

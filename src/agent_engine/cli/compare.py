@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -16,8 +16,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from agent_engine.engine.context import EngineContext
 from agent_engine.errors import EngineError
+
+if TYPE_CHECKING:  # the engine is imported by the commands that use it: `--help` stays quick
+    from agent_engine.engine.context import EngineContext
 
 out = Console(soft_wrap=True)
 CLI_ACTOR = "cli"

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent_engine.config import Settings
-from agent_engine.engine.keys import ApiKeys, parse_role
 from agent_engine.errors import EngineError
+
+if TYPE_CHECKING:  # the engine is imported by the commands that use it: `--help` stays quick
+    from agent_engine.config import Settings
+    from agent_engine.engine.keys import ApiKeys
 
 keys_app = typer.Typer(help="API keys and their roles.", no_args_is_help=True)
 out = Console(soft_wrap=True)
@@ -25,6 +27,7 @@ def _with_keys(action: Callable[[ApiKeys], Awaitable[T]]) -> T:
     an engine error is one ``error:`` line."""
     # Imported here: cli.main imports this module to register its commands.
     from agent_engine.cli.main import fail, prepared_settings
+    from agent_engine.engine.keys import ApiKeys
     from agent_engine.storage.database import create_engine, create_sessionmaker
 
     settings: Settings = prepared_settings()
@@ -56,6 +59,7 @@ def create(
 ) -> None:
     """Make a key and print it once (only its hash is stored)."""
     from agent_engine.cli.main import fail  # cli.main imports this module
+    from agent_engine.engine.keys import parse_role
 
     try:
         chosen = parse_role(role)

@@ -8,9 +8,6 @@ import logging
 from sqlalchemy.engine import make_url
 
 from agent_engine.config import Settings
-from agent_engine.executors.command_limits import processes_refusal
-from agent_engine.executors.sandbox import bwrap_problem
-from agent_engine.llm.catalog import CatalogError, cached_catalog
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
@@ -23,6 +20,9 @@ def shown_database_url(url: str) -> str:
 def describe_model(settings: Settings) -> str:
     """Which model answers LLM calls: the pinned one, the remote router, or the models of the
     catalog that are usable now (a provider without its API key set is not)."""
+    # Imported here: the catalog is needed by `serve` only, not by every command's start.
+    from agent_engine.llm.catalog import CatalogError, cached_catalog
+
     if settings.model:
         return f"model {settings.model} (pinned by AGENT_ENGINE_MODEL)"
     if settings.router_url:
@@ -44,6 +44,9 @@ def describe_model(settings: Settings) -> str:
 
 def describe_sandbox(settings: Settings) -> str:
     """How commands run: in bubblewrap, refused (and why), or, set by the operator, unsandboxed."""
+    from agent_engine.executors.command_limits import processes_refusal
+    from agent_engine.executors.sandbox import bwrap_problem
+
     if settings.sandbox == "none":
         return "WARNING: commands run without a sandbox (AGENT_ENGINE_SANDBOX=none)"
     problem = bwrap_problem() or processes_refusal(settings.sandbox)
