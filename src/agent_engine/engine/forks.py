@@ -30,6 +30,7 @@ from agent_engine.domain.states import RunStatus, StepStatus
 from agent_engine.domain.text import StorableModel
 from agent_engine.domain.transitions import append_event, move_run
 from agent_engine.engine.context import EngineContext
+from agent_engine.engine.new_runs import insert_new_run
 from agent_engine.engine.plans import insert_plan, validate_plan
 from agent_engine.engine.policies import (
     PlanApprovals,
@@ -139,17 +140,7 @@ async def fork_run(
     approvals = await plan_approvals(inputs, plan, ctx.limits, original.workspace)
     refuse_loosening(approvals.loosenings(plan.steps, ctx.registry))
     changes = _forked_changes(ctx, original, steps, plan, approvals, request, output, actor)
-    local = ctx.hand_off
-    taken = await local.claim_new(changes) if local is not None else None
-    written = False
-    try:
-        await ctx.changes.insert(taken or changes)
-        written = True
-    finally:
-        if taken is not None and local is not None:
-            local.started(taken, written=written)
-    view = taken or changes
-    return RunView(view.run, view.steps)
+    return await insert_new_run(ctx, changes)
 
 
 def _plan_step(step: StepRecord, input_data: dict[str, Any]) -> PlanStep:

@@ -24,6 +24,7 @@ from agent_engine.domain.records import ChangeSet, RunRecord
 from agent_engine.domain.states import RunStatus
 from agent_engine.domain.transitions import append_event, move_run
 from agent_engine.engine.context import EngineContext
+from agent_engine.engine.new_runs import insert_new_run
 from agent_engine.engine.plans import insert_plan
 from agent_engine.engine.policies import PlanApprovals, inputs_of_run, plan_approvals
 from agent_engine.engine.replay_approvals import apply_recorded_plan_decision
@@ -161,19 +162,4 @@ async def replay_run(ctx: EngineContext, run_id: str, mode: ReplayMode, *, actor
             move_run(changes, run, RunStatus.AWAITING_APPROVAL, actor=actor, reason="plan approval")
             apply_recorded_plan_decision(changes, run)
     refresh_claimable(run, changes.steps)
-    return await _write(ctx, changes)
-
-
-async def _write(ctx: EngineContext, changes: ChangeSet) -> RunView:
-    """Insert the new run, handing it to this process's worker when there is one."""
-    local = ctx.hand_off
-    taken = await local.claim_new(changes) if local is not None else None
-    written = False
-    try:
-        await ctx.changes.insert(taken or changes)
-        written = True
-    finally:
-        if taken is not None and local is not None:
-            local.started(taken, written=written)
-    final = taken or changes
-    return RunView(final.run, final.steps)
+    return await insert_new_run(ctx, changes)
