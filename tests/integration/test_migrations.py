@@ -30,6 +30,10 @@ TABLES = {
     "plans",
     "api_keys",
     "blobs",
+    "budgets",
+    "budget_counters",
+    "budget_reservations",
+    "webhook_deliveries",
     "alembic_version",
 }
 

@@ -113,6 +113,9 @@ def new_run_values() -> dict[str, Any]:
         "forked_from": uuid.UUID(int=8),
         "from_step": 3,
         "replay_mode": "verify",
+        "project": "project-x",
+        "api_key_id": uuid.UUID(int=10),
+        "budget_pause": {"reason": "budget", "needed_usd": "0.5"},
         "created_at": datetime(2030, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
         "updated_at": datetime(2031, 1, 2, 5, 4, 5, 1, tzinfo=PLUS_TWO),
         "completed_at": datetime(2031, 2, 3, 4, 5, 6, 789012, tzinfo=UTC),
@@ -156,6 +159,7 @@ def new_step_values(step: StepRecord) -> dict[str, Any]:
         "completed_at": datetime(2031, 3, 4, 5, 59, 59, 999999, tzinfo=UTC),
         "reused_from": uuid.UUID(int=9),
         "approved_input_hash": "ef" * 32,
+        "budget_pause": {"reason": "budget", "spent_usd": "0.25", "nested": [1, None]},
     }
 
 

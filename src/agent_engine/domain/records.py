@@ -100,6 +100,10 @@ class RunRecord(Tracked):
     forked_from: uuid.UUID | None = None
     from_step: int | None = None
     replay_mode: str | None = None  # hermetic | verify
+    # Whose monthly budgets the run's calls count against, and why it waits for budget.
+    project: str | None = None
+    api_key_id: uuid.UUID | None = None
+    budget_pause: dict[str, Any] | None = None
     version: int = 0
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
@@ -150,6 +154,7 @@ class StepRecord(Tracked):
     outcome_unknown: bool = False
     reused_from: uuid.UUID | None = None  # the original step a fork reused
     approved_input_hash: str | None = None  # the input the approval's receipt binds to
+    budget_pause: dict[str, Any] | None = None  # spent / reserved / needed when a call did not fit
     created_at: datetime = field(default_factory=utcnow)
     started_at: datetime | None = None
     completed_at: datetime | None = None

@@ -90,6 +90,11 @@ class AgentRun(Base):
     forked_from: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
     from_step: Mapped[int | None] = mapped_column(Integer)
     replay_mode: Mapped[str | None] = mapped_column(String(16))  # hermetic | verify
+    # Whose monthly budgets the run's calls count against (engine/budgets.py), and why the run
+    # waits for budget when it does (its planner's call did not fit).
+    project: Mapped[str | None] = mapped_column(String(200))
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    budget_pause: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -100,6 +105,7 @@ class AgentRun(Base):
         Index("ix_agent_runs_claimable_at", "claimable_at"),
         # Counting a key's runs in flight (max_runs_in_flight) reads this, not the table.
         Index("ix_agent_runs_created_by_status", "created_by", "status"),
+        Index("ix_agent_runs_project_created_at", "project", "created_at"),
     )
 
 
@@ -144,6 +150,8 @@ class Step(Base):
     reused_from: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     # The resolved input an approval bound to: a claim whose input differs waits again.
     approved_input_hash: Mapped[str | None] = mapped_column(String(64))
+    # Why the step waits for budget: spent, reserved and needed when its call did not fit.
+    budget_pause: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -158,12 +166,15 @@ class LLMCall(Base):
     __tablename__ = "llm_calls"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    run_id: Mapped[uuid.UUID] = mapped_column(
+    # NULL for calls through the OpenAI-compatible endpoint: they belong to a key or project.
+    run_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("agent_runs.id", ondelete="CASCADE"), index=True
     )
     step_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("steps.id", ondelete="CASCADE"), index=True
     )
+    project: Mapped[str | None] = mapped_column(String(200))
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     purpose: Mapped[str] = mapped_column(String(32), default="step")
     provider: Mapped[str] = mapped_column(String(100))
     model: Mapped[str] = mapped_column(String(200))
@@ -186,7 +197,12 @@ class LLMCall(Base):
     routing: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
     cached: Mapped[bool] = mapped_column(Boolean, default=False)
     replayed: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # What a cached answer (``cache``) or a cheaper model chosen for the budget (``routing``)
+    # saved against the call it stands in for; ``cache_of`` is the call a cached answer repeats.
+    saved_usd: Mapped[Decimal | None] = mapped_column(Money)
+    saving: Mapped[str | None] = mapped_column(String(16))
+    cache_of: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 class Approval(Base):
@@ -297,3 +313,8 @@ class ApiKey(Base):
     __table_args__ = (
         CheckConstraint("role IN ('viewer', 'operator', 'approver', 'admin')", name="role_known"),
     )
+
+
+# The budget tables share this Base; importing them here puts them in the one metadata that
+# migrations and tests read, whichever module is imported first.
+from agent_engine.storage import budget_tables as _budget_tables  # noqa: E402, F401
