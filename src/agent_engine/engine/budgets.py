@@ -21,6 +21,7 @@ from typing import Any
 from agent_engine.domain.budget_math import (
     BudgetSubject,
     Room,
+    budget_subject,
     fits,
     month_of,
     refusal,
@@ -28,9 +29,11 @@ from agent_engine.domain.budget_math import (
 )
 from agent_engine.domain.clock import utcnow
 from agent_engine.domain.money import quantize_money
+from agent_engine.domain.records import RunRecord
 from agent_engine.engine.context import EngineContext
 from agent_engine.errors import BudgetExceededError
-from agent_engine.llm.base import LLMCallRecord, WorstCase
+from agent_engine.llm.base import LLMCallRecord, LLMClient, WorstCase
+from agent_engine.llm.budgeted import BudgetedLLMClient
 from agent_engine.storage import budgets as store
 from agent_engine.storage.database import read_transaction, transaction
 
@@ -329,6 +332,14 @@ def _usage_of(record: LLMCallRecord) -> dict[str, Any]:
         "cost_usd": format(record.cost_usd, "f") if record.cost_usd is not None else None,
         "error": record.error,
     }
+
+
+def budgeted(ctx: EngineContext, run: RunRecord, llm: LLMClient, purpose: str) -> LLMClient:
+    """``llm`` held to the budgets of ``run`` for calls made outside a step (the planner's)."""
+    subject = budget_subject(run)
+    if not subject.may_apply:
+        return llm
+    return BudgetedLLMClient(llm, RunBudgetGate(ctx, subject, purpose=purpose))
 
 
 class RunBudgetGate:
