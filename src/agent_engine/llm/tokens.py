@@ -92,19 +92,29 @@ def count_text_tokens(text: str, encoding_name: str) -> int:
     return len(load_encoding(encoding_name).encode_ordinary(text))
 
 
+def chat_framing_tokens(model: str, message_count: int) -> int:
+    """The tokens OpenAI's chat format adds around ``message_count`` messages sent to ``model``,
+    the reply priming included."""
+    per_message = TOKENS_PER_MESSAGE + (1 if model in _LEGACY_FRAMING_MODELS else 0)
+    return per_message * message_count + REPLY_PRIMING_TOKENS
+
+
+def message_text_tokens(messages: Sequence[ChatMessage], encoding_name: str) -> int:
+    """Tokens of the messages' roles and contents in ``encoding_name``, without the framing."""
+    encoding = load_encoding(encoding_name)
+    # Each text is encoded once; the batch API would start a thread pool per call for nothing.
+    return sum(
+        len(encoding.encode_ordinary(message.role)) + len(encoding.encode_ordinary(message.content))
+        for message in messages
+    )
+
+
 def count_openai_chat_tokens(
     messages: Sequence[ChatMessage], encoding_name: str, *, model: str = ""
 ) -> int:
     """Prompt tokens of ``messages`` as OpenAI counts a chat prompt in ``encoding_name``: each
     message's role and content plus its framing, plus the reply priming."""
-    encoding = load_encoding(encoding_name)
-    per_message = TOKENS_PER_MESSAGE + (1 if model in _LEGACY_FRAMING_MODELS else 0)
-    # Each text is encoded once; the batch API would start a thread pool per call for nothing.
-    content = sum(
-        len(encoding.encode_ordinary(message.role)) + len(encoding.encode_ordinary(message.content))
-        for message in messages
-    )
-    return content + per_message * len(messages) + REPLY_PRIMING_TOKENS
+    return message_text_tokens(messages, encoding_name) + chat_framing_tokens(model, len(messages))
 
 
 def count_prompt_tokens(
