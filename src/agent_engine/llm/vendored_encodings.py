@@ -83,3 +83,10 @@ def load_encoding(name: str) -> tiktoken.Encoding:
             encoding = _build(name)
             _loaded[name] = encoding
         return encoding
+
+
+def preload_encodings() -> None:
+    """Build every vendored encoding now (a fraction of a second each), so that the first routed
+    call does not pay for it; meant for a start-up thread, never the event loop."""
+    for name in VENDORED_ENCODINGS:
+        load_encoding(name)

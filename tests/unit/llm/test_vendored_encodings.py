@@ -19,6 +19,7 @@ from agent_engine.llm.vendored_encodings import (
     EncodingDataError,
     load_encoding,
     parse_compact_ranks,
+    preload_encodings,
 )
 
 # The SHA-256 tiktoken 0.14.0 expects of o200k_base.tiktoken and cl100k_base.tiktoken
@@ -121,3 +122,8 @@ def test_loading_never_reads_or_fills_tiktokens_download_cache(tmp_path: Path) -
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[24912,", "2375]", "100277"]
     assert list(cache.iterdir()) == []
+
+
+def test_preloading_builds_every_vendored_encoding() -> None:
+    preload_encodings()
+    assert [load_encoding(name).name for name in VENDORED_ENCODINGS] == list(VENDORED_ENCODINGS)
