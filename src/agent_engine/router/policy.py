@@ -98,15 +98,13 @@ def estimate_quote(
 
 
 def _exclusion(
-    catalog: ModelCatalog,
     entry: ModelEntry,
     request: CompletionRequest,
     prompt: PromptCount,
     quote: PriceQuote,
     budget: Decimal | None,
-    env: Mapping[str, str] | None,
+    unavailable: str | None,
 ) -> str | None:
-    unavailable = catalog.unavailable_reason(entry, env)
     if unavailable:
         return unavailable
     if request.json_schema is not None and not entry.capabilities.json_output:
@@ -216,10 +214,12 @@ def decide_route(
     scored: list[tuple[int, bool, Decimal, int, CandidateReport]] = []
     snapshot: dict[str, PriceSnapshot] = {}
     for index, entry in enumerate(catalog.models):
-        prompt = counter.count(entry)
+        unavailable = catalog.unavailable_reason(entry, env)
+        # A model that cannot be called is not worth a tokenizer pass: the heuristic stands in.
+        prompt = counter.heuristic if unavailable else counter.count(entry)
         quote = estimate_quote(catalog, entry, prompt.tokens, request.max_output_tokens)
         snapshot[entry.id] = PriceSnapshot(source=quote.price_source, rates=quote.rates)
-        excluded = _exclusion(catalog, entry, request, prompt, quote, remaining_budget_usd, env)
+        excluded = _exclusion(entry, request, prompt, quote, remaining_budget_usd, unavailable)
         report = _report(entry, prompt, quote, excluded)
         cost = quote.cost_usd if quote.cost_usd is not None else Decimal(0)
         scored.append((order.index(entry.tier), quote.cost_usd is None, cost, index, report))

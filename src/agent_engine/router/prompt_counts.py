@@ -51,6 +51,11 @@ class PromptCounter:
         self._heuristic = PromptCount(heuristic_tokens, HEURISTIC_METHOD)
         self._texts: dict[tuple[str, StructuredOutput | None], tuple[int, int, bool]] = {}
 
+    @property
+    def heuristic(self) -> PromptCount:
+        """The request's heuristic count, the one its tier was sized by."""
+        return self._heuristic
+
     def count(self, entry: ModelEntry) -> PromptCount:
         """The prompt tokens ``entry`` will be charged for, and how they were counted."""
         kind = self._catalog.provider(entry.provider).kind

@@ -172,3 +172,12 @@ def test_decisions_recorded_before_per_model_counts_still_load() -> None:
         del candidate["prompt_tokens"], candidate["prompt_count_method"]
     old = RoutingDecision.model_validate(recorded)
     assert old.candidates[0].prompt_count_method is None
+
+
+def test_a_model_that_cannot_be_called_is_not_tokenized() -> None:
+    catalog = _catalog(_model("openai", "gpt-4o-mini"), _model("anthropic", "claude-3-5-haiku"))
+    decision = decide_route(_request(), catalog, env={"ANTHROPIC_API_KEY": "k2"})
+    openai = _candidate(decision, "openai:gpt-4o-mini")
+    assert openai.excluded is not None
+    assert "OPENAI_API_KEY" in openai.excluded
+    assert openai.prompt_count_method == "heuristic"
