@@ -29,6 +29,7 @@ class Receiver:
     statuses: list[int]
     url: str = ""
     received: list[Received] = field(default_factory=list)
+    got_one: threading.Event = field(default_factory=threading.Event)  # a request came
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def _hook(self, request: Request) -> Response:
@@ -36,6 +37,7 @@ class Receiver:
         with self._lock:
             self.received.append(Received(dict(request.headers), body))
             index = min(len(self.received), len(self.statuses)) - 1
+        self.got_one.set()
         return Response(status_code=self.statuses[index])
 
 

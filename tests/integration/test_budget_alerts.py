@@ -66,7 +66,10 @@ async def engine_app(
 
 
 def crossing(run_id: uuid.UUID | None, threshold: int = 80) -> Crossing:
-    scope, subject, period = ("run", str(run_id), "run") if run_id else ("project", "acme", "2026-12")
+    if run_id is None:
+        scope, subject, period = "project", "acme", "2026-12"
+    else:
+        scope, subject, period = "run", str(run_id), "run"
     return Crossing(
         counter_id=str(uuid.uuid4()),
         scope=scope,
@@ -258,11 +261,11 @@ async def test_the_background_sender_delivers_and_stops_on_request(settings: Set
             sender = start_sender(ctx, stop)
             assert sender is not None
             await announce(ctx, [crossing(None, 50)])
-            async with asyncio.timeout(30):
-                while not (await list_deliveries(ctx, status="delivered")):
-                    await asyncio.sleep(0.05)
-            stop.set()
+            assert await asyncio.to_thread(receiver.got_one.wait, 30)
+            stop.set()  # the round under way records its attempt, then the sender ends
             await asyncio.wait_for(sender, timeout=30)
+            (delivery,) = await list_deliveries(ctx)
+    assert (delivery.status, delivery.attempts) == ("delivered", 1)
     assert len(receiver.received) == 1
     assert_signed(receiver)
 
