@@ -273,3 +273,18 @@ async def test_the_background_sender_delivers_and_stops_on_request(settings: Set
 async def test_no_sender_starts_without_a_webhook(settings: Settings) -> None:
     async with engine_app(settings, None) as (_, ctx):
         assert start_sender(ctx, asyncio.Event()) is None
+
+
+async def test_concurrent_senders_never_send_one_delivery_twice(settings: Settings) -> None:
+    clock = Clock()
+    with webhook_receiver(200) as receiver:
+        async with engine_app(settings, receiver.url) as (_, ctx):
+            await announce(ctx, [crossing(None, threshold) for threshold in range(1, 31)])
+            rounds = await asyncio.gather(*(deliver_due(ctx, clock=clock) for _ in range(3)))
+            while await deliver_due(ctx, clock=clock):
+                pass
+            deliveries = await list_deliveries(ctx)
+    assert sum(rounds) <= 30 and len(deliveries) == 30
+    assert all(d.status == "delivered" and d.attempts == 1 for d in deliveries)
+    ids = [r.headers["webhook-id"] for r in receiver.received]
+    assert sorted(ids) == sorted(d.webhook_id for d in deliveries)  # each exactly once
