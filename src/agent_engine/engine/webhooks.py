@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_engine.domain.clock import utcnow
@@ -185,6 +186,8 @@ async def run_sender(ctx: EngineContext, stop: asyncio.Event) -> None:
             attempted = 0
             try:
                 attempted = await deliver_due(ctx, client=client)
+            except DBAPIError as exc:  # the database refused or went away: the rows stay
+                logger.warning("webhook delivery round failed: %s", exc.orig)
             except Exception:  # the sender outlives one bad round; the outbox keeps the rows
                 logger.exception("webhook delivery round failed")
             if attempted:
