@@ -62,6 +62,12 @@ def record_calls(
             "routing": record.routing,
             "cached": False,
             "replayed": record.replayed,
+            "project": run.project,
+            "api_key_id": run.api_key_id,
+            "saved_usd": None,
+            "saving": None,
+            "cache_of": None,
+            "reservation_id": uuid.UUID(record.reservation_id) if record.reservation_id else None,
             "created_at": utcnow(),
         }
         changes.add("llm_calls", row)

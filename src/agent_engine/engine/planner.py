@@ -20,8 +20,8 @@ from agent_engine.domain.plan import Plan
 from agent_engine.domain.records import RunRecord, StepRecord
 from agent_engine.domain.states import RunStatus, StepStatus
 from agent_engine.domain.transitions import append_event, move_run, move_step
+from agent_engine.engine.budget_gate import budgeted
 from agent_engine.engine.budget_pauses import pause_run_for_budget
-from agent_engine.engine.budgets import budgeted
 from agent_engine.engine.context import EngineContext, executor_context
 from agent_engine.engine.ledger import record_calls
 from agent_engine.engine.locking import change_run
