@@ -95,6 +95,11 @@ class CreateRunRequest(StorableModel):
     max_replans: int | None = Field(
         default=None, ge=0, description="Adaptive: plan revisions, at most."
     )
+    response_cache: bool = Field(
+        default=False,
+        description="Answer a model request identical to one already recorded (sampling "
+        "parameters included) from its recorded response, at $0 (docs/costs.md).",
+    )
 
 
 @dataclass(frozen=True)
@@ -179,6 +184,8 @@ async def create_run(
     _check_limits(ctx, request)
     # A fixed-plan request hashes as it did before adaptive planning's fields existed.
     unset = {"planning", "max_steps", "max_replans"} if request.planning == "fixed" else set()
+    if not request.response_cache:
+        unset.add("response_cache")  # and so does one without the cache
     request_hash = content_hash(request.model_dump(mode="json", exclude=unset))
     if idempotency_key is not None:
         existing = await _find_idempotent(ctx, idempotency_key, request_hash)
@@ -257,6 +264,7 @@ def _new_run(
             "auto_start": request.auto_start,
             "four_eyes": request.four_eyes,
             **planning,
+            **({"response_cache": True} if request.response_cache else {}),
         },
         idempotency_key=idempotency_key,
         request_hash=request_hash,

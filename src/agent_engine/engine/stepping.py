@@ -36,6 +36,7 @@ from agent_engine.engine.locking import change_run
 from agent_engine.engine.replay_calls import wrap_for
 from agent_engine.engine.replay_effects import recorded_effect
 from agent_engine.engine.request_limits import check_recorded_depth
+from agent_engine.engine.response_cache import with_response_cache
 from agent_engine.engine.retries import fail_step
 from agent_engine.engine.secrets import held_secrets, redact_result, redact_value
 from agent_engine.engine.settle import (
@@ -139,9 +140,11 @@ async def run_claimed(
     is a result, never an exception; only a lost claim (StaleFenceError) propagates."""
     executor = ctx.registry[claim.step_type]
     llm: LLMClient = lazy_llm(ctx, claim.remaining_budget)
+    call = CallContext(str(claim.run_id), claim.step_number, claim.attempt, "step")
     if claim.replay is not None:
-        call = CallContext(str(claim.run_id), claim.step_number, claim.attempt, "step")
         llm = await wrap_for(ctx, claim.replay, claim.run_id, call, llm)
+    else:  # a replay is served from its original's records, never from the cache
+        llm = with_response_cache(ctx, claim.options, call, llm)
     # The pin goes outside the replay wrapper: a step whose model a fork changed asks for
     # another model, which is not what was recorded, so it runs live.
     client = ModelHintClient(llm, claim.model) if claim.model else llm

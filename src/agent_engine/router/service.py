@@ -20,7 +20,6 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_exponential_jitter
 
 from agent_engine.config import Settings
-from agent_engine.domain.canonical import content_hash
 from agent_engine.errors import EngineError, ProviderError
 from agent_engine.llm.base import (
     CompletionRequest,
@@ -28,6 +27,8 @@ from agent_engine.llm.base import (
     LLMCallRecord,
     LLMProvider,
     Usage,
+    canonical_request,
+    canonical_request_hash,
 )
 from agent_engine.llm.catalog import ModelCatalog, ModelEntry, cached_catalog
 from agent_engine.llm.pricing import price_entry
@@ -54,8 +55,9 @@ class RetryPolicy:
 
 
 def request_hash(request: CompletionRequest) -> str:
-    """SHA-256 of the canonical JSON of the request (the same for every attempt and model)."""
-    return content_hash(request.model_dump(mode="json"))
+    """SHA-256 of the canonical JSON of the request (the same for every attempt and model);
+    routing-only hints (the budget left) are not part of it."""
+    return canonical_request_hash(request)
 
 
 def calls_from_error(error: EngineError) -> list[LLMCallRecord]:
@@ -274,7 +276,7 @@ def _recorded_documents(
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The request and response as ``llm_calls`` keeps them: the normalised forms plus, under
     ``wire``, the bodies exactly as sent and received (a failed call keeps what it received)."""
-    sent: dict[str, Any] = request.model_dump(mode="json")
+    sent: dict[str, Any] = canonical_request(request)
     received: dict[str, Any] | None = None
     if response is not None:
         received = response.model_dump(mode="json", exclude={"wire"})
