@@ -1,8 +1,8 @@
 """The response cache as a wrapper around an LLM client: an identical request is answered from
 an earlier call's recorded response instead of a provider.
 
-Identical means the same canonical request hash (:func:`~agent_engine.llm.base.canonical_request_hash`):
-the messages, ``max_output_tokens``, ``temperature``, the JSON schema (the response format), the
+Identical means the same canonical request hash (``llm/base.py`` ``canonical_request_hash``): the
+messages, ``max_output_tokens``, ``temperature``, the JSON schema (the response format), the
 step type and every hint (a pinned model, and any sampling parameter a caller passes there such as
 ``top_p`` or ``seed``) are all part of it; only the routing-only hints (the budget left) are not.
 Any request is cacheable, a sampling temperature above 0 included: a run that opts in asks for

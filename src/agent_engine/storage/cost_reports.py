@@ -74,7 +74,7 @@ def _day(dialect: str) -> ColumnElement[Any]:
     return cast(func.date(func.timezone("UTC", LLMCall.created_at)), String)
 
 
-def _group_columns(dialect: str) -> dict[Grouping, ColumnElement[Any]]:
+def _group_columns(dialect: str) -> dict[Grouping, Any]:
     return {
         "day": _day(dialect),
         "model": LLMCall.provider + literal(":") + LLMCall.model,
