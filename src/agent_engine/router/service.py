@@ -34,7 +34,12 @@ from agent_engine.llm.catalog import ModelCatalog, ModelEntry, cached_catalog
 from agent_engine.llm.pricing import price_entry
 from agent_engine.llm.redaction import redact, redact_text
 from agent_engine.llm.transport import ProviderTimeouts, malformed
-from agent_engine.router.policy import RoutingDecision, decide_route, entry_for
+from agent_engine.router.policy import (
+    DEFAULT_SAVER_BELOW,
+    RoutingDecision,
+    decide_route,
+    entry_for,
+)
 
 __all__ = ["RetryPolicy", "RouterService", "build_provider", "calls_from_error", "request_hash"]
 from agent_engine.llm.providers import ProviderFactory, build_provider
@@ -83,8 +88,10 @@ class RouterService:
         sleep: Sleep | None = None,
         env: Mapping[str, str] | None = None,
         timeouts: ProviderTimeouts | None = None,
+        saver_below: float = DEFAULT_SAVER_BELOW,
     ) -> None:
         self.catalog = catalog
+        self.saver_below = saver_below
         self.pinned_model = pinned_model
         self.retry = retry or RetryPolicy()
         self.timeouts = timeouts or ProviderTimeouts()
@@ -109,6 +116,7 @@ class RouterService:
             timeouts=ProviderTimeouts(
                 read_s=settings.llm_timeout_s, connect_s=settings.llm_connect_timeout_s
             ),
+            saver_below=settings.routing_saver_below,
         )
 
     def provider(self, name: str) -> LLMProvider:
@@ -127,6 +135,7 @@ class RouterService:
             remaining_budget_usd=remaining_budget,
             pinned_model=self.pinned_model,
             env=self._env,
+            saver_below=self.saver_below,
         )
 
     async def complete(
@@ -253,6 +262,7 @@ class RouterService:
     ) -> LLMCallRecord:
         quote = price_entry(self.catalog, entry, usage)
         sent, received = _recorded_documents(request, response, wire)
+        saved = self._saved_by_routing(decision, usage, quote.cost_usd) if response else None
         return LLMCallRecord(
             provider=entry.provider,
             model=entry.model,
@@ -262,11 +272,28 @@ class RouterService:
             usage=usage,
             cost_usd=quote.cost_usd,
             price_source=quote.price_source,
+            priced=quote.priced,
             latency_ms=latency_ms,
             attempt=attempt,
             error=error,
             routing=decision.model_dump(mode="json"),
+            saved_usd=saved,
+            saving="routing" if saved is not None else None,
         )
+
+    def _saved_by_routing(
+        self, decision: RoutingDecision, usage: Usage, cost: Decimal | None
+    ) -> Decimal | None:
+        """What the budget saver saved on an answered call: the same usage priced on the model
+        it would have chosen, less what the call cost (never below 0); None without a saver."""
+        would = decision.downgraded_from
+        if would is None or cost is None:
+            return None
+        entry = entry_for(self.catalog, would.model, would.tier)
+        instead = price_entry(self.catalog, entry, usage).cost_usd
+        if instead is None:
+            return None
+        return max(instead - cost, Decimal(0))
 
 
 def _recorded_documents(
