@@ -45,10 +45,11 @@ async def priced_app(
     settings: Settings, server: FakeLLMServer, tmp_path: Path, *, extra: str = "", **update: Any
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The app (no worker: steps run through ``execute``) on the priced catalog, and a client."""
+    llm_factory = update.pop("llm_factory", None)
     configured = settings.model_copy(
         update={"models_file": priced_models(tmp_path, server.openai_base_url, extra), **update}
     )
-    app = create_app(configured)
+    app = create_app(configured, llm_factory=llm_factory)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
