@@ -54,9 +54,8 @@ async def _analyze_with(
     settings: Settings, tmp_path: Path, fraction: float
 ) -> tuple[dict[str, Any], list[Any], dict[str, Any]]:
     with FakeLLMServer(findings) as server:
-        configured = settings.model_copy(
-            update={"models_file": tmp_path / "models.yaml"}
-        )  # priced_app writes it; the factory reads it when a step first calls the model
+        # priced_app writes the models file; the factory reads it when a step calls the model.
+        configured = settings.model_copy(update={"models_file": tmp_path / "models.yaml"})
         factory = with_budget_left(configured, fraction)
         async with priced_app(settings, server, tmp_path, llm_factory=factory) as (app, client):
             run = await run_steps(client, [ANALYZE])
@@ -88,6 +87,7 @@ async def test_above_the_threshold_the_tier_stays_and_nothing_is_saved(
 ) -> None:
     run, (row,), cost = await _analyze_with(settings, tmp_path, 0.5)
 
+    assert run["status"] == "completed"
     assert row.model == "coder-1"
     assert row.routing["downgraded_from"] is None
     assert (row.saving, row.saved_usd) == (None, None)
