@@ -80,7 +80,7 @@ def _group_columns(dialect: str) -> dict[Grouping, Any]:
         "model": LLMCall.provider + literal(":") + LLMCall.model,
         "step_type": func.coalesce(Step.step_type, LLMCall.purpose),
         "project": LLMCall.project,
-        "key": cast(LLMCall.api_key_id, String),
+        "key": LLMCall.api_key_id,  # a uuid, written as text by _row (backends differ in SQL)
     }
 
 
@@ -137,6 +137,8 @@ def _midnight(day: date) -> datetime:
 
 def _row(row: Any, group_by: Sequence[Grouping], dialect: str) -> dict[str, Any]:
     out: dict[str, Any] = {name: row[name] for name in group_by}
+    if out.get("key") is not None:
+        out["key"] = str(out["key"])
     for name in COUNT_FIELDS:
         out[name] = int(row[name] or 0)
     for name in MONEY_FIELDS:
