@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     llm_connect_timeout_s: float = Field(default=10.0, gt=0)
     models_file: Path | None = None
     model: str | None = None
+    # Answer a request identical to one already recorded from its response, for every run
+    # (a run may also opt in alone with the run option ``response_cache``). docs/costs.md.
+    response_cache: bool = False
+    # The budget saver: below this fraction of a budget left the router picks the cheapest
+    # eligible model of the tier below the one it would choose (0: never).
+    routing_saver_below: float = Field(default=0.2, ge=0.0, le=1.0)
     embedded_worker: bool = True
     worker_concurrency: int = Field(default=4, ge=1, le=256)
     worker_lease_s: float = Field(default=30.0, ge=1.0)

@@ -29,6 +29,7 @@ EXPECTED_ROLES = {
     ("post", "/v1/agent-runs/{run_id}/execute"): Role.OPERATOR,
     ("post", "/v1/agent-runs/{run_id}/fork"): Role.OPERATOR,
     ("get", "/v1/agent-runs/{run_id}/divergence"): Role.VIEWER,
+    ("get", "/v1/costs"): Role.VIEWER,
     ("post", "/v1/api-keys"): Role.ADMIN,
     ("delete", "/v1/api-keys/{name}"): Role.ADMIN,
     ("get", "/v1/webhook-deliveries"): Role.ADMIN,

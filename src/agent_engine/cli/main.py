@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from agent_engine import __version__
-from agent_engine.cli import compare
+from agent_engine.cli import compare, costs
 from agent_engine.cli.audit import audit_app
 from agent_engine.cli.keys import keys_app
 from agent_engine.cli.runs import runs_app
@@ -36,6 +36,7 @@ app.add_typer(keys_app, name="keys")
 compare.register(runs_app)
 app.add_typer(runs_app, name="runs")
 app.add_typer(audit_app, name="audit")
+costs.register(app)
 err = Console(stderr=True, soft_wrap=True)
 logger = logging.getLogger("agent_engine.serve")
 DATABASE_URL_VARIABLE = "AGENT_ENGINE_DATABASE_URL"

@@ -22,7 +22,8 @@ def budgeted(ctx: EngineContext, run: RunRecord, llm: LLMClient, purpose: str) -
     subject = budget_subject(run)
     if not subject.may_apply:
         return llm
-    return BudgetedLLMClient(llm, RunBudgetGate(ctx, subject, purpose=purpose))
+    gate = RunBudgetGate(ctx, subject, purpose=purpose)
+    return BudgetedLLMClient(llm, gate, saver_below=ctx.settings.routing_saver_below)
 
 
 class RunBudgetGate:

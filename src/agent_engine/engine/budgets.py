@@ -57,6 +57,8 @@ class Reservation:
     tokens: int
     counter_ids: tuple[uuid.UUID, ...]
     run_id: uuid.UUID | None = None
+    # The smallest share of a USD budget left once held (None: no USD budget applies).
+    fraction_left: float | None = None
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,9 @@ async def reserve(
         shown = refusal(_counter(answer["refused"]), usd, amount_tokens)
         raise BudgetExceededError(_refusal_text(shown), **shown)
     ids = tuple(uuid.UUID(i) for i in answer["counter_ids"])
-    return Reservation(str(reservation_id), usd, amount_tokens, ids, subject.run_id)
+    left = answer.get("fraction_left")
+    fraction = float(left) if left is not None else None
+    return Reservation(str(reservation_id), usd, amount_tokens, ids, subject.run_id, fraction)
 
 
 async def _try_reserve(ctx: EngineContext, doc: dict[str, Any]) -> dict[str, Any]:

@@ -69,6 +69,8 @@ class Claim:
     replay: ReplaySource | None = None
     # The model a fork pinned for this step (``domain/fork_options.py``); None: routed.
     model: str | None = None
+    # The run's options as created (the response cache is one of them).
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -309,6 +311,7 @@ async def take_ready(
                 goal=run.goal,
                 replay=replay_source(run),
                 model=pinned_model(run.options, step.step_number),
+                options=run.options,
             )
         )
     return work  # the caller settles the run, which refreshes what workers may claim

@@ -26,8 +26,11 @@ def record_calls(
 ) -> list[dict[str, Any]]:
     """Add ``records`` to the ledger and to the step and run totals; the new rows.
 
-    An unpriced call (no known price) is stored with a NULL cost and ``priced = false``: it adds
-    nothing to the totals and the cost summary flags it.
+    A call of a model with no known price carries an assumed cost (the catalog's most expensive
+    price of its tier) and ``priced = false``: the assumed cost counts in the totals, flagged.
+    Only a call that has no cost at all (no priced model to assume from) adds nothing. A call
+    served from the response cache has no tokens and costs $0; its ``saved_usd`` says what the
+    original cost.
     """
     if not records:
         return []  # most steps call no model: nothing to add, and no totals to touch
@@ -35,9 +38,12 @@ def record_calls(
     rows: list[dict[str, Any]] = []
     for record in records:
         cost = quantize_money(record.cost_usd) if record.cost_usd is not None else None
+        saved = quantize_money(record.saved_usd) if record.saved_usd is not None else None
         row = {
             "id": uuid.uuid4(),
             "run_id": run.id,
+            "project": run.project,
+            "api_key_id": run.api_key_id,
             "step_id": step.id if step is not None else None,
             "purpose": purpose,
             "provider": record.provider,
@@ -54,19 +60,17 @@ def record_calls(
             "reasoning_tokens": record.usage.reasoning_tokens,
             "usage_estimated": record.usage.estimated,
             "cost_usd": cost,
-            "priced": cost is not None,
+            "priced": cost is not None and record.priced,
             "price_source": record.price_source,
             "latency_ms": record.latency_ms,
             "attempt": record.attempt,
             "error": record.error,
             "routing": record.routing,
-            "cached": False,
+            "cached": record.cached,
+            "cache_of": uuid.UUID(record.cache_of) if record.cache_of is not None else None,
+            "saved_usd": saved,
+            "saving": record.saving,
             "replayed": record.replayed,
-            "project": run.project,
-            "api_key_id": run.api_key_id,
-            "saved_usd": None,
-            "saving": None,
-            "cache_of": None,
             "reservation_id": uuid.UUID(record.reservation_id) if record.reservation_id else None,
             "created_at": utcnow(),
         }

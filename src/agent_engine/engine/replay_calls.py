@@ -10,6 +10,7 @@ from typing import Any
 
 from agent_engine.domain.records import RunRecord
 from agent_engine.engine.context import EngineContext
+from agent_engine.engine.response_cache import with_response_cache
 from agent_engine.llm.base import CallContext, LLMClient, Usage
 from agent_engine.llm.replaying import (
     ExchangeKey,
@@ -109,10 +110,10 @@ async def client_for(
     ctx: EngineContext, run: RunRecord, call: CallContext, inner: LLMClient
 ) -> LLMClient:
     """The client for one call site of ``run`` (a step, the planner, a revision): ``inner``
-    itself, or the replaying wrapper around it."""
+    itself, the replaying wrapper around it, or (a run that uses it) the response cache."""
     source = replay_source(run)
     if source is None:
-        return inner
+        return with_response_cache(ctx, run.options, call, inner)
     return await wrap_for(ctx, source, run.id, call, inner)
 
 

@@ -65,3 +65,8 @@ class CreateRunRequest(StorableModel):
     max_replans: int | None = Field(
         default=None, ge=0, description="Adaptive: plan revisions, at most."
     )
+    response_cache: bool = Field(
+        default=False,
+        description="Answer a model request identical to one already recorded (sampling "
+        "parameters included) from its recorded response, at $0 (docs/costs.md).",
+    )

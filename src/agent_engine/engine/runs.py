@@ -141,6 +141,7 @@ async def create_run(
     unset = {"planning", "max_steps", "max_replans"} if request.planning == "fixed" else set()
     unset |= {"project"} if request.project is None else set()
     unset |= {"over_budget"} if request.over_budget == "warn" else set()
+    unset |= {"response_cache"} if not request.response_cache else set()
     request_hash = content_hash(request.model_dump(mode="json", exclude=unset))
     if idempotency_key is not None:
         existing = await _find_idempotent(ctx, idempotency_key, request_hash)
@@ -237,6 +238,7 @@ def _new_run(
             "auto_start": request.auto_start,
             "four_eyes": request.four_eyes,
             **planning,
+            **({"response_cache": True} if request.response_cache else {}),
         },
         idempotency_key=idempotency_key,
         request_hash=request_hash,

@@ -9,6 +9,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent_engine.domain.canonical import content_hash
+
+# Hints that steer routing for this moment only (how much budget is left): they are not part of
+# what is asked, so the request's hash (replay matching, the response cache) leaves them out.
+# The share of the tightest budget left, which the budget saver routes by (never hashed).
+BUDGET_FRACTION_HINT = "budget_fraction_left"
+ROUTING_ONLY_HINTS = frozenset({BUDGET_FRACTION_HINT})
+
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -104,6 +112,15 @@ class LLMCallRecord(BaseModel):
     error: str | None = None
     routing: dict[str, Any] | None = None
     replayed: bool = False
+    # False when ``cost_usd`` is an assumed price (the model has no known one) or None.
+    priced: bool = True
+    # Served from an earlier call's recorded response (``cache_of``): no tokens, $0.
+    cached: bool = False
+    cache_of: str | None = None
+    # What this call saved and how: ``cache`` (the original's cost) or ``routing`` (the budget
+    # saver chose a cheaper model than it would have).
+    saved_usd: Decimal | None = None
+    saving: Literal["cache", "routing"] | None = None
     # The budget reservation the call settled (None: no budget applied to it).
     reservation_id: str | None = None
 
@@ -119,6 +136,20 @@ class WorstCase(BaseModel):
     tokens: int
     prompt_tokens: int
     prompt_count_method: str = "heuristic"
+
+
+def canonical_request(request: CompletionRequest) -> dict[str, Any]:
+    """The request as recorded and hashed: its JSON form without the routing-only hints."""
+    document = request.model_dump(mode="json")
+    if ROUTING_ONLY_HINTS & document["hints"].keys():
+        hints = document["hints"]
+        document["hints"] = {k: v for k, v in hints.items() if k not in ROUTING_ONLY_HINTS}
+    return document
+
+
+def canonical_request_hash(request: CompletionRequest) -> str:
+    """SHA-256 of the canonical JSON of the request (the same for every attempt and model)."""
+    return content_hash(canonical_request(request))
 
 
 @dataclass(frozen=True)

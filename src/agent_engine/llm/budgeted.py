@@ -18,6 +18,7 @@ from typing import Protocol
 
 from agent_engine.errors import BudgetExceededError
 from agent_engine.llm.base import (
+    BUDGET_FRACTION_HINT,
     CompletionRequest,
     CompletionResponse,
     LLMCallRecord,
@@ -34,6 +35,9 @@ class Hold(Protocol):
 
     @property
     def usd(self) -> Decimal: ...
+
+    @property
+    def fraction_left(self) -> float | None: ...
 
 
 class BudgetGate(Protocol):
@@ -61,9 +65,18 @@ def _room_named(refused: BudgetExceededError) -> Decimal | None:
 class BudgetedLLMClient(LLMClient):
     """Reserves before and settles after every call of the wrapped client."""
 
-    def __init__(self, inner: LLMClient, gate: BudgetGate, *, finish_grace_s: float = 30.0):
+    def __init__(
+        self,
+        inner: LLMClient,
+        gate: BudgetGate,
+        *,
+        saver_below: float = 0.0,
+        finish_grace_s: float = 30.0,
+    ):
         self.inner = inner
         self.gate = gate
+        # Below this share of a budget left, the router is told so and may pick a cheaper tier.
+        self.saver_below = saver_below
         self.finish_grace_s = finish_grace_s
         self._calls: list[LLMCallRecord] = []
 
@@ -93,6 +106,8 @@ class BudgetedLLMClient(LLMClient):
         hold = await self._hold(request, worst)
         if hold is None:
             return await self._unbudgeted(request)  # no budget applies to this caller
+        if hold.fraction_left is not None and hold.fraction_left < self.saver_below:
+            request, hold = await self._saver(request, worst, hold)
         before = len(self.inner.calls)
         task = asyncio.ensure_future(self.inner.complete_within(request, hold.usd))
         try:
@@ -110,6 +125,26 @@ class BudgetedLLMClient(LLMClient):
             ]
             self._calls.extend(made)
             await asyncio.shield(self.gate.settle(hold, made))
+
+    async def _saver(
+        self, request: CompletionRequest, worst: WorstCase, hold: Hold
+    ) -> tuple[CompletionRequest, Hold]:
+        """Little is left: route again saying how little (the hint is not part of the request's
+        hash); a cheaper model's hold replaces the first one."""
+        fraction = round(hold.fraction_left or 0.0, 4)
+        hinted = request.model_copy(
+            update={"hints": {**request.hints, BUDGET_FRACTION_HINT: fraction}}
+        )
+        cheaper = await self.inner.worst_case(hinted)
+        if cheaper is None or cheaper.usd is None or cheaper.model == worst.model:
+            return hinted, hold
+        # Let the first hold go (nothing was spent on it), then hold the cheaper model: it fits
+        # what the first one fitted, unless another call took that room meanwhile (a pause).
+        await self.gate.settle(hold, [])
+        swapped = await self.gate.reserve(cheaper)
+        if swapped is None:
+            raise RuntimeError("a budget that held a call a moment ago no longer applies")
+        return hinted, swapped
 
     async def _hold(self, request: CompletionRequest, worst: WorstCase) -> Hold | None:
         """Reserve the router's own choice; if it does not fit, the cheapest model that fits

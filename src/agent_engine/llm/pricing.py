@@ -48,7 +48,8 @@ class PriceRates(BaseModel):
 
 
 class PriceQuote(BaseModel):
-    """The price of one usage. ``cost_usd`` None means unpriced (flagged), never a silent 0."""
+    """The price of one usage. ``cost_usd`` None means unpriced (flagged), never a silent 0;
+    ``assumed``: the model has no known price and is counted at another model's (flagged)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -57,10 +58,12 @@ class PriceQuote(BaseModel):
     breakdown: dict[str, Usd]
     rates: PriceRates | None = None
     usage_estimated: bool = False
+    assumed: bool = False
 
     @property
     def priced(self) -> bool:
-        return self.cost_usd is not None
+        """Whether the cost comes from the model's own known price."""
+        return self.cost_usd is not None and not self.assumed
 
 
 def _token_classes(usage: Usage) -> dict[str, int]:
@@ -228,8 +231,9 @@ def price_usage(
     return _library_quote(provider, model, usage)
 
 
-def price_entry(catalog: ModelCatalog, entry: ModelEntry, usage: Usage) -> PriceQuote:
-    """Price ``usage`` on a catalog entry, honouring its overrides and whether it runs locally."""
+def own_price(catalog: ModelCatalog, entry: ModelEntry, usage: Usage) -> PriceQuote:
+    """Price ``usage`` on a catalog entry by its own price: its override, else genai-prices
+    (local runs are $0); unpriced when neither knows the model."""
     return price_usage(
         entry.provider,
         entry.model,
@@ -237,3 +241,39 @@ def price_entry(catalog: ModelCatalog, entry: ModelEntry, usage: Usage) -> Price
         override=entry.prices,
         local=catalog.is_local(entry.provider),
     )
+
+
+def price_entry(catalog: ModelCatalog, entry: ModelEntry, usage: Usage) -> PriceQuote:
+    """Price ``usage`` on a catalog entry; a model with no known price is counted at the
+    catalog's most expensive price for it (:func:`assumed_price`), and only a catalog with no
+    priced model at all leaves it unpriced."""
+    quote = own_price(catalog, entry, usage)
+    if quote.cost_usd is not None:
+        return quote
+    return assumed_price(catalog, entry, usage) or quote
+
+
+def assumed_price(catalog: ModelCatalog, entry: ModelEntry, usage: Usage) -> PriceQuote | None:
+    """``usage`` priced at the most expensive remote catalog model of the entry's tier that has
+    a known price (of any tier when its tier has none): never less than the model could cost
+    if it is like its peers, so a budget is not overspent by a model whose price is unknown."""
+    remote = [
+        other
+        for other in catalog.models
+        if other.id != entry.id and not catalog.is_local(other.provider)
+    ]
+    same_tier = [other for other in remote if other.tier == entry.tier]
+    for pool, where in ((same_tier, f"{entry.tier} model"), (remote, "model")):
+        quotes = [(other, own_price(catalog, other, usage)) for other in pool]
+        priced = [(other, q) for other, q in quotes if q.cost_usd is not None]
+        if not priced:
+            continue
+        other, dearest = max(priced, key=lambda item: item[1].cost_usd or Decimal(0))
+        note = "" if pool is same_tier else f" (no priced {entry.tier} model)"
+        return dearest.model_copy(
+            update={
+                "price_source": f"assumed: most expensive {where} {other.id}{note}",
+                "assumed": True,
+            }
+        )
+    return None

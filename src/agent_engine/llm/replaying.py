@@ -32,6 +32,7 @@ from agent_engine.llm.base import (
     LLMCallRecord,
     LLMClient,
     Usage,
+    canonical_request,
 )
 
 OnMiss = Literal["fail", "live"]
@@ -248,7 +249,7 @@ class ReplayingLLMClient(LLMClient):
         """The recorded answer to ``request``; a miss fails or goes live (``on_miss``)."""
         if self.live:
             return await self._live(request)
-        document = request.model_dump(mode="json")
+        document = canonical_request(request)
         requested = content_hash(document)
         exchange = self.records.take((self.call.purpose, self.call.step_number, requested))
         if exchange is None:

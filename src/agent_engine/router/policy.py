@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from agent_engine.errors import BudgetExceededError, ProviderError
-from agent_engine.llm.base import CompletionRequest, Usage
+from agent_engine.llm.base import BUDGET_FRACTION_HINT, CompletionRequest, Usage
 from agent_engine.llm.catalog import TIERS, ModelCatalog, ModelEntry, Tier
 from agent_engine.llm.pricing import PriceQuote, PriceRates, Usd, price_entry
 from agent_engine.llm.tokens import PromptCount
@@ -22,6 +22,8 @@ from agent_engine.router.complexity import estimate_complexity
 from agent_engine.router.prompt_counts import PromptCounter
 
 PINNED_REASON = "pinned by AGENT_ENGINE_MODEL"
+# Below this fraction of its budget left a call goes a tier down (AGENT_ENGINE_ROUTING_SAVER_BELOW).
+DEFAULT_SAVER_BELOW = 0.2
 
 
 class RoutingInputs(BaseModel):
@@ -38,6 +40,8 @@ class RoutingInputs(BaseModel):
     remaining_budget_usd: Usd | None
     keywords: list[str]
     complexity: list[str]
+    # The share of the tightest budget still free (hints.budget_fraction_left): the budget saver.
+    budget_fraction_left: float | None = None
 
 
 class CandidateReport(BaseModel):
@@ -62,6 +66,16 @@ class PriceSnapshot(BaseModel):
     rates: PriceRates | None
 
 
+class Downgrade(BaseModel):
+    """What the router would have chosen had the budget saver not stepped in."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tier: Tier
+    model: str
+    estimated_cost_usd: Usd | None
+
+
 class RoutingDecision(BaseModel):
     """Which model answers a request, the fallbacks, and why; recorded with every call."""
 
@@ -76,6 +90,7 @@ class RoutingDecision(BaseModel):
     price_snapshot: dict[str, PriceSnapshot]
     inputs: RoutingInputs
     pinned: bool = False
+    downgraded_from: Downgrade | None = None
 
     @property
     def chain(self) -> list[str]:
@@ -141,6 +156,7 @@ def _inputs(request: CompletionRequest, budget: Decimal | None) -> tuple[Routing
         remaining_budget_usd=budget,
         keywords=estimate.keywords,
         complexity=estimate.reasons,
+        budget_fraction_left=_fraction_left(request.hints),
     )
     return inputs, estimate.tier
 
@@ -157,6 +173,33 @@ def _report(
         prompt_tokens=prompt.tokens,
         prompt_count_method=prompt.method,
     )
+
+
+def _fraction_left(hints: dict[str, Any]) -> float | None:
+    """``hints.budget_fraction_left`` as a fraction in [0, 1]; anything else is no hint."""
+    value = hints.get(BUDGET_FRACTION_HINT)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return min(max(float(value), 0.0), 1.0)
+
+
+def _budget_saver(
+    viable: list[CandidateReport], chosen: CandidateReport, fraction: float | None, below: float
+) -> CandidateReport | None:
+    """The cheapest viable model of the tier below ``chosen``'s when less than ``below`` of
+    the budget is left and it is estimated cheaper; None otherwise. Viable models all have the
+    capabilities the request needs."""
+    if fraction is None or below <= 0 or fraction >= below:
+        return None
+    index = TIERS.index(chosen.tier)
+    if index == 0 or chosen.estimated_cost_usd is None:
+        return None
+    lower = [r for r in viable if r.tier == TIERS[index - 1] and r.estimated_cost_usd is not None]
+    if not lower:
+        return None
+    cheapest = min(lower, key=lambda r: r.estimated_cost_usd or Decimal(0))
+    estimate = cheapest.estimated_cost_usd
+    return cheapest if estimate is not None and estimate < chosen.estimated_cost_usd else None
 
 
 def _no_route(tier: Tier, reports: list[CandidateReport], budget: Decimal | None) -> Exception:
@@ -198,8 +241,11 @@ def decide_route(
     remaining_budget_usd: Decimal | None = None,
     pinned_model: str | None = None,
     env: Mapping[str, str] | None = None,
+    saver_below: float = DEFAULT_SAVER_BELOW,
 ) -> RoutingDecision:
-    """Choose a model for ``request``; raise BudgetExceededError/ProviderError if none fits."""
+    """Choose a model for ``request``; raise BudgetExceededError/ProviderError if none fits.
+    Below ``saver_below`` of the budget left (``hints.budget_fraction_left``) the cheapest
+    eligible model of the tier below is chosen instead, and the decision says so."""
     if pinned_model:
         return pin_decision(
             request,
@@ -222,7 +268,8 @@ def decide_route(
         excluded = _exclusion(entry, request, prompt, quote, remaining_budget_usd, unavailable)
         report = _report(entry, prompt, quote, excluded)
         cost = quote.cost_usd if quote.cost_usd is not None else Decimal(0)
-        scored.append((order.index(entry.tier), quote.cost_usd is None, cost, index, report))
+        # A model whose price is assumed (unknown) comes after those with a known price.
+        scored.append((order.index(entry.tier), not quote.priced, cost, index, report))
     reports = [item[-1] for item in sorted(scored, key=lambda item: item[:4])]
     reports = _apply_last_resort(catalog, reports)
     viable = [r for r in reports if r.excluded is None]
@@ -230,6 +277,7 @@ def decide_route(
         raise _no_route(tier, reports, remaining_budget_usd)
     reason = f"tier {tier} ({'; '.join(inputs.complexity)})"
     hinted = request.hints.get("model")
+    match = None
     if isinstance(hinted, str) and hinted:
         match = next((r for r in viable if r.model == hinted), None)
         if match is not None:
@@ -240,6 +288,21 @@ def decide_route(
     chosen = viable[0]
     if chosen.tier != tier:
         reason += f"; no eligible {tier} model, fell back to tier {chosen.tier}"
+    fraction = inputs.budget_fraction_left
+    # A model asked for by name is the caller's choice: the saver does not override it.
+    cheaper = None if match is not None else _budget_saver(viable, chosen, fraction, saver_below)
+    downgraded = None
+    if cheaper is not None and fraction is not None:
+        downgraded = Downgrade(
+            tier=chosen.tier, model=chosen.model, estimated_cost_usd=chosen.estimated_cost_usd
+        )
+        reason += (
+            f"; budget saver: {fraction:.0%} of the budget left (< {saver_below:.0%}): "
+            f"tier {cheaper.tier} instead of {chosen.tier} ({chosen.model}, "
+            f"est. ${chosen.estimated_cost_usd})"
+        )
+        viable = [cheaper, *(r for r in viable if r is not cheaper)]
+        chosen = cheaper
     reason += f"; chose {chosen.model} (cheapest eligible, est. ${chosen.estimated_cost_usd})"
     return RoutingDecision(
         model=chosen.model,
@@ -250,6 +313,7 @@ def decide_route(
         estimated_cost_usd=chosen.estimated_cost_usd,
         price_snapshot=snapshot,
         inputs=inputs,
+        downgraded_from=downgraded,
     )
 
 

@@ -20,7 +20,6 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_exponential_jitter
 
 from agent_engine.config import Settings
-from agent_engine.domain.canonical import content_hash
 from agent_engine.errors import EngineError, ProviderError
 from agent_engine.llm.base import (
     CompletionRequest,
@@ -28,12 +27,19 @@ from agent_engine.llm.base import (
     LLMCallRecord,
     LLMProvider,
     Usage,
+    canonical_request,
+    canonical_request_hash,
 )
 from agent_engine.llm.catalog import ModelCatalog, ModelEntry, cached_catalog
 from agent_engine.llm.pricing import price_entry
 from agent_engine.llm.redaction import redact, redact_text
 from agent_engine.llm.transport import ProviderTimeouts, malformed
-from agent_engine.router.policy import RoutingDecision, decide_route, entry_for
+from agent_engine.router.policy import (
+    DEFAULT_SAVER_BELOW,
+    RoutingDecision,
+    decide_route,
+    entry_for,
+)
 
 __all__ = ["RetryPolicy", "RouterService", "build_provider", "calls_from_error", "request_hash"]
 from agent_engine.llm.providers import ProviderFactory, build_provider
@@ -54,8 +60,9 @@ class RetryPolicy:
 
 
 def request_hash(request: CompletionRequest) -> str:
-    """SHA-256 of the canonical JSON of the request (the same for every attempt and model)."""
-    return content_hash(request.model_dump(mode="json"))
+    """SHA-256 of the canonical JSON of the request (the same for every attempt and model);
+    routing-only hints (the budget left) are not part of it."""
+    return canonical_request_hash(request)
 
 
 def calls_from_error(error: EngineError) -> list[LLMCallRecord]:
@@ -81,8 +88,10 @@ class RouterService:
         sleep: Sleep | None = None,
         env: Mapping[str, str] | None = None,
         timeouts: ProviderTimeouts | None = None,
+        saver_below: float = DEFAULT_SAVER_BELOW,
     ) -> None:
         self.catalog = catalog
+        self.saver_below = saver_below
         self.pinned_model = pinned_model
         self.retry = retry or RetryPolicy()
         self.timeouts = timeouts or ProviderTimeouts()
@@ -107,6 +116,7 @@ class RouterService:
             timeouts=ProviderTimeouts(
                 read_s=settings.llm_timeout_s, connect_s=settings.llm_connect_timeout_s
             ),
+            saver_below=settings.routing_saver_below,
         )
 
     def provider(self, name: str) -> LLMProvider:
@@ -125,6 +135,7 @@ class RouterService:
             remaining_budget_usd=remaining_budget,
             pinned_model=self.pinned_model,
             env=self._env,
+            saver_below=self.saver_below,
         )
 
     async def complete(
@@ -251,6 +262,7 @@ class RouterService:
     ) -> LLMCallRecord:
         quote = price_entry(self.catalog, entry, usage)
         sent, received = _recorded_documents(request, response, wire)
+        saved = self._saved_by_routing(decision, usage, quote.cost_usd) if response else None
         return LLMCallRecord(
             provider=entry.provider,
             model=entry.model,
@@ -260,11 +272,28 @@ class RouterService:
             usage=usage,
             cost_usd=quote.cost_usd,
             price_source=quote.price_source,
+            priced=quote.priced,
             latency_ms=latency_ms,
             attempt=attempt,
             error=error,
             routing=decision.model_dump(mode="json"),
+            saved_usd=saved,
+            saving="routing" if saved is not None else None,
         )
+
+    def _saved_by_routing(
+        self, decision: RoutingDecision, usage: Usage, cost: Decimal | None
+    ) -> Decimal | None:
+        """What the budget saver saved on an answered call: the same usage priced on the model
+        it would have chosen, less what the call cost (never below 0); None without a saver."""
+        would = decision.downgraded_from
+        if would is None or cost is None:
+            return None
+        entry = entry_for(self.catalog, would.model, would.tier)
+        instead = price_entry(self.catalog, entry, usage).cost_usd
+        if instead is None:
+            return None
+        return max(instead - cost, Decimal(0))
 
 
 def _recorded_documents(
@@ -274,7 +303,7 @@ def _recorded_documents(
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The request and response as ``llm_calls`` keeps them: the normalised forms plus, under
     ``wire``, the bodies exactly as sent and received (a failed call keeps what it received)."""
-    sent: dict[str, Any] = request.model_dump(mode="json")
+    sent: dict[str, Any] = canonical_request(request)
     received: dict[str, Any] | None = None
     if response is not None:
         received = response.model_dump(mode="json", exclude={"wire"})

@@ -78,7 +78,19 @@ async def reserve_txn(session: AsyncSession, doc: dict[str, Any]) -> dict[str, A
     await store.insert_reservation_txn(
         session, {**_reservation_values(doc["reservation"]), "counter_ids": counter_ids}
     )
-    return {"counter_ids": counter_ids}
+    return {"counter_ids": counter_ids, "fraction_left": _fraction_left(counters, usd)}
+
+
+def _fraction_left(counters: list[dict[str, Any]], usd: Decimal) -> Decimal | None:
+    """The smallest share of a USD limit left once ``usd`` is held (None: no USD limit)."""
+    shares = []
+    for counter in counters:
+        limit = counter["limit_usd"]
+        if limit is None:
+            continue
+        left = limit - counter["spent_usd"] - counter["reserved_usd"] - usd
+        shares.append(max(left / limit, Decimal(0)) if limit > 0 else Decimal(0))
+    return min(shares) if shares else None
 
 
 def _money(value: Any) -> Decimal | None:

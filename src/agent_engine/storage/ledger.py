@@ -16,3 +16,22 @@ async def list_calls_txn(session: AsyncSession, run_id: uuid.UUID) -> Sequence[L
         select(LLMCall).where(LLMCall.run_id == run_id).order_by(LLMCall.created_at, LLMCall.id)
     )
     return result.all()
+
+
+async def cacheable_call_txn(session: AsyncSession, request_hash: str) -> LLMCall | None:
+    """The earliest successful call with ``request_hash`` that answered itself (not served from
+    the cache nor replayed) and kept its response: what the response cache serves."""
+    query = (
+        select(LLMCall)
+        .where(
+            LLMCall.request_hash == request_hash,
+            LLMCall.error.is_(None),
+            LLMCall.response.is_not(None),
+            LLMCall.cached.is_(False),
+            LLMCall.replayed.is_(False),
+        )
+        .order_by(LLMCall.created_at, LLMCall.id)
+        .limit(1)
+    )
+    found: LLMCall | None = (await session.scalars(query)).first()
+    return found

@@ -116,15 +116,22 @@ def test_free_offline_model_fits_a_zero_budget() -> None:
     assert decision.estimated_cost_usd == Decimal(0)
 
 
-def test_unpriced_models_come_last_and_never_pass_a_budget_check() -> None:
+def test_unknown_price_models_come_last_and_count_at_their_tiers_dearest_price() -> None:
     catalog = _catalog(
         _model("openai", "mystery-model", "small"),
         _model("openai", "known", "small", prices={"input": 5, "output": 5}),
+        _model("openai", "cheap", "small", prices={"input": 1, "output": 1}),
+        _model("openai", "big", "large", prices={"input": 50, "output": 50}),
     )
     decision = decide_route(_request(), catalog, env=ALL_KEYS)
-    assert decision.chain == ["openai:known", "openai:mystery-model"]
+    assert decision.chain[-2:] == ["openai:mystery-model", "openai:big"]
+    mystery = next(c for c in decision.candidates if c.model == "openai:mystery-model")
+    known = next(c for c in decision.candidates if c.model == "openai:known")
+    assert mystery.estimated_cost_usd == known.estimated_cost_usd  # the small tier's dearest
+    assert mystery.price_source == "assumed: most expensive small model openai:known"
+    # Counted at that price, it is checked against a budget like any other model.
     budgeted = decide_route(_request(), catalog, remaining_budget_usd=Decimal(10), env=ALL_KEYS)
-    assert budgeted.chain == ["openai:known"]
+    assert "openai:mystery-model" in budgeted.chain
 
 
 def test_context_window_output_limit_and_json_capability_exclude_models() -> None:

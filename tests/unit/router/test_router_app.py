@@ -159,3 +159,38 @@ async def test_pinned_model_setting_pins_every_call() -> None:
     llm = build_llm_client(settings)
     await llm.complete(_request(step_type="plan"))
     assert llm.decisions[0].reason == "pinned by AGENT_ENGINE_MODEL"
+
+
+async def test_the_budget_saver_works_over_http_and_the_record_says_what_it_saved(
+    server: FakeLLMServer,
+) -> None:
+    limits = {"context_window": 100_000, "max_output_tokens": 4_096}
+    catalog = ModelCatalog.model_validate(
+        {
+            "providers": {
+                "fakeai": {"kind": "openai", "base_url": server.openai_base_url, "timeout_s": 2}
+            },
+            "models": [
+                {"provider": "fakeai", "model": "big", "tier": "medium", **limits,
+                 "prices": {"input": 10, "output": 10}},
+                {"provider": "fakeai", "model": "small", "tier": "small", **limits,
+                 "prices": {"input": 1, "output": 1}},
+            ],
+        }
+    )  # fmt: skip
+    service = RouterService(catalog, sleep=NoSleep(), saver_below=0.25)
+    server.script(openai_completion("ok", prompt_tokens=1000, completion_tokens=0))
+    request = CompletionRequest(
+        messages=[ChatMessage(role="user", content="analyze")],
+        step_type="analyze",
+        hints={"budget_fraction_left": 0.1},
+    )
+    client = RoutedLLMClient(_http_client(service))
+    await client.complete(request)
+    (record,) = client.calls
+    assert record.model == "small"
+    assert record.routing is not None
+    assert record.routing["downgraded_from"]["model"] == "fakeai:big"
+    # The same 1000 tokens on "big" would have cost $0.01; they cost $0.001.
+    assert (record.saving, record.saved_usd) == ("routing", Decimal("0.009000000"))
+    assert "budget_fraction_left" not in record.request["hints"]  # not part of the request

@@ -11,7 +11,9 @@
 -- counters are then locked in id order (one order for every writer) and the hold is added to
 -- each only if it fits every one: spent + reserved + hold within each limit (equal fits).
 -- Answers {"none": true} when no budget applies (nothing written), {"refused": counter} with
--- the first counter it does not fit (nothing written), else {"counter_ids": [...]}.
+-- the first counter it does not fit (nothing written), else {"counter_ids": [...],
+-- "fraction_left": f} where f is the smallest share of a USD limit left once held (null: no
+-- USD limit), which the budget saver routes by.
 CREATE OR REPLACE FUNCTION agent_engine_reserve_v1(doc jsonb)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
@@ -20,6 +22,7 @@ DECLARE
     wanted jsonb := COALESCE(doc -> 'counters', '[]'::jsonb);
     counter budget_counters%ROWTYPE;
     ids uuid[] := '{}';
+    fraction numeric;
 BEGIN
     SELECT wanted || COALESCE(jsonb_agg(jsonb_build_object(
         'scope', b.scope, 'subject', b.subject, 'period', doc -> 'definitions' ->> 'period',
@@ -55,6 +58,13 @@ BEGIN
             RETURN jsonb_build_object('refused', to_jsonb(counter));
         END IF;
         ids := ids || counter.id;
+        IF counter.limit_usd IS NOT NULL AND counter.limit_usd > 0 THEN
+            fraction := LEAST(COALESCE(fraction, 1), GREATEST(0,
+                (counter.limit_usd - counter.spent_usd - counter.reserved_usd - usd)
+                / counter.limit_usd));
+        ELSIF counter.limit_usd IS NOT NULL THEN
+            fraction := 0;
+        END IF;
     END LOOP;
     UPDATE budget_counters
     SET reserved_usd = reserved_usd + usd, reserved_tokens = reserved_tokens + tokens,
@@ -64,6 +74,6 @@ BEGIN
     SELECT * FROM jsonb_populate_record(
         NULL::budget_reservations,
         (doc -> 'reservation') || jsonb_build_object('counter_ids', to_jsonb(ids::text[])));
-    RETURN jsonb_build_object('counter_ids', to_jsonb(ids::text[]));
+    RETURN jsonb_build_object('counter_ids', to_jsonb(ids::text[]), 'fraction_left', fraction);
 END;
 $$;
