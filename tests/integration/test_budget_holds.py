@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from agent_engine.config import Settings
 from agent_engine.domain.budget_math import budget_subject
@@ -21,6 +22,7 @@ from agent_engine.engine.stepping import run_claimed
 from agent_engine.errors import BudgetExceededError
 from agent_engine.storage.database import read_transaction
 from agent_engine.storage.runs import load_run_txn
+from agent_engine.storage.tables import LLMCall
 from tests.budget_flow import (
     counters,
     fire_at_once,
@@ -127,3 +129,43 @@ async def test_spend_reaching_each_threshold_is_announced_once_in_the_runs_chain
     reached = [e.payload for e in events if e.type == "budget.threshold_reached"]
     assert [p["threshold_percent"] for p in reached] == [50, 80, 100]
     assert all(p["scope"] == "run" for p in reached)
+
+
+SAVER_CATALOG = (
+    "providers:\n"
+    "  budgetai: {{kind: openai, base_url: '{url}', api_key_env: null, timeout_s: 10}}\n"
+    "models:\n"
+    "  - {{provider: budgetai, model: meter-1, tier: medium, context_window: 100000,"
+    " max_output_tokens: 4096, prices: {{input: 1, output: 2}}}}\n"
+    "  - {{provider: budgetai, model: meter-s, tier: small, context_window: 100000,"
+    " max_output_tokens: 4096, prices: {{input: 0.1, output: 0.2}}}}\n"
+)
+
+
+async def test_when_little_budget_is_left_the_router_is_told_and_picks_a_cheaper_tier(
+    settings: Settings, tmp_path: Path, server: FakeLLMServer
+) -> None:
+    catalog = tmp_path / "saver.yaml"
+    catalog.write_text(SAVER_CATALOG.format(url=server.openai_base_url), encoding="utf-8")
+    routed = settings.model_copy(update={"models_file": catalog, "routing_saver_below": 0.5})
+    async with engine_context(routed) as ctx:
+        probe = CreateRunRequest(goal="probe", steps=parallel_analyses(1))
+        probe_run = (await create_run(ctx, probe, actor="t", idempotency_key=None)).run
+        await fire_at_once(ctx, [probe_run.id], per_run=1)
+        async with read_transaction(ctx.sessions) as session:
+            cost = (await load_run_txn(session, probe_run.id)).total_cost_usd
+        request = CreateRunRequest(goal="saver", steps=parallel_analyses(2), budget_usd=cost * 3)
+        run = (await create_run(ctx, request, actor="t", idempotency_key=None)).run
+        await fire_at_once(ctx, [run.id], per_run=1)  # 1/3 spent: 2/3 left, no saver
+        await fire_at_once(ctx, [run.id], per_run=1)  # once held, 1/3 left (< 1/2): saver
+        async with read_transaction(ctx.sessions) as session:
+            calls = list(
+                await session.scalars(
+                    select(LLMCall).where(LLMCall.run_id == run.id).order_by(LLMCall.created_at)
+                )
+            )
+    assert [c.model for c in calls] == ["meter-1", "meter-s"]
+    assert calls[1].saving == "routing" and calls[1].saved_usd is not None
+    assert calls[1].saved_usd > 0
+    assert "budget saver" in calls[1].routing["reason"]
+    assert "budget_fraction_left" not in calls[1].request["hints"]  # never part of the record

@@ -107,7 +107,10 @@ class BudgetedLLMClient(LLMClient):
         if hold is None:
             return await self._unbudgeted(request)  # no budget applies to this caller
         if hold.fraction_left is not None and hold.fraction_left < self.saver_below:
-            request, hold = await self._saver(request, worst, hold)
+            # Little is left: the router is told how little (a hint no hash includes) and may
+            # choose a cheaper tier; the hold, made for its first choice, covers either.
+            hints = {**request.hints, BUDGET_FRACTION_HINT: round(hold.fraction_left, 4)}
+            request = request.model_copy(update={"hints": hints})
         before = len(self.inner.calls)
         task = asyncio.ensure_future(self.inner.complete_within(request, hold.usd))
         try:
@@ -125,26 +128,6 @@ class BudgetedLLMClient(LLMClient):
             ]
             self._calls.extend(made)
             await asyncio.shield(self.gate.settle(hold, made))
-
-    async def _saver(
-        self, request: CompletionRequest, worst: WorstCase, hold: Hold
-    ) -> tuple[CompletionRequest, Hold]:
-        """Little is left: route again saying how little (the hint is not part of the request's
-        hash); a cheaper model's hold replaces the first one."""
-        fraction = round(hold.fraction_left or 0.0, 4)
-        hinted = request.model_copy(
-            update={"hints": {**request.hints, BUDGET_FRACTION_HINT: fraction}}
-        )
-        cheaper = await self.inner.worst_case(hinted)
-        if cheaper is None or cheaper.usd is None or cheaper.model == worst.model:
-            return hinted, hold
-        # Let the first hold go (nothing was spent on it), then hold the cheaper model: it fits
-        # what the first one fitted, unless another call took that room meanwhile (a pause).
-        await self.gate.settle(hold, [])
-        swapped = await self.gate.reserve(cheaper)
-        if swapped is None:
-            raise RuntimeError("a budget that held a call a moment ago no longer applies")
-        return hinted, swapped
 
     async def _hold(self, request: CompletionRequest, worst: WorstCase) -> Hold | None:
         """Reserve the router's own choice; if it does not fit, the cheapest model that fits
