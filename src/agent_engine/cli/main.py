@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from agent_engine import __version__
-from agent_engine.cli import compare, costs
+from agent_engine.cli import budgets, compare, costs
 from agent_engine.cli.audit import audit_app
 from agent_engine.cli.keys import keys_app
 from agent_engine.cli.runs import runs_app
@@ -37,6 +37,7 @@ compare.register(runs_app)
 app.add_typer(runs_app, name="runs")
 app.add_typer(audit_app, name="audit")
 costs.register(app)
+app.add_typer(budgets.budgets_app, name="budgets")
 err = Console(stderr=True, soft_wrap=True)
 logger = logging.getLogger("agent_engine.serve")
 DATABASE_URL_VARIABLE = "AGENT_ENGINE_DATABASE_URL"
