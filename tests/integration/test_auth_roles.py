@@ -31,6 +31,7 @@ EXPECTED_ROLES = {
     ("get", "/v1/agent-runs/{run_id}/divergence"): Role.VIEWER,
     ("post", "/v1/api-keys"): Role.ADMIN,
     ("delete", "/v1/api-keys/{name}"): Role.ADMIN,
+    ("post", "/v1/chat/completions"): Role.OPERATOR,
 }
 
 
