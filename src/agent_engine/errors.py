@@ -100,6 +100,20 @@ class NotDerivedError(ConflictError):
     code = "not_a_replay_or_fork"
 
 
+class RunFinishedError(ConflictError):
+    """A change a finished (completed or cancelled) run cannot take any more."""
+
+    code = "run_finished"
+
+
+class BudgetBelowSpentError(CallerError):
+    """A budget set below what its run, project or key has already spent."""
+
+    code = "budget_below_spent"
+    http_status = 422
+    title = "Budget below what is spent"
+
+
 class PlanValidationError(CallerError):
     """A plan (explicit or generated) names an unknown step type or input its executor refuses."""
 

@@ -20,6 +20,7 @@ from agent_engine.api.problems import install_problem_handlers
 from agent_engine.api.routes import (
     approvals,
     audit,
+    budgets,
     chat,
     events,
     forks,
@@ -104,6 +105,7 @@ def create_app(
     app.include_router(audit.router, responses=of_a_run)
     app.include_router(manifest.router, responses=of_a_run)
     app.include_router(keys.router, responses=problem_responses(404, 409))
+    app.include_router(budgets.router, responses=problem_responses(404, 409, 422))
     app.include_router(policies.router)
     app.include_router(chat.router)
     # The docs pages and their OAuth2 redirect are public; every other route must say its role.

@@ -29,6 +29,8 @@ class StepOut(BaseModel):
     resolved_input: dict[str, Any] | None
     output_data: dict[str, Any] | None
     preview: dict[str, Any] | None
+    # Why the step waits for budget: which budget, spent, reserved and what the call needed.
+    budget_pause: dict[str, Any] | None = None
     depends_on: list[int]
     optional: bool
     idempotent: bool
@@ -64,6 +66,9 @@ class RunOut(BaseModel):
     total_cost_usd: Money
     budget_usd: Money | None
     budget_tokens: int | None
+    project: str | None = None
+    # Why the run waits for budget, when its planner's call did not fit.
+    budget_pause: dict[str, Any] | None = None
     input_tokens: int
     output_tokens: int
     plan_version: int

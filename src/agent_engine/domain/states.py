@@ -55,11 +55,13 @@ RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
 
 STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
     S.PENDING: frozenset({S.RUNNING, S.AWAITING_APPROVAL, S.SKIPPED, S.CANCELLED}),
-    S.AWAITING_APPROVAL: frozenset({S.APPROVED, S.REJECTED, S.CANCELLED}),
+    # AWAITING_APPROVAL → PENDING: the budget a step was paused for was raised (it runs again).
+    S.AWAITING_APPROVAL: frozenset({S.APPROVED, S.REJECTED, S.CANCELLED, S.PENDING}),
     # APPROVED → AWAITING_APPROVAL: the input changed since the approval (its receipt is void).
     S.APPROVED: frozenset({S.RUNNING, S.CANCELLED, S.AWAITING_APPROVAL}),
     # RUNNING → PENDING: a worker released the step (shutdown, lost lease) before finishing it.
-    # RUNNING → AWAITING_APPROVAL: a side effect's outcome is unknown after a crash.
+    # RUNNING → AWAITING_APPROVAL: a side effect's outcome is unknown after a crash, or the
+    # step's next model call does not fit its budgets (it waits for a raise).
     S.RUNNING: frozenset({S.COMPLETED, S.FAILED, S.CANCELLED, S.PENDING, S.AWAITING_APPROVAL}),
     # FAILED → PENDING: another attempt (automatic while attempts remain, or by hand).
     S.FAILED: frozenset({S.PENDING, S.SKIPPED, S.CANCELLED}),

@@ -11,11 +11,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
 
+from agent_engine.domain.budget_math import BudgetSubject, budget_subject
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.clock import utcnow
 from agent_engine.domain.fork_options import pinned_model
@@ -56,7 +56,8 @@ class Claim:
     attempt: int
     resolved_input: dict[str, Any]
     workspace: str | None
-    remaining_budget: Decimal | None
+    # The budgets its model calls count against (engine/budgets.py).
+    budget: BudgetSubject
     side_effects: bool
     idempotent: bool
     # The intent of an earlier attempt whose outcome was never recorded (it crashed mid-effect).
@@ -253,7 +254,7 @@ async def take_ready(
     running = _release_expired(changes, run, steps, owner, now)
     slots = min(limit, max(run.max_parallel - running, 0))
     work: list[Work] = []
-    remaining = run.budget_usd - run.total_cost_usd if run.budget_usd is not None else None
+    budget = budget_subject(run)
     for step in ready_steps(steps):
         if len(work) >= slots:
             break
@@ -300,7 +301,7 @@ async def take_ready(
                 attempt=step.attempt,
                 resolved_input=resolved,
                 workspace=run.workspace,
-                remaining_budget=remaining,
+                budget=budget,
                 side_effects=executor.side_effects,
                 idempotent=step.idempotent,
                 prior_intent=prior,

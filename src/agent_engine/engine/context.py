@@ -22,7 +22,13 @@ from agent_engine.executors.base import ExecutionLimits, ExecutorContext
 from agent_engine.executors.mcp_config import load_mcp_servers
 from agent_engine.executors.mcp_servers import refresh_listings
 from agent_engine.executors.registry import ExecutorRegistry, load_registry
-from agent_engine.llm.base import CompletionRequest, CompletionResponse, LLMCallRecord, LLMClient
+from agent_engine.llm.base import (
+    CompletionRequest,
+    CompletionResponse,
+    LLMCallRecord,
+    LLMClient,
+    WorstCase,
+)
 from agent_engine.llm.replaying import RecordedRuns
 from agent_engine.llm.transport import close_provider_clients
 from agent_engine.storage.changes import ChangeWriter
@@ -216,9 +222,22 @@ class LazyLLMClient(LLMClient):
         return await self._client.complete(request)
 
     async def estimate_cost(self, request: CompletionRequest) -> Decimal | None:
+        return await self._built().estimate_cost(request)
+
+    async def worst_case(
+        self, request: CompletionRequest, room_usd: Decimal | None = None
+    ) -> WorstCase | None:
+        return await self._built().worst_case(request, room_usd)
+
+    async def complete_within(
+        self, request: CompletionRequest, limit_usd: Decimal
+    ) -> CompletionResponse:
+        return await self._built().complete_within(request, limit_usd)
+
+    def _built(self) -> LLMClient:
         if self._client is None:
             self._client = self._build()
-        return await self._client.estimate_cost(request)
+        return self._client
 
     @property
     def calls(self) -> list[LLMCallRecord]:

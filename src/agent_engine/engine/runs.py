@@ -69,6 +69,11 @@ class CreateRunRequest(StorableModel):
     steps: list[PlanStep] | None = Field(default=None, min_length=1)
     budget_usd: Decimal | None = Field(default=None, ge=0, max_digits=20, decimal_places=9)
     budget_tokens: int | None = Field(default=None, ge=0)
+    project: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$",
+        description="The project whose monthly budget the run's model calls count against.",
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
     policy: str = Field(
         default=DEFAULT_POLICY,
@@ -169,6 +174,7 @@ async def create_run(
     actor: str,
     idempotency_key: str | None,
     may_loosen_policy: bool = False,
+    api_key_id: uuid.UUID | None = None,
 ) -> RunView:
     """Create a run; with explicit steps it is PLANNED at once, else CREATED (planned later).
 
@@ -179,6 +185,7 @@ async def create_run(
     _check_limits(ctx, request)
     # A fixed-plan request hashes as it did before adaptive planning's fields existed.
     unset = {"planning", "max_steps", "max_replans"} if request.planning == "fixed" else set()
+    unset |= {"project"} if request.project is None else set()
     request_hash = content_hash(request.model_dump(mode="json", exclude=unset))
     if idempotency_key is not None:
         existing = await _find_idempotent(ctx, idempotency_key, request_hash)
@@ -207,6 +214,7 @@ async def create_run(
     changes = _new_run(
         ctx, request, plan, approvals, workspace, actor, idempotency_key, request_hash, planning
     )
+    changes.run.api_key_id = api_key_id  # its monthly budget applies too
     # An in-process worker may claim the run's first steps in this very write.
     local = ctx.hand_off
     taken = await local.claim_new(changes) if local is not None else None
@@ -249,6 +257,7 @@ def _new_run(
         workspace=workspace,
         budget_usd=request.budget_usd,
         budget_tokens=request.budget_tokens,
+        project=request.project,
         created_by=actor,
         metadata=request.metadata,
         options={

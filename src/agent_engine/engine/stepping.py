@@ -29,11 +29,11 @@ from agent_engine.domain.states import (
 )
 from agent_engine.domain.text import NUMBER_PROBLEM, TEXT_PROBLEM, find_unstorable
 from agent_engine.domain.transitions import append_event, move_step
+from agent_engine.engine.budget_pauses import pause_for_budget
 from agent_engine.engine.claiming import Claim, OutputReader, take_ready
-from agent_engine.engine.context import EngineContext, LogCapture, executor_context, lazy_llm
+from agent_engine.engine.context import EngineContext, LogCapture, executor_context
 from agent_engine.engine.ledger import record_calls
 from agent_engine.engine.locking import change_run
-from agent_engine.engine.replay_calls import wrap_for
 from agent_engine.engine.replay_effects import recorded_effect
 from agent_engine.engine.request_limits import check_recorded_depth
 from agent_engine.engine.retries import fail_step
@@ -44,15 +44,16 @@ from agent_engine.engine.settle import (
     settle_run,
     settle_status,
 )
+from agent_engine.engine.step_clients import step_clients
 from agent_engine.errors import (
+    BudgetExceededError,
     EngineError,
     ExecutorError,
     StaleFenceError,
 )
 from agent_engine.executors.base import Executor, ExecutorContext
 from agent_engine.faults import crash_point
-from agent_engine.llm.base import CallContext, LLMCallRecord, LLMClient
-from agent_engine.llm.model_hint import ModelHintClient
+from agent_engine.llm.base import LLMCallRecord, LLMClient
 
 logger = logging.getLogger(__name__)
 
@@ -138,13 +139,7 @@ async def run_claimed(
     """Execute a claimed step (None: it was parked for a human instead). The step's own failure
     is a result, never an exception; only a lost claim (StaleFenceError) propagates."""
     executor = ctx.registry[claim.step_type]
-    llm: LLMClient = lazy_llm(ctx, claim.remaining_budget)
-    if claim.replay is not None:
-        call = CallContext(str(claim.run_id), claim.step_number, claim.attempt, "step")
-        llm = await wrap_for(ctx, claim.replay, claim.run_id, call, llm)
-    # The pin goes outside the replay wrapper: a step whose model a fork changed asks for
-    # another model, which is not what was recorded, so it runs live.
-    client = ModelHintClient(llm, claim.model) if claim.model else llm
+    llm, client = await step_clients(ctx, claim)
     context = executor_context(ctx, claim.run_id, claim.step_number, claim.workspace, client)
     context.prior_outputs = claim.prior_outputs
     context.attempt = claim.attempt
@@ -381,6 +376,9 @@ def _write_result(
             cost_usd=format(step.cost_usd, "f"),
             recovered=result.recovered or None,
         )
+        return
+    if isinstance(result.error, BudgetExceededError):
+        pause_for_budget(changes, run, step, result.error, actor=actor)  # never failed for budget
         return
     fail_step(changes, run, step, result.error, actor=actor)
     if result.error.code == "workspace_violation":

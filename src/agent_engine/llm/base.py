@@ -114,6 +114,21 @@ class LLMCallRecord(BaseModel):
     error: str | None = None
     routing: dict[str, Any] | None = None
     replayed: bool = False
+    # The budget reservation the call settled (None: no budget applied to it).
+    reservation_id: str | None = None
+
+
+class WorstCase(BaseModel):
+    """The most a call can cost: the model that would answer, its whole prompt (counted by
+    ``prompt_count_method``) and every requested output token, at that model's prices."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    usd: Decimal | None  # None: the model has no known price
+    tokens: int
+    prompt_tokens: int
+    prompt_count_method: str = "heuristic"
 
 
 @dataclass(frozen=True)
@@ -155,3 +170,18 @@ class LLMClient(abc.ABC):
         """Estimated USD of answering ``request`` (nothing is called); None when this client
         cannot tell, or the model it would use has no known price."""
         return None
+
+    async def worst_case(
+        self, request: CompletionRequest, room_usd: Decimal | None = None
+    ) -> WorstCase | None:
+        """The most answering ``request`` can cost with ``room_usd`` left (nothing is called):
+        what a budget reservation holds. None when this client cannot tell. Raises
+        ``BudgetExceededError`` when no model it could use fits ``room_usd``."""
+        return None
+
+    async def complete_within(
+        self, request: CompletionRequest, limit_usd: Decimal
+    ) -> CompletionResponse:
+        """``complete``, spending at most ``limit_usd`` over all its attempts and fallbacks (a
+        reservation's amount). A client that makes one call per request needs nothing more."""
+        return await self.complete(request)

@@ -9,7 +9,13 @@ import httpx
 
 from agent_engine.config import Settings
 from agent_engine.errors import BudgetExceededError, EngineError, ProviderError
-from agent_engine.llm.base import CompletionRequest, CompletionResponse, LLMCallRecord, LLMClient
+from agent_engine.llm.base import (
+    CompletionRequest,
+    CompletionResponse,
+    LLMCallRecord,
+    LLMClient,
+    WorstCase,
+)
 from agent_engine.llm.catalog import CatalogError
 from agent_engine.llm.pricing import quantize_usd
 from agent_engine.llm.transport import ProviderTimeouts, shared_client
@@ -159,10 +165,37 @@ class RoutedLLMClient(LLMClient):
         """The routed model's worst-case USD for ``request``; routing errors propagate."""
         return (await self.route(request)).estimated_cost_usd
 
+    async def worst_case(
+        self, request: CompletionRequest, room_usd: Decimal | None = None
+    ) -> WorstCase | None:
+        """The chosen model's worst case with ``room_usd`` left; BudgetExceededError when no
+        eligible model fits it."""
+        decision = await self.backend.route(request, room_usd)
+        inputs = decision.inputs
+        return WorstCase(
+            model=decision.model,
+            usd=decision.estimated_cost_usd,
+            tokens=inputs.prompt_tokens + inputs.max_output_tokens,
+            prompt_tokens=inputs.prompt_tokens,
+            prompt_count_method="heuristic" if inputs.prompt_tokens_estimated else "tokenizer",
+        )
+
     async def complete(self, request: CompletionRequest) -> CompletionResponse:
         """Answer ``request``; records of every attempt are kept even when it fails."""
+        return await self._complete(request, self._remaining)
+
+    async def complete_within(
+        self, request: CompletionRequest, limit_usd: Decimal
+    ) -> CompletionResponse:
+        """Answer ``request`` with fallbacks only while the attempts so far and the next
+        model's worst case stay within ``limit_usd``."""
+        return await self._complete(request, limit_usd)
+
+    async def _complete(
+        self, request: CompletionRequest, remaining: Decimal | None
+    ) -> CompletionResponse:
         try:
-            response, records, decision = await self.backend.complete(request, self._remaining)
+            response, records, decision = await self.backend.complete(request, remaining)
         except EngineError as exc:
             self._settle(calls_from_error(exc))
             raise

@@ -14,7 +14,6 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
-    Boolean,
     CheckConstraint,
     Index,
     Integer,
@@ -80,8 +79,9 @@ class BudgetReservation(Base):
     """One model call's worst-case hold on every budget that applies, and what it settled to.
 
     ``held`` until the call returns (``settled``) or its holder goes away (``released``: the
-    step's lease lapsed or ``expires_at`` passed). ``recorded`` says the call's ``llm_calls`` row
-    exists; a settled, unrecorded reservation is spend whose step never got to record it.
+    step's lease lapsed or ``expires_at`` passed). The ``llm_calls`` rows a step records name
+    their reservation; a settled reservation no row names is spend whose attempt was lost before
+    it could record it (its usage is kept here, in ``calls``).
     """
 
     __tablename__ = "budget_reservations"
@@ -103,7 +103,6 @@ class BudgetReservation(Base):
     # The settled calls' usage as reported (provider, model, tokens, cost): enough to put a
     # lost attempt's spend in the ledger.
     calls: Mapped[list[Any] | None] = mapped_column(JSONDocument)
-    recorded: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -202,6 +202,8 @@ class LLMCall(Base):
     saved_usd: Mapped[Decimal | None] = mapped_column(Money)
     saving: Mapped[str | None] = mapped_column(String(16))
     cache_of: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # The budget reservation this call settled (engine/budgets.py).
+    reservation_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 

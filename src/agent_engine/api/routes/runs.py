@@ -61,6 +61,7 @@ async def create_run(
             idempotency_key=idempotency_key,
             # Only a key holding the policy privilege may free steps from approval itself.
             may_loosen_policy=principal.may_auto_approve,
+            api_key_id=principal.key_id,
         )
     if view.replayed:
         response.status_code = status.HTTP_200_OK

@@ -14,7 +14,9 @@ Create Date: 2026-12-01
 - ``llm_calls``: ``run_id`` may be NULL (calls through the OpenAI-compatible endpoint belong to a
   key or project, not a run), ``project`` / ``api_key_id`` name them; ``saved_usd`` and
   ``saving`` (``cache`` or ``routing``) record what a cached answer or a cheaper model saved;
-  ``cache_of`` names the call a cached answer was served from.
+  ``cache_of`` names the call a cached answer was served from; ``reservation_id`` the budget
+  reservation a call settled (a settled reservation no call row names is spend whose attempt
+  was lost before it could record it).
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("saved_usd", Money(), nullable=True))
         batch_op.add_column(sa.Column("saving", sa.String(16), nullable=True))
         batch_op.add_column(sa.Column("cache_of", sa.Uuid(), nullable=True))
+        batch_op.add_column(sa.Column("reservation_id", sa.Uuid(), nullable=True))
     op.create_index("ix_llm_calls_created_at", "llm_calls", ["created_at"])
+    op.create_index("ix_llm_calls_reservation_id", "llm_calls", ["reservation_id"])
     op.create_table(
         "budgets",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -99,7 +103,6 @@ def upgrade() -> None:
         sa.Column("actual_usd", Money(), nullable=True),
         sa.Column("actual_tokens", sa.BigInteger(), nullable=True),
         sa.Column("calls", JSONDocument, nullable=True),
-        sa.Column("recorded", sa.Boolean(), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("expires_at", UTCDateTime(), nullable=False),
         sa.Column("settled_at", UTCDateTime(), nullable=True),
@@ -143,8 +146,10 @@ def downgrade() -> None:
     op.drop_table("budget_reservations")
     op.drop_table("budget_counters")
     op.drop_table("budgets")
+    op.drop_index("ix_llm_calls_reservation_id", table_name="llm_calls")
     op.drop_index("ix_llm_calls_created_at", table_name="llm_calls")
     with op.batch_alter_table("llm_calls") as batch_op:
+        batch_op.drop_column("reservation_id")
         batch_op.drop_column("cache_of")
         batch_op.drop_column("saving")
         batch_op.drop_column("saved_usd")
