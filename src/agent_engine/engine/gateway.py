@@ -2,29 +2,33 @@
 project, routed like any model call, held against their budgets before it is sent, and written
 to the ``llm_calls`` ledger (``run_id`` NULL, purpose ``gateway``) whatever the outcome.
 
-The request and answer translation is :mod:`agent_engine.router.openai_wire`; budgets are
-reserved and settled in :mod:`agent_engine.engine.gateway_budget`.
+The request and answer translation is :mod:`agent_engine.router.openai_wire`; the budgets
+are held and settled by the same wrapper as a step's calls (:mod:`agent_engine.llm.budgeted`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agent_engine.domain.budget_math import BudgetSubject
 from agent_engine.domain.clock import utcnow
+from agent_engine.engine.budgets import RunBudgetGate
 from agent_engine.engine.context import EngineContext
-from agent_engine.engine.gateway_budget import GatewayHold, hold_budget, settle_budget
 from agent_engine.engine.ledger import call_row
-from agent_engine.llm.base import CompletionResponse, LLMCallRecord
+from agent_engine.engine.runs import PROJECT_NAME_PATTERN
+from agent_engine.llm.base import CompletionResponse, LLMCallRecord, LLMClient
+from agent_engine.llm.budgeted import BudgetedLLMClient
 from agent_engine.llm.catalog import cached_catalog
 from agent_engine.router.openai_wire import ChatCall, ChatRequestError, parse_chat_request
 from agent_engine.storage.ledger import insert_calls
 
 PURPOSE = "gateway"
-MAX_PROJECT_CHARS = 200
+_PROJECT_NAME = re.compile(PROJECT_NAME_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -48,22 +52,41 @@ class GatewayAnswer:
 
 
 def project_of(header: str | None) -> str | None:
-    """The project an ``OpenAI-Project`` header names (None when absent or blank)."""
+    """The project an ``OpenAI-Project`` header names (None when absent or blank), by the same
+    rule as a run's ``project``."""
     if header is None or not header.strip():
         return None
     project = header.strip()
-    if len(project) > MAX_PROJECT_CHARS or not project.isprintable():
+    if _PROJECT_NAME.fullmatch(project) is None:
         raise ChatRequestError(
-            f"the OpenAI-Project header must be 1–{MAX_PROJECT_CHARS} printable characters",
+            "the OpenAI-Project header must be 1–200 letters, digits and . _ - "
+            "(starting with a letter or digit)",
             param="OpenAI-Project",
         )
     return project
 
 
+def gateway_client(ctx: EngineContext, caller: GatewayCaller) -> LLMClient:
+    """The routed client of one gateway call, held to the caller's project and key budgets
+    when either may apply."""
+    client = ctx.llm_factory(None)
+    subject = BudgetSubject(
+        run_id=None,
+        run_budget_usd=None,
+        run_budget_tokens=None,
+        project=caller.project,
+        api_key_id=caller.api_key_id,
+    )
+    if not subject.may_apply:
+        return client
+    return BudgetedLLMClient(client, RunBudgetGate(ctx, subject, purpose=PURPOSE))
+
+
 async def answer_chat(ctx: EngineContext, body: Any, caller: GatewayCaller) -> GatewayAnswer:
     """Answer one OpenAI chat completions ``body``: 400 (ChatRequestError) for what it cannot
-    honour, BudgetExceededError when the worst case does not fit (nothing is sent), else the
-    routed model's answer. Every provider attempt is written to the ledger."""
+    honour, BudgetExceededError when its worst case does not fit the project's or key's budget
+    (nothing is sent), else the routed model's answer. Every provider attempt is written to the
+    ledger, also when the call fails or the caller goes away."""
     settings = ctx.settings
     call = parse_chat_request(
         body,
@@ -71,14 +94,12 @@ async def answer_chat(ctx: EngineContext, body: Any, caller: GatewayCaller) -> G
         # A router elsewhere holds the provider keys: it decides which models are available.
         check_available=not settings.router_url,
     )
-    client = ctx.llm_factory(None)
-    worst_case_usd = await client.estimate_cost(call.request)
-    hold = await hold_budget(ctx, caller, call.request, worst_case_usd)
+    client = gateway_client(ctx, caller)
     try:
         answer = await client.complete(call.request)
     finally:
         # Shielded: a caller that hangs up mid-call does not erase what the call cost.
-        rows = await asyncio.shield(_record(ctx, call, caller, client.calls, hold))
+        rows = await asyncio.shield(_record(ctx, call, caller, client.calls))
     answering = [row for row in rows if row["error"] is None]
     call_id = answering[-1]["id"] if answering else uuid.uuid4()
     return GatewayAnswer(call, answer, call_id, int(utcnow().timestamp()))
@@ -89,7 +110,6 @@ async def _record(
     call: ChatCall,
     caller: GatewayCaller,
     records: Sequence[LLMCallRecord],
-    hold: GatewayHold,
 ) -> list[dict[str, Any]]:
     rows = []
     for record in records:
@@ -109,5 +129,4 @@ async def _record(
         }
         rows.append(row)
     await insert_calls(ctx.sessions, rows)
-    await settle_budget(ctx, hold, records)
     return rows

@@ -103,5 +103,8 @@ def call_row(
         "routing": record.routing,
         "cached": False,
         "replayed": record.replayed,
+        "reservation_id": (
+            uuid.UUID(record.reservation_id) if record.reservation_id is not None else None
+        ),
         "created_at": utcnow(),
     }

@@ -58,6 +58,10 @@ from agent_engine.storage.tables import AgentRun, AuditEvent
 MAX_GOAL_CHARS = 20_000
 
 
+# A project's name, wherever one is given (a run's ``project``, the ``OpenAI-Project`` header).
+PROJECT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
+
+
 class CreateRunRequest(StorableModel):
     """The body of ``POST /v1/agent-runs``."""
 
@@ -71,7 +75,7 @@ class CreateRunRequest(StorableModel):
     budget_tokens: int | None = Field(default=None, ge=0)
     project: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$",
+        pattern=PROJECT_NAME_PATTERN,
         description="The project whose monthly budget the run's model calls count against.",
     )
     metadata: dict[str, Any] = Field(default_factory=dict)
