@@ -3,7 +3,9 @@ answers, streams, model names, OpenAI-format refusals, and every call in the led
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,8 +20,9 @@ from sqlalchemy import select
 from agent_engine.api.app import create_app
 from agent_engine.config import Settings
 from agent_engine.domain.principals import Role
+from agent_engine.engine import gateway
 from agent_engine.storage.tables import LLMCall
-from tests.fakes.llm_servers import FakeLLMServer, openai_completion
+from tests.fakes.llm_servers import FakeLLMServer, ReceivedRequest, Reply, openai_completion
 from tests.keys import AuthedApp, authed_app
 
 HELLO: list[Any] = [{"role": "user", "content": "hello"}]
@@ -223,3 +226,28 @@ async def test_with_auth_off_auto_is_answered_by_the_offline_model_and_recorded_
     assert isinstance(json.loads(answer.choices[0].message.content or ""), dict)
     assert len(calls) == 1
     assert (calls[0].api_key_id, calls[0].project, calls[0].cost_usd) == (None, None, 0)
+
+
+async def test_a_call_whose_caller_hangs_up_mid_flight_is_still_written_to_the_ledger(
+    settings: Settings, tmp_path: Path
+) -> None:
+    arrived = threading.Event()
+
+    def slow_answer(received: ReceivedRequest) -> Reply:
+        arrived.set()
+        reply = openai_completion("late", prompt_tokens=6, completion_tokens=3)
+        return Reply(body=reply.body, delay_s=0.3)
+
+    with FakeLLMServer(responder=slow_answer) as slow:
+        app = create_app(settings.model_copy(update={"models_file": _catalog(tmp_path, slow)}))
+        body = {"model": "fakeai:mini", "messages": HELLO}
+        async with app.router.lifespan_context(app):
+            caller = gateway.GatewayCaller(project="p", api_key_id=None)
+            call = asyncio.create_task(gateway.answer_chat(app.state.engine, body, caller))
+            assert await asyncio.to_thread(arrived.wait, 10)  # the request is at the provider
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            calls = await _gateway_calls(app)
+    assert [(c.model, c.output_tokens, c.project) for c in calls] == [("mini", 3, "p")]
+    assert calls[0].cost_usd is not None and calls[0].cost_usd > 0

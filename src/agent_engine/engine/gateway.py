@@ -28,6 +28,7 @@ from agent_engine.router.openai_wire import ChatCall, ChatRequestError, parse_ch
 from agent_engine.storage.ledger import insert_calls
 
 PURPOSE = "gateway"
+FINISH_GRACE_S = 30.0
 _PROJECT_NAME = re.compile(PROJECT_NAME_PATTERN)
 
 
@@ -95,10 +96,17 @@ async def answer_chat(ctx: EngineContext, body: Any, caller: GatewayCaller) -> G
         check_available=not settings.router_url,
     )
     client = gateway_client(ctx, caller)
+    task = asyncio.ensure_future(client.complete(call.request))
     try:
-        answer = await client.complete(call.request)
+        answer = await asyncio.shield(task)
+    except asyncio.CancelledError:
+        # The caller hung up, but the request may already be billed: let the call finish (up
+        # to the grace) so that what it cost is written, then go on being cancelled.
+        await asyncio.wait({task}, timeout=FINISH_GRACE_S)
+        raise
     finally:
-        # Shielded: a caller that hangs up mid-call does not erase what the call cost.
+        if not task.done():
+            task.cancel()
         rows = await asyncio.shield(_record(ctx, call, caller, client.calls))
     answering = [row for row in rows if row["error"] is None]
     call_id = answering[-1]["id"] if answering else uuid.uuid4()
