@@ -7,10 +7,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from agent_engine.domain.budget_thresholds import check_thresholds
+from agent_engine.domain.webhook_signing import secret_bytes
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/agent-engine.db"
 # The engine is async throughout: each supported database with the one driver it uses.
@@ -63,7 +66,12 @@ class Settings(BaseSettings):
     """Every knob of the engine; one instance per process, built by :func:`get_settings`."""
 
     model_config = SettingsConfigDict(
-        env_prefix="AGENT_ENGINE_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="AGENT_ENGINE_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        # An error never repeats the value it refused: it may be a secret (the webhook's).
+        hide_input_in_errors=True,
     )
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -179,6 +187,21 @@ class Settings(BaseSettings):
     # The public key verify checks signatures with (PEM or raw 32 bytes); unset: the signing
     # key's public half, if a signing key is set.
     audit_verify_key_file: Path | None = None
+    # --- Budget alerts and their webhook (docs/webhooks.md) ------------------------------------
+    # Percentages of a budget announced once each per budget and period (integers 1..100,
+    # ascending).
+    budget_alert_thresholds: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [50, 80, 100]
+    )
+    # ``whsec_`` + base64 of 24..64 bytes; required with a URL. Never logged, never stored.
+    # (Declared before the URL: the URL's check reads it.)
+    webhook_secret: SecretStr | None = None
+    # Where alerts are POSTed (Standard Webhooks signed); unset: audit and SSE events only.
+    webhook_url: str | None = None
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # How often the sender looks for deliveries that are due.
+    webhook_poll_s: float = Field(default=2.0, gt=0, le=3600)
 
     @field_validator("database_url")
     @classmethod
@@ -210,12 +233,45 @@ class Settings(BaseSettings):
         "mcp_servers",
         "audit_signing_key_file",
         "audit_verify_key_file",
+        "webhook_url",
+        "webhook_secret",
         mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # `AGENT_ENGINE_ROUTER_URL=` copied from .env.example means "not set".
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("budget_alert_thresholds", mode="before")
+    @classmethod
+    def _thresholds_listed(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("budget_alert_thresholds")
+    @classmethod
+    def _thresholds_valid(cls, value: list[int]) -> list[int]:
+        return list(check_thresholds(value))
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url_usable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("the webhook URL must start with http:// or https://")
+        if info.data.get("webhook_secret") is None:
+            raise ValueError(
+                "set without AGENT_ENGINE_WEBHOOK_SECRET (a valid one): webhooks are always "
+                "signed; a secret is whsec_ + base64 of 24 to 64 bytes"
+            )
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret_valid(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            secret_bytes(value.get_secret_value())  # ValueError says what is wrong (not the value)
+        return value
 
     @property
     def is_sqlite(self) -> bool:

@@ -7,6 +7,11 @@ model the test plays, answering each request from what it asks. Every request re
 in :attr:`FakeLLMServer.requests` with its body as sent and the peer address of the TCP
 connection it came on (:attr:`FakeLLMServer.connections` counts them).
 
+With ``exact_usage=True`` every Chat Completions answer reports the usage OpenAI would charge at
+most for its request (:mod:`.openai_usage`): the prompt counted with OpenAI's tokenizer by its
+rule, and ``completion_tokens`` equal to the requested ``max_tokens``; so a call's actual cost
+equals its worst case to the last digit.
+
 Like the real APIs, the server refuses (400, ``invalid_request_error``) a body whose structured
 output fields do not have the documented shape (:mod:`.wire_rules`), e.g. ``strict: true`` on a
 schema that strict mode does not accept; :attr:`FakeLLMServer.refused` keeps the reasons.
@@ -19,7 +24,7 @@ import json
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
 
@@ -29,6 +34,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.fakes.loopback import LoopbackServer
+from tests.fakes.openai_usage import exact_usage
 from tests.fakes.wire_rules import anthropic_wire_problems, openai_wire_problems
 
 
@@ -184,9 +190,15 @@ def hang_reply(seconds: float = 1.5) -> Reply:
 class FakeLLMServer:
     """OpenAI (``/v1/chat/completions``) and Anthropic (``/v1/messages``) on one loopback port."""
 
-    def __init__(self, responder: Callable[[ReceivedRequest], Reply] | None = None) -> None:
+    def __init__(
+        self,
+        responder: Callable[[ReceivedRequest], Reply] | None = None,
+        *,
+        exact_usage: bool = False,
+    ) -> None:
         self._replies: deque[Reply] = deque()
         self.responder = responder
+        self.exact_usage = exact_usage
         self.responder_errors: list[str] = []
         self.requests: list[ReceivedRequest] = []
         self.refused: list[str] = []
@@ -271,6 +283,8 @@ class FakeLLMServer:
             error = {"type": "invalid_request_error", "message": "; ".join(problems)}
             return Response(json.dumps({"error": error}), 400, media_type="application/json")
         reply = self._next_reply(received)
+        if self.exact_usage and path.endswith("/chat/completions"):
+            reply = _with_exact_usage(reply, body)
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
         if reply.sse_events is not None:
@@ -279,6 +293,22 @@ class FakeLLMServer:
         return Response(
             content, status_code=reply.status, headers=reply.headers, media_type="application/json"
         )
+
+
+def _with_exact_usage(reply: Reply, body: dict[str, Any]) -> Reply:
+    """``reply`` with its usage (JSON body or final stream chunk) as OpenAI's worst case."""
+    if isinstance(reply.body, dict) and isinstance(reply.body.get("usage"), dict):
+        usage = exact_usage(body, reply.body["usage"])
+        return replace(reply, body={**reply.body, "usage": usage})
+    if reply.sse_events is not None:
+        events = [
+            {**event, "usage": exact_usage(body, event["usage"])}
+            if isinstance(event, dict) and isinstance(event.get("usage"), dict)
+            else event
+            for event in reply.sse_events
+        ]
+        return replace(reply, sse_events=events)
+    return reply
 
 
 def _wire_problems(path: str, body: Any) -> list[str]:

@@ -223,15 +223,16 @@ async def test_engine_plans_and_runs_through_the_router_over_http(
         assert set(cost["by_provider"]) == {"offline"}
 
 
-async def test_budget_stops_llm_calls_before_they_overspend(
+async def test_budget_pauses_llm_calls_before_they_overspend(
     fake_model_client: httpx.AsyncClient, fake_llm: FakeLLMServer
 ) -> None:
     received = len(fake_llm.requests)
     steps = [{"step_type": "analyze", "input_data": {"instruction": "x" * 4000}}]
     run = await _create(fake_model_client, goal="g", steps=steps, budget_usd="0.000001")
     done = (await fake_model_client.post(f"/v1/agent-runs/{run['id']}/execute")).json()
-    assert done["status"] == "failed"
-    assert done["steps"][0]["error"]["code"] == "budget_exceeded"
+    assert done["status"] == "awaiting_approval"  # paused for budget, not failed
+    assert done["steps"][0]["budget_pause"]["reason"] == "budget"
+    assert done["steps"][0]["error"] is None
     assert len(fake_llm.requests) == received  # refused before any request was sent
     cost = (await fake_model_client.get(f"/v1/agent-runs/{run['id']}/cost")).json()
     assert cost["total_cost_usd"] == 0 and cost["budget_usd"] == pytest.approx(0.000001)

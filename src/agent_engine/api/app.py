@@ -31,11 +31,13 @@ from agent_engine.api.routes import (
     policies,
     replay,
     runs,
+    webhooks,
 )
 from agent_engine.config import Settings, get_settings
 from agent_engine.engine.context import EngineContext, LLMClientFactory, build_context
 from agent_engine.engine.key_limits import RateLimiter, RunAdmission
 from agent_engine.engine.keys import ApiKeys
+from agent_engine.engine.webhooks import start_sender
 from agent_engine.executors.registry import ExecutorRegistry
 from agent_engine.storage.migrations import upgrade_async
 from agent_engine.worker.worker import Worker, WorkerOptions
@@ -70,12 +72,16 @@ def create_app(
             # The embedded default runs one in-process worker with the same code as `worker`.
             worker = Worker(context, WorkerOptions.from_settings(settings))
             worker_task = asyncio.create_task(worker.run(stop))
+        # Alerts go where runs are worked on: beside the embedded worker (else `worker` sends).
+        sender_task = start_sender(context, stop) if settings.embedded_worker else None
         try:
             yield
         finally:
             stop.set()
             if worker_task is not None:
                 await worker_task
+            if sender_task is not None:
+                await sender_task
             await context.close()
 
     app = FastAPI(
@@ -108,6 +114,7 @@ def create_app(
     app.include_router(budgets.router, responses=problem_responses(404, 409, 422))
     app.include_router(policies.router)
     app.include_router(chat.router)
+    app.include_router(webhooks.router)
     # The docs pages and their OAuth2 redirect are public; every other route must say its role.
     check_declared_roles(
         app, unlisted_public=frozenset({DOCS_URL, f"{DOCS_URL}/oauth2-redirect", REDOC_URL})

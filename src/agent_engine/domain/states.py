@@ -35,7 +35,8 @@ R, S = RunStatus, StepStatus
 RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     R.CREATED: frozenset({R.PLANNING, R.CANCELLED}),
     # PLANNING → RUNNING: a revision of a running run's plan is written (adaptive planning).
-    R.PLANNING: frozenset({R.PLANNED, R.RUNNING, R.FAILED, R.CANCELLED}),
+    # PLANNING → AWAITING_APPROVAL: the planner's model call does not fit the budget.
+    R.PLANNING: frozenset({R.PLANNED, R.RUNNING, R.FAILED, R.CANCELLED, R.AWAITING_APPROVAL}),
     # PLANNED → AWAITING_APPROVAL: the whole plan waits for a human (plan_approval).
     # PLANNED → PLANNING: re-planning before any step has run.
     R.PLANNED: frozenset({R.RUNNING, R.AWAITING_APPROVAL, R.PLANNING, R.CANCELLED}),

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 
 from agent_engine.domain.budget_math import month_of
+from agent_engine.domain.budget_thresholds import alerted_for_new_limit
 from agent_engine.domain.clock import utcnow
 from agent_engine.domain.money import quantize_money
 from agent_engine.domain.records import ChangeSet
@@ -105,6 +106,10 @@ async def change_run_budget(
                 "limit_tokens": tokens,
                 "spent_usd": spent_usd,
                 "spent_tokens": spent_tokens,
+                # A raise re-arms the alert thresholds above what is spent.
+                "alerted_percent": alerted_for_new_limit(
+                    usd, tokens, spent_usd, spent_tokens, ctx.settings.budget_alert_thresholds
+                ),
                 "updated_at": utcnow(),
             },
         )
@@ -186,7 +191,18 @@ async def set_monthly_budget(
         await store.write_counter_txn(
             session,
             counter_id,
-            {"limit_usd": budget.limit_usd, "limit_tokens": budget.limit_tokens, "updated_at": now},
+            {
+                "limit_usd": budget.limit_usd,
+                "limit_tokens": budget.limit_tokens,
+                "alerted_percent": alerted_for_new_limit(
+                    budget.limit_usd,
+                    budget.limit_tokens,
+                    counter["spent_usd"],
+                    counter["spent_tokens"],
+                    ctx.settings.budget_alert_thresholds,
+                ),
+                "updated_at": now,
+            },
         )
         await store.upsert_definition_txn(
             session,

@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from agent_engine.domain.clock import utcnow
 from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
-from agent_engine.domain.states import StepStatus
-from agent_engine.domain.transitions import move_step
+from agent_engine.domain.states import RunStatus, StepStatus
+from agent_engine.domain.transitions import move_run, move_step
 from agent_engine.errors import EngineError
 
 
@@ -31,6 +32,16 @@ def pause_for_budget(
     )
 
 
+def pause_run_for_budget(
+    changes: ChangeSet, run: RunRecord, message: str, data: dict[str, Any], *, actor: str
+) -> None:
+    """PLANNING → AWAITING_APPROVAL (reason ``budget``): the planner's call did not fit."""
+    shown: dict[str, Any] = {"reason": "budget", **_jsonable(data), "message": message}
+    run.budget_pause = shown
+    run.claimable_at = None
+    move_run(changes, run, RunStatus.AWAITING_APPROVAL, actor=actor, reason="budget", budget=shown)
+
+
 def paused_for_budget(steps: Sequence[StepRecord]) -> list[StepRecord]:
     """The steps waiting for a budget raise."""
     return [
@@ -41,7 +52,12 @@ def paused_for_budget(steps: Sequence[StepRecord]) -> list[StepRecord]:
 def resume_after_raise(
     changes: ChangeSet, run: RunRecord, steps: Sequence[StepRecord], *, actor: str
 ) -> list[int]:
-    """Send every step paused for budget back to run; their numbers."""
+    """Send every step paused for budget back to run (and a run whose planning was paused back
+    to planning); the step numbers."""
+    if run.budget_pause is not None and run.status == RunStatus.AWAITING_APPROVAL:
+        run.budget_pause = None
+        move_run(changes, run, RunStatus.PLANNING, actor=actor, reason="budget raised")
+        run.claimable_at = utcnow()
     resumed = []
     for step in paused_for_budget(steps):
         # A step that needed approval only ran once approved: it keeps that approval.

@@ -11,12 +11,15 @@ lapsed, or the hold expired) is released the next time a reservation would not f
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from agent_engine.domain.budget_math import (
     BudgetSubject,
@@ -26,14 +29,22 @@ from agent_engine.domain.budget_math import (
     refusal,
     room_of,
 )
+from agent_engine.domain.budget_thresholds import (
+    CounterState,
+    Crossing,
+    alerted_after,
+    crossings,
+)
 from agent_engine.domain.clock import utcnow
 from agent_engine.domain.money import quantize_money
+from agent_engine.engine.budget_alerts import announce
 from agent_engine.engine.context import EngineContext
-from agent_engine.errors import BudgetExceededError
-from agent_engine.llm.base import LLMCallRecord, WorstCase
+from agent_engine.errors import BudgetExceededError, EngineError
+from agent_engine.llm.base import LLMCallRecord
 from agent_engine.storage import budgets as store
 from agent_engine.storage.database import read_transaction, transaction
 
+logger = logging.getLogger(__name__)
 ZERO = Decimal(0)
 RUN_PERIOD = "run"
 
@@ -287,22 +298,32 @@ def _take_off(
 
 async def settle(
     ctx: EngineContext, reservation: Reservation, records: Sequence[LLMCallRecord]
-) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+) -> None:
     """Replace the hold by what ``records`` cost (a hold released meanwhile still gets its
-    spend: the calls were made). Each counter before and after, for alerts."""
+    spend: the calls were made), then announce the alert thresholds the spend reached."""
     usd = quantize_money(sum((r.cost_usd for r in records if r.cost_usd is not None), ZERO))
     tokens = sum(r.usage.total_tokens for r in records)
     now = utcnow()
+    found: list[Crossing] = []
     async with transaction(ctx.sessions) as session:
         locked = await store.lock_counters_txn(session, sorted(reservation.counter_ids))
-        before = {c["id"]: dict(c) for c in locked}
         counters = {c["id"]: c for c in locked}
         hold = await store.lock_reservation_txn(session, uuid.UUID(reservation.id))
         if hold is None or hold["status"] == "settled":
-            return []
+            return
         _take_off(counters, hold, actual_usd=usd, actual_tokens=tokens, now=now)
         for counter in counters.values():
-            await store.write_counter_txn(session, counter["id"], _figures(counter, now))
+            reached = crossings(
+                _state(counter, hold["run_id"]), ctx.settings.budget_alert_thresholds
+            )
+            # Stored with the spend, under the counter's lock: no threshold is announced twice.
+            counter["alerted_percent"] = alerted_after(counter["alerted_percent"], reached)
+            found.extend(reached)
+            await store.write_counter_txn(
+                session,
+                counter["id"],
+                {**_figures(counter, now), "alerted_percent": counter["alerted_percent"]},
+            )
         await store.write_reservation_txn(
             session,
             hold["id"],
@@ -314,7 +335,27 @@ async def settle(
                 "settled_at": now,
             },
         )
-    return [(before[key], counters[key]) for key in counters]
+    try:
+        await announce(ctx, found)
+    except (EngineError, SQLAlchemyError) as exc:
+        # The spend is settled; an alert that could not be written is logged, not raised
+        # into the call that spent it.
+        logger.warning("budget alerts %s not announced: %s", found, exc)
+
+
+def _state(counter: dict[str, Any], run_id: uuid.UUID | None) -> CounterState:
+    return CounterState(
+        counter_id=str(counter["id"]),
+        scope=counter["scope"],
+        subject=counter["subject"],
+        period=counter["period"],
+        limit_usd=counter["limit_usd"],
+        limit_tokens=counter["limit_tokens"],
+        spent_usd=counter["spent_usd"],
+        spent_tokens=counter["spent_tokens"],
+        alerted_percent=counter["alerted_percent"],
+        run_id=run_id,
+    )
 
 
 def _usage_of(record: LLMCallRecord) -> dict[str, Any]:
@@ -329,45 +370,3 @@ def _usage_of(record: LLMCallRecord) -> dict[str, Any]:
         "cost_usd": format(record.cost_usd, "f") if record.cost_usd is not None else None,
         "error": record.error,
     }
-
-
-class RunBudgetGate:
-    """The budgets of one caller (a step attempt, the planner, a gateway request), as the
-    ``BudgetGate`` that ``llm/budgeted.py`` asks before and after each call."""
-
-    def __init__(
-        self,
-        ctx: EngineContext,
-        subject: BudgetSubject,
-        *,
-        purpose: str,
-        step_id: uuid.UUID | None = None,
-        attempt: int = 0,
-        fence: int | None = None,
-    ) -> None:
-        self.ctx = ctx
-        self.subject = subject
-        self.purpose = purpose
-        self.step_id = step_id
-        self.attempt = attempt
-        self.fence = fence
-
-    async def room(self) -> tuple[Decimal | None, float | None] | None:
-        found = await room(self.ctx, self.subject)
-        return (found.usd, found.fraction_left) if found is not None else None
-
-    async def reserve(self, worst: WorstCase) -> Reservation:
-        return await reserve(
-            self.ctx,
-            self.subject,
-            amount_usd=worst.usd or ZERO,
-            amount_tokens=worst.tokens,
-            purpose=self.purpose,
-            estimate=worst.model_dump(mode="json"),
-            step_id=self.step_id,
-            attempt=self.attempt,
-            fence=self.fence,
-        )
-
-    async def settle(self, hold: Any, records: list[LLMCallRecord]) -> None:
-        await settle(self.ctx, hold, records)

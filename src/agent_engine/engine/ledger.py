@@ -103,6 +103,9 @@ def call_row(
         "routing": record.routing,
         "cached": False,
         "replayed": record.replayed,
+        "saved_usd": None,
+        "saving": None,
+        "cache_of": None,
         "reservation_id": (
             uuid.UUID(record.reservation_id) if record.reservation_id is not None else None
         ),

@@ -20,6 +20,8 @@ from agent_engine.domain.plan import Plan
 from agent_engine.domain.records import RunRecord, StepRecord
 from agent_engine.domain.states import RunStatus, StepStatus
 from agent_engine.domain.transitions import append_event, move_run, move_step
+from agent_engine.engine.budget_gate import budgeted
+from agent_engine.engine.budget_pauses import pause_run_for_budget
 from agent_engine.engine.context import EngineContext, executor_context
 from agent_engine.engine.ledger import record_calls
 from agent_engine.engine.locking import change_run
@@ -30,6 +32,7 @@ from agent_engine.engine.replay_calls import client_for
 from agent_engine.engine.request_limits import check_plan
 from agent_engine.engine.settle import refresh_claimable
 from agent_engine.errors import (
+    BudgetExceededError,
     ConflictError,
     EngineError,
     PlanValidationError,
@@ -198,9 +201,11 @@ async def plan_run(
         else:
             move_run(changes, run, RunStatus.PLANNING, actor=actor, replan=replan or None)
     call = CallContext(str(run.id), None, 1, "plan")
-    llm = await client_for(ctx, run, call, ctx.llm_factory(run.budget_usd))
+    llm = await client_for(ctx, run, call, budgeted(ctx, run, ctx.llm_factory(None), "plan"))
     try:
         outcome = await _make_plan(ctx, run, llm)
+    except BudgetExceededError as exc:  # the run waits for a raise (engine/budget_pauses.py)
+        outcome = PlanOutcome(None, None, exc.detail, [], code=exc.code, details=exc.data)
     except ReplayMissError as exc:  # a replay asked what its original never did: say so
         outcome = PlanOutcome(None, None, exc.detail, [], code=exc.code, details=exc.data)
     except EngineError as exc:
@@ -217,6 +222,9 @@ async def plan_run(
         rows = record_calls(changes, run, None, llm.calls, purpose="plan")
         if RunStatus(run.status) is not RunStatus.PLANNING:
             return  # cancelled while planning: keep the ledger, drop the plan
+        if outcome.plan is None and outcome.code == BudgetExceededError.code:
+            pause_run_for_budget(changes, run, outcome.failure, outcome.details, actor=actor)
+            return
         if outcome.plan is None:
             run.error = {**outcome.details, "code": outcome.code, "message": outcome.failure}
             move_run(changes, run, RunStatus.FAILED, actor=actor, reason=outcome.failure)

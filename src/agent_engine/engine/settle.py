@@ -116,8 +116,8 @@ def settle_status(
 ) -> None:
     """Move the run to the status its steps imply: failed, completed, waiting or running."""
     status = RunStatus(run.status)
-    if status not in UNDER_WAY_RUN_STATES:
-        return
+    if status not in UNDER_WAY_RUN_STATES or run.budget_pause is not None:
+        return  # (a run whose planning waits for budget has no steps to follow)
     # One pass for the three questions (this runs twice on every record): the first required
     # step that failed for good (as ``blocking_failure``), whether all finished, whether any waits.
     failed: StepRecord | None = None

@@ -9,7 +9,7 @@ cost nothing, so the budget wrapper sits inside the replay wrapper and never see
 
 from __future__ import annotations
 
-from agent_engine.engine.budgets import RunBudgetGate
+from agent_engine.engine.budget_gate import RunBudgetGate
 from agent_engine.engine.claiming import Claim
 from agent_engine.engine.context import EngineContext, lazy_llm
 from agent_engine.engine.replay_calls import wrap_for

@@ -15,6 +15,7 @@ import asyncio
 from decimal import Decimal
 from typing import Protocol
 
+from agent_engine.errors import BudgetExceededError
 from agent_engine.llm.base import (
     CompletionRequest,
     CompletionResponse,
@@ -82,7 +83,12 @@ class BudgetedLLMClient(LLMClient):
         if room is None:
             return await self._unbudgeted(request)
         room_usd, _fraction_left = room
-        worst = await self.inner.worst_case(request, room_usd)
+        try:
+            worst = await self.inner.worst_case(request, room_usd)
+        except BudgetExceededError:
+            # No model fits the room: reserve the unconstrained choice, which refuses with
+            # the budget's own figures (or, if room was freed meanwhile, goes ahead).
+            worst = await self.inner.worst_case(request, None)
         if worst is None or worst.usd is None:
             # Nothing to price the call by: it runs unreserved (and settles what it cost).
             return await self._unbudgeted(request)

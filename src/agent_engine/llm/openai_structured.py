@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agent_engine.llm.base import CompletionRequest
+from agent_engine.llm.base import ChatMessage, CompletionRequest
 from agent_engine.llm.structured_output import (
     JSON_TOOL_DESCRIPTION,
     JSON_TOOL_NAME,
@@ -20,17 +20,22 @@ from agent_engine.llm.structured_output import (
 _SCHEMA_NAME = re.compile(r"[^a-zA-Z0-9_-]+")
 
 
-def chat_messages(
-    request: CompletionRequest, mode: StructuredOutput | None
-) -> list[dict[str, str]]:
-    """The request's messages as Chat Completions takes them, with the schema in the prompt for
-    the modes that have no native schema feature."""
+def sent_messages(request: CompletionRequest, mode: StructuredOutput | None) -> list[ChatMessage]:
+    """The messages a Chat Completions request carries: the request's own, with the schema in
+    the prompt for the modes that have no native schema feature."""
     messages = request.messages
     if request.json_schema is not None and mode in ("json_object", "none"):
         # Without a native schema feature the schema travels in the prompt (JSON mode also needs
         # the word "JSON" in the messages, which the instruction carries).
         messages = with_instruction(messages, schema_instruction(request.json_schema))
-    return [{"role": m.role, "content": m.content} for m in messages]
+    return list(messages)
+
+
+def chat_messages(
+    request: CompletionRequest, mode: StructuredOutput | None
+) -> list[dict[str, str]]:
+    """The request's messages as Chat Completions takes them (see :func:`sent_messages`)."""
+    return [{"role": m.role, "content": m.content} for m in sent_messages(request, mode)]
 
 
 def structured_fields(schema: dict[str, Any], mode: StructuredOutput) -> dict[str, Any]:

@@ -17,7 +17,9 @@ from agent_engine.errors import BudgetExceededError, ProviderError
 from agent_engine.llm.base import CompletionRequest, Usage
 from agent_engine.llm.catalog import TIERS, ModelCatalog, ModelEntry, Tier
 from agent_engine.llm.pricing import PriceQuote, PriceRates, Usd, price_entry
+from agent_engine.llm.tokens import PromptCount
 from agent_engine.router.complexity import estimate_complexity
+from agent_engine.router.prompt_counts import PromptCounter
 
 PINNED_REASON = "pinned by AGENT_ENGINE_MODEL"
 
@@ -26,8 +28,10 @@ class RoutingInputs(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     step_type: str | None
+    # The heuristic count (~4 characters per token) that sizes the tier: the tier must not
+    # depend on the model it selects. Each candidate's own count is in its CandidateReport.
     prompt_tokens: int
-    prompt_tokens_estimated: bool = True  # ~4 characters per token, no tokenizer
+    prompt_tokens_estimated: bool = True
     max_output_tokens: int
     json_requested: bool
     hints: dict[str, Any]
@@ -44,6 +48,11 @@ class CandidateReport(BaseModel):
     estimated_cost_usd: Usd | None
     price_source: str
     excluded: str | None = None
+    # The prompt tokens this model's worst case was priced with, and how they were counted:
+    # "tiktoken:<encoding>" (OpenAI's tokenizer, "+schema" when a native schema's part is
+    # estimated) or "heuristic". None in decisions recorded before counts were per model.
+    prompt_tokens: int | None = None
+    prompt_count_method: str | None = None
 
 
 class PriceSnapshot(BaseModel):
@@ -89,15 +98,13 @@ def estimate_quote(
 
 
 def _exclusion(
-    catalog: ModelCatalog,
     entry: ModelEntry,
     request: CompletionRequest,
-    prompt_tokens: int,
+    prompt: PromptCount,
     quote: PriceQuote,
     budget: Decimal | None,
-    env: Mapping[str, str] | None,
+    unavailable: str | None,
 ) -> str | None:
-    unavailable = catalog.unavailable_reason(entry, env)
     if unavailable:
         return unavailable
     if request.json_schema is not None and not entry.capabilities.json_output:
@@ -106,9 +113,10 @@ def _exclusion(
         return (
             f"max_output_tokens {request.max_output_tokens} > model limit {entry.max_output_tokens}"
         )
-    if prompt_tokens + request.max_output_tokens > entry.context_window:
-        needed = prompt_tokens + request.max_output_tokens
-        return f"~{needed} tokens exceed the context window {entry.context_window}"
+    needed = prompt.tokens + request.max_output_tokens
+    if needed > entry.context_window:
+        about = "~" if prompt.estimated else ""
+        return f"{about}{needed} tokens exceed the context window {entry.context_window}"
     return _budget_exclusion(quote, budget)
 
 
@@ -135,6 +143,20 @@ def _inputs(request: CompletionRequest, budget: Decimal | None) -> tuple[Routing
         complexity=estimate.reasons,
     )
     return inputs, estimate.tier
+
+
+def _report(
+    entry: ModelEntry, prompt: PromptCount, quote: PriceQuote, excluded: str | None
+) -> CandidateReport:
+    return CandidateReport(
+        model=entry.id,
+        tier=entry.tier,
+        estimated_cost_usd=quote.cost_usd,
+        price_source=quote.price_source,
+        excluded=excluded,
+        prompt_tokens=prompt.tokens,
+        prompt_count_method=prompt.method,
+    )
 
 
 def _no_route(tier: Tier, reports: list[CandidateReport], budget: Decimal | None) -> Exception:
@@ -189,21 +211,17 @@ def decide_route(
         )
     inputs, tier = _inputs(request, remaining_budget_usd)
     order = _tier_order(tier)
+    counter = PromptCounter(request, catalog, inputs.prompt_tokens)
     scored: list[tuple[int, bool, Decimal, int, CandidateReport]] = []
     snapshot: dict[str, PriceSnapshot] = {}
     for index, entry in enumerate(catalog.models):
-        quote = estimate_quote(catalog, entry, inputs.prompt_tokens, request.max_output_tokens)
+        unavailable = catalog.unavailable_reason(entry, env)
+        # A model that cannot be called is not worth a tokenizer pass: the heuristic stands in.
+        prompt = counter.heuristic if unavailable else counter.count(entry)
+        quote = estimate_quote(catalog, entry, prompt.tokens, request.max_output_tokens)
         snapshot[entry.id] = PriceSnapshot(source=quote.price_source, rates=quote.rates)
-        excluded = _exclusion(
-            catalog, entry, request, inputs.prompt_tokens, quote, remaining_budget_usd, env
-        )
-        report = CandidateReport(
-            model=entry.id,
-            tier=entry.tier,
-            estimated_cost_usd=quote.cost_usd,
-            price_source=quote.price_source,
-            excluded=excluded,
-        )
+        excluded = _exclusion(entry, request, prompt, quote, remaining_budget_usd, unavailable)
+        report = _report(entry, prompt, quote, excluded)
         cost = quote.cost_usd if quote.cost_usd is not None else Decimal(0)
         scored.append((order.index(entry.tier), quote.cost_usd is None, cost, index, report))
     reports = [item[-1] for item in sorted(scored, key=lambda item: item[:4])]
@@ -266,15 +284,10 @@ def pin_decision(
     """
     inputs, tier = _inputs(request, remaining_budget_usd)
     entry = entry_for(catalog, model_id, tier)
-    quote = estimate_quote(catalog, entry, inputs.prompt_tokens, request.max_output_tokens)
+    prompt = PromptCounter(request, catalog, inputs.prompt_tokens).count(entry)
+    quote = estimate_quote(catalog, entry, prompt.tokens, request.max_output_tokens)
     # Only the budget may veto a pin: availability and limits are the operator's call.
-    report = CandidateReport(
-        model=entry.id,
-        tier=entry.tier,
-        estimated_cost_usd=quote.cost_usd,
-        price_source=quote.price_source,
-        excluded=_budget_exclusion(quote, remaining_budget_usd),
-    )
+    report = _report(entry, prompt, quote, _budget_exclusion(quote, remaining_budget_usd))
     if report.excluded is not None:
         raise _no_route(tier, [report], remaining_budget_usd)
     return RoutingDecision(

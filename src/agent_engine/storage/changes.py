@@ -43,7 +43,16 @@ from agent_engine.storage.database import create_sqlite_sync_engine
 from agent_engine.storage.tables import Base
 
 # Foreign keys first: a plan version names the LLM call that made it, calls name their step.
-INSERT_ORDER = ("agent_runs", "steps", "llm_calls", "plans", "approvals", "audit_events")
+# ``webhook_deliveries`` is the outbox of events the change set makes (budget alerts).
+INSERT_ORDER = (
+    "agent_runs",
+    "steps",
+    "llm_calls",
+    "plans",
+    "approvals",
+    "audit_events",
+    "webhook_deliveries",
+)
 TABLES: dict[str, Table] = {name: Base.metadata.tables[name] for name in INSERT_ORDER}
 MAX_BATCH = 64  # runs per group commit
 APPLY_SQL = text("SELECT agent_engine_apply_changes_v2(CAST(:batch AS jsonb))")

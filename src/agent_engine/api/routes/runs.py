@@ -21,6 +21,7 @@ from agent_engine.api.schemas import (
     StepOut,
     run_with_steps,
 )
+from agent_engine.domain.adaptive import revision_due
 from agent_engine.domain.principals import Role
 from agent_engine.domain.states import RunStatus
 from agent_engine.engine import control, costs, runs
@@ -125,8 +126,12 @@ async def execute_next(run_id: str, engine: Engine, actor: Actor) -> ExecuteOut:
     A step that needs approval is not run: it moves to `awaiting_approval` with its preview.
     """
     view = await runs.get_run(engine, run_id)
-    if view.run.status == RunStatus.CREATED:
-        await plan_run(engine, run_id, actor=actor)
+    status = view.run.status
+    # A run left planning without a revision due (its planner's call waited for budget, or its
+    # planner's lease lapsed) is planned again here.
+    resume = status == RunStatus.PLANNING and revision_due(view.run) is None
+    if status == RunStatus.CREATED or resume:
+        await plan_run(engine, run_id, actor=actor, resume=resume)
         view = await runs.get_run(engine, run_id)
         if view.run.status != RunStatus.PLANNED:
             return ExecuteOut(**run_with_steps(view).model_dump(), executed_step_id=None)
