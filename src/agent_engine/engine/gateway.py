@@ -17,7 +17,7 @@ from typing import Any
 
 from agent_engine.domain.budget_math import BudgetSubject
 from agent_engine.domain.clock import utcnow
-from agent_engine.engine.budgets import RunBudgetGate
+from agent_engine.engine.budget_gate import RunBudgetGate
 from agent_engine.engine.context import EngineContext
 from agent_engine.engine.ledger import call_row
 from agent_engine.engine.runs import PROJECT_NAME_PATTERN
