@@ -4,6 +4,7 @@ service: reading the body, and answering with a completion, an event stream or a
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
@@ -33,8 +34,13 @@ def chat_response(
     if not call.stream:
         return JSONResponse(completion_object(answer, id_=id_, created=created))
     events = stream_events(answer, id_=id_, created=created, include_usage=call.include_usage)
+
+    async def send() -> AsyncIterator[str]:
+        for event in events:
+            yield event
+
     return StreamingResponse(
-        iter(list(events)),
+        send(),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

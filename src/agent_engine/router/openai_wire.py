@@ -51,7 +51,9 @@ class ChatRequestError(CallerError):
     http_status = 400
     title = "Invalid chat completions request"
 
-    def __init__(self, detail: str, *, param: str | None = None, openai_code: str | None = None):
+    def __init__(
+        self, detail: str, *, param: str | None = None, openai_code: str | None = None
+    ) -> None:
         super().__init__(detail, param=param, openai_code=openai_code)
 
 
