@@ -145,6 +145,10 @@ def error_answer(error: EngineError) -> tuple[int, dict[str, Any]]:
         return 403, error_object(message, kind="permission_error", code=error.code)
     if isinstance(error, ProviderError):
         kind = str(error.data.get("kind") or error.code)
+        if kind == "no_model":
+            # No model can take the request as asked (its prompt and max_tokens exceed every
+            # eligible model's limits): the caller must ask for less.
+            return 400, error_object(message, kind="invalid_request_error", code=kind)
         return 502, error_object(message, kind="api_error", code=kind)
     status = error.http_status
     kind = "api_error" if status >= 500 else "invalid_request_error"

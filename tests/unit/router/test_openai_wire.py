@@ -17,6 +17,7 @@ from agent_engine.router.openai_answers import (
     stream_events,
 )
 from agent_engine.router.openai_wire import ChatRequestError, parse_chat_request
+from agent_engine.router.policy import decide_route
 
 CATALOG = load_catalog()
 NO_KEYS: dict[str, str] = {}
@@ -204,3 +205,25 @@ def test_budget_and_provider_errors_map_to_openai_statuses() -> None:
     )
     status, body = error_answer(ProviderError("down", kind="timeout"))
     assert (status, body["error"]["code"]) == (502, "timeout")
+
+
+def test_a_request_no_model_can_take_is_a_400_not_a_provider_failure() -> None:
+    catalog = ModelCatalog.model_validate(
+        {
+            "models": [
+                {
+                    "provider": "offline",
+                    "model": "offline-1",
+                    "tier": "small",
+                    "context_window": 1000,
+                    "max_output_tokens": 100,
+                }
+            ]
+        }
+    )
+    call = _parse({"model": "auto", "messages": HELLO, "max_tokens": 5000}, catalog)
+    with pytest.raises(ProviderError) as caught:
+        decide_route(call.request, catalog, env=NO_KEYS)
+    status, body = error_answer(caught.value)
+    assert (status, body["error"]["code"]) == (400, "no_model")
+    assert "max_output_tokens 5000" in body["error"]["message"]
