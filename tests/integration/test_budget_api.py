@@ -198,3 +198,28 @@ async def test_monthly_budgets_are_set_listed_and_removed(offline: httpx.AsyncCl
     assert (await offline.delete("/v1/budgets/project/web-shop")).status_code == 204
     assert (await offline.get("/v1/budgets/project/web-shop")).status_code == 404
     assert (await offline.delete("/v1/budgets/project/web-shop")).status_code == 404
+
+
+async def test_a_plan_estimated_over_its_budget_is_warned_about_or_refused(
+    metered: httpx.AsyncClient,
+) -> None:
+    warned = await _create(metered, goal="g", steps=_analyses(3), budget_usd="0.000001")
+    warning = warned["options"]["budget_warning"]
+    assert Decimal(warning["estimated_cost_usd"]) > Decimal("0.000001")
+    assert warning["unestimated_steps"] == []
+    plan = (await metered.get(f"/v1/agent-runs/{warned['id']}/plan")).json()
+    assert all(Decimal(e["estimated_cost_usd"]) > 0 for e in plan["step_estimates"])
+    events = (await metered.get(f"/v1/agent-runs/{warned['id']}/audit")).json()["events"]
+    assert "budget.estimate_exceeds" in [e["type"] for e in events]
+    refused = await metered.post(
+        "/v1/agent-runs",
+        json={
+            "goal": "g",
+            "steps": _analyses(3),
+            "budget_usd": "0.000001",
+            "over_budget": "refuse",
+        },
+    )
+    assert refused.status_code == 422 and refused.json()["code"] == "estimate_over_budget"
+    within = await _create(metered, goal="g", steps=_analyses(1), budget_usd="5")
+    assert "budget_warning" not in within["options"]

@@ -9,7 +9,7 @@ from typing import Any
 
 from agent_engine.domain.budget_math import BudgetSubject, budget_subject
 from agent_engine.domain.records import RunRecord
-from agent_engine.engine.budgets import Reservation, reserve, room, settle
+from agent_engine.engine.budgets import Reservation, reserve, settle
 from agent_engine.engine.context import EngineContext
 from agent_engine.llm.base import LLMCallRecord, LLMClient, WorstCase
 from agent_engine.llm.budgeted import BudgetedLLMClient
@@ -46,11 +46,7 @@ class RunBudgetGate:
         self.attempt = attempt
         self.fence = fence
 
-    async def room(self) -> tuple[Decimal | None, float | None] | None:
-        found = await room(self.ctx, self.subject)
-        return (found.usd, found.fraction_left) if found is not None else None
-
-    async def reserve(self, worst: WorstCase) -> Reservation:
+    async def reserve(self, worst: WorstCase) -> Reservation | None:
         return await reserve(
             self.ctx,
             self.subject,

@@ -24,7 +24,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from agent_engine.domain.budget_math import (
     BudgetSubject,
     Room,
-    fits,
     month_of,
     refusal,
     room_of,
@@ -32,7 +31,6 @@ from agent_engine.domain.budget_math import (
 from agent_engine.domain.budget_thresholds import (
     CounterState,
     Crossing,
-    alerted_after,
     crossings,
 )
 from agent_engine.domain.clock import utcnow
@@ -41,6 +39,7 @@ from agent_engine.engine.budget_alerts import announce
 from agent_engine.engine.context import EngineContext
 from agent_engine.errors import BudgetExceededError, EngineError
 from agent_engine.llm.base import LLMCallRecord
+from agent_engine.storage import budget_writes as writes
 from agent_engine.storage import budgets as store
 from agent_engine.storage.database import read_transaction, transaction
 
@@ -57,6 +56,7 @@ class Reservation:
     usd: Decimal
     tokens: int
     counter_ids: tuple[uuid.UUID, ...]
+    run_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,8 @@ class _CounterKey:
     limit_tokens: int | None
 
 
-async def _keys(
-    session: Any, subject: BudgetSubject, now: datetime, *, definitions: bool = True
-) -> list[_CounterKey]:
+def _run_keys(subject: BudgetSubject) -> list[_CounterKey]:
+    """The run's own counter, if the run has a budget."""
     keys = []
     if subject.run_id is not None and (
         subject.run_budget_usd is not None or subject.run_budget_tokens is not None
@@ -84,7 +83,13 @@ async def _keys(
                 subject.run_budget_tokens,
             )
         )
-    if definitions and (subject.project is not None or subject.api_key_id is not None):
+    return keys
+
+
+async def _keys(session: Any, subject: BudgetSubject, now: datetime) -> list[_CounterKey]:
+    """Every counter that applies: the run's, and this month's of its project and key."""
+    keys = _run_keys(subject)
+    if subject.project is not None or subject.api_key_id is not None:
         period = month_of(now)
         for row in await store.definitions_txn(session, subject.project, subject.api_key_id):
             keys.append(
@@ -135,86 +140,70 @@ async def reserve(
     step_id: uuid.UUID | None = None,
     attempt: int = 0,
     fence: int | None = None,
-) -> Reservation:
-    """Hold ``amount_usd`` and ``amount_tokens`` against every budget of ``subject`` at once.
+) -> Reservation | None:
+    """Hold ``amount_usd`` and ``amount_tokens`` against every budget of ``subject`` at once
+    (None: no budget applies, nothing is held).
 
     Raises BudgetExceededError, holding nothing, when the hold does not fit one of them (after
     releasing holds nobody will settle); its data says which budget and by how much."""
-    hold = _Hold(
-        subject=subject,
-        usd=quantize_money(amount_usd),
-        tokens=amount_tokens,
-        values={
-            "run_id": subject.run_id,
-            "step_id": step_id,
+    now = utcnow()
+    usd = quantize_money(amount_usd)
+    reservation_id = uuid.uuid4()
+    doc = {
+        "counters": [_counter_key(key) for key in _run_keys(subject)],
+        "definitions": {
+            "project": subject.project,
+            "api_key": str(subject.api_key_id) if subject.api_key_id else None,
+            "period": month_of(now),
+        },
+        "amount_usd": format(usd, "f"),
+        "amount_tokens": amount_tokens,
+        "reservation": {
+            "id": str(reservation_id),
+            "run_id": str(subject.run_id) if subject.run_id else None,
+            "step_id": str(step_id) if step_id else None,
             "attempt": attempt,
             "fence": fence,
             "purpose": purpose,
             "estimate": estimate,
+            "amount_usd": format(usd, "f"),
+            "amount_tokens": amount_tokens,
+            "status": "held",
+            "created_at": now.isoformat(),
+            "expires_at": (now + _hold_lifetime(ctx)).isoformat(),
         },
-    )
-    made = await _try_reserve(ctx, hold)
-    if isinstance(made, dict) and await release_lapsed(ctx, subject.run_id):
-        made = await _try_reserve(ctx, hold)
-    if isinstance(made, dict):
-        raise BudgetExceededError(_refusal_text(made), **made)
-    return made
+    }
+    answer = await _try_reserve(ctx, doc)
+    if "refused" in answer and await release_lapsed(ctx, subject.run_id):
+        answer = await _try_reserve(ctx, doc)
+    if "none" in answer:
+        return None
+    if "refused" in answer:
+        shown = refusal(_counter(answer["refused"]), usd, amount_tokens)
+        raise BudgetExceededError(_refusal_text(shown), **shown)
+    ids = tuple(uuid.UUID(i) for i in answer["counter_ids"])
+    return Reservation(str(reservation_id), usd, amount_tokens, ids, subject.run_id)
 
 
-@dataclass(frozen=True)
-class _Hold:
-    subject: BudgetSubject
-    usd: Decimal
-    tokens: int
-    values: dict[str, Any]
-
-
-async def _try_reserve(ctx: EngineContext, hold: _Hold) -> Reservation | dict[str, Any]:
-    """The reservation, or (holding nothing) what the first budget it does not fit shows."""
-    now = utcnow()
+async def _try_reserve(ctx: EngineContext, doc: dict[str, Any]) -> dict[str, Any]:
     async with transaction(ctx.sessions) as session:
-        keys = await _keys(session, hold.subject, now)
-        ids = [
-            await store.ensure_counter_txn(
-                session,
-                scope=key.scope,
-                subject=key.subject,
-                period=key.period,
-                limit_usd=key.limit_usd,
-                limit_tokens=key.limit_tokens,
-                now=now,
-            )
-            for key in keys
-        ]
-        counters = await store.lock_counters_txn(session, ids)
-        for counter in counters:
-            if not fits(counter, hold.usd, hold.tokens):
-                return refusal(counter, hold.usd, hold.tokens)
-        for counter in counters:
-            await store.write_counter_txn(
-                session,
-                counter["id"],
-                {
-                    "reserved_usd": quantize_money(counter["reserved_usd"] + hold.usd),
-                    "reserved_tokens": counter["reserved_tokens"] + hold.tokens,
-                    "updated_at": now,
-                },
-            )
-        reservation_id = uuid.uuid4()
-        await store.insert_reservation_txn(
-            session,
-            {
-                **hold.values,
-                "id": reservation_id,
-                "counter_ids": [str(i) for i in ids],
-                "amount_usd": hold.usd,
-                "amount_tokens": hold.tokens,
-                "status": "held",
-                "created_at": now,
-                "expires_at": now + _hold_lifetime(ctx),
-            },
-        )
-    return Reservation(str(reservation_id), hold.usd, hold.tokens, tuple(ids))
+        return await writes.reserve_txn(session, doc)
+
+
+def _counter_key(key: _CounterKey) -> dict[str, Any]:
+    return {
+        "scope": key.scope,
+        "subject": key.subject,
+        "period": key.period,
+        "limit_usd": format(key.limit_usd, "f") if key.limit_usd is not None else None,
+        "limit_tokens": key.limit_tokens,
+    }
+
+
+def _counter(row: dict[str, Any]) -> dict[str, Any]:
+    """A counter as either backend answered it, with exact Decimal money."""
+    money = ("limit_usd", "spent_usd", "reserved_usd")
+    return {k: (Decimal(str(v)) if k in money and v is not None else v) for k, v in row.items()}
 
 
 def _hold_lifetime(ctx: EngineContext) -> timedelta:
@@ -302,39 +291,25 @@ async def settle(
     """Replace the hold by what ``records`` cost (a hold released meanwhile still gets its
     spend: the calls were made), then announce the alert thresholds the spend reached."""
     usd = quantize_money(sum((r.cost_usd for r in records if r.cost_usd is not None), ZERO))
-    tokens = sum(r.usage.total_tokens for r in records)
-    now = utcnow()
-    found: list[Crossing] = []
+    doc = {
+        "reservation_id": reservation.id,
+        "counter_ids": [str(i) for i in sorted(reservation.counter_ids)],
+        "actual_usd": format(usd, "f"),
+        "actual_tokens": sum(r.usage.total_tokens for r in records),
+        "calls": [_usage_of(r) for r in records],
+        "thresholds": list(ctx.settings.budget_alert_thresholds),
+    }
     async with transaction(ctx.sessions) as session:
-        locked = await store.lock_counters_txn(session, sorted(reservation.counter_ids))
-        counters = {c["id"]: c for c in locked}
-        hold = await store.lock_reservation_txn(session, uuid.UUID(reservation.id))
-        if hold is None or hold["status"] == "settled":
-            return
-        _take_off(counters, hold, actual_usd=usd, actual_tokens=tokens, now=now)
-        for counter in counters.values():
-            reached = crossings(
-                _state(counter, hold["run_id"]), ctx.settings.budget_alert_thresholds
-            )
-            # Stored with the spend, under the counter's lock: no threshold is announced twice.
-            counter["alerted_percent"] = alerted_after(counter["alerted_percent"], reached)
-            found.extend(reached)
-            await store.write_counter_txn(
-                session,
-                counter["id"],
-                {**_figures(counter, now), "alerted_percent": counter["alerted_percent"]},
-            )
-        await store.write_reservation_txn(
-            session,
-            hold["id"],
-            {
-                "status": "settled",
-                "actual_usd": usd,
-                "actual_tokens": tokens,
-                "calls": [_usage_of(r) for r in records],
-                "settled_at": now,
-            },
-        )
+        answer = await writes.settle_txn(session, doc)
+    if not answer["settled"]:
+        return
+    found: list[Crossing] = []
+    for row in answer["counters"]:
+        counter = _counter(row)
+        # The stored alerted_percent moved with the spend, under the counter's lock: these are
+        # the thresholds this settle, and no other, reached.
+        state = _state({**counter, "alerted_percent": counter["alerted_before"]}, reservation)
+        found.extend(crossings(state, ctx.settings.budget_alert_thresholds))
     try:
         await announce(ctx, found)
     except (EngineError, SQLAlchemyError) as exc:
@@ -343,7 +318,7 @@ async def settle(
         logger.warning("budget alerts %s not announced: %s", found, exc)
 
 
-def _state(counter: dict[str, Any], run_id: uuid.UUID | None) -> CounterState:
+def _state(counter: dict[str, Any], reservation: Reservation) -> CounterState:
     return CounterState(
         counter_id=str(counter["id"]),
         scope=counter["scope"],
@@ -354,7 +329,7 @@ def _state(counter: dict[str, Any], run_id: uuid.UUID | None) -> CounterState:
         spent_usd=counter["spent_usd"],
         spent_tokens=counter["spent_tokens"],
         alerted_percent=counter["alerted_percent"],
-        run_id=run_id,
+        run_id=reservation.run_id,
     )
 
 

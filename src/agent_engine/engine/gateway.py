@@ -20,7 +20,7 @@ from agent_engine.domain.clock import utcnow
 from agent_engine.engine.budget_gate import RunBudgetGate
 from agent_engine.engine.context import EngineContext
 from agent_engine.engine.ledger import call_row
-from agent_engine.engine.runs import PROJECT_NAME_PATTERN
+from agent_engine.engine.run_requests import PROJECT_NAME_PATTERN
 from agent_engine.llm.base import CompletionResponse, LLMCallRecord, LLMClient
 from agent_engine.llm.budgeted import BudgetedLLMClient
 from agent_engine.llm.catalog import cached_catalog

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from agent_engine.access_errors import LimitExceededError, MaxStepsExceededError
 from agent_engine.domain.adaptive import bounds_of
 from agent_engine.domain.plan import Plan
-from agent_engine.domain.records import RunRecord, StepRecord
+from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
 from agent_engine.domain.states import RunStatus, StepStatus
 from agent_engine.domain.transitions import append_event, move_run, move_step
 from agent_engine.engine.budget_gate import budgeted
@@ -25,6 +25,11 @@ from agent_engine.engine.budget_pauses import pause_run_for_budget
 from agent_engine.engine.context import EngineContext, executor_context
 from agent_engine.engine.ledger import record_calls
 from agent_engine.engine.locking import change_run
+from agent_engine.engine.plan_estimates import (
+    check_estimate,
+    estimate_steps,
+    warn_over_budget,
+)
 from agent_engine.engine.plans import insert_plan, validate_plan
 from agent_engine.engine.policies import PlanApprovals, inputs_of_run, plan_approvals
 from agent_engine.engine.replay_approvals import apply_recorded_plan_decision
@@ -40,13 +45,12 @@ from agent_engine.errors import (
     ReplayMissError,
 )
 from agent_engine.executors.mcp_tool import catalog_entries as mcp_catalog_entries
-from agent_engine.llm.base import CallContext, ChatMessage, CompletionRequest, LLMClient
+from agent_engine.llm.base import CallContext, LLMClient
 from agent_engine.llm.planning import request_plan
 from agent_engine.storage.runs import delete_steps_txn
 
 logger = logging.getLogger(__name__)
 MAX_PLAN_ATTEMPTS = 3
-LLM_STEP_TYPES = frozenset({"analyze", "summarize", "propose_edit"})
 REPLANNABLE = (RunStatus.PLANNED, RunStatus.AWAITING_APPROVAL)
 
 
@@ -85,28 +89,6 @@ async def _workspace_files(
     output = await executor.execute(executor.validate_input({}), context)
     files: list[dict[str, Any]] = output.model_dump(mode="json").get("files", [])
     return files
-
-
-async def estimate_steps(llm: LLMClient, plan: Plan) -> list[Decimal | None]:
-    """Estimated USD per step: the client's estimate for LLM steps (None: unknown), zero for the
-    others."""
-    estimates: list[Decimal | None] = []
-    for step in plan.steps:
-        if step.step_type not in LLM_STEP_TYPES:
-            estimates.append(Decimal(0))
-            continue
-        instruction = str(step.input_data.get("instruction") or step.step_type)
-        request = CompletionRequest(
-            messages=[ChatMessage(role="user", content=instruction)], step_type=step.step_type
-        )
-        try:
-            estimates.append(await llm.estimate_cost(request))
-        except EngineError:
-            estimates.append(None)
-    return estimates
-
-
-_estimate = estimate_steps  # its earlier, private name (tests of the estimates use it)
 
 
 async def _make_plan(ctx: EngineContext, run: RunRecord, llm: LLMClient) -> PlanOutcome:
@@ -168,6 +150,17 @@ def _check_replannable(run: RunRecord, steps: list[StepRecord]) -> None:
         )
 
 
+def _close_without_plan(
+    changes: ChangeSet, run: RunRecord, outcome: PlanOutcome, *, actor: str
+) -> None:
+    """No plan: the run waits for budget if that is what stopped its planner, else fails."""
+    if outcome.code == BudgetExceededError.code:
+        pause_run_for_budget(changes, run, outcome.failure, outcome.details, actor=actor)
+        return
+    run.error = {**outcome.details, "code": outcome.code, "message": outcome.failure}
+    move_run(changes, run, RunStatus.FAILED, actor=actor, reason=outcome.failure)
+
+
 async def plan_run(
     ctx: EngineContext, run_id: str, *, actor: str, replan: bool = False, resume: bool = False
 ) -> None:
@@ -222,12 +215,8 @@ async def plan_run(
         rows = record_calls(changes, run, None, llm.calls, purpose="plan")
         if RunStatus(run.status) is not RunStatus.PLANNING:
             return  # cancelled while planning: keep the ledger, drop the plan
-        if outcome.plan is None and outcome.code == BudgetExceededError.code:
-            pause_run_for_budget(changes, run, outcome.failure, outcome.details, actor=actor)
-            return
         if outcome.plan is None:
-            run.error = {**outcome.details, "code": outcome.code, "message": outcome.failure}
-            move_run(changes, run, RunStatus.FAILED, actor=actor, reason=outcome.failure)
+            _close_without_plan(changes, run, outcome, actor=actor)
             return
         made_by = next((row["id"] for row in reversed(rows) if row["error"] is None), None)
         steps = insert_plan(
@@ -242,6 +231,9 @@ async def plan_run(
             llm_call_id=made_by,
             step_estimates=outcome.estimates,
         )
+        warning = check_estimate(outcome.estimates, run.budget_usd, refuse="warn")
+        if warning is not None:
+            warn_over_budget(changes, warning)  # a planner's plan is warned about, not refused
         move_run(changes, run, RunStatus.PLANNED, actor=actor)
         if run.options.get("plan_approval"):
             move_run(changes, run, RunStatus.AWAITING_APPROVAL, actor=actor, reason="plan approval")

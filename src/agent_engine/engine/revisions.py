@@ -43,7 +43,8 @@ from agent_engine.domain.transitions import append_event, move_run, move_step
 from agent_engine.engine.context import EngineContext
 from agent_engine.engine.ledger import record_calls
 from agent_engine.engine.locking import change_run
-from agent_engine.engine.planner import estimate_steps, step_catalog
+from agent_engine.engine.plan_estimates import estimate_steps
+from agent_engine.engine.planner import step_catalog
 from agent_engine.engine.policies import PlanApprovals, inputs_of_run, plan_approvals
 from agent_engine.engine.replay_approvals import apply_recorded_plan_decision
 from agent_engine.engine.replay_calls import client_for

@@ -10,26 +10,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
-
-from pydantic import ConfigDict, Field
+from typing import Any
 
 from agent_engine.access_errors import MaxStepsExceededError
 from agent_engine.domain.adaptive import ADAPTIVE
 from agent_engine.domain.approval_policy import (
-    DEFAULT_POLICY,
-    POLICY_NAME_PATTERN,
     ApprovalInputs,
-    ApprovalPolicy,
 )
 from agent_engine.domain.canonical import content_hash
-from agent_engine.domain.plan import Plan, PlanStep
+from agent_engine.domain.plan import Plan
 from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
 from agent_engine.domain.states import TERMINAL_STEP_STATES, RunStatus, StepStatus
-from agent_engine.domain.text import StorableModel
 from agent_engine.domain.transitions import append_event, move_run, move_step
 from agent_engine.engine.context import EngineContext
 from agent_engine.engine.locking import change_run
+from agent_engine.engine.plan_estimates import (
+    check_estimate,
+    estimate_plan,
+    warn_over_budget,
+)
 from agent_engine.engine.plans import insert_plan, validate_plan
 from agent_engine.engine.policies import (
     PlanApprovals,
@@ -38,6 +37,7 @@ from agent_engine.engine.policies import (
     run_options,
 )
 from agent_engine.engine.request_limits import check_metadata, check_plan, check_strings
+from agent_engine.engine.run_requests import CreateRunRequest
 from agent_engine.engine.settle import refresh_claimable
 from agent_engine.errors import IdempotencyConflictError, InputValidationError
 from agent_engine.executors.mcp_servers import refresh_listings
@@ -54,56 +54,6 @@ from agent_engine.storage.runs import (
     load_steps_txn,
 )
 from agent_engine.storage.tables import AgentRun, AuditEvent
-
-MAX_GOAL_CHARS = 20_000
-
-
-# A project's name, wherever one is given (a run's ``project``, the ``OpenAI-Project`` header).
-PROJECT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
-
-
-class CreateRunRequest(StorableModel):
-    """The body of ``POST /v1/agent-runs``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    goal: str = Field(min_length=1, max_length=MAX_GOAL_CHARS)
-    workspace: str | None = Field(default=None, min_length=1, max_length=4096)
-    # At most AGENT_ENGINE_MAX_PLAN_STEPS, checked by the engine (a setting, not a constant).
-    steps: list[PlanStep] | None = Field(default=None, min_length=1)
-    budget_usd: Decimal | None = Field(default=None, ge=0, max_digits=20, decimal_places=9)
-    budget_tokens: int | None = Field(default=None, ge=0)
-    project: str | None = Field(
-        default=None,
-        pattern=PROJECT_NAME_PATTERN,
-        description="The project whose monthly budget the run's model calls count against.",
-    )
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    policy: str = Field(
-        default=DEFAULT_POLICY,
-        pattern=POLICY_NAME_PATTERN,
-        description="The server's named approval policy that decides what runs without a person.",
-    )
-    approval_policy: ApprovalPolicy = Field(
-        default_factory=ApprovalPolicy,
-        description="The run's own rules: they may only add require_approval.",
-    )
-    plan_approval: bool = False
-    auto_start: bool = False
-    max_parallel: int = Field(default=4, ge=1, le=64)
-    # A second person must approve: not the run's creator, nor (for the plan) the plan's.
-    four_eyes: bool = False
-    planning: Literal["fixed", "adaptive"] = Field(
-        default="fixed",
-        description="adaptive: the planner may revise the steps not yet started after each "
-        "step that observes (docs/adaptive-planning.md).",
-    )
-    max_steps: int | None = Field(
-        default=None, ge=1, description="Adaptive: steps over all plan versions, at most."
-    )
-    max_replans: int | None = Field(
-        default=None, ge=0, description="Adaptive: plan revisions, at most."
-    )
 
 
 @dataclass(frozen=True)
@@ -190,6 +140,7 @@ async def create_run(
     # A fixed-plan request hashes as it did before adaptive planning's fields existed.
     unset = {"planning", "max_steps", "max_replans"} if request.planning == "fixed" else set()
     unset |= {"project"} if request.project is None else set()
+    unset |= {"over_budget"} if request.over_budget == "warn" else set()
     request_hash = content_hash(request.model_dump(mode="json", exclude=unset))
     if idempotency_key is not None:
         existing = await _find_idempotent(ctx, idempotency_key, request_hash)
@@ -207,6 +158,8 @@ async def create_run(
     plan = _plan_from_request(request)
     planning = _planning_options(ctx, request, plan)
     approvals = PlanApprovals(inputs)
+    estimates: list[Decimal | None] | None = None
+    warning: dict[str, Any] | None = None
     if plan is not None:
         check_plan(plan, ctx.request_limits)
         # MCP servers not listed yet (down at start-up) are tried again before their tools are
@@ -214,10 +167,23 @@ async def create_run(
         await refresh_listings(ctx.limits.mcp_servers, servers_named(plan.steps))
         validate_plan(plan, ctx.registry, has_workspace=workspace is not None, limits=ctx.limits)
         approvals = await plan_approvals(inputs, plan, ctx.limits, workspace)
+        estimates = await estimate_plan(ctx, plan)
+        warning = check_estimate(estimates, request.budget_usd, refuse=request.over_budget)
     refuse_loosening(approvals.loosenings(plan.steps if plan else [], ctx.registry))
     changes = _new_run(
-        ctx, request, plan, approvals, workspace, actor, idempotency_key, request_hash, planning
+        ctx,
+        request,
+        plan,
+        approvals,
+        workspace,
+        actor,
+        idempotency_key,
+        request_hash,
+        planning,
+        estimates,
     )
+    if warning is not None:
+        warn_over_budget(changes, warning)
     changes.run.api_key_id = api_key_id  # its monthly budget applies too
     # An in-process worker may claim the run's first steps in this very write.
     local = ctx.hand_off
@@ -252,6 +218,7 @@ def _new_run(
     idempotency_key: str | None,
     request_hash: str,
     planning: dict[str, Any],
+    estimates: list[Decimal | None] | None = None,
 ) -> ChangeSet:
     """The new run's change set: the run, its plan and steps, and their audit events."""
     run = RunRecord(
@@ -301,6 +268,7 @@ def _new_run(
             approvals=approvals,
             actor=actor,
             source="explicit",
+            step_estimates=estimates,
         )
         move_run(changes, run, RunStatus.PLANNED, actor=actor)
         if request.plan_approval:

@@ -1,12 +1,13 @@
 """Budgets around a model client: reserve the worst case before a call, settle it after.
 
-``BudgetedLLMClient`` wraps the client a step (or the planner) uses. Before each call it asks
-the gate how much room every applicable budget leaves, lets the router choose a model that fits
-that room, and reserves the chosen model's worst case; a reservation that does not fit raises
-``BudgetExceededError`` before any request is sent. The call then runs bounded by the amount
-reserved (fallbacks included) and is settled to what it actually cost — also when the caller
-is cancelled mid-call: the request already sent may be billed, so the call is allowed to finish
-(up to ``finish_grace_s``) and its usage is settled before the cancellation goes on.
+``BudgetedLLMClient`` wraps the client a step (or the planner) uses. Before each call it
+reserves the worst case of the model the router would choose; when that does not fit, it asks
+the router for the cheapest model that fits the room the refusing budget names and reserves
+that one; when nothing fits, ``BudgetExceededError`` is raised before any request is sent.
+The call then runs bounded by the amount reserved (fallbacks included) and is settled to what
+it actually cost — also when the caller is cancelled mid-call: the request already sent may be
+billed, so the call is allowed to finish (up to ``finish_grace_s``) and its usage is settled
+before the cancellation goes on.
 """
 
 from __future__ import annotations
@@ -36,19 +37,25 @@ class Hold(Protocol):
 
 
 class BudgetGate(Protocol):
-    """The budgets that apply to one caller (engine/budgets.py implements it)."""
+    """The budgets that apply to one caller (engine/budget_gate.py implements it)."""
 
-    async def room(self) -> tuple[Decimal | None, float | None] | None:
-        """USD room left and the fraction of the budget left, or None when no budget applies."""
-        ...
-
-    async def reserve(self, worst: WorstCase) -> Hold:
-        """Hold ``worst`` against every budget at once, or raise BudgetExceededError."""
+    async def reserve(self, worst: WorstCase) -> Hold | None:
+        """Hold ``worst`` against every budget at once (None: no budget applies), or raise
+        BudgetExceededError holding nothing."""
         ...
 
     async def settle(self, hold: Hold, records: list[LLMCallRecord]) -> None:
         """Replace the hold by what the calls in ``records`` cost."""
         ...
+
+
+def _room_named(refused: BudgetExceededError) -> Decimal | None:
+    """The USD room the refusing budget has left (None: it refused on tokens, or said not)."""
+    data = refused.data
+    if data.get("measure") != "usd" or data.get("limit_usd") is None:
+        return None
+    left = Decimal(data["limit_usd"]) - Decimal(data["spent_usd"]) - Decimal(data["reserved_usd"])
+    return max(left, Decimal(0))
 
 
 class BudgetedLLMClient(LLMClient):
@@ -79,20 +86,13 @@ class BudgetedLLMClient(LLMClient):
 
     async def complete(self, request: CompletionRequest) -> CompletionResponse:
         """Answer ``request`` within every budget; BudgetExceededError (nothing sent) if not."""
-        room = await self.gate.room()
-        if room is None:
-            return await self._unbudgeted(request)
-        room_usd, _fraction_left = room
-        try:
-            worst = await self.inner.worst_case(request, room_usd)
-        except BudgetExceededError:
-            # No model fits the room: reserve the unconstrained choice, which refuses with
-            # the budget's own figures (or, if room was freed meanwhile, goes ahead).
-            worst = await self.inner.worst_case(request, None)
+        worst = await self.inner.worst_case(request)
         if worst is None or worst.usd is None:
-            # Nothing to price the call by: it runs unreserved (and settles what it cost).
+            # Nothing to price the call by: it runs unreserved.
             return await self._unbudgeted(request)
-        hold = await self.gate.reserve(worst)
+        hold = await self._hold(request, worst)
+        if hold is None:
+            return await self._unbudgeted(request)  # no budget applies to this caller
         before = len(self.inner.calls)
         task = asyncio.ensure_future(self.inner.complete_within(request, hold.usd))
         try:
@@ -110,6 +110,23 @@ class BudgetedLLMClient(LLMClient):
             ]
             self._calls.extend(made)
             await asyncio.shield(self.gate.settle(hold, made))
+
+    async def _hold(self, request: CompletionRequest, worst: WorstCase) -> Hold | None:
+        """Reserve the router's own choice; if it does not fit, the cheapest model that fits
+        the room the refusal names; else the refusal stands."""
+        try:
+            return await self.gate.reserve(worst)
+        except BudgetExceededError as refused:
+            room = _room_named(refused)
+            if room is None:
+                raise
+            try:
+                cheaper = await self.inner.worst_case(request, room)
+            except BudgetExceededError:
+                raise refused from None
+            if cheaper is None or cheaper.usd is None or cheaper.model == worst.model:
+                raise
+            return await self.gate.reserve(cheaper)
 
     async def _unbudgeted(self, request: CompletionRequest) -> CompletionResponse:
         before = len(self.inner.calls)

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from agent_engine.domain.plan import Plan
-from agent_engine.engine.planner import _estimate
+from agent_engine.engine.plan_estimates import estimate_steps as _estimate
 from agent_engine.errors import BudgetExceededError
 from agent_engine.llm.base import (
     ChatMessage,

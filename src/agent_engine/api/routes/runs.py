@@ -27,6 +27,7 @@ from agent_engine.domain.states import RunStatus
 from agent_engine.engine import control, costs, runs
 from agent_engine.engine.manual import execute_one
 from agent_engine.engine.planner import plan_run
+from agent_engine.engine.run_requests import CreateRunRequest
 from agent_engine.errors import InputValidationError
 from agent_engine.storage.audit import verify_chain
 
@@ -45,7 +46,7 @@ router = APIRouter(prefix="/v1/agent-runs", tags=["runs"])
     ),
 )
 async def create_run(
-    body: runs.CreateRunRequest,
+    body: CreateRunRequest,
     engine: Engine,
     guard: Gate,
     principal: CurrentPrincipal,

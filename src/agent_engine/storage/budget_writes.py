@@ -1,0 +1,145 @@
+"""Holding and settling in one transaction each: on PostgreSQL one call of
+``agent_engine_reserve_v1`` / ``agent_engine_settle_v1`` (``storage/sql/``), on SQLite the same
+steps in Python (its write transactions are serial, so they are as atomic). Both take and answer
+the same documents; the SQL files describe them."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agent_engine.domain.budget_math import fits
+from agent_engine.domain.budget_thresholds import thresholds_reached
+from agent_engine.domain.clock import utcnow
+from agent_engine.domain.money import quantize_money
+from agent_engine.storage import budgets as store
+
+RESERVE_SQL = text("SELECT CAST(agent_engine_reserve_v1(CAST(:doc AS jsonb)) AS text)")
+SETTLE_SQL = text("SELECT CAST(agent_engine_settle_v1(CAST(:doc AS jsonb)) AS text)")
+
+
+def _is_postgres(session: AsyncSession) -> bool:
+    return session.bind is not None and session.bind.dialect.name == "postgresql"
+
+
+async def _call(session: AsyncSession, statement: Any, doc: dict[str, Any]) -> dict[str, Any]:
+    raw = await session.scalar(statement, {"doc": json.dumps(doc, default=str)})
+    # Money comes back as JSON numbers: read them as Decimal, never as float.
+    answer: dict[str, Any] = json.loads(raw, parse_float=Decimal)
+    return answer
+
+
+async def reserve_txn(session: AsyncSession, doc: dict[str, Any]) -> dict[str, Any]:
+    """Hold ``doc["amount_*"]`` on every counter or on none (see budget_reserve_v1.sql)."""
+    if _is_postgres(session):
+        return await _call(session, RESERVE_SQL, doc)
+    now = utcnow()
+    wanted = list(doc["counters"])
+    definitions = doc["definitions"]
+    api_key = uuid.UUID(definitions["api_key"]) if definitions["api_key"] else None
+    for row in await store.definitions_txn(session, definitions["project"], api_key):
+        wanted.append({**row, "period": definitions["period"]})
+    if not wanted:
+        return {"none": True}
+    ids = [
+        await store.ensure_counter_txn(
+            session,
+            scope=key["scope"],
+            subject=key["subject"],
+            period=key["period"],
+            limit_usd=_money(key["limit_usd"]),
+            limit_tokens=key["limit_tokens"],
+            now=now,
+        )
+        for key in wanted
+    ]
+    usd = Decimal(doc["amount_usd"])
+    tokens = int(doc["amount_tokens"])
+    counters = await store.lock_counters_txn(session, ids)
+    for counter in counters:
+        if not fits(counter, usd, tokens):
+            return {"refused": counter}
+    for counter in counters:
+        await store.write_counter_txn(
+            session,
+            counter["id"],
+            {
+                "reserved_usd": quantize_money(counter["reserved_usd"] + usd),
+                "reserved_tokens": counter["reserved_tokens"] + tokens,
+                "updated_at": now,
+            },
+        )
+    counter_ids = [str(c["id"]) for c in counters]
+    await store.insert_reservation_txn(
+        session, {**_reservation_values(doc["reservation"]), "counter_ids": counter_ids}
+    )
+    return {"counter_ids": counter_ids}
+
+
+def _money(value: Any) -> Decimal | None:
+    return Decimal(str(value)) if value is not None else None
+
+
+def _reservation_values(row: dict[str, Any]) -> dict[str, Any]:
+    from datetime import datetime
+
+    values = dict(row)
+    for name in ("id", "run_id", "step_id"):
+        if values.get(name) is not None:
+            values[name] = uuid.UUID(str(values[name]))
+    for name in ("created_at", "expires_at"):
+        values[name] = datetime.fromisoformat(str(values[name]))
+    values["amount_usd"] = Decimal(str(values["amount_usd"]))
+    return values
+
+
+async def settle_txn(session: AsyncSession, doc: dict[str, Any]) -> dict[str, Any]:
+    """Swap the hold for the actual spend and move each counter's alerted_percent (see
+    budget_settle_v1.sql)."""
+    if _is_postgres(session):
+        return await _call(session, SETTLE_SQL, doc)
+    now = utcnow()
+    ids = sorted(uuid.UUID(i) for i in doc["counter_ids"])
+    counters = await store.lock_counters_txn(session, ids)
+    hold = await store.lock_reservation_txn(session, uuid.UUID(doc["reservation_id"]))
+    if hold is None or hold["status"] == "settled":
+        return {"settled": False}
+    usd = Decimal(doc["actual_usd"])
+    tokens = int(doc["actual_tokens"])
+    thresholds = [int(t) for t in doc["thresholds"]]
+    moved = []
+    for counter in counters:
+        after = dict(counter)
+        if hold["status"] == "held":
+            after["reserved_usd"] = quantize_money(counter["reserved_usd"] - hold["amount_usd"])
+            after["reserved_tokens"] = counter["reserved_tokens"] - hold["amount_tokens"]
+        after["spent_usd"] = quantize_money(counter["spent_usd"] + usd)
+        after["spent_tokens"] = counter["spent_tokens"] + tokens
+        reached = thresholds_reached(
+            after["limit_usd"], after["spent_usd"], counter["alerted_percent"], thresholds
+        ) + thresholds_reached(
+            after["limit_tokens"], after["spent_tokens"], counter["alerted_percent"], thresholds
+        )
+        after["alerted_percent"] = max([counter["alerted_percent"], *reached])
+        after["updated_at"] = now
+        await store.write_counter_txn(
+            session, counter["id"], {k: v for k, v in after.items() if k != "id"}
+        )
+        moved.append({**after, "alerted_before": counter["alerted_percent"]})
+    await store.write_reservation_txn(
+        session,
+        hold["id"],
+        {
+            "status": "settled",
+            "actual_usd": usd,
+            "actual_tokens": tokens,
+            "calls": doc["calls"],
+            "settled_at": now,
+        },
+    )
+    return {"settled": True, "counters": moved}
