@@ -32,6 +32,7 @@ EXPECTED_ROLES = {
     ("get", "/v1/costs"): Role.VIEWER,
     ("post", "/v1/api-keys"): Role.ADMIN,
     ("delete", "/v1/api-keys/{name}"): Role.ADMIN,
+    ("post", "/v1/chat/completions"): Role.OPERATOR,
     ("get", "/v1/webhook-deliveries"): Role.ADMIN,
 }
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
+import openai
 import pytest
+from sqlalchemy import select
 
+from agent_engine.api.app import create_app
 from agent_engine.config import Settings
 from agent_engine.llm.base import ChatMessage, CompletionRequest
 from agent_engine.router.client import RouterClient, build_llm_client
+from agent_engine.storage.tables import LLMCall
 from tests.fakes.llm_servers import FakeLLMServer, error_reply, openai_completion
 from tests.processes import clean_env, router_process
 
@@ -120,3 +125,55 @@ async def test_invalid_request_is_problem_json_over_http(router_url: str) -> Non
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == "validation_error"
+
+
+async def test_the_official_openai_client_streams_through_the_router_process(
+    router_url: str, fake_llm: FakeLLMServer
+) -> None:
+    text = "an answer that travelled over real sockets " * 3
+    fake_llm.script(openai_completion(text, prompt_tokens=11, completion_tokens=9))
+    async with openai.AsyncOpenAI(
+        base_url=f"{router_url}/v1", api_key="unused", max_retries=0
+    ) as client:
+        stream = await client.chat.completions.create(
+            model="fakeai:big-b",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = [chunk async for chunk in stream]
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.chat.completions.create(
+                model="auto", messages=[{"role": "user", "content": "hi"}], n=2
+            )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    assert {c.model for c in chunks} == {"fakeai:big-b"}
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 20
+    assert fake_llm.requests[-1].body["model"] == "big-b"
+    assert refused.value.param == "n"
+
+
+async def test_the_engine_endpoint_routes_through_a_router_process_and_records_the_call(
+    router_url: str, fake_llm: FakeLLMServer, settings: Settings, tmp_path: Path
+) -> None:
+    catalog = tmp_path / "models.yaml"  # the engine reads model names from the same catalog
+    catalog.write_text(CATALOG.format(base_url=fake_llm.openai_base_url), encoding="utf-8")
+    app = create_app(settings.model_copy(update={"router_url": router_url, "models_file": catalog}))
+    fake_llm.script(openai_completion("via the router", prompt_tokens=4, completion_tokens=2))
+    async with (
+        app.router.lifespan_context(app),
+        openai.AsyncOpenAI(
+            base_url="http://engine.test/v1",
+            api_key="local",
+            http_client=httpx.AsyncClient(transport=httpx.ASGITransport(app=app)),
+            max_retries=0,
+        ) as client,
+    ):
+        answer = await client.chat.completions.create(
+            model="large", messages=[{"role": "user", "content": "hi"}]
+        )
+        async with app.state.engine.sessions() as session:
+            (row,) = await session.scalars(select(LLMCall).where(LLMCall.purpose == "gateway"))
+    assert answer.model == "fakeai:big-a"  # the cheaper large model, chosen by the router
+    assert answer.choices[0].message.content == "via the router"
+    assert (row.provider, row.model, row.input_tokens, row.run_id) == ("fakeai", "big-a", 4, None)

@@ -21,6 +21,7 @@ from agent_engine.api.routes import (
     approvals,
     audit,
     budgets,
+    chat,
     costs,
     events,
     forks,
@@ -113,6 +114,7 @@ def create_app(
     app.include_router(keys.router, responses=problem_responses(404, 409))
     app.include_router(budgets.router, responses=problem_responses(404, 409, 422))
     app.include_router(policies.router)
+    app.include_router(chat.router)
     app.include_router(webhooks.router)
     app.include_router(costs.router)
     # The docs pages and their OAuth2 redirect are public; every other route must say its role.

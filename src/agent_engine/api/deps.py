@@ -13,7 +13,7 @@ from agent_engine.config import host_is_loopback
 from agent_engine.domain.principals import Principal, Role, unauthenticated_principal
 from agent_engine.engine.context import EngineContext
 from agent_engine.engine.key_limits import RateLimiter, RunAdmission
-from agent_engine.engine.keys import ApiKeys
+from agent_engine.engine.keys import ApiKeys, split_token
 from agent_engine.errors import InputValidationError
 
 MAX_ACTOR_CHARS = 200
@@ -64,9 +64,14 @@ async def get_principal(
     x_actor: Annotated[str | None, Header()] = None,
 ) -> Principal:
     """The caller: the key it presents (required when auth is on; checked whenever given),
-    else, with auth off, whoever ``X-Actor`` names, as admin. Its rate is spent here."""
+    else, with auth off, whoever ``X-Actor`` names, as admin. Its rate is spent here.
+
+    With auth off, a bearer token that is not shaped like one of our keys is no key at all:
+    OpenAI clients refuse to start without some key and send whatever they were given."""
     guard = get_guard(request)
-    if credentials is not None:
+    if credentials is not None and (
+        guard.enforced or split_token(credentials.credentials) is not None
+    ):
         principal = await guard.keys.authenticate(credentials.credentials)
         if principal is None:
             raise UnauthenticatedError("the API key is unknown or revoked")

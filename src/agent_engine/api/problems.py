@@ -18,6 +18,8 @@ from sqlalchemy.exc import (
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent_engine.errors import EngineError
+from agent_engine.router.openai_answers import error_answer
+from agent_engine.router.openai_http import CHAT_COMPLETIONS_PATH
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://agent-engine.dev/problems/"
@@ -63,6 +65,10 @@ async def _engine_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, EngineError)
     body = exc.problem()
     body["instance"] = request.url.path
+    if request.url.path == CHAT_COMPLETIONS_PATH:
+        # Refusals before the call (no key, weak role, rate limit) also carry OpenAI's error
+        # object, which OpenAI clients read their message and code from.
+        body["error"] = error_answer(exc)[1]["error"]
     return JSONResponse(
         body, status_code=exc.http_status, media_type=PROBLEM_MEDIA_TYPE, headers=exc.headers()
     )

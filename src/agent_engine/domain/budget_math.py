@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -62,6 +62,14 @@ class Room:
 def month_of(moment: datetime) -> str:
     """The calendar-month period (UTC) a call at ``moment`` counts in, e.g. ``2026-12``."""
     return f"{moment.year:04d}-{moment.month:02d}"
+
+
+def month_bounds(period: str) -> tuple[datetime, datetime]:
+    """The first instant of the calendar month ``period`` (``2026-12``) and of the next (UTC)."""
+    year, month = (int(part) for part in period.split("-"))
+    start = datetime(year, month, 1, tzinfo=UTC)
+    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+    return start, end
 
 
 def usd_left(counter: Mapping[str, Any]) -> Decimal | None:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 
-from agent_engine.domain.budget_math import month_of
+from agent_engine.domain.budget_math import month_bounds, month_of
 from agent_engine.domain.budget_thresholds import alerted_for_new_limit
 from agent_engine.domain.clock import utcnow
 from agent_engine.domain.money import quantize_money
@@ -32,6 +32,8 @@ from agent_engine.storage.database import read_transaction, transaction
 from agent_engine.storage.runs import load_run_txn, load_steps_txn
 from agent_engine.storage.tables import AgentRun
 
+# Token counts are stored as 64-bit integers; a limit beyond this is no limit in practice.
+MAX_TOKENS = 2**62
 Usd = Field(default=None, ge=0, max_digits=20, decimal_places=9)
 
 
@@ -42,7 +44,7 @@ class BudgetChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     budget_usd: Decimal | None = Usd
-    budget_tokens: int | None = Field(default=None, ge=0)
+    budget_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
     reason: str = Field(min_length=1, max_length=2000)
 
     @model_validator(mode="after")
@@ -58,7 +60,7 @@ class MonthlyBudget(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     limit_usd: Decimal | None = Usd
-    limit_tokens: int | None = Field(default=None, ge=0)
+    limit_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
 
 
 Scope = Literal["project", "api_key"]
@@ -92,7 +94,7 @@ async def change_run_budget(
             raise RunFinishedError(
                 f"run {run.id} is {run.status}: its budget can no longer change",
                 run_id=str(run.id),
-                status=run.status,
+                run_status=run.status,
             )
         # Spent before the counter existed (calls made while the run had no budget) counts too.
         spent_usd = max(counter["spent_usd"], run.total_cost_usd)
@@ -181,6 +183,13 @@ async def set_monthly_budget(
             now=now,
         )
         (counter,) = await store.lock_counters_txn(session, [counter_id])
+        # A budget set mid-month counts what the month already spent (the ledger's calls).
+        start, end = month_bounds(counter["period"])
+        ledger_usd, ledger_tokens = await store.ledger_spend_txn(
+            session, scope, subject, start, end
+        )
+        counter["spent_usd"] = max(counter["spent_usd"], quantize_money(ledger_usd))
+        counter["spent_tokens"] = max(counter["spent_tokens"], ledger_tokens)
         _check_not_below(
             budget.limit_usd,
             counter["spent_usd"],
@@ -194,6 +203,8 @@ async def set_monthly_budget(
             {
                 "limit_usd": budget.limit_usd,
                 "limit_tokens": budget.limit_tokens,
+                "spent_usd": counter["spent_usd"],
+                "spent_tokens": counter["spent_tokens"],
                 "alerted_percent": alerted_for_new_limit(
                     budget.limit_usd,
                     budget.limit_tokens,

@@ -37,43 +37,15 @@ def record_calls(
     added = Decimal(0)
     rows: list[dict[str, Any]] = []
     for record in records:
-        cost = quantize_money(record.cost_usd) if record.cost_usd is not None else None
-        saved = quantize_money(record.saved_usd) if record.saved_usd is not None else None
-        row = {
-            "id": uuid.uuid4(),
-            "run_id": run.id,
-            "project": run.project,
-            "api_key_id": run.api_key_id,
-            "step_id": step.id if step is not None else None,
-            "purpose": purpose,
-            "provider": record.provider,
-            "model": record.model,
-            "request": record.request,
-            "request_hash": record.request_hash,
-            "response": record.response,
-            # Over the document as stored, so anyone can recompute it from the ledger.
-            "response_hash": content_hash(record.response) if record.response is not None else None,
-            "input_tokens": record.usage.input_tokens,
-            "output_tokens": record.usage.output_tokens,
-            "cached_input_tokens": record.usage.cached_input_tokens,
-            "cache_write_tokens": record.usage.cache_write_tokens,
-            "reasoning_tokens": record.usage.reasoning_tokens,
-            "usage_estimated": record.usage.estimated,
-            "cost_usd": cost,
-            "priced": cost is not None and record.priced,
-            "price_source": record.price_source,
-            "latency_ms": record.latency_ms,
-            "attempt": record.attempt,
-            "error": record.error,
-            "routing": record.routing,
-            "cached": record.cached,
-            "cache_of": uuid.UUID(record.cache_of) if record.cache_of is not None else None,
-            "saved_usd": saved,
-            "saving": record.saving,
-            "replayed": record.replayed,
-            "reservation_id": uuid.UUID(record.reservation_id) if record.reservation_id else None,
-            "created_at": utcnow(),
-        }
+        row = call_row(
+            record,
+            run_id=run.id,
+            step_id=step.id if step is not None else None,
+            purpose=purpose,
+            project=run.project,
+            api_key_id=run.api_key_id,
+        )
+        cost = row["cost_usd"]
         changes.add("llm_calls", row)
         changes.uncovered_calls.append(call_coverage(row))
         rows.append(row)
@@ -91,3 +63,55 @@ def record_calls(
         if successful:
             step.model = f"{successful[-1].provider}:{successful[-1].model}"
     return rows
+
+
+def call_row(
+    record: LLMCallRecord,
+    *,
+    run_id: uuid.UUID | None,
+    step_id: uuid.UUID | None,
+    purpose: str,
+    project: str | None = None,
+    api_key_id: uuid.UUID | None = None,
+) -> dict[str, Any]:
+    """The ``llm_calls`` row of one call: a run's (and step's), or, with ``run_id`` None, one
+    made through the OpenAI-compatible endpoint for a project or key."""
+    cost = quantize_money(record.cost_usd) if record.cost_usd is not None else None
+    saved = quantize_money(record.saved_usd) if record.saved_usd is not None else None
+    return {
+        "id": uuid.uuid4(),
+        "run_id": run_id,
+        "step_id": step_id,
+        "project": project,
+        "api_key_id": api_key_id,
+        "purpose": purpose,
+        "provider": record.provider,
+        "model": record.model,
+        "request": record.request,
+        "request_hash": record.request_hash,
+        "response": record.response,
+        # Over the document as stored, so anyone can recompute it from the ledger.
+        "response_hash": content_hash(record.response) if record.response is not None else None,
+        "input_tokens": record.usage.input_tokens,
+        "output_tokens": record.usage.output_tokens,
+        "cached_input_tokens": record.usage.cached_input_tokens,
+        "cache_write_tokens": record.usage.cache_write_tokens,
+        "reasoning_tokens": record.usage.reasoning_tokens,
+        "usage_estimated": record.usage.estimated,
+        "cost_usd": cost,
+        "priced": cost is not None and record.priced,
+        "price_source": record.price_source,
+        "latency_ms": record.latency_ms,
+        "attempt": record.attempt,
+        "error": record.error,
+        "routing": record.routing,
+        "cached": record.cached,
+        "cache_of": uuid.UUID(record.cache_of) if record.cache_of is not None else None,
+        "saved_usd": saved,
+        "saving": record.saving,
+        "replayed": record.replayed,
+        "reservation_id": (
+            uuid.UUID(record.reservation_id) if record.reservation_id is not None else None
+        ),
+        "created_at": utcnow(),
+    }

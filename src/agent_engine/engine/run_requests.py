@@ -18,6 +18,10 @@ from agent_engine.domain.text import StorableModel
 MAX_GOAL_CHARS = 20_000
 
 
+# A project's name, wherever one is given (a run's ``project``, the ``OpenAI-Project`` header).
+PROJECT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
+
+
 class CreateRunRequest(StorableModel):
     """The body of ``POST /v1/agent-runs``."""
 
@@ -28,7 +32,7 @@ class CreateRunRequest(StorableModel):
     # At most AGENT_ENGINE_MAX_PLAN_STEPS, checked by the engine (a setting, not a constant).
     steps: list[PlanStep] | None = Field(default=None, min_length=1)
     budget_usd: Decimal | None = Field(default=None, ge=0, max_digits=20, decimal_places=9)
-    budget_tokens: int | None = Field(default=None, ge=0)
+    budget_tokens: int | None = Field(default=None, ge=0, le=2**62)
     over_budget: Literal["warn", "refuse"] = Field(
         default="warn",
         description="When the plan's estimated cost exceeds budget_usd: create the run with a "
@@ -36,7 +40,7 @@ class CreateRunRequest(StorableModel):
     )
     project: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$",
+        pattern=PROJECT_NAME_PATTERN,
         description="The project whose monthly budget the run's model calls count against.",
     )
     metadata: dict[str, Any] = Field(default_factory=dict)

@@ -145,6 +145,11 @@ class AnthropicProvider(LLMProvider):
         system = "\n\n".join(m.content for m in messages if m.role == "system")
         if system:
             body["system"] = system
+        # The Messages API has no seed; top_p and stop sequences go when the caller set them.
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.stop:
+            body["stop_sequences"] = list(request.stop)
         if request.json_schema is not None and tool:
             definition, _ = json_tool(request.json_schema)
             body["tools"] = [definition]

@@ -18,6 +18,10 @@ BUDGET_FRACTION_HINT = "budget_fraction_left"
 ROUTING_ONLY_HINTS = frozenset({BUDGET_FRACTION_HINT})
 
 
+def _unset(value: object) -> bool:
+    return value is None
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -36,6 +40,12 @@ class CompletionRequest(BaseModel):
     json_schema: dict[str, Any] | None = None
     step_type: str | None = None
     hints: dict[str, Any] = Field(default_factory=dict)
+    # Sampling parameters a caller of the OpenAI-compatible endpoint may set. Left out of the
+    # dump while unset, so a request without them hashes exactly as before they existed (recorded
+    # runs are replayed by that hash).
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0, exclude_if=_unset)
+    seed: int | None = Field(default=None, exclude_if=_unset)
+    stop: list[str] | None = Field(default=None, max_length=4, exclude_if=_unset)
 
 
 class Usage(BaseModel):

@@ -144,6 +144,11 @@ class OpenAICompatProvider(LLMProvider):
         }
         if request.json_schema is not None and mode is not None:
             body.update(structured_fields(request.json_schema, mode))
+        # Only what the caller set: an unset parameter keeps the server's default.
+        for name in ("top_p", "seed", "stop"):
+            value = getattr(request, name)
+            if value is not None:
+                body[name] = value
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -10,7 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -19,6 +21,14 @@ from agent_engine.errors import EngineError, ProviderError
 from agent_engine.llm.base import CompletionRequest, Usage
 from agent_engine.llm.redaction import redact
 from agent_engine.llm.transport import close_provider_clients
+from agent_engine.router.openai_answers import completion_id
+from agent_engine.router.openai_http import (
+    CHAT_COMPLETIONS_PATH,
+    chat_response,
+    error_response,
+    read_chat_body,
+)
+from agent_engine.router.openai_wire import parse_chat_request
 from agent_engine.router.service import RouterService
 
 logger = logging.getLogger(__name__)
@@ -131,5 +141,17 @@ def create_router_app(
             "routing": decision.model_dump(mode="json"),
             "calls": [r.model_dump(mode="json") for r in records],
         }
+
+    @app.post(CHAT_COMPLETIONS_PATH)
+    async def chat_completions(request: Request) -> Response:
+        """OpenAI's chat completions, routed: no keys, budgets or ledger here (the engine
+        API's endpoint has them)."""
+        try:
+            call = parse_chat_request(await read_chat_body(request), router.catalog, router.env)
+            answer, _, _ = await router.complete(call.request)
+        except EngineError as exc:
+            return error_response(exc)
+        created = int(time.time())
+        return chat_response(call, answer, id_=completion_id(uuid.uuid4().hex), created=created)
 
     return app

@@ -220,10 +220,11 @@ def _no_route(tier: Tier, reports: list[CandidateReport], budget: Decimal | None
 
 
 def _apply_last_resort(
-    catalog: ModelCatalog, reports: list[CandidateReport]
+    catalog: ModelCatalog, reports: list[CandidateReport], asked: str | None = None
 ) -> list[CandidateReport]:
-    """Exclude last-resort models whenever a regular model is viable."""
-    last_resort = {m.id for m in catalog.models if m.last_resort}
+    """Exclude last-resort models whenever a regular model is viable, except the one
+    ``hints.model`` asks for by name (last resort means "never chosen unasked")."""
+    last_resort = {m.id for m in catalog.models if m.last_resort and m.id != asked}
     if not any(r.excluded is None and r.model not in last_resort for r in reports):
         return reports
     return [
@@ -271,14 +272,15 @@ def decide_route(
         # A model whose price is assumed (unknown) comes after those with a known price.
         scored.append((order.index(entry.tier), not quote.priced, cost, index, report))
     reports = [item[-1] for item in sorted(scored, key=lambda item: item[:4])]
-    reports = _apply_last_resort(catalog, reports)
+    hinted = request.hints.get("model")
+    hinted = hinted if isinstance(hinted, str) and hinted else None
+    reports = _apply_last_resort(catalog, reports, hinted)
     viable = [r for r in reports if r.excluded is None]
     if not viable:
         raise _no_route(tier, reports, remaining_budget_usd)
     reason = f"tier {tier} ({'; '.join(inputs.complexity)})"
-    hinted = request.hints.get("model")
     match = None
-    if isinstance(hinted, str) and hinted:
+    if hinted is not None:
         match = next((r for r in viable if r.model == hinted), None)
         if match is not None:
             viable = [match, *(r for r in viable if r is not match)]

@@ -119,6 +119,11 @@ class RouterService:
             saver_below=settings.routing_saver_below,
         )
 
+    @property
+    def env(self) -> Mapping[str, str] | None:
+        """The environment that decides which models are available (None: the process's)."""
+        return self._env
+
     def provider(self, name: str) -> LLMProvider:
         """The provider instance for ``name``, built once by the factory."""
         if name not in self._providers:

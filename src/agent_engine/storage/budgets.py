@@ -190,6 +190,30 @@ async def run_reservations_txn(session: AsyncSession, run_id: uuid.UUID) -> list
     return [dict(row) for row in rows.mappings()]
 
 
+async def ledger_spend_txn(
+    session: AsyncSession, scope: str, subject: str, start: datetime, end: datetime
+) -> tuple[Decimal, int]:
+    """What the ledger holds for a project's or key's calls made in ``[start, end)``: USD
+    (summed in Python: SQLite stores money as decimal text) and tokens."""
+    column = CALLS.c.project if scope == "project" else CALLS.c.api_key_id
+    value: Any = subject
+    if scope == "api_key":
+        try:
+            value = uuid.UUID(subject)
+        except ValueError:
+            return Decimal(0), 0
+    rows = await session.execute(
+        select(CALLS.c.cost_usd, CALLS.c.input_tokens, CALLS.c.output_tokens).where(
+            column == value, CALLS.c.created_at >= start, CALLS.c.created_at < end
+        )
+    )
+    usd, tokens = Decimal(0), 0
+    for cost, inputs, outputs in rows:
+        usd += cost or 0
+        tokens += inputs + outputs
+    return usd, tokens
+
+
 async def upsert_definition_txn(session: AsyncSession, values: dict[str, Any]) -> None:
     """Create or replace the monthly budget of ``(scope, subject)``."""
     statement = (

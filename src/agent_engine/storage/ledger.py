@@ -1,13 +1,16 @@
-"""Reading the cost ledger (``engine/ledger.py`` adds to it)."""
+"""Reading the cost ledger, and writing the calls that belong to no run (``engine/ledger.py``
+builds the rows; a run's calls are written with the run's change set)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from agent_engine.storage.database import transaction
 from agent_engine.storage.tables import LLMCall
 
 
@@ -35,3 +38,17 @@ async def cacheable_call_txn(session: AsyncSession, request_hash: str) -> LLMCal
     )
     found: LLMCall | None = (await session.scalars(query)).first()
     return found
+
+
+async def insert_calls_txn(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``llm_calls`` rows of calls made outside any run (``run_id`` NULL)."""
+    if rows:
+        await session.execute(insert(LLMCall), list(rows))
+
+
+async def insert_calls(
+    sessions: async_sessionmaker[AsyncSession], rows: Sequence[dict[str, Any]]
+) -> None:
+    """Insert ``rows`` in a transaction of their own."""
+    async with transaction(sessions) as session:
+        await insert_calls_txn(session, rows)

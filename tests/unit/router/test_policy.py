@@ -211,3 +211,14 @@ def test_recorded_decision_replays_pinned_and_round_trips_as_json() -> None:
     assert replay.model == original.model
     assert replay.reason == "replay of run 1"
     assert replay.pinned
+
+
+def test_a_last_resort_model_asked_for_by_name_is_chosen_although_others_are_eligible() -> None:
+    asked = _request(step_type="summarize").model_copy(
+        update={"hints": {"model": "offline:offline-1"}}
+    )
+    decision = decide_route(asked, load_catalog(), env=ALL_KEYS)
+    assert decision.model == "offline:offline-1"
+    assert "offline:offline-1 requested by hints.model" in decision.reason
+    unasked = decide_route(_request(step_type="summarize"), load_catalog(), env=ALL_KEYS)
+    assert unasked.model == "openai:gpt-4o-mini"
