@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 
 _HUNK = re.compile(r"^@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@(.*)$")
+# Changes are marked by whole words (and single other characters), as people read them.
+_TOKEN = re.compile(r"\w+|\s+|[^\w\s]")
 MAX_ROWS = 5000
 
 
@@ -39,14 +41,15 @@ _EMPTY = Side(None, (), "empty")
 
 
 def _marked(old: str, new: str) -> tuple[tuple[Segment, ...], tuple[Segment, ...]]:
-    matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
+    a, b = _TOKEN.findall(old), _TOKEN.findall(new)
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
     left: list[Segment] = []
     right: list[Segment] = []
     for tag, a1, a2, b1, b2 in matcher.get_opcodes():
         if a2 > a1:
-            left.append(Segment(old[a1:a2], tag != "equal"))
+            left.append(Segment("".join(a[a1:a2]), tag != "equal"))
         if b2 > b1:
-            right.append(Segment(new[b1:b2], tag != "equal"))
+            right.append(Segment("".join(b[b1:b2]), tag != "equal"))
     return tuple(left), tuple(right)
 
 
