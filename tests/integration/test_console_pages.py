@@ -101,7 +101,10 @@ async def test_a_run_made_through_the_form_shows_its_diff_and_is_approved_from_i
     assert '<td class="code removed"><mark>world</mark></td>' in page
     assert '<td class="code added"><mark>there</mark></td>' in page
     assert f'action="/runs/{run_id}/steps/{step_id}/approve"' in page
-    assert 'id="audit-state">Verified' in page
+    assert f'hx-get="/runs/{run_id}/audit"' in page  # verified after the page is shown
+    audit = await client.get(f"/runs/{run_id}/audit", headers={"HX-Request": "true"})
+    assert '<p class="ok" id="audit-state">Verified: ' in audit.text
+    assert "<html" not in audit.text  # a fragment for htmx, a whole page otherwise
     inbox = (await client.get("/approvals")).text
     assert f"/runs/{run_id}#step-2" in inbox and "policy rule" in inbox
     token = await form_token(client, f"/runs/{run_id}")

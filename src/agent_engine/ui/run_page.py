@@ -43,7 +43,6 @@ async def run_detail(request: Request, run_id: str, engine: Engine) -> HTMLRespo
     story = await run_story(engine, run_id)
     run = story.run
     summary = await costs.cost_summary(engine, run_id)
-    audit = await audit_checks.verify_run_chain(engine, run_id)
     family = await family_tree(engine, run_id)
     divergence = None
     if run.replay_of is not None or run.forked_from is not None:
@@ -67,7 +66,6 @@ async def run_detail(request: Request, run_id: str, engine: Engine) -> HTMLRespo
             "summary": summary,
             "budget": budget_bar(summary),
             "chart": cost_chart(summary),
-            "audit": audit,
             "family": family,
             "divergence": divergence,
             "run_wait": run_wait,
@@ -89,6 +87,17 @@ async def run_state(
     run = await run_head(engine, run_id)
     headers = {"HX-Refresh": "true"} if run.audit_seq != seen else None
     return render(request, "run_state.html", {"run": run}, headers=headers)
+
+
+@router.get("/runs/{run_id}/audit", response_class=HTMLResponse, **page_role(Role.VIEWER))
+async def audit_state(request: Request, run_id: str, engine: Engine) -> HTMLResponse:
+    """The audit chain's verdict (verified, or broken at event N), fetched by the run's page
+    after it is shown: verifying a long run takes longer than drawing it."""
+    audit = await audit_checks.verify_run_chain(engine, run_id)
+    # htmx asks for the fragment; a browser without script follows a link to a whole page.
+    full_page = request.headers.get("HX-Request") != "true"
+    context = {"audit": audit, "full_page": full_page, "run_id": run_id}
+    return render(request, "audit_state.html", context)
 
 
 @router.get("/runs/{run_id}/compare", response_class=HTMLResponse, **page_role(Role.VIEWER))
