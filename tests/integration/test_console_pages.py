@@ -248,3 +248,70 @@ async def test_with_auth_on_pages_need_a_login_and_the_key_s_role(
         assert cancel.status_code == 403 and "forbidden" in cancel.text
         await http.post("/logout", data={"csrf_token": token}, headers=AUTHED_ORIGIN)
         assert (await http.get("/runs")).status_code == 303
+
+
+async def test_a_step_paused_for_budget_shows_its_figures_and_a_raise_lets_it_go_on(
+    client: httpx.AsyncClient,
+) -> None:
+    analyze = {"step_type": "analyze", "input_data": {"instruction": "Say ok."}}
+    made = await client.post(
+        "/v1/agent-runs", json={"goal": "tight", "steps": [analyze], "budget_tokens": 10}
+    )
+    run_id = made.json()["id"]
+    paused = (await client.post(f"/v1/agent-runs/{run_id}/execute")).json()
+    assert paused["steps"][0]["status"] == "awaiting_approval"
+    page = (await client.get(f"/runs/{run_id}")).text
+    assert "a model call did not fit in the budget" in page
+    assert f'action="/runs/{run_id}/budget"' in page and "<dt>Needed</dt>" in page
+    inbox = (await client.get("/approvals")).text
+    assert "<strong>budget</strong>" in inbox
+    token = await form_token(client, f"/runs/{run_id}")
+    raised = await client.post(
+        f"/runs/{run_id}/budget",
+        data={"csrf_token": token, "budget_tokens": "100000", "comment": "room to answer"},
+        headers=ORIGIN,
+    )
+    assert raised.status_code == 303, raised.text
+    run = (await client.get(f"/v1/agent-runs/{run_id}")).json()
+    assert run["budget_tokens"] == 100000
+    assert run["steps"][0]["status"] == "pending"
+
+
+async def test_a_plan_waiting_for_approval_is_in_the_inbox_and_approved_from_the_run_page(
+    client: httpx.AsyncClient,
+) -> None:
+    body = {"goal": "check first", "steps": [{"step_type": "noop", "input_data": {}}]}
+    made = await client.post("/v1/agent-runs", json={**body, "plan_approval": True})
+    run_id = made.json()["id"]
+    inbox = (await client.get("/approvals")).text
+    assert "Plan v1" in inbox and "the plan waits for approval" in inbox
+    page = (await client.get(f"/runs/{run_id}")).text
+    assert f'action="/runs/{run_id}/plan/approve"' in page
+    token = await form_token(client, f"/runs/{run_id}")
+    approved = await client.post(
+        f"/runs/{run_id}/plan/approve", data={"csrf_token": token}, headers=ORIGIN
+    )
+    assert approved.status_code == 303
+    assert (await client.get(f"/v1/agent-runs/{run_id}")).json()["status"] == "planned"
+
+
+async def test_a_replay_made_from_the_run_page_joins_its_family_with_its_divergence_report(
+    client: httpx.AsyncClient,
+) -> None:
+    body = {"goal": "replay me", "steps": [{"step_type": "noop", "input_data": {"value": 1}}]}
+    run_id = (await client.post("/v1/agent-runs", json=body)).json()["id"]
+    await client.post(f"/v1/agent-runs/{run_id}/execute")
+    token = await form_token(client, f"/runs/{run_id}")
+    replayed = await client.post(
+        f"/runs/{run_id}/replay", data={"csrf_token": token, "mode": "hermetic"}, headers=ORIGIN
+    )
+    assert replayed.status_code == 303
+    replay_id = replayed.headers["location"].rsplit("/", 1)[1]
+    assert replay_id != run_id
+    await client.post(f"/v1/agent-runs/{replay_id}/execute")
+    listed = (await client.get("/runs")).text
+    assert "1 derived" in listed and f'href="/runs/{replay_id}"' in listed
+    page = (await client.get(f"/runs/{replay_id}")).text
+    assert 'id="divergence"' in page and 'class="verdict v-match">match' in page
+    compared = await client.get(f"/runs/{run_id}/compare", params={"other": replay_id})
+    assert compared.status_code == 200 and 'class="verdict v-same">same' in compared.text

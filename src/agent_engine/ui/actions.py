@@ -150,14 +150,18 @@ async def raise_budget(
     run_id: str,
     engine: Engine,
     token: Token,
-    budget_usd: Annotated[str, Form(max_length=40)],
+    budget_usd: Annotated[str, Form(max_length=40)] = "",
+    budget_tokens: Annotated[str, Form(max_length=40)] = "",
     comment: Comment = "",
 ) -> RedirectResponse:
-    """Change the run's budget (steps paused for it go on); the reason is required."""
+    """Change the run's budget (steps paused for it go on); the reason is required. A limit
+    left empty is left as it is."""
     who = acting(request, token)
-    change = validated(
-        BudgetChange, {"budget_usd": budget_usd.strip() or None, "reason": comment.strip()}
-    )
+    data: dict[str, Any] = {"reason": comment.strip()}
+    for name, value in (("budget_usd", budget_usd), ("budget_tokens", budget_tokens)):
+        if value.strip():
+            data[name] = value.strip()
+    change = validated(BudgetChange, data)
     await change_run_budget(engine, run_id, change, actor=who.name)
     return back_to(run_id)
 
