@@ -10,10 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from agent_engine.config import Settings
 from agent_engine.domain.principals import Role
+from agent_engine.storage.tables import Base
 from agent_engine.ui.session import CSRF_COOKIE, KEY_COOKIE
+from tests.audit_runs import covered_run, drop_append_only, raw_database
 from tests.keys import authed_app
 
 ORIGIN = {"Origin": "http://testserver"}
@@ -315,3 +318,16 @@ async def test_a_replay_made_from_the_run_page_joins_its_family_with_its_diverge
     assert 'id="divergence"' in page and 'class="verdict v-match">match' in page
     compared = await client.get(f"/runs/{run_id}/compare", params={"other": replay_id})
     assert compared.status_code == 200 and 'class="verdict v-same">same' in compared.text
+
+
+async def test_a_tampered_chain_is_shown_broken_at_its_event(
+    client: httpx.AsyncClient, workspace_root: Path, settings: Settings
+) -> None:
+    run = await covered_run(client, workspace_root)
+    events = Base.metadata.tables["audit_events"]
+    async with raw_database(settings.database_url) as db:
+        await drop_append_only(db, settings.database_url)
+        await db.execute(update(events).where(events.c.seq == 5).values(actor="mallory"))
+    audit = await client.get(f"/runs/{run['id']}/audit", headers={"HX-Request": "true"})
+    assert 'class="bad" id="audit-state" role="alert">Broken at event 5' in audit.text
+    assert "event_changed" in audit.text
