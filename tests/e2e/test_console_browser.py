@@ -185,6 +185,7 @@ def test_a_run_made_in_the_form_pauses_shows_its_diff_and_completes_once_approve
     page.get_by_label("Budget (USD, optional)").fill("0.50")
     page.get_by_label("Explicit plan", exact=False).fill(_plan())
     expect(page.locator("#plan-check")).to_contain_text("3 steps")
+    save(page, shots, "console-new-run.png", for_docs=False, full_page=True)
     page.get_by_role("button", name="Create run").click()
 
     # The run plans nothing (explicit plan), reads, analyzes, and stops before the edit.
@@ -227,4 +228,8 @@ def test_a_run_made_in_the_form_pauses_shows_its_diff_and_completes_once_approve
     save(page, shots, "console-run.png", full_page=True)
     page.emulate_media(color_scheme="dark")
     save(page, shots, "console-run-dark.png", for_docs=False)
+    listed = viewer.goto("/runs")
+    expect(listed.locator("#runs-body tr")).to_have_count(1)
+    expect(listed.locator("#runs-body")).to_contain_text("completed")
+    save(listed, shots, "console-runs-dark.png", for_docs=False)
     viewer.close()
