@@ -251,6 +251,12 @@ async def test_with_auth_on_pages_need_a_login_and_the_key_s_role(
         assert cancel.status_code == 403 and "forbidden" in cancel.text
         await http.post("/logout", data={"csrf_token": token}, headers=AUTHED_ORIGIN)
         assert (await http.get("/runs")).status_code == 303
+        # A key revoked after login sends the browser back to the login form.
+        http.cookies.set(KEY_COOKIE, viewer)
+        assert (await http.get("/runs")).status_code == 200
+        await authed.guard.keys.revoke("vic", actor="test")
+        again = await http.get("/runs")
+        assert again.status_code == 303 and again.headers["location"].startswith("/login")
 
 
 async def test_a_step_paused_for_budget_shows_its_figures_and_a_raise_lets_it_go_on(

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
+from agent_engine.access_errors import UnauthenticatedError
 from agent_engine.api.deps import get_guard
 from agent_engine.errors import EngineError
 from agent_engine.ui.session import LoginRequired, csrf_token, remember_csrf
@@ -112,6 +113,11 @@ def error_page(request: Request, status: int, title: str, detail: str, code: str
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
+def _to_login(request: Request) -> Response:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+
+
 class PageRoute(APIRoute):
     """A console route: engine errors become pages with their status; a browser without a
     key (auth on) goes to the login form and comes back after."""
@@ -123,8 +129,11 @@ class PageRoute(APIRoute):
             try:
                 return await handler(request)
             except LoginRequired:
-                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-                return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+                return _to_login(request)
+            except UnauthenticatedError as exc:
+                if get_guard(request).enforced:  # a key revoked or expired since login
+                    return _to_login(request)
+                return error_page(request, exc.http_status, exc.title, exc.detail, exc.code)
             except EngineError as exc:
                 return error_page(request, exc.http_status, exc.title, exc.detail, exc.code)
             except RequestValidationError as exc:
