@@ -102,12 +102,6 @@ async def run_story(ctx: EngineContext, run_id: str) -> RunStory:
     return RunStory(run, steps, by_step, approvals, plans)
 
 
-async def run_head(ctx: EngineContext, run_id: str) -> RunRecord:
-    """The run's own row, without its steps (what a live page polls)."""
-    async with read_transaction(ctx.sessions) as session:
-        return await load_run_txn(session, run_id)
-
-
 @dataclass(frozen=True)
 class Waiting:
     """One thing a person must decide: a step (or the run's plan, or its planning budget)."""

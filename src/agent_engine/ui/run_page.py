@@ -3,19 +3,24 @@ the comparison of two runs."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
+from sse_starlette.event import ServerSentEvent
+from sse_starlette.sse import EventSourceResponse
 
 from agent_engine.api.deps import Engine
 from agent_engine.domain.principals import Role
 from agent_engine.domain.states import TERMINAL_RUN_STATES, RunStatus
 from agent_engine.engine import audit_checks, costs, plan_versions
 from agent_engine.engine.comparison import compare_runs, divergence_report, jsonable
+from agent_engine.engine.event_stream import StopAt, check_run, follow_run
 from agent_engine.engine.lineage import family_tree
 from agent_engine.engine.manifest import run_manifest
-from agent_engine.engine.run_overview import run_head, run_story, waiting_reason
+from agent_engine.engine.run_overview import run_story, waiting_reason
 from agent_engine.engine.settle import plan_awaits_approval
 from agent_engine.storage.runs import parse_run_id
 from agent_engine.ui.diffs import side_by_side
@@ -25,6 +30,7 @@ from agent_engine.ui.session import page_role
 
 router = APIRouter(route_class=PageRoute)
 MAX_PLAN_DIFFS = 20
+LIVE_PING_S = 15
 
 
 async def _plan_diffs(engine: Engine, run_id: str, versions: int) -> list[dict[str, Any]]:
@@ -75,18 +81,21 @@ async def run_detail(request: Request, run_id: str, engine: Engine) -> HTMLRespo
     )
 
 
-@router.get("/runs/{run_id}/state", response_class=HTMLResponse, **page_role(Role.VIEWER))
-async def run_state(
-    request: Request,
-    run_id: str,
-    engine: Engine,
-    seen: Annotated[int, Query(ge=0)] = 0,
-) -> HTMLResponse:
-    """The page's live probe: the run's status; when the run moved on since the page was
-    drawn (its audit chain grew), htmx is told to reload the page."""
-    run = await run_head(engine, run_id)
-    headers = {"HX-Refresh": "true"} if run.audit_seq != seen else None
-    return render(request, "run_state.html", {"run": run}, headers=headers)
+async def _changes(stream: AsyncIterator[dict[str, Any]]) -> AsyncIterator[ServerSentEvent]:
+    async for body in stream:
+        data = json.dumps({"seq": body["seq"], "type": body["type"]})
+        yield ServerSentEvent(data=data, event="changed", id=str(body["seq"]))
+
+
+@router.get("/runs/{run_id}/live", response_model=None, **page_role(Role.VIEWER))
+async def run_live(
+    run_id: str, engine: Engine, after: Annotated[int, Query(ge=0)] = 0
+) -> EventSourceResponse:
+    """Server-Sent Events telling the run's page that the run moved on (one per audit event
+    after seq ``after``, from the engine's event stream); the page reloads on the first."""
+    run_uuid = await check_run(engine, run_id)
+    stream = follow_run(engine, run_uuid, after, until=StopAt.FINISHED)
+    return EventSourceResponse(_changes(stream), ping=LIVE_PING_S)
 
 
 @router.get("/runs/{run_id}/audit", response_class=HTMLResponse, **page_role(Role.VIEWER))

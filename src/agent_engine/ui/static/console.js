@@ -1,5 +1,6 @@
 // The console's few lines of script: instants in the viewer's time zone, ages that stay
-// current, and a syntax check of the plan editor while typing. Everything works without it.
+// current, a syntax check of the plan editor while typing, and the run page's live reload
+// (Server-Sent Events from /runs/{id}/live). Everything else works without it.
 (function () {
   "use strict";
   const full = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
@@ -40,8 +41,33 @@
     }
   }
 
+  function typing() {
+    const active = document.activeElement;
+    if (active && ["INPUT", "TEXTAREA", "SELECT"].includes(active.tagName)) return true;
+    return Array.from(document.querySelectorAll("textarea")).some(function (t) { return t.value.trim() !== ""; });
+  }
+
+  function follow() {
+    const node = document.querySelector("[data-live]");
+    if (!node || !window.EventSource) return;
+    const source = new EventSource(node.getAttribute("data-live"));
+    source.addEventListener("changed", function () {
+      source.close();
+      if (typing()) {
+        // Never throw away what someone is writing: offer the reload instead.
+        const note = document.getElementById("live-note");
+        if (note) note.hidden = false;
+        return;
+      }
+      window.location.reload();
+    });
+    // Leaving the page closes the stream, so the server is not left writing to nobody.
+    window.addEventListener("pagehide", function () { source.close(); });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     localise(document);
+    follow();
     checkPlan();
     const editor = document.getElementById("plan");
     if (editor) editor.addEventListener("input", checkPlan);
