@@ -337,3 +337,18 @@ async def test_a_tampered_chain_is_shown_broken_at_its_event(
     audit = await client.get(f"/runs/{run['id']}/audit", headers={"HX-Request": "true"})
     assert 'class="bad" id="audit-state" role="alert">Broken at event 5' in audit.text
     assert "event_changed" in audit.text
+
+
+async def test_a_run_s_live_stream_tells_each_change_after_the_page_s_seq_and_ends_when_it_did(
+    client: httpx.AsyncClient,
+) -> None:
+    body = {"goal": "short", "steps": [{"step_type": "noop", "input_data": {}}]}
+    run_id = (await client.post("/v1/agent-runs", json=body)).json()["id"]
+    await client.post(f"/v1/agent-runs/{run_id}/execute")
+    events = (await client.get(f"/v1/agent-runs/{run_id}/audit")).json()["events"]
+    last = events[-1]["seq"]
+    live = await client.get(f"/runs/{run_id}/live", params={"after": last - 2})
+    assert live.headers["content-type"].startswith("text/event-stream")
+    sent = [line for line in live.text.splitlines() if line.startswith("id:")]
+    assert sent == [f"id: {last - 1}", f"id: {last}"]
+    assert live.text.count("event: changed") == 2
