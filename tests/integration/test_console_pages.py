@@ -227,7 +227,7 @@ async def test_with_auth_on_pages_need_a_login_and_the_key_s_role(
         assert wrong.status_code == 401 and "unknown or revoked" in wrong.text
         entered = await http.post(
             "/login",
-            data={"csrf_token": token, "api_key": viewer, "next": "https://evil.example/"},
+            data={"csrf_token": token, "api_key": viewer, "next": "/\t/evil.example/"},
             headers=AUTHED_ORIGIN,
         )
         assert entered.status_code == 303 and entered.headers["location"] == "/runs"
@@ -352,3 +352,16 @@ async def test_a_run_s_live_stream_tells_each_change_after_the_page_s_seq_and_en
     sent = [line for line in live.text.splitlines() if line.startswith("id:")]
     assert sent == [f"id: {last - 1}", f"id: {last}"]
     assert live.text.count("event: changed") == 2
+
+
+async def test_a_planned_run_shows_the_planner_s_prompt_and_answer(
+    client: httpx.AsyncClient, project: Path
+) -> None:
+    made = await client.post(
+        "/v1/agent-runs", json={"goal": "Summarize the notes", "workspace": str(project)}
+    )
+    run_id = made.json()["id"]
+    await client.post(f"/v1/agent-runs/{run_id}/execute")  # plans with the offline model
+    page = (await client.get(f"/runs/{run_id}")).text
+    assert "Planner's model call · offline:" in page
+    assert "Summarize the notes" in page.split("Planner's model call", 1)[1]

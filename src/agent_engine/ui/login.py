@@ -18,7 +18,8 @@ KEY_COOKIE_MAX_AGE_S = 12 * 3600
 
 def _local(target: str) -> str:
     """Only a path on this site is followed after login (never another host)."""
-    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+    unsafe = any(c.isspace() or not c.isprintable() or c == "\\" for c in target)
+    if unsafe or not target.startswith("/") or target.startswith("//"):
         return "/runs"
     return target
 

@@ -25,7 +25,7 @@ from agent_engine.engine.settle import plan_awaits_approval
 from agent_engine.storage.runs import parse_run_id
 from agent_engine.ui.diffs import side_by_side
 from agent_engine.ui.render import PageRoute, render
-from agent_engine.ui.run_view import REASON_TEXT, budget_bar, cost_chart, step_views
+from agent_engine.ui.run_view import REASON_TEXT, budget_bar, call_view, cost_chart, step_views
 from agent_engine.ui.session import page_role
 
 router = APIRouter(route_class=PageRoute)
@@ -65,7 +65,7 @@ async def run_detail(request: Request, run_id: str, engine: Engine) -> HTMLRespo
         {
             "run": run,
             "steps": step_views(story),
-            "planner_calls": story.calls.get(None, []),
+            "planner_calls": [call_view(c) for c in story.calls.get(None, [])],
             "approvals": story.approvals,
             "plans": story.plans,
             "plan_diffs": await _plan_diffs(engine, run_id, len(story.plans)),
