@@ -120,8 +120,9 @@ async def _own_page() -> bytes:
 async def test_every_metric_the_dashboard_queries_is_served(
     worker_client: httpx.AsyncClient,
 ) -> None:
+    noop = {"step_type": "noop", "input_data": {"value": 1}}
     analyze = {"step_type": "analyze", "input_data": {"instruction": "Say ok."}}
-    await run_to_the_end(worker_client, [{"step_type": "noop", "input_data": {"value": 1}}, analyze])
+    await run_to_the_end(worker_client, [noop, analyze])  # a model call: its series exist
     served = set()
     for family in text_string_to_metric_families((await worker_client.get("/metrics")).text):
         served.update(sample.name for sample in family.samples)

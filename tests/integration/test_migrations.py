@@ -34,6 +34,7 @@ TABLES = {
     "budget_counters",
     "budget_reservations",
     "webhook_deliveries",
+    "workers",
     "alembic_version",
 }
 
