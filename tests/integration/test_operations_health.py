@@ -79,9 +79,7 @@ async def test_readyz_names_the_router_when_its_service_is_unreachable(
 async def test_workers_lists_the_live_worker_with_its_heartbeat_and_steps_in_flight(
     settings: Settings,
 ) -> None:
-    app = create_app(
-        settings.model_copy(update={"embedded_worker": True, "worker_concurrency": 3})
-    )
+    app = create_app(settings.model_copy(update={"embedded_worker": True, "worker_concurrency": 3}))
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
