@@ -15,6 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent_engine import metrics
 from agent_engine.api.app import create_app
 from agent_engine.config import Settings
 from agent_engine.domain.budget_math import budget_subject
@@ -22,7 +23,8 @@ from agent_engine.engine.budgets import reserve
 from agent_engine.engine.metrics_report import metrics_page
 from agent_engine.engine.runs import CreateRunRequest, create_run
 from agent_engine.errors import BudgetExceededError
-from tests.engines import engine_context
+from agent_engine.worker.worker import Worker, WorkerOptions
+from tests.engines import engine_context, new_run, noop, snapshot, wait_until
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "agent-engine.json"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -135,3 +137,23 @@ async def test_every_metric_the_dashboard_queries_is_served(
     }
     assert len(queried) >= 10  # the dashboard covers the whole list, not one panel
     assert queried - served == set()
+
+
+async def test_a_stopping_worker_counts_the_step_it_hands_back(settings: Settings) -> None:
+    hand_backs = "agent_engine_hand_backs_total"
+    before = metrics.REGISTRY.get_sample_value(hand_backs) or 0
+    async with engine_context(settings) as ctx:
+        worker = Worker(ctx, WorkerOptions(worker_id="w", shutdown_grace_s=0, poll_s=0.05))
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        run_id = await new_run(ctx, [noop(1, sleep_s=30)], auto_start=True)
+
+        async def running() -> bool:
+            return (await snapshot(ctx, run_id))["steps"][0]["status"] == "running"
+
+        await wait_until(running)
+        stop.set()
+        await task
+        (step,) = (await snapshot(ctx, run_id))["steps"]
+    assert step["status"] == "pending"  # handed back, for another worker to take at once
+    assert metrics.REGISTRY.get_sample_value(hand_backs) == before + 1
