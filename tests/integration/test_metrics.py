@@ -157,3 +157,21 @@ async def test_a_stopping_worker_counts_the_step_it_hands_back(settings: Setting
         (step,) = (await snapshot(ctx, run_id))["steps"]
     assert step["status"] == "pending"  # handed back, for another worker to take at once
     assert metrics.REGISTRY.get_sample_value(hand_backs) == before + 1
+
+
+async def test_a_step_waiting_for_approval_shows_in_the_approval_gauges(
+    worker_client: httpx.AsyncClient,
+) -> None:
+    gated = {"step_type": "noop", "input_data": {"value": 1}, "requires_approval": True}
+    body = {"goal": "gated", "steps": [gated], "auto_start": True}
+    run = (await worker_client.post("/v1/agent-runs", json=body)).json()
+    deadline = time.monotonic() + 20
+    while (await worker_client.get(f"/v1/agent-runs/{run['id']}")).json()[
+        "status"
+    ] != "awaiting_approval":
+        assert time.monotonic() < deadline, "the run never waited for approval"
+        await asyncio.sleep(0.05)
+    found = await scrape(worker_client)
+    assert value(found, "agent_engine_approvals_waiting") == 1
+    assert value(found, "agent_engine_runs", status="awaiting_approval") == 1
+    assert value(found, "agent_engine_approval_oldest_wait_seconds") >= 0
