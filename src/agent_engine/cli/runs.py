@@ -14,21 +14,26 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-runs_app = typer.Typer(help="Runs: replay, fork, compare and divergence.", no_args_is_help=True)
+runs_app = typer.Typer(
+    help="Runs on a server: list, show, follow, approve, replay, fork, compare, export.",
+    no_args_is_help=True,
+)
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 POLL_S = 0.2
 
 UrlOption = Annotated[
     str,
-    typer.Option("--url", envvar="AGENT_ENGINE_URL", help="The server (AGENT_ENGINE_URL)"),
+    typer.Option(
+        "--url", envvar="AGENT_ENGINE_URL", help="The server's base URL (AGENT_ENGINE_URL)"
+    ),
 ]
 KeyOption = Annotated[
     str | None,
     typer.Option(
         "--api-key",
         envvar="AGENT_ENGINE_API_KEY",
-        help="Bearer key (AGENT_ENGINE_API_KEY); none when the server runs without keys",
+        help="API key (AGENT_ENGINE_API_KEY); none when the server runs without keys",
         show_default=False,
     ),
 ]
