@@ -8,11 +8,13 @@ command line is parsed: ``agent-engine --help`` stays quick."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import Console
 
 if TYPE_CHECKING:
     from agent_engine.client import EngineClient, RunWithSteps, StepOut
@@ -41,6 +43,18 @@ def connected(url: str, api_key: str | None) -> Iterator[EngineClient]:
         client.close()
 
 
+PIPED_WIDTH = 160
+
+
+def console() -> Console:
+    """A console for tables: the terminal's width, or when piped one wide enough for a run's
+    id, goal and figures on one line (rich would assume 80 columns)."""
+    shown = Console(soft_wrap=True, highlight=False)
+    if not shown.is_terminal and "COLUMNS" not in os.environ:
+        shown = Console(soft_wrap=True, highlight=False, width=PIPED_WIDTH)
+    return shown
+
+
 def default_actor() -> str:
     """Who acts, on a server without keys (which honours ``X-Actor``): the login name."""
     import getpass
@@ -64,6 +78,8 @@ def jsonable(value: Any) -> Any:
         return value.model_dump(mode="json", by_alias=False)
     if isinstance(value, list):
         return [jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {key: jsonable(item) for key, item in value.items()}
     return value
 
 

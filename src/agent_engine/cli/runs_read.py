@@ -6,12 +6,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from agent_engine.cli.remote import JsonOption, connected, echo_json
+from agent_engine.cli.remote import JsonOption, connected, console, echo_json
 from agent_engine.cli.runs import DEFAULT_URL, KeyOption, UrlOption
 
-out = Console(soft_wrap=True, highlight=False)
+out = console()
 RunArgument = Annotated[str, typer.Argument(help="The run's id")]
 
 
@@ -58,7 +57,9 @@ def list_runs(
     if not runs:
         out.print('no runs (make one with `agent-engine run "GOAL" --workspace DIR`)')
         return
-    table = Table("id", "status", "goal", "project", "cost", "tokens", "age")
+    table = Table("status", "goal", "project", "cost", "tokens", "age")
+    table.add_column("id", no_wrap=True, min_width=36)  # whole, to copy into other commands
+    table.columns.insert(0, table.columns.pop())
     for run in runs:
         table.add_row(
             str(run.id),
