@@ -16,7 +16,13 @@ from rich.live import Live
 from rich.prompt import Prompt
 
 from agent_engine.cli.remote import money
-from agent_engine.cli.run_views import live_view, progress_line, waiting_summary, what_it_will_do
+from agent_engine.cli.run_views import (
+    error_text,
+    live_view,
+    progress_line,
+    waiting_summary,
+    what_it_will_do,
+)
 
 if TYPE_CHECKING:
     from agent_engine.client import EngineClient, RunWithSteps, StepOut
@@ -85,8 +91,7 @@ class Follower:
         if run.status == "completed":
             return 0
         if run.error:
-            message = run.error.get("message") or run.error.get("code")
-            typer.echo(f"error: run {run.id} {run.status}: {message}", err=True)
+            typer.echo(f"error: run {run.id} {run.status}: {error_text(run.error)}", err=True)
         else:
             typer.echo(f"error: run {run.id} {run.status}", err=True)
         return EXIT_FAILED

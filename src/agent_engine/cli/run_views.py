@@ -49,7 +49,7 @@ def duration(step: StepOut, now: datetime | None = None) -> str:
 
 def step_table(run: RunWithSteps, *, live: bool = False) -> Table:
     """One row per step: number, type, status, duration, model, tokens, cost."""
-    table = Table("#", "type", "status", "duration", "model", "tokens", "cost", title=None)
+    table = Table("#", "type", "status", "duration", "model", "tokens", "cost")
     for step in run.steps:
         status: RenderableType = Text.from_markup(styled(step.status))
         if live and step.status == "running":
@@ -93,8 +93,19 @@ def run_header(run: RunOut) -> str:
         f"cost {money(run.total_cost_usd)} · tokens {tokens}",
     ]
     if run.error:
-        lines.append(f"[red]error:[/] {escape(str(run.error.get('message') or run.error))}")
+        lines.append(f"[red]error:[/] {escape(error_text(run.error))}")
     return "\n".join(lines)
+
+
+def error_text(error: dict[str, Any]) -> str:
+    """A run's error in one line: its message, or the failed step's code and message."""
+    if error.get("message"):
+        return str(error["message"])
+    inner = error.get("error")
+    if isinstance(inner, dict):
+        where = f"step {error['step_number']}: " if error.get("step_number") else ""
+        return f"{where}{inner.get('code')}: {inner.get('message')}"
+    return json.dumps(error, default=str)
 
 
 def live_view(run: RunWithSteps) -> RenderableType:

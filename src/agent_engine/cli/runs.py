@@ -84,24 +84,28 @@ def replay(
     """Replay a finished run from its records: print the new run's id (and with --wait, its
     final status; exit 1 unless it completed)."""
     from agent_engine.cli.main import fail
+    from agent_engine.cli.remote import connected
 
     if mode not in ("hermetic", "verify"):
         fail(f"unknown mode {mode!r}: hermetic or verify", 2)
-    with _client(url, api_key) as client:
-        made = _send(client, "POST", f"/v1/agent-runs/{run_id}/replay", json={"mode": mode})
-        typer.echo(made["id"])
+    with connected(url, api_key) as client:
+        made = client.replay(run_id, mode)
+        new_id = str(made.id)
+        typer.echo(new_id)
         if not wait:
             return
         deadline = time.monotonic() + timeout_s
-        run = made
-        while run["status"] not in TERMINAL:
+        status = made.status
+        while status not in TERMINAL:
             if time.monotonic() > deadline:
-                fail(f"replay {made['id']} is still '{run['status']}' after {timeout_s:g}s")
+                fail(f"replay {new_id} is still '{status}' after {timeout_s:g}s")
             time.sleep(POLL_S)
-            run = _send(client, "GET", f"/v1/agent-runs/{made['id']}")
-    typer.echo(run["status"])
-    if run["status"] != "completed":
-        fail(f"replay {made['id']} ended '{run['status']}': {_why(run)}")
+            run = client.get_run(new_id)
+            status = run.status
+        final = client.get_run(new_id).model_dump(mode="json")
+    typer.echo(status)
+    if status != "completed":
+        fail(f"replay {new_id} ended '{status}': {_why(final)}")
 
 
 def _why(run: dict[str, Any]) -> str:

@@ -57,9 +57,11 @@ def list_runs(
     if not runs:
         out.print('no runs (make one with `agent-engine run "GOAL" --workspace DIR`)')
         return
-    table = Table("status", "goal", "project", "cost", "tokens", "age")
+    table = Table()
     table.add_column("id", no_wrap=True, min_width=36)  # whole, to copy into other commands
-    table.columns.insert(0, table.columns.pop())
+    table.add_column("status", no_wrap=True)
+    for name in ("goal", "project", "cost", "tokens", "age"):
+        table.add_column(name)
     for run in runs:
         table.add_row(
             str(run.id),
