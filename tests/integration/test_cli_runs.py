@@ -97,6 +97,11 @@ def test_read_commands_print_tables_and_json(server: str, folder: Path, api: Eng
     assert "offline:offline-1" in cost.stdout and "total $0" in cost.stdout
     assert json.loads(cli(server, folder, "runs", "cost", run_id, "--json").stdout)["consistent"]
 
+    replayed = cli(server, folder, "runs", "replay", run_id, "--mode", "verify", "--wait")
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout.splitlines()[-1] == "completed"
+    _one_error_line(cli(server, folder, "runs", "replay", run_id, "--mode", "live"), "unknown mode")
+
     events = cli(server, folder, "runs", "events", run_id)
     assert "run.completed" in events.stdout
     lines = cli(server, folder, "runs", "events", run_id, "--json", "--type", "step.").stdout
