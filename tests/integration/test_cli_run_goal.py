@@ -6,14 +6,10 @@ terminal it exits 3 naming the step that waits."""
 from __future__ import annotations
 
 import json
-import os
-import select
-import subprocess
-import time
 from pathlib import Path
 
 from tests.integration.test_cli import AGENT_ENGINE, run_command
-from tests.processes import clean_env
+from tests.terminal import Terminal
 
 PROMPT = b"[a/r/s]"
 
@@ -36,39 +32,6 @@ def _workspace(tmp_path: Path) -> Path:
     ]
     (tmp_path / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
     return project
-
-
-class Terminal:
-    """The command on a pseudo-terminal: what it wrote, and answers typed into it."""
-
-    def __init__(self, argv: list[str], cwd: Path) -> None:
-        self.master, replica = os.openpty()
-        env = clean_env(COLUMNS="120", LINES="40", TERM="xterm")
-        self.process = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdin=replica, stdout=replica, stderr=replica
-        )
-        os.close(replica)
-        self.seen = b""
-
-    def wait_for(self, text: bytes, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while text not in self.seen:
-            assert time.monotonic() < deadline, self.seen.decode(errors="replace")[-3000:]
-            ready, _, _ = select.select([self.master], [], [], 0.2)
-            if ready:
-                try:
-                    self.seen += os.read(self.master, 65536)
-                except OSError:  # the command ended and closed the terminal
-                    assert text in self.seen, self.seen.decode(errors="replace")[-3000:]
-
-    def type(self, line: str) -> None:
-        self.seen = b""
-        os.write(self.master, line.encode() + b"\n")
-
-    def finish(self) -> int:
-        code = self.process.wait(timeout=60)
-        os.close(self.master)
-        return code
 
 
 def test_in_a_terminal_it_shows_the_diff_asks_and_the_approval_lets_the_edit_happen(

@@ -17,9 +17,10 @@ from typer.testing import CliRunner
 
 from agent_engine.cli.main import app
 from agent_engine.client import EngineClient, NotFound
-from tests.integration.test_cli import run_command
+from tests.integration.test_cli import AGENT_ENGINE, run_command
 from tests.integration.test_cli_forks import _one_error_line
 from tests.processes import clean_env, free_port, running
+from tests.terminal import Terminal
 
 GATED = [
     {"step_type": "noop", "input_data": {"value": 1}},
@@ -222,7 +223,7 @@ def test_the_sync_client_pages_and_streams_over_real_http(server: str, api: Engi
 
 READ_AND_ACT = [
     "list", "show", "steps", "cost", "events", "approve", "reject", "cancel", "retry",
-    "resume", "export", "import", "replay", "compare", "divergence", "fork", "budget",
+    "resume", "export", "import", "watch", "replay", "compare", "divergence", "fork", "budget",
 ]  # fmt: skip
 
 
@@ -236,3 +237,21 @@ def test_help_names_the_environment_variables_read(command: str) -> None:
 def test_run_help_names_the_server_variable() -> None:
     shown = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
     assert "AGENT_ENGINE_SERVER" in shown.output and "AGENT_ENGINE_API_KEY" in shown.output
+
+
+def test_watch_in_a_terminal_raises_a_paused_budget_and_the_run_goes_on(
+    server: str, folder: Path, api: EngineClient
+) -> None:
+    steps = [{"step_type": "summarize", "input_data": {"inputs": ["some words"]}}]
+    run_id = str(api.create_run("tight", steps=steps, auto_start=True, budget_tokens=5).id)
+    paused = _until(api, run_id, "awaiting_approval")
+    assert paused.steps[0].budget_pause is not None
+    terminal = Terminal([AGENT_ENGINE, "runs", "watch", run_id], folder, AGENT_ENGINE_URL=server)
+    terminal.wait_for(b"[r/c]")
+    assert b"step 1 waits for budget" in terminal.seen
+    terminal.type("r")
+    terminal.wait_for(b"new token budget")
+    terminal.type("100000")
+    terminal.wait_for(b"completed: tokens")
+    assert terminal.finish() == 0
+    assert api.get_run(run_id).budget_tokens == 100000

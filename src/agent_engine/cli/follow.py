@@ -6,6 +6,8 @@ with :data:`EXIT_WAITING` and one line saying which step waits."""
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 EXIT_FAILED = 1  # the run failed or was cancelled
 EXIT_WAITING = 3  # the run waits for a person and there is no terminal to ask on
 FINISHED = frozenset({"completed", "failed", "cancelled"})
+REFRESH_S = 0.1
 REASON_OF_RAISE = "raised at the prompt of `agent-engine run`"
 
 
@@ -61,21 +64,28 @@ class Follower:
         run = self.client.get_run(self.run_id)
         if self.live and self.out.is_terminal:
             with Live(live_view(run), console=self.out, refresh_per_second=8) as view:
-                for event in self.client.events(self.run_id, until="waiting", after=self.last_seq):
-                    self.last_seq = event.seq
-                    run = self.client.get_run(self.run_id)
-                    view.update(live_view(run))
+                for _ in self._changes():
+                    view.update(live_view(self.client.get_run(self.run_id)))
                 run = self.client.get_run(self.run_id)
                 view.update(live_view(run))
             return run
-        for event in self.client.events(self.run_id, until="waiting", after=self.last_seq):
-            self.last_seq = event.seq
-            if self.live and event.step_id is not None:
+        for _ in self._changes():
+            if self.live:
                 self._print_changes(self.client.get_run(self.run_id))
         run = self.client.get_run(self.run_id)
         if self.live:
             self._print_changes(run)
         return run
+
+    def _changes(self) -> Iterator[None]:
+        """A tick per event worth a new look at the run (at most every REFRESH_S: a burst of
+        events is one look), until the stream ends."""
+        looked = 0.0
+        for event in self.client.events(self.run_id, until="waiting", after=self.last_seq):
+            self.last_seq = event.seq
+            if time.monotonic() - looked >= REFRESH_S:
+                looked = time.monotonic()
+                yield
 
     def _print_changes(self, run: RunWithSteps) -> None:
         for step in run.steps:
@@ -169,10 +179,14 @@ class Follower:
             self.client.cancel(self.run_id, "cancelled at the prompt of `agent-engine run`")
             return
         while True:
-            text = Prompt.ask(f"new {'token' if measure == 'tokens' else 'USD'} budget")
+            text = Prompt.ask(
+                f"new {'token' if measure == 'tokens' else 'USD'} budget", console=self.out
+            )
             try:
                 amount = Decimal(text)
             except InvalidOperation:
+                continue
+            if not amount.is_finite() or amount < 0:
                 continue
             if measure == "tokens":
                 self.client.change_budget(

@@ -1,5 +1,5 @@
-"""``agent-engine runs approve | reject | cancel | retry | resume | export | import``: act on a
-server's runs through the typed client, under the caller's key and role."""
+"""``agent-engine runs approve | reject | cancel | retry | resume | export | import | watch``: act
+on a server's runs through the typed client, under the caller's key and role."""
 
 from __future__ import annotations
 
@@ -187,6 +187,22 @@ def import_(
     typer.echo(f"imported run {verdict['run_id']}: {verdict['events']} events")
 
 
+def watch(
+    run_id: RunArgument,
+    url: UrlOption = DEFAULT_URL,
+    api_key: KeyOption = None,
+) -> None:
+    """Follow a run live and, in a terminal, decide what waits (approve, reject, show more;
+    raise a paused budget); exit 0 completed, 1 failed or cancelled, 3 it waits and stdin is
+    not a terminal."""
+    from agent_engine.cli.follow import follow_run
+
+    with connected(url, api_key) as client:
+        status = follow_run(client, run_id, live=True)
+    if status:
+        raise typer.Exit(status)
+
+
 def register(runs_app: typer.Typer) -> None:
     """Add the acting commands to the ``runs`` group."""
     runs_app.command("approve")(approve)
@@ -196,3 +212,4 @@ def register(runs_app: typer.Typer) -> None:
     runs_app.command("resume")(resume)
     runs_app.command("export")(export)
     runs_app.command("import")(import_)
+    runs_app.command("watch")(watch)
