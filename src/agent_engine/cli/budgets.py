@@ -63,18 +63,26 @@ def change_run_budget(
 ) -> None:
     """Change a run's budget; steps paused for budget go on."""
     from agent_engine.cli.main import fail
+    from agent_engine.cli.remote import connected, jsonable
+    from agent_engine.client import UNSET
 
-    body: dict[str, Any] = {"reason": reason}
+    changes: dict[str, Any] = {}
     if usd is not None:
-        body["budget_usd"] = _usd(usd, "--usd")
+        changes["budget_usd"] = _usd(usd, "--usd")
     if tokens is not None and no_token_limit:
         fail("--tokens and --no-token-limit exclude each other", 2)
     if tokens is not None or no_token_limit:
-        body["budget_tokens"] = tokens
-    if len(body) == 1:
+        changes["budget_tokens"] = tokens
+    if not changes:
         fail("give --usd, --tokens or --no-token-limit", 2)
-    with _client(url, api_key) as client:
-        answer = _send(client, "PATCH", f"/v1/agent-runs/{run_id}/budget", json=body)
+    with connected(url, api_key) as client:
+        changed = client.change_budget(
+            run_id,
+            reason=reason,
+            budget_usd=changes.get("budget_usd", UNSET),
+            budget_tokens=changes.get("budget_tokens", UNSET),
+        )
+    answer = jsonable(changed)
     if as_json:
         typer.echo(json.dumps(answer, indent=2))
         return

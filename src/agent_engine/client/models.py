@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -15,6 +14,7 @@ from agent_engine.api.schemas import (
     AuditOut,
     ExecuteOut,
     Health,
+    Money,
     PlanOut,
     RunOut,
     RunPage,
@@ -45,9 +45,9 @@ class RunBudget(BaseModel):
 
     run_id: uuid.UUID
     status: str
-    budget_usd: Decimal | None
+    budget_usd: Money | None
     budget_tokens: int | None
-    spent_usd: Decimal
+    spent_usd: Money
     resumed_steps: list[int]
 
 
