@@ -169,7 +169,9 @@ async def test_replay_fork_compare_divergence_and_family(client: sdk.AsyncEngine
     divergence = await client.divergence(str(fork.id))
     assert divergence["first_divergence"]["step_number"] == 2
     family = await client.family(run_id)
-    assert family["run"]["id"] == run_id if "run" in family else run_id in str(family)
+    assert family["root"]["id"] == run_id and family["size"] == 3
+    kinds = sorted(child["kind"] for child in family["root"]["children"])
+    assert kinds == ["fork", "replay"]
     with pytest.raises(sdk.Conflict) as not_derived:
         await client.divergence(run_id)
     assert not_derived.value.code == "not_a_replay_or_fork"
