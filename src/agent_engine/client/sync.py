@@ -26,6 +26,9 @@ from agent_engine.client.models import (
 )
 
 T = TypeVar("T")
+# The server pings an event stream every 15 s: a minute of silence means the connection is
+# dead, and the stream is resumed after the last event seen.
+STREAM_TIMEOUT = httpx.Timeout(30.0, read=60.0)
 
 
 class EngineClient:
@@ -274,7 +277,7 @@ class EngineClient:
             headers = {"Accept": "text/event-stream", "Last-Event-ID": str(last)}
             try:
                 with self._http.stream(
-                    "GET", path, params=params, headers=headers, timeout=httpx.Timeout(None)
+                    "GET", path, params=params, headers=headers, timeout=STREAM_TIMEOUT
                 ) as response:
                     if not response.is_success:
                         response.read()
@@ -284,6 +287,8 @@ class EngineClient:
                         event = decoder.feed(line)
                         if event is not None:
                             parsed = calls.parse_event(event[1])
+                            if parsed.seq <= last:
+                                continue  # given already, before the connection broke
                             last, failures = parsed.seq, 0
                             yield parsed
                 return
