@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-import httpx
 import typer
 
 runs_app = typer.Typer(
@@ -37,36 +36,6 @@ KeyOption = Annotated[
         show_default=False,
     ),
 ]
-
-
-def _problem(response: httpx.Response) -> str:
-    """The server's refusal as one line: its problem+json detail and code."""
-    try:
-        body: Any = response.json()
-    except ValueError:
-        return f"the server answered HTTP {response.status_code}"
-    if isinstance(body, dict) and body.get("detail"):
-        code = f" ({body['code']})" if body.get("code") else ""
-        return f"{body['detail']}{code}"
-    return f"the server answered HTTP {response.status_code}"
-
-
-def _client(url: str, api_key: str | None) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    return httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30)
-
-
-def _send(client: httpx.Client, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-    from agent_engine.cli.main import fail  # cli.main imports this module
-
-    try:
-        response = client.request(method, path, **kwargs)
-    except httpx.HTTPError as exc:
-        fail(f"cannot reach the server at {client.base_url}: {type(exc).__name__}: {exc}")
-    if not response.is_success:
-        fail(_problem(response))
-    body: dict[str, Any] = response.json()
-    return body
 
 
 @runs_app.command("replay")
