@@ -95,7 +95,7 @@ async def test_runs_are_created_read_listed_and_paged_as_the_apis_models(
 
 
 async def test_a_gated_run_is_executed_approved_and_its_events_stream_to_the_end(
-    client: sdk.AsyncEngineClient,
+    client: sdk.AsyncEngineClient, settings: Settings, sqlite_template: Path, tmp_path: Path
 ) -> None:
     run = await client.create_run("gated", steps=GATED)
     run_id = str(run.id)
@@ -126,6 +126,15 @@ async def test_a_gated_run_is_executed_approved_and_its_events_stream_to_the_end
     bundle = await client.export_run(run_id)
     with pytest.raises(sdk.Conflict):
         await client.import_run(bundle)
+    elsewhere = settings.model_copy(
+        update={"database_url": clone_sqlite(sqlite_template, tmp_path)}
+    )
+    async with engine_client(elsewhere) as other:
+        imported = await other.import_run(bundle)
+        assert imported["run_id"] == run_id and imported["events"] == len(events)
+        assert (await other.get_run(run_id)).status == "completed"
+        costs = (await other.raw("GET", "/v1/costs", params={"format": "csv"})).text
+        assert costs.startswith("calls,")
     bundle["audit_events"][1]["payload"] = {"changed": True}
     with pytest.raises(sdk.AuditInvalid):
         await client.import_run(bundle)
