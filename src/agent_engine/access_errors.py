@@ -36,6 +36,13 @@ class FourEyesError(ForbiddenError):
     title = "Four-eyes rule"
 
 
+class CsrfRefusedError(ForbiddenError):
+    """A console form posted without the page's token, or from another site."""
+
+    code = "csrf_refused"
+    title = "Cross-site request refused"
+
+
 class ApiKeyNameTakenError(ConflictError):
     code = "api_key_name_taken"
     title = "API key name taken"

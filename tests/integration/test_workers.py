@@ -260,7 +260,9 @@ async def test_cancel_kills_a_running_commands_whole_process_group(
     # by the processes working in the workspace.
     deadline = time.monotonic() + 15
     command: list[int] = []
-    while not any(b"the-child" in _cmdline(pid) for pid in command):
+    # The child is the process whose arguments include "the-child" as one of them (the parent
+    # has those words only inside its script).
+    while not any(b"the-child" in _cmdline(pid).split(b"\0") for pid in command):
         assert time.monotonic() < deadline, "the command never started"
         await asyncio.sleep(0.05)
         command = [pid for pid in _pids_working_in(workspace.resolve()) if _alive(pid)]

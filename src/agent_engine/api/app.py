@@ -41,6 +41,7 @@ from agent_engine.engine.keys import ApiKeys
 from agent_engine.engine.webhooks import start_sender
 from agent_engine.executors.registry import ExecutorRegistry
 from agent_engine.storage.migrations import upgrade_async
+from agent_engine.ui import install_console
 from agent_engine.worker.worker import Worker, WorkerOptions
 
 logger = logging.getLogger(__name__)
@@ -117,6 +118,8 @@ def create_app(
     app.include_router(chat.router)
     app.include_router(webhooks.router)
     app.include_router(costs.router)
+    # The console's pages stay out of the spec; each declares its role as the API's routes do.
+    install_console(app)
     # The docs pages and their OAuth2 redirect are public; every other route must say its role.
     check_declared_roles(
         app, unlisted_public=frozenset({DOCS_URL, f"{DOCS_URL}/oauth2-redirect", REDOC_URL})

@@ -19,8 +19,18 @@ from agent_engine.domain.clock import utcnow
 from agent_engine.domain.money import quantize_money
 from agent_engine.storage import budgets as store
 
-RESERVE_SQL = text("SELECT CAST(agent_engine_reserve_v1(CAST(:doc AS jsonb)) AS text)")
-SETTLE_SQL = text("SELECT CAST(agent_engine_settle_v1(CAST(:doc AS jsonb)) AS text)")
+# Both commit asynchronously (synchronous_commit off for their own transaction): they are
+# followed by the step's durable write, whose WAL flush makes them durable too, so only a crash
+# of PostgreSQL itself in between can lose them — and then it loses that attempt's record as
+# well. This saves a model call two WAL flushes (each a few ms on a plain disk).
+RESERVE_SQL = text(
+    "SELECT set_config('synchronous_commit', 'off', true),"
+    " CAST(agent_engine_reserve_v1(CAST(:doc AS jsonb)) AS text)"
+)
+SETTLE_SQL = text(
+    "SELECT set_config('synchronous_commit', 'off', true),"
+    " CAST(agent_engine_settle_v1(CAST(:doc AS jsonb)) AS text)"
+)
 
 
 def _is_postgres(session: AsyncSession) -> bool:
@@ -28,7 +38,8 @@ def _is_postgres(session: AsyncSession) -> bool:
 
 
 async def _call(session: AsyncSession, statement: Any, doc: dict[str, Any]) -> dict[str, Any]:
-    raw = await session.scalar(statement, {"doc": json.dumps(doc, default=str)})
+    row = (await session.execute(statement, {"doc": json.dumps(doc, default=str)})).one()
+    raw = row[1]
     # Money comes back as JSON numbers: read them as Decimal, never as float.
     answer: dict[str, Any] = json.loads(raw, parse_float=Decimal)
     return answer

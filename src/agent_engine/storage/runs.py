@@ -66,12 +66,21 @@ async def list_runs_txn(
     limit: int = 50,
     forked_from: uuid.UUID | None = None,
     replay_of: uuid.UUID | None = None,
+    project: str | None = None,
+    goal_contains: str | None = None,
 ) -> Sequence[AgentRun]:
     """Newest first; ``after`` is the (created_at, id) of the last row of the previous page;
-    ``forked_from`` / ``replay_of``: only the forks / replays of that run."""
+    ``forked_from`` / ``replay_of``: only the forks / replays of that run; ``project``: only
+    that project's; ``goal_contains``: only goals containing that text (any case)."""
     query = select(AgentRun)
     if statuses:
         query = query.where(AgentRun.status.in_(statuses))
+    if project is not None:
+        query = query.where(AgentRun.project == project)
+    if goal_contains:
+        # The text is matched literally: LIKE's wildcards in it are escaped.
+        literal = goal_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(AgentRun.goal.ilike(f"%{literal}%", escape="\\"))
     if forked_from is not None:
         query = query.where(AgentRun.forked_from == forked_from)
     if replay_of is not None:

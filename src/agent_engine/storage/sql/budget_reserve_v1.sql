@@ -34,15 +34,22 @@ BEGIN
     IF jsonb_array_length(wanted) = 0 THEN
         RETURN jsonb_build_object('none', true);
     END IF;
-    INSERT INTO budget_counters (id, scope, subject, period, limit_usd, limit_tokens, spent_usd,
-                                 spent_tokens, reserved_usd, reserved_tokens, alerted_percent,
-                                 updated_at)
-    SELECT gen_random_uuid(), k.scope, k.subject, k.period, k.limit_usd, k.limit_tokens,
-           0, 0, 0, 0, 0, now()
-    FROM jsonb_to_recordset(wanted)
-         AS k(scope text, subject text, period text, limit_usd numeric, limit_tokens bigint)
-    ORDER BY k.scope, k.subject, k.period
-    ON CONFLICT (scope, subject, period) DO NOTHING;
+    -- Counters missing for their period are created first (a new run's, a new month's); the
+    -- rest already exist, and only the lock below touches them.
+    IF (SELECT count(*) FROM budget_counters AS c
+        JOIN jsonb_to_recordset(wanted) AS k(scope text, subject text, period text)
+          ON c.scope = k.scope AND c.subject = k.subject AND c.period = k.period)
+       < jsonb_array_length(wanted) THEN
+        INSERT INTO budget_counters (id, scope, subject, period, limit_usd, limit_tokens,
+                                     spent_usd, spent_tokens, reserved_usd, reserved_tokens,
+                                     alerted_percent, updated_at)
+        SELECT gen_random_uuid(), k.scope, k.subject, k.period, k.limit_usd, k.limit_tokens,
+               0, 0, 0, 0, 0, now()
+        FROM jsonb_to_recordset(wanted)
+             AS k(scope text, subject text, period text, limit_usd numeric, limit_tokens bigint)
+        ORDER BY k.scope, k.subject, k.period
+        ON CONFLICT (scope, subject, period) DO NOTHING;
+    END IF;
     FOR counter IN
         SELECT c.* FROM budget_counters AS c
         JOIN jsonb_to_recordset(wanted) AS k(scope text, subject text, period text)
