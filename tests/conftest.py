@@ -30,8 +30,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     pinned = config.stash.get(PINNED, 0)
     if pinned:
         terminalreporter.write_line(
-            f"{pinned} tests ran on one backend only; their reasons: "
-            "pytest --collect-only -m one_backend, and the one_backend marks in the code"
+            f"{pinned} of the tests collected run on one backend only; why, for each: "
+            "its one_backend mark (pytest --collect-only -m one_backend lists them)"
         )
 
 
