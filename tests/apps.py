@@ -30,7 +30,7 @@ def database_for(
     try:
         yield server.url_for(name)
     finally:
-        asyncio.run(server.drop_database(name))
+        server.discard_database(name)
 
 
 @contextmanager

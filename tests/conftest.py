@@ -14,11 +14,25 @@ from agent_engine.config import Settings
 from tests.databases import (
     PostgresServer,
     clone_sqlite,
-    drop_template,
     make_sqlite_template,
     prepare_postgres,
 )
 from tests.sandboxing import INTERPRETER_PATHS, TEST_SANDBOX
+
+PINNED = pytest.StashKey[int]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    config.stash[PINNED] = sum(1 for item in items if item.get_closest_marker("one_backend"))
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    pinned = config.stash.get(PINNED, 0)
+    if pinned:
+        terminalreporter.write_line(
+            f"{pinned} of the tests collected run on one backend only; why, for each: "
+            "its one_backend mark (pytest --collect-only -m one_backend lists them)"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +46,7 @@ def postgres_server() -> Iterator[PostgresServer | None]:
     pytest.postgres_skip_reason = reason  # type: ignore[attr-defined]
     yield server
     if server is not None:
-        drop_template(server)
+        server.close()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -53,7 +67,7 @@ async def database_url(
     try:
         yield server.url_for(name)
     finally:
-        await server.drop_database(name)
+        server.discard_database(name)
 
 
 @pytest.fixture

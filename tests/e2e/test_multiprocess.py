@@ -29,7 +29,7 @@ async def pg_url(postgres_server: PostgresServer | None) -> AsyncIterator[str]:
     try:
         yield postgres_server.url_for(name)
     finally:
-        await postgres_server.drop_database(name)
+        postgres_server.discard_database(name)
 
 
 @pytest.fixture

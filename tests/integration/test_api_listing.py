@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import httpx
-import pytest
 
 from agent_engine.api.app import create_app
 from agent_engine.config import Settings
 from agent_engine.storage.migrations import head_revision
+from tests.backends import one_backend
 from tests.conftest import noop_plan
 from tests.databases import PostgresServer
 
@@ -72,11 +72,11 @@ async def test_openapi_documents_every_endpoint(client: httpx.AsyncClient) -> No
     assert (await client.get("/redoc")).status_code == 200
 
 
+@one_backend("postgres", "needs a PostgreSQL database this test may drop")
 async def test_lost_database_is_a_503_problem_not_a_500(
     settings: Settings, postgres_server: PostgresServer | None
 ) -> None:
-    if not settings.database_url.startswith("postgresql") or postgres_server is None:
-        pytest.skip("needs a PostgreSQL database this test may drop")
+    assert postgres_server is not None  # the postgres parameter skips without a server
     app = create_app(settings)
     async with (
         app.router.lifespan_context(app),

@@ -27,6 +27,7 @@ from agent_engine.llm.base import (
     LLMClient,
     Usage,
 )
+from tests.backends import one_backend
 from tests.mcp_servers import dead_server, fake_server, time_server, write_servers
 from tests.processes import free_port
 
@@ -124,6 +125,12 @@ async def test_mcp_steps_run_in_the_embedded_worker_and_are_recorded(
     ]
 
 
+REFUSED_BEFORE_ANY_WRITE = one_backend(
+    "sqlite", "the plan is refused from the MCP servers' listings before anything is written"
+)
+
+
+@REFUSED_BEFORE_ANY_WRITE
 async def test_server_not_configured_is_refused_at_plan_creation(api: httpx.AsyncClient) -> None:
     response = await api.post(
         "/v1/agent-runs", json={"goal": "g", "steps": [mcp_step("weather", "forecast")]}
@@ -136,6 +143,7 @@ async def test_server_not_configured_is_refused_at_plan_creation(api: httpx.Asyn
     assert "AGENT_ENGINE_MCP_SERVERS" in problem["detail"]
 
 
+@REFUSED_BEFORE_ANY_WRITE
 async def test_tool_the_server_does_not_list_is_refused_at_plan_creation(
     api: httpx.AsyncClient,
 ) -> None:
@@ -149,6 +157,7 @@ async def test_tool_the_server_does_not_list_is_refused_at_plan_creation(
     assert "get_current_time" in problem["detail"]
 
 
+@REFUSED_BEFORE_ANY_WRITE
 async def test_bad_step_input_is_refused_at_plan_creation(api: httpx.AsyncClient) -> None:
     step = {"step_type": "mcp_tool", "input_data": {"server": "own", "arguments": []}}
     response = await api.post("/v1/agent-runs", json={"goal": "g", "steps": [step]})
@@ -247,6 +256,7 @@ async def test_http_server_nobody_listens_on_fails_the_step(api: httpx.AsyncClie
     assert "MCP server 'remote-down' (http://127.0.0.1:" in error["message"]
 
 
+@one_backend("sqlite", "the catalog is built from the MCP servers' listings, not from the database")
 async def test_planner_catalog_lists_each_tool_with_its_schema(
     served: tuple[FastAPI, httpx.AsyncClient],
 ) -> None:

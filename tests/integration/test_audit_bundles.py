@@ -16,6 +16,7 @@ from agent_engine.api.app import create_app
 from agent_engine.config import Settings
 from agent_engine.engine.bundles import verify_bundle
 from tests.audit_runs import covered_run, verdict
+from tests.backends import one_backend
 from tests.databases import PostgresServer, clone_sqlite
 from tests.forking import run_to_end
 from tests.integration.test_cli import run_command
@@ -87,6 +88,7 @@ async def test_a_value_no_event_covers_changed_fails_by_the_bundle_hash(
     assert verify_bundle({"format": "something else"})["first_broken"]["kind"] == "bundle_invalid"
 
 
+@one_backend("sqlite", "one direction is enough: the SQLite instance exports")
 async def test_a_bundle_from_sqlite_imports_into_postgresql_and_verifies_there(
     settings: Settings,
     workspace_root: Path,
@@ -96,8 +98,6 @@ async def test_a_bundle_from_sqlite_imports_into_postgresql_and_verifies_there(
 ) -> None:
     if postgres_server is None:
         pytest.skip(getattr(pytest, "postgres_skip_reason", "PostgreSQL not reachable"))
-    if not settings.database_url.startswith("sqlite"):
-        pytest.skip("one direction is enough: the SQLite instance exports")
     async with _serving(settings) as sqlite_instance:
         run = await covered_run(sqlite_instance, workspace_root)
         bundle = await _export(sqlite_instance, run["id"])
@@ -137,7 +137,7 @@ async def test_a_bundle_from_sqlite_imports_into_postgresql_and_verifies_there(
                 for e, b in zip(bundle["audit_events"], back["audit_events"], strict=True)
             ]
     finally:
-        await postgres_server.drop_database(name)
+        postgres_server.discard_database(name)
 
 
 async def test_a_broken_bundle_is_refused_naming_the_place(
@@ -179,6 +179,11 @@ async def test_a_malformed_bundle_is_a_clear_422(client: httpx.AsyncClient) -> N
         assert answer.headers["content-type"].startswith("application/problem+json")
 
 
+@one_backend(
+    "sqlite",
+    "the CLI's verify, export and import are the same commands on both backends (the API tests "
+    "cover PostgreSQL); each starts a process",
+)
 async def test_the_cli_verifies_exports_and_imports_runs_in_a_database(
     client: httpx.AsyncClient,
     workspace_root: Path,
@@ -186,10 +191,6 @@ async def test_the_cli_verifies_exports_and_imports_runs_in_a_database(
     settings: Settings,
     sqlite_template: Path,
 ) -> None:
-    if not settings.database_url.startswith("sqlite"):
-        # The commands are the same on both backends (the API tests cover PostgreSQL); each
-        # starts a process, so one backend keeps the suite's time down.
-        pytest.skip("the CLI's verify, export and import run once, on SQLite")
     from sqlalchemy import update
 
     from agent_engine.storage.tables import Base

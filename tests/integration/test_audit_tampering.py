@@ -204,14 +204,23 @@ async def _rewrite_wholesale(url: str, run: dict[str, Any]) -> None:
         await db.execute(update(runs).values(audit_head_hash=prev, version=runs.c.version + 1))
 
 
-async def test_a_chain_recomputed_wholesale_is_found_by_its_signature(
-    settings: Settings, workspace_root: Path, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def cli_made_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A signing key made by ``agent-engine audit keygen`` (a process), once for the module: the
+    file is only read, by both backends' tests."""
     from tests.integration.test_cli import run_command
 
-    key = tmp_path / "audit.key"
-    made = run_command("audit", "keygen", "--out", str(key), cwd=tmp_path)
+    folder = tmp_path_factory.mktemp("audit-key")
+    key = folder / "audit.key"
+    made = run_command("audit", "keygen", "--out", str(key), cwd=folder)
     assert made.returncode == 0, made.stderr
+    return key
+
+
+async def test_a_chain_recomputed_wholesale_is_found_by_its_signature(
+    settings: Settings, workspace_root: Path, cli_made_key: Path
+) -> None:
+    key = cli_made_key
     signed = settings.model_copy(update={"audit_signing_key_file": key})
     app = create_app(signed)
     async with (

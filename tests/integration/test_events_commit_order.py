@@ -18,6 +18,7 @@ from agent_engine.engine.context import build_context
 from agent_engine.engine.event_stream import START, StreamFilter, _read_all
 from agent_engine.storage.audit import event_hash
 from agent_engine.storage.types import utcnow
+from tests.backends import one_backend
 from tests.integration.test_events import noop, read_events, server
 
 __all__ = ["server"]  # the fixture, used by name
@@ -104,6 +105,7 @@ async def append_event(connection: asyncpg.Connection, run_id: str) -> int:
     return event_id
 
 
+@one_backend("postgres", "concurrent writers that commit out of id order are PostgreSQL's")
 async def test_an_event_committed_after_a_later_one_reaches_a_reader_that_resumes(
     server: str, settings: Settings, connections: list[asyncpg.Connection]
 ) -> None:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from agent_engine.config import Settings
+from tests.backends import one_backend
 from tests.fakes.llm_servers import FakeLLMServer
 from tests.forking import (
     analysis_reply,
@@ -180,6 +181,11 @@ async def test_a_model_override_pins_the_step_to_that_model(
     assert "model" in compared["steps"][2]["differs_in"]
 
 
+@one_backend(
+    "sqlite",
+    "each refusal is decided from the request and the source run's plan before the fork is "
+    "written; forks that are written run on both backends above",
+)
 @pytest.mark.parametrize(
     ("body", "code", "field"),
     [

@@ -13,7 +13,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import pytest
 from sqlalchemy.engine import make_url
 
 from agent_engine.config import Settings
@@ -22,6 +21,7 @@ from agent_engine.engine.claiming import lease_until
 from agent_engine.engine.context import build_context
 from agent_engine.engine.runs import CreateRunRequest, create_run, get_run
 from agent_engine.worker.worker import Worker, WorkerOptions
+from tests.backends import one_backend
 
 STEPS = 12
 STUCK_S = 60.0  # a guard against hanging, not a measurement
@@ -62,12 +62,10 @@ async def _updates(dsn: str, tables: tuple[str, ...], at_least: int) -> dict[str
         await connection.close()
 
 
-@pytest.mark.postgres
+@one_backend("postgres", "heap-only updates are PostgreSQL's (SQLite rewrites its B-tree rows)")
 async def test_a_sequential_run_updates_its_run_and_steps_in_place(
     settings: Settings, database_url: str
 ) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("heap-only updates are PostgreSQL's (SQLite rewrites its B-tree rows)")
     ctx = build_context(settings)
     await ctx.start()
     stop = asyncio.Event()

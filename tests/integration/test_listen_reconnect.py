@@ -44,7 +44,7 @@ async def database(postgres_server: PostgresServer | None) -> AsyncIterator[str]
     try:
         yield name
     finally:
-        await postgres_server.drop_database(name)
+        postgres_server.discard_database(name)
 
 
 @pytest.fixture

@@ -151,9 +151,10 @@ async def test_the_manifest_is_the_same_when_asked_again(
 
 @pytest.mark.parametrize("run_id", ["00000000-0000-0000-0000-000000000000", "not-a-run"])
 async def test_an_unknown_runs_manifest_is_a_404_problem(
-    api: httpx.AsyncClient, run_id: str
+    client: httpx.AsyncClient, run_id: str
 ) -> None:
-    response = await api.get(f"/v1/agent-runs/{run_id}/manifest")
+    # The plain app: no run means no MCP server to describe, so none is started for this.
+    response = await client.get(f"/v1/agent-runs/{run_id}/manifest")
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["code"] == "not_found"

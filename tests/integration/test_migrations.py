@@ -20,6 +20,7 @@ from agent_engine.domain.states import RunStatus, StepStatus
 from agent_engine.storage import migrations
 from agent_engine.storage.database import create_engine
 from agent_engine.storage.tables import Base
+from tests.backends import one_backend
 
 TABLES = {
     "agent_runs",
@@ -142,9 +143,8 @@ async def test_audit_events_are_append_only_in_the_database(
         await engine.dispose()
 
 
+@one_backend("postgres", "TRUNCATE exists only on PostgreSQL")
 async def test_audit_events_cannot_be_truncated_on_postgres(database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("TRUNCATE exists only on PostgreSQL")
     engine, _ = await _insert_event(database_url)
     try:
         with pytest.raises(DBAPIError, match="append-only"):

@@ -20,6 +20,7 @@ from agent_engine.engine.context import limits_from_settings
 from agent_engine.engine.plans import validate_plan
 from agent_engine.errors import PlanValidationError
 from agent_engine.executors.registry import load_registry
+from tests.backends import one_backend
 from tests.conftest import noop_plan
 
 PROBLEM = "application/problem+json"
@@ -31,6 +32,11 @@ def workspace(workspace_root: Path) -> Path:
     target.mkdir()
     (target / "notes.txt").write_text("alpha\n")
     return target
+
+
+REFUSED_AT_CREATION = one_backend(
+    "sqlite", "the plan is refused by the checks made before the run is written"
+)
 
 
 def refused(response: httpx.Response, code: str = "invalid_plan") -> dict[str, Any]:
@@ -73,6 +79,7 @@ async def test_a_workspace_root_itself_is_refused_as_a_workspace(
 # --- literal inputs -----------------------------------------------------------------------------
 
 
+@REFUSED_AT_CREATION
 async def test_literal_paths_leaving_the_workspace_are_refused_naming_each_step_and_field(
     client: httpx.AsyncClient, workspace: Path
 ) -> None:
@@ -100,6 +107,7 @@ async def test_literal_paths_leaving_the_workspace_are_refused_naming_each_step_
     assert await no_runs(client)
 
 
+@REFUSED_AT_CREATION
 async def test_a_patch_that_does_not_parse_is_refused_at_creation(
     client: httpx.AsyncClient, workspace: Path
 ) -> None:
@@ -130,6 +138,7 @@ async def test_inputs_given_by_reference_are_checked_only_when_they_run(
 # --- references ---------------------------------------------------------------------------------
 
 
+@REFUSED_AT_CREATION
 @pytest.mark.parametrize(
     ("ref", "message"),
     [
@@ -167,6 +176,7 @@ async def test_references_that_cannot_resolve_say_why(
     assert body["detail"] == f"step 2: input_data.inputs.0: {message}"
 
 
+@REFUSED_AT_CREATION
 async def test_a_reference_to_a_later_step_is_refused(client: httpx.AsyncClient) -> None:
     steps = [
         {"step_type": "noop", "input_data": {"value": {"$ref": "steps.3.output"}}},
@@ -200,6 +210,7 @@ async def test_references_into_nested_outputs_follow_the_schema(
     )
 
 
+@REFUSED_AT_CREATION
 async def test_every_problem_of_every_step_is_listed_at_once(
     client: httpx.AsyncClient, workspace: Path
 ) -> None:
@@ -222,6 +233,7 @@ async def test_every_problem_of_every_step_is_listed_at_once(
 # --- the allowlist ------------------------------------------------------------------------------
 
 
+@one_backend("sqlite", "no database is opened: the settings only give the limits")
 def test_validate_plan_with_the_engine_limits_refuses_programs_off_the_allowlist(
     settings: Settings,
 ) -> None:
@@ -247,6 +259,7 @@ def test_validate_plan_with_the_engine_limits_refuses_programs_off_the_allowlist
     validate_plan(plan, registry, has_workspace=True)
 
 
+@REFUSED_AT_CREATION
 async def test_a_program_off_the_allowlist_is_refused_at_creation(
     client: httpx.AsyncClient, workspace: Path
 ) -> None:

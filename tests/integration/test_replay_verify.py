@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from agent_engine.config import Settings
+from tests.backends import one_backend
 from tests.fakes.llm_servers import FakeLLMServer
 from tests.mcp_servers import FAKE_SERVER, write_servers
 from tests.replay_flow import (
@@ -130,6 +131,11 @@ COUNTED_START = (
 )
 
 
+@one_backend(
+    "sqlite",
+    "a tool's answer is served from its record as a command's is, which the sample story test "
+    "checks on both backends; this one starts an MCP server",
+)
 async def test_verify_replay_calls_no_mcp_tool(
     settings: Settings,
     model: tuple[FakeLLMServer, EchoModel],

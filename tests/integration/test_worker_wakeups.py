@@ -25,6 +25,7 @@ from agent_engine.storage.notifications import Notifier, RunNotice
 from agent_engine.storage.runs import list_steps_txn
 from agent_engine.worker.known_runs import KnownRuns
 from agent_engine.worker.worker import Worker, WorkerOptions
+from tests.backends import one_backend
 from tests.databases import PostgresServer
 from tests.engines import LockingOnlyRuns
 from tests.integration.test_workers import embedded_worker_client, step, wait_for
@@ -240,13 +241,12 @@ def _unknown_run() -> ChangeSet:
     return ChangeSet(run, [])
 
 
+@one_backend("postgres", "a server that drops connections is PostgreSQL's (SQLite is a file)")
 async def test_a_connection_the_server_dropped_is_replaced_for_the_next_write(
     settings: Settings,
 ) -> None:
     """The writer's connections come from the engine's pool; ones the server dropped are
     replaced, and the writer is not left waiting on a batch that failed."""
-    if not settings.database_url.startswith("postgresql"):
-        pytest.skip("a server that drops connections is PostgreSQL's (SQLite is a file)")
     ctx = build_context(settings)
     try:
         assert await ctx.changes.apply(_unknown_run()) is False  # a pooled connection now
@@ -321,11 +321,10 @@ async def _poll(connection: Any, query: str) -> Any:
             await asyncio.sleep(0.01)
 
 
+@one_backend("postgres", "a server that drops connections is PostgreSQL's (SQLite is a file)")
 async def test_a_result_whose_one_call_write_failed_is_recorded_by_the_locking_path(
     settings: Settings,
 ) -> None:
-    if not settings.database_url.startswith("postgresql"):
-        pytest.skip("a server that drops connections is PostgreSQL's (SQLite is a file)")
     BreaksOnceWriter.broke = False
     BreaksOnceWriter.dsn = _dsn(settings.database_url)
     # Leases of 30 s: had the result been lost, the run would wait for its lease to lapse.

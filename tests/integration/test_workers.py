@@ -39,7 +39,7 @@ async def embedded_worker_client(
 
 @pytest.fixture
 async def worker_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with embedded_worker_client(settings, poll_s=0.2) as http:
+    async with embedded_worker_client(settings, poll_s=0.05) as http:
         yield http
 
 

@@ -9,20 +9,12 @@ import json
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent_engine.cli.runs import (
-    DEFAULT_URL,
-    KeyOption,
-    UrlOption,
-    _client,
-    _problem,
-    _send,
-    runs_app,
-)
+from agent_engine.cli.remote import connected
+from agent_engine.cli.runs import DEFAULT_URL, KeyOption, UrlOption, runs_app
 
 budgets_app = typer.Typer(help="Monthly budgets of projects and API keys.", no_args_is_help=True)
 out = Console(soft_wrap=True)
@@ -63,18 +55,26 @@ def change_run_budget(
 ) -> None:
     """Change a run's budget; steps paused for budget go on."""
     from agent_engine.cli.main import fail
+    from agent_engine.cli.remote import connected, jsonable
+    from agent_engine.client import UNSET
 
-    body: dict[str, Any] = {"reason": reason}
+    changes: dict[str, Any] = {}
     if usd is not None:
-        body["budget_usd"] = _usd(usd, "--usd")
+        changes["budget_usd"] = _usd(usd, "--usd")
     if tokens is not None and no_token_limit:
         fail("--tokens and --no-token-limit exclude each other", 2)
     if tokens is not None or no_token_limit:
-        body["budget_tokens"] = tokens
-    if len(body) == 1:
+        changes["budget_tokens"] = tokens
+    if not changes:
         fail("give --usd, --tokens or --no-token-limit", 2)
-    with _client(url, api_key) as client:
-        answer = _send(client, "PATCH", f"/v1/agent-runs/{run_id}/budget", json=body)
+    with connected(url, api_key) as client:
+        changed = client.change_budget(
+            run_id,
+            reason=reason,
+            budget_usd=changes.get("budget_usd", UNSET),
+            budget_tokens=changes.get("budget_tokens", UNSET),
+        )
+    answer = jsonable(changed)
     if as_json:
         typer.echo(json.dumps(answer, indent=2))
         return
@@ -104,8 +104,8 @@ def set_budget(
     if usd is None and tokens is None:
         fail("give --usd, --tokens or both", 2)
     body = {"limit_usd": _usd(usd, "--usd"), "limit_tokens": tokens}
-    with _client(url, api_key) as client:
-        answer = _send(client, "PUT", f"/v1/budgets/{scope}/{subject}", json=body)
+    with connected(url, api_key) as client:
+        answer = client.raw("PUT", f"/v1/budgets/{scope}/{subject}", json=body).json()
     if as_json:
         typer.echo(json.dumps(answer, indent=2))
         return
@@ -117,8 +117,8 @@ def list_budgets(
     as_json: JsonOption = False, url: UrlOption = DEFAULT_URL, api_key: KeyOption = None
 ) -> None:
     """Every monthly budget with this month's spent, reserved and remaining."""
-    with _client(url, api_key) as client:
-        answer = _send(client, "GET", "/v1/budgets")
+    with connected(url, api_key) as client:
+        answer = client.raw("GET", "/v1/budgets").json()
     if as_json:
         typer.echo(json.dumps(answer, indent=2))
         return
@@ -130,15 +130,9 @@ def remove_budget(
     scope: Scope, subject: Subject, url: UrlOption = DEFAULT_URL, api_key: KeyOption = None
 ) -> None:
     """Remove a project's or key's monthly budget (admin)."""
-    from agent_engine.cli.main import fail
 
-    with _client(url, api_key) as client:
-        try:
-            response = client.delete(f"/v1/budgets/{scope}/{subject}")
-        except httpx.HTTPError as exc:
-            fail(f"cannot reach the server at {client.base_url}: {type(exc).__name__}: {exc}")
-    if not response.is_success:
-        fail(_problem(response))
+    with connected(url, api_key) as client:
+        client.raw("DELETE", f"/v1/budgets/{scope}/{subject}")
     typer.echo(f"removed the monthly budget of {scope} {subject}")
 
 

@@ -19,6 +19,7 @@ from rich.table import Table
 from agent_engine.errors import EngineError
 
 if TYPE_CHECKING:  # the engine is imported by the commands that use it: `--help` stays quick
+    from agent_engine.client import EngineClient
     from agent_engine.engine.context import EngineContext
 
 out = Console(soft_wrap=True)
@@ -44,31 +45,15 @@ KeyOption = Annotated[
         help="API key for --url [env: AGENT_ENGINE_API_KEY]",
     ),
 ]
-HTTP_TIMEOUT_S = 30.0
 
 
-def _over_http(
-    url: str, key: str | None, method: str, path: str, body: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """One request to a serve; a refusal (problem+json) or no answer is one ``error:`` line."""
-    import httpx
+def _over_http(url: str, key: str | None, call: Callable[[EngineClient], T]) -> T:
+    """One call to a serve through the typed client; a refusal (problem+json) or no answer is
+    one ``error:`` line."""
+    from agent_engine.cli.remote import connected
 
-    from agent_engine.cli.main import fail
-
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    try:
-        with httpx.Client(base_url=url, timeout=HTTP_TIMEOUT_S, headers=headers) as client:
-            response = client.request(method, path, json=body)
-    except httpx.HTTPError as exc:
-        fail(f"could not reach {url}: {exc}")
-    try:
-        answer = response.json()
-    except ValueError:
-        answer = None
-    if response.status_code >= 400 or not isinstance(answer, dict):
-        detail = answer.get("detail") if isinstance(answer, dict) else None
-        fail(str(detail) if detail else f"{method} {path}: HTTP {response.status_code}")
-    return answer
+    with connected(url, key) as client:
+        return call(client)
 
 
 def _with_engine(action: Callable[[EngineContext], Awaitable[T]]) -> T:
@@ -146,7 +131,7 @@ def compare(
     from agent_engine.engine.comparison import compare_runs, jsonable
 
     if url:
-        report = _over_http(url, api_key, "GET", f"/v1/agent-runs/{run_a}/compare/{run_b}")
+        report = _over_http(url, api_key, lambda client: client.compare(run_a, run_b))
     else:
         report = jsonable(_with_engine(lambda ctx: compare_runs(ctx, run_a, run_b)))
     if as_json:
@@ -185,7 +170,7 @@ def divergence(
     from agent_engine.engine.comparison import divergence_report, jsonable
 
     if url:
-        report = _over_http(url, api_key, "GET", f"/v1/agent-runs/{run_id}/divergence")
+        report = _over_http(url, api_key, lambda client: client.divergence(run_id))
     else:
         report = jsonable(_with_engine(lambda ctx: divergence_report(ctx, run_id)))
     if as_json:
@@ -266,14 +251,24 @@ def fork(
         where = ".".join(str(part) for part in first["loc"])
         fail(f"{where + ': ' if where else ''}{first['msg'].removeprefix('Value error, ')}", 2)
     if url:
-        body = request.model_dump(mode="json", exclude_defaults=True)
-        made = _over_http(url, api_key, "POST", f"/v1/agent-runs/{run_id}/fork", body)
-        new_id, status = str(made["id"]), str(made["status"])
+        made = _over_http(
+            url,
+            api_key,
+            lambda client: client.fork(
+                run_id,
+                request.from_step,
+                input_data=request.input_data,
+                output_data=request.output_data,
+                model=request.model,
+                replay=request.replay,
+            ),
+        )
+        new_id, status = str(made.id), str(made.status)
     else:
         view = _with_engine(
             lambda ctx: fork_run(ctx, run_id, request, actor=CLI_ACTOR, may_loosen_policy=True)
         )
-        new_id, status = str(view.run.id), view.run.status
+        new_id, status = str(view.run.id), str(view.run.status)
     typer.echo(new_id)
     typer.echo(f"run {new_id} forked from {run_id} at step {from_step}: {status}", err=True)
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent_engine.cli.runs import DEFAULT_URL, KeyOption, UrlOption, _client, _problem
+from agent_engine.cli.runs import DEFAULT_URL, KeyOption, UrlOption
 
 out = Console(soft_wrap=True)
 MONEY = ("cost_usd", "saved_by_cache_usd", "saved_by_routing_usd")
@@ -48,6 +47,7 @@ def costs(
 ) -> None:
     """Totals of every model call (calls, tokens, cost, savings), grouped as asked."""
     from agent_engine.cli.main import fail  # cli.main imports this module
+    from agent_engine.cli.remote import connected
 
     if as_csv and as_json:
         fail("--csv and --json exclude each other", 2)
@@ -57,13 +57,8 @@ def costs(
         params["project"] = project
     if as_csv:
         params["format"] = "csv"
-    with _client(url, api_key) as client:
-        try:
-            response = client.get("/v1/costs", params=params)
-        except httpx.HTTPError as exc:
-            fail(f"cannot reach the server at {client.base_url}: {type(exc).__name__}: {exc}")
-    if not response.is_success:
-        fail(_problem(response))
+    with connected(url, api_key) as client:
+        response = client.raw("GET", "/v1/costs", params=params)
     if as_csv:
         typer.echo(response.text, nl=False)
         return

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from agent_engine import __version__
-from agent_engine.cli import budgets, compare, costs
+from agent_engine.cli import budgets, compare, costs, run_goal, runs_act, runs_read
 from agent_engine.cli.audit import audit_app
 from agent_engine.cli.keys import keys_app
 from agent_engine.cli.runs import runs_app
@@ -32,8 +32,12 @@ router_app = typer.Typer(help="The Smart Model Router service.", no_args_is_help
 app.add_typer(db_app, name="db")
 app.add_typer(router_app, name="router")
 app.add_typer(keys_app, name="keys")
-# `runs` (cli/runs.py: replay) also gets compare, divergence and fork (cli/compare.py).
+# `runs` (cli/runs.py: replay) also gets compare, divergence and fork (cli/compare.py), the
+# read commands (cli/runs_read.py) and the acting ones (cli/runs_act.py).
 compare.register(runs_app)
+runs_read.register(runs_app)
+runs_act.register(runs_app)
+run_goal.register(app)
 app.add_typer(runs_app, name="runs")
 app.add_typer(audit_app, name="audit")
 costs.register(app)

@@ -11,57 +11,31 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-import httpx
 import typer
 
-runs_app = typer.Typer(help="Runs: replay, fork, compare and divergence.", no_args_is_help=True)
+runs_app = typer.Typer(
+    help="Runs on a server: list, show, follow, approve, replay, fork, compare, export.",
+    no_args_is_help=True,
+)
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 POLL_S = 0.2
 
 UrlOption = Annotated[
     str,
-    typer.Option("--url", envvar="AGENT_ENGINE_URL", help="The server (AGENT_ENGINE_URL)"),
+    typer.Option(
+        "--url", envvar="AGENT_ENGINE_URL", help="The server's base URL (AGENT_ENGINE_URL)"
+    ),
 ]
 KeyOption = Annotated[
     str | None,
     typer.Option(
         "--api-key",
         envvar="AGENT_ENGINE_API_KEY",
-        help="Bearer key (AGENT_ENGINE_API_KEY); none when the server runs without keys",
+        help="API key (AGENT_ENGINE_API_KEY); none when the server runs without keys",
         show_default=False,
     ),
 ]
-
-
-def _problem(response: httpx.Response) -> str:
-    """The server's refusal as one line: its problem+json detail and code."""
-    try:
-        body: Any = response.json()
-    except ValueError:
-        return f"the server answered HTTP {response.status_code}"
-    if isinstance(body, dict) and body.get("detail"):
-        code = f" ({body['code']})" if body.get("code") else ""
-        return f"{body['detail']}{code}"
-    return f"the server answered HTTP {response.status_code}"
-
-
-def _client(url: str, api_key: str | None) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    return httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30)
-
-
-def _send(client: httpx.Client, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-    from agent_engine.cli.main import fail  # cli.main imports this module
-
-    try:
-        response = client.request(method, path, **kwargs)
-    except httpx.HTTPError as exc:
-        fail(f"cannot reach the server at {client.base_url}: {type(exc).__name__}: {exc}")
-    if not response.is_success:
-        fail(_problem(response))
-    body: dict[str, Any] = response.json()
-    return body
 
 
 @runs_app.command("replay")
@@ -79,24 +53,28 @@ def replay(
     """Replay a finished run from its records: print the new run's id (and with --wait, its
     final status; exit 1 unless it completed)."""
     from agent_engine.cli.main import fail
+    from agent_engine.cli.remote import connected
 
     if mode not in ("hermetic", "verify"):
         fail(f"unknown mode {mode!r}: hermetic or verify", 2)
-    with _client(url, api_key) as client:
-        made = _send(client, "POST", f"/v1/agent-runs/{run_id}/replay", json={"mode": mode})
-        typer.echo(made["id"])
+    with connected(url, api_key) as client:
+        made = client.replay(run_id, mode)
+        new_id = str(made.id)
+        typer.echo(new_id)
         if not wait:
             return
         deadline = time.monotonic() + timeout_s
-        run = made
-        while run["status"] not in TERMINAL:
+        status = made.status
+        while status not in TERMINAL:
             if time.monotonic() > deadline:
-                fail(f"replay {made['id']} is still '{run['status']}' after {timeout_s:g}s")
+                fail(f"replay {new_id} is still '{status}' after {timeout_s:g}s")
             time.sleep(POLL_S)
-            run = _send(client, "GET", f"/v1/agent-runs/{made['id']}")
-    typer.echo(run["status"])
-    if run["status"] != "completed":
-        fail(f"replay {made['id']} ended '{run['status']}': {_why(run)}")
+            run = client.get_run(new_id)
+            status = run.status
+        final = client.get_run(new_id).model_dump(mode="json")
+    typer.echo(status)
+    if status != "completed":
+        fail(f"replay {new_id} ended '{status}': {_why(final)}")
 
 
 def _why(run: dict[str, Any]) -> str:

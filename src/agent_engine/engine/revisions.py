@@ -40,6 +40,7 @@ from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
 from agent_engine.domain.refs import StepReferenceError, iter_references, parse_reference
 from agent_engine.domain.states import RunStatus, StepStatus
 from agent_engine.domain.transitions import append_event, move_run, move_step
+from agent_engine.engine.budget_gate import budgeted
 from agent_engine.engine.context import EngineContext
 from agent_engine.engine.ledger import record_calls
 from agent_engine.engine.locking import change_run
@@ -169,7 +170,7 @@ async def revise_run(ctx: EngineContext, run_id: str, *, actor: str) -> None:
         version = run.plan_version
     remaining = run.budget_usd - run.total_cost_usd if run.budget_usd is not None else None
     call = CallContext(str(run.id), None, 1, "revision")
-    llm = await client_for(ctx, run, call, ctx.llm_factory(remaining))
+    llm = await client_for(ctx, run, call, budgeted(ctx, run, ctx.llm_factory(None), "revision"))
     if remaining is not None and remaining <= 0:
         outcome = _Outcome("budget", "the run's budget is spent")
     else:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from agent_engine.errors import ProviderError
-from agent_engine.llm.base import ChatMessage, CompletionRequest
+from agent_engine.llm.base import ChatMessage, CompletionRequest, CompletionResponse
 from agent_engine.llm.catalog import load_catalog
 from agent_engine.llm.local import LocalProvider, chat_messages
 from agent_engine.llm.pricing import FREE_SOURCE
@@ -107,29 +107,45 @@ def _assert_plan_like(value: Any) -> None:
         assert isinstance(step["input_data"], dict)
 
 
+PLAN_REQUEST = _request(
+    "Plan how to summarise the README of a repository. Answer in JSON.",
+    max_output_tokens=160,
+    json_schema=PLAN_LIKE_SCHEMA,
+)
+
+
+@pytest.fixture(scope="module")
+def plan_answers() -> list[CompletionResponse]:
+    """The answers to PLAN_REQUEST, asked at most twice per module: each grammar-constrained
+    answer of 160 tokens is the slowest thing the model does, and two tests look at them."""
+    return []
+
+
+async def _plan_answer(
+    provider: LocalProvider, answers: list[CompletionResponse], index: int
+) -> CompletionResponse:
+    """The ``index``-th answer to PLAN_REQUEST (0 or 1), asked of the model when first needed."""
+    while len(answers) <= index:
+        answers.append(await provider.complete(PLAN_REQUEST, "gemma-3-270m"))
+    return answers[index]
+
+
 @pytest.mark.local_llm
-async def test_json_schema_constrains_the_output_so_it_parses(provider: LocalProvider) -> None:
-    request = _request(
-        "Plan how to summarise the README of a repository. Answer in JSON.",
-        max_output_tokens=160,
-        json_schema=PLAN_LIKE_SCHEMA,
-    )
-    response = await provider.complete(request, "gemma-3-270m")
+async def test_json_schema_constrains_the_output_so_it_parses(
+    provider: LocalProvider, plan_answers: list[CompletionResponse]
+) -> None:
+    response = await _plan_answer(provider, plan_answers, 0)
     assert response.json_value is not None
     _assert_plan_like(response.json_value)
 
 
 @pytest.mark.local_llm
 async def test_the_call_is_recorded_as_made_and_equal_calls_record_equal_bodies(
-    provider: LocalProvider,
+    provider: LocalProvider, plan_answers: list[CompletionResponse]
 ) -> None:
-    request = _request(
-        "Plan how to summarise the README of a repository. Answer in JSON.",
-        160,
-        json_schema=PLAN_LIKE_SCHEMA,
-    )
-    first = await provider.complete(request, "gemma-3-270m")
-    second = await provider.complete(request, "gemma-3-270m")
+    # Two separate calls of the same request (the second made here, after the first).
+    first = await _plan_answer(provider, plan_answers, 0)
+    second = await _plan_answer(provider, plan_answers, 1)
     assert first.wire is not None
     assert first.wire.format == "llama_cpp.create_chat_completion"
     sent = json.loads(first.wire.request_body)
