@@ -24,6 +24,7 @@ from agent_engine.engine.metrics_report import metrics_page
 from agent_engine.engine.runs import CreateRunRequest, create_run
 from agent_engine.errors import BudgetExceededError
 from agent_engine.worker.worker import Worker, WorkerOptions
+from tests.backends import one_backend
 from tests.engines import engine_context, new_run, noop, snapshot, wait_until
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "agent-engine.json"
@@ -119,6 +120,7 @@ async def _own_page() -> bytes:
     return await metrics_page(None)  # this process's counters alone
 
 
+@one_backend("sqlite", "the metric names served do not depend on the backend")
 async def test_every_metric_the_dashboard_queries_is_served(
     worker_client: httpx.AsyncClient,
 ) -> None:
@@ -139,6 +141,9 @@ async def test_every_metric_the_dashboard_queries_is_served(
     assert queried - served == set()
 
 
+@one_backend(
+    "sqlite", "the same counting on both; hand-backs are tested on both elsewhere"
+)
 async def test_a_stopping_worker_counts_the_step_it_hands_back(settings: Settings) -> None:
     hand_backs = "agent_engine_hand_backs_total"
     before = metrics.REGISTRY.get_sample_value(hand_backs) or 0
@@ -159,6 +164,9 @@ async def test_a_stopping_worker_counts_the_step_it_hands_back(settings: Setting
     assert metrics.REGISTRY.get_sample_value(hand_backs) == before + 1
 
 
+@one_backend(
+    "sqlite", "the same queries on both; the first test reads the gauges on both"
+)
 async def test_a_step_waiting_for_approval_shows_in_the_approval_gauges(
     worker_client: httpx.AsyncClient,
 ) -> None:

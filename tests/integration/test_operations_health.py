@@ -13,6 +13,7 @@ import httpx
 
 from agent_engine.api.app import create_app
 from agent_engine.config import Settings
+from tests.backends import one_backend
 
 
 def checks_of(body: dict[str, Any]) -> dict[str, str]:
@@ -57,6 +58,7 @@ async def test_readyz_lists_every_check_when_ready(client: httpx.AsyncClient) ->
     assert checks["listen"] in {"ok", "skipped"} and checks["router"] == "skipped"
 
 
+@one_backend("sqlite", "the router check does not involve the database")
 async def test_readyz_names_the_router_when_its_service_is_unreachable(
     settings: Settings,
 ) -> None:
