@@ -141,9 +141,7 @@ async def test_every_metric_the_dashboard_queries_is_served(
     assert queried - served == set()
 
 
-@one_backend(
-    "sqlite", "the same counting on both; hand-backs are tested on both elsewhere"
-)
+@one_backend("sqlite", "the same counting on both; hand-backs are tested on both elsewhere")
 async def test_a_stopping_worker_counts_the_step_it_hands_back(settings: Settings) -> None:
     hand_backs = "agent_engine_hand_backs_total"
     before = metrics.REGISTRY.get_sample_value(hand_backs) or 0
@@ -164,9 +162,7 @@ async def test_a_stopping_worker_counts_the_step_it_hands_back(settings: Setting
     assert metrics.REGISTRY.get_sample_value(hand_backs) == before + 1
 
 
-@one_backend(
-    "sqlite", "the same queries on both; the first test reads the gauges on both"
-)
+@one_backend("sqlite", "the same queries on both; the first test reads the gauges on both")
 async def test_a_step_waiting_for_approval_shows_in_the_approval_gauges(
     worker_client: httpx.AsyncClient,
 ) -> None:
