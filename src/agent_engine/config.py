@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     worker_lease_s: float = Field(default=30.0, ge=1.0)
     worker_poll_s: float = Field(default=2.0, gt=0)
     worker_shutdown_grace_s: float = Field(default=30.0, ge=0)
+    # `agent-engine worker` serves its own /metrics on this port (0: none); each worker process
+    # is its own scrape target (docs/operations.md). Loopback unless the host says otherwise.
+    metrics_port: int = Field(default=0, ge=0, le=65_535)
+    metrics_host: str = "127.0.0.1"
     # --- Command sandbox and limits: bubblewrap, and the caps a run's step may lower, never raise.
     sandbox: Literal["bwrap", "none"] = "bwrap"
     # Folders bound read-only into the sandbox besides the system (/usr, /bin, /lib*, some of

@@ -91,3 +91,6 @@ async def test_lost_database_is_a_503_problem_not_a_500(
         assert response.headers["retry-after"] == "1"
         ready = await client.get("/readyz")
         assert ready.status_code == 503
+        checks = {check["name"]: check["status"] for check in ready.json()["checks"]}
+        assert checks["database"] == "failed"
+        assert ready.json()["detail"].startswith("database: database unreachable")

@@ -34,6 +34,8 @@ EXPECTED_ROLES = {
     ("delete", "/v1/api-keys/{name}"): Role.ADMIN,
     ("post", "/v1/chat/completions"): Role.OPERATOR,
     ("get", "/v1/webhook-deliveries"): Role.ADMIN,
+    ("get", "/metrics"): Role.VIEWER,
+    ("get", "/v1/workers"): Role.VIEWER,
 }
 
 

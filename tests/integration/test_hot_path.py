@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from agent_engine import metrics
 from agent_engine.config import Settings
 from agent_engine.domain.clock import utcnow
 from agent_engine.domain.plan import PlanStep
@@ -712,6 +713,7 @@ async def test_a_bug_while_recording_is_logged_and_the_step_claimed_again(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     BrokenOnce.broke = 0
+    expiries = metrics.REGISTRY.get_sample_value("agent_engine_lease_expiries_total") or 0
     async with engine_context(settings) as ctx:
         worker = BrokenOnce(ctx, WorkerOptions(worker_id="w", lease_s=1.0, poll_s=0.05))
         stop = asyncio.Event()
@@ -725,4 +727,5 @@ async def test_a_bug_while_recording_is_logged_and_the_step_claimed_again(
     assert BrokenOnce.broke == 1
     assert final["run"]["status"] == "completed"
     assert final["steps"][0]["attempt"] == 2  # its lease lapsed, and it ran again
+    assert metrics.REGISTRY.get_sample_value("agent_engine_lease_expiries_total") == expiries + 1
     assert any("could not be recorded" in r.getMessage() for r in caplog.records)

@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
+from agent_engine import metrics
 from agent_engine.config import Settings
 from agent_engine.engine.context import EngineContext, build_context
 from agent_engine.engine.runs import CreateRunRequest, create_run
@@ -23,6 +24,8 @@ from agent_engine.storage.tables import AgentRun, Step
 from agent_engine.worker.worker import Worker, WorkerOptions
 from tests.databases import PostgresServer
 from tests.integration.test_workers import step
+
+RECONNECTS = "agent_engine_notification_reconnects_total"
 
 pytestmark = pytest.mark.postgres
 NOTIFIER_LOG = "agent_engine.storage.notifications"
@@ -116,8 +119,10 @@ async def test_listens_on_a_pool_connection_and_hears_again_after_the_server_dro
     ctx = build_context(pg_settings)
     await ctx.start()
     notifying = await asyncpg.connect(_dsn(pg_settings.database_url))  # NOTIFY is per database
+    reconnects = metrics.REGISTRY.get_sample_value(RECONNECTS)
     try:
         assert ctx.db.pool.checkedout() == 1  # type: ignore[attr-defined]  # the LISTEN one
+        assert ctx.notifier.listening  # what /readyz's `listen` check reads
         first = await _listening_pid(admin, database)
         async with ctx.notifier.subscribe() as queue:
             await notifying.execute("SELECT pg_notify($1, 'before the drop')", CHANNEL)
@@ -137,6 +142,8 @@ async def test_listens_on_a_pool_connection_and_hears_again_after_the_server_dro
         messages = [r.getMessage() for r in caplog.records if r.name == NOTIFIER_LOG]
         assert any("LISTEN connection dropped" in m for m in messages)
         assert any("LISTEN connection is re-opened" in m for m in messages)
+        assert metrics.REGISTRY.get_sample_value(RECONNECTS) == (reconnects or 0) + 1
+        assert ctx.notifier.listening
     finally:
         await notifying.close()
         await ctx.close()

@@ -35,6 +35,7 @@ TABLES = {
     "budget_counters",
     "budget_reservations",
     "webhook_deliveries",
+    "workers",
     "alembic_version",
 }
 

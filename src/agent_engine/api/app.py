@@ -28,11 +28,13 @@ from agent_engine.api.routes import (
     health,
     keys,
     manifest,
+    metrics,
     plans,
     policies,
     replay,
     runs,
     webhooks,
+    workers,
 )
 from agent_engine.config import Settings, get_settings
 from agent_engine.engine.context import EngineContext, LLMClientFactory, build_context
@@ -104,6 +106,8 @@ def create_app(
     # A run's routes also answer 404 (no such run or step) and 409 (not in a state for it).
     of_a_run = problem_responses(404, 409)
     app.include_router(health.router)
+    app.include_router(metrics.router)
+    app.include_router(workers.router)
     app.include_router(runs.router, responses=of_a_run)
     app.include_router(approvals.router, responses=of_a_run)
     app.include_router(plans.router, responses=of_a_run)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PlainSerializer
 
@@ -153,6 +153,32 @@ class Health(BaseModel):
     version: str
     database: str | None = None
     schema_revision: str | None = None
+
+
+class ReadinessCheck(BaseModel):
+    name: str
+    status: Literal["ok", "failed", "skipped"]
+    detail: str | None = None
+
+
+class Readiness(Health):
+    checks: list[ReadinessCheck]
+
+
+class WorkerOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    host: str
+    slots: int
+    started_at: datetime
+    last_heartbeat_at: datetime
+    alive: bool
+    steps_in_flight: int
+
+
+class WorkerList(BaseModel):
+    items: list[WorkerOut]
 
 
 class PlanOut(BaseModel):

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from agent_engine import metrics
 from agent_engine.domain.budget_math import (
     BudgetSubject,
     Room,
@@ -181,8 +182,10 @@ async def reserve(
     if "none" in answer:
         return None
     if "refused" in answer:
+        metrics.BUDGET_REFUSALS.inc()
         shown = refusal(_counter(answer["refused"]), usd, amount_tokens)
         raise BudgetExceededError(_refusal_text(shown), **shown)
+    metrics.BUDGET_RESERVATIONS.inc()
     ids = tuple(uuid.UUID(i) for i in answer["counter_ids"])
     left = answer.get("fraction_left")
     fraction = float(left) if left is not None else None

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agent_engine import metrics
 from agent_engine.domain.budget_math import BudgetSubject, budget_subject
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.clock import utcnow
@@ -161,6 +162,7 @@ def _release_expired(
                 previous_owner=step.lease_owner,
                 fence=step.fence,
             )
+            metrics.LEASE_EXPIRIES.inc()
             step.lease_owner = None
             step.lease_expires_at = None
     return running
@@ -172,10 +174,13 @@ def start_step(
     """PENDING/APPROVED → RUNNING as a new attempt under a new fence and lease."""
     if run.status == RunStatus.PLANNED:
         move_run(changes, run, RunStatus.RUNNING, actor=owner)
+    now = utcnow()
+    if run.claimable_at is not None:
+        metrics.observe_queue_wait(step.step_type, (now - run.claimable_at).total_seconds())
     step.attempt += 1
     step.fence += 1
     step.lease_owner = owner
-    step.lease_expires_at = lease_until(utcnow(), lease)
+    step.lease_expires_at = lease_until(now, lease)
     step.not_before = None
     step.approved_input_hash = None  # the receipt was checked; a later attempt is decided anew
     move_step(changes, run, step, StepStatus.RUNNING, actor=owner, fence=step.fence)

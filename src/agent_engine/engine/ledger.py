@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+from agent_engine import metrics
 from agent_engine.domain.audit_cover import call_coverage
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.clock import utcnow
@@ -51,6 +52,13 @@ def record_calls(
         rows.append(row)
         if cost is not None:
             added += cost
+        metrics.observe_model_call(
+            record.provider,
+            record.model,
+            input_tokens=record.usage.input_tokens,
+            output_tokens=record.usage.output_tokens,
+            cost_usd=cost,
+        )
         run.input_tokens += record.usage.input_tokens
         run.output_tokens += record.usage.output_tokens
         if step is not None:

@@ -8,6 +8,7 @@ import contextlib
 import uuid
 from datetime import timedelta
 
+from agent_engine import metrics
 from agent_engine.domain.adaptive import bounds_of, revision_due
 from agent_engine.domain.clock import utcnow
 from agent_engine.domain.records import RunRecord, StepRecord
@@ -94,6 +95,7 @@ async def execute_one(ctx: EngineContext, run_id: str, *, actor: str) -> uuid.UU
             await heartbeat
     if result is not None:
         await record_result(ctx, item, result, actor=actor)
+        metrics.observe_step(item.step_type, result.error is not None, result.latency_ms)
         if adaptive and ctx.registry[item.step_type].observes:
             # By hand, the revision the step may have made due is made before answering.
             await revise_run(ctx, str(item.run_id), actor=actor)

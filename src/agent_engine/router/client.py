@@ -85,6 +85,17 @@ class RouterClient:
         self.timeouts = ProviderTimeouts(read_s=timeout_s)
         self._transport = transport
 
+    async def ping(self, *, timeout_s: float = 2.0) -> str | None:
+        """Ask the router's ``/healthz``: None when it answers ok, else why not (one line)."""
+        try:
+            async with httpx.AsyncClient(timeout=timeout_s, transport=self._transport) as client:
+                response = await client.get(f"{self.base_url}/healthz")
+        except httpx.HTTPError as exc:
+            return f"router unreachable: {type(exc).__name__}"
+        if response.status_code != 200:
+            return f"router answered HTTP {response.status_code}"
+        return None
+
     async def _send(self, path: str, payload: dict[str, Any]) -> httpx.Response:
         url = f"{self.base_url}{path}"
         if self._transport is None:

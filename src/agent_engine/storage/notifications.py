@@ -31,6 +31,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tenacity import AsyncRetrying, before_sleep_log, wait_exponential_jitter
 
+from agent_engine import metrics
+
 CHANNEL = "agent_engine_events"
 NOTHING_CLAIMABLE = "-"
 # Published after the LISTEN connection was re-opened: not a run notice, so every subscriber takes
@@ -90,6 +92,12 @@ class Notifier:
         self._listening: asyncpg.Connection | None = None  # its driver connection
         self._reopening: asyncio.Task[None] | None = None  # held: the loop keeps only weak refs
         self._closed = False
+
+    @property
+    def listening(self) -> bool:
+        """Whether the LISTEN connection is open now (False while it is being re-opened, and
+        always on SQLite, which has none)."""
+        return self._listening is not None and not self._listening.is_closed()
 
     def _is_news(self, payload: str) -> bool:
         run_id, _, rest = payload.partition(" ")
@@ -175,6 +183,7 @@ class Notifier:
         async for attempt in retrying:
             with attempt:
                 await self._open()
+        metrics.NOTIFICATION_RECONNECTS.inc()
         logger.info("the LISTEN connection is re-opened; subscribers look again")
         self.publish((LOOK_AGAIN,))
 

@@ -317,6 +317,22 @@ class ApiKey(Base):
     )
 
 
+class WorkerHeartbeat(Base):
+    """A worker process that is, or was lately, alive: written at start and at each heartbeat,
+    removed when it stops cleanly (a crashed worker's row goes stale, then is swept)."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    slots: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Alive until then: the heartbeat plus the worker's lease (another worker may then take its
+    # steps), so a reader needs no knowledge of each worker's settings.
+    alive_until: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 # The budget tables share this Base; importing them here puts them in the one metadata that
 # migrations and tests read, whichever module is imported first.
 from agent_engine.storage import budget_tables as _budget_tables  # noqa: E402, F401

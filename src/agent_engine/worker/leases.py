@@ -6,6 +6,7 @@ import logging
 
 from sqlalchemy.exc import DBAPIError
 
+from agent_engine import metrics
 from agent_engine.domain.states import StepStatus
 from agent_engine.domain.transitions import move_step
 from agent_engine.engine.claiming import Claim
@@ -37,6 +38,7 @@ async def release_step(ctx: EngineContext, claim: Claim, *, actor: str) -> None:
                 fence=claim.fence,
             )
             settle_run(changes, changes.run, changes.steps, actor=actor)
+        metrics.HAND_BACKS.inc()
     except StaleFenceError:
         return  # no longer ours: nothing to hand back
     except (DBAPIError, EngineError) as exc:

@@ -6,9 +6,12 @@ import asyncio
 import logging
 import signal
 
+from prometheus_client import start_http_server
+
 from agent_engine.config import Settings
 from agent_engine.engine.context import build_context
 from agent_engine.engine.webhooks import start_sender
+from agent_engine.metrics import REGISTRY
 from agent_engine.worker.worker import Worker, WorkerOptions
 
 logger = logging.getLogger(__name__)
@@ -23,6 +26,12 @@ async def serve_worker(settings: Settings, options: WorkerOptions) -> None:
         loop.add_signal_handler(signum, stop.set)
     await ctx.start()
     logger.info("worker %s started (concurrency %d)", options.worker_id, options.concurrency)
+    exporter = None
+    if settings.metrics_port:
+        # A thread of its own: a scrape never waits for the event loop, nor the loop for it.
+        exporter, _ = start_http_server(
+            settings.metrics_port, addr=settings.metrics_host, registry=REGISTRY
+        )
     worker = Worker(ctx, options)
     sender = start_sender(ctx, stop)  # budget alerts' webhook, when one is configured
     try:
@@ -32,6 +41,8 @@ async def serve_worker(settings: Settings, options: WorkerOptions) -> None:
         if sender is not None:
             await sender
         await ctx.close()
+        if exporter is not None:
+            exporter.shutdown()
         known = worker.known_runs
         logger.info(
             "worker %s stopped (%d claim rounds; hot path: %d results recorded without reading, "

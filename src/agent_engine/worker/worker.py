@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
+from agent_engine import metrics
 from agent_engine.domain.clock import utcnow
 from agent_engine.domain.records import ChangeSet, copy_changes
 from agent_engine.domain.states import RunStatus
@@ -39,6 +40,7 @@ from agent_engine.worker.early_start import Recording
 from agent_engine.worker.known_runs import KnownRuns
 from agent_engine.worker.leases import release_step
 from agent_engine.worker.options import WorkerOptions
+from agent_engine.worker.presence import Presence
 from agent_engine.worker.recording import record_and_claim
 
 __all__ = ["Worker", "WorkerOptions"]
@@ -81,6 +83,7 @@ class Worker:
         self._work_waiting = True  # look once at start
         # The runs this worker executes, as it last wrote them: recording goes without reading.
         self.known_runs = KnownRuns()
+        self._presence = Presence(ctx, self.id, self.options.concurrency, self.options.lease_s)
 
     @property
     def inflight(self) -> int:
@@ -107,6 +110,7 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await heartbeat
                 await self._drain()
+                await self._presence.gone()
 
     async def claim_new(self, changes: ChangeSet) -> ChangeSet | None:
         """A run about to be created in this process: when its first steps are ready now and a
@@ -300,6 +304,7 @@ class Worker:
             result = await run_claimed(self.ctx, claim, cancel=cancel)
             if result is not None:
                 following, early = await self._record(claim, result, claimed_by)
+                metrics.observe_step(claim.step_type, result.error is not None, result.latency_ms)
             for next_claim in following[1:]:
                 self._spawn(next_claim)
         except StaleFenceError as exc:
@@ -352,8 +357,10 @@ class Worker:
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         interval = self.options.lease_s / 3
+        await self._presence.alive()  # at once: `GET /v1/workers` shows it from its start
         while True:
             await asyncio.sleep(interval)
+            await self._presence.alive()
             fences = {
                 sid: item.claim.fence
                 for sid, item in self._inflight.items()
@@ -386,11 +393,7 @@ class Worker:
         for item in leftovers:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await item.task
-            await self._release(item.claim)
+            self.known_runs.forget(item.claim.run_id)
+            await release_step(self.ctx, item.claim, actor=self.id)
         for task in list(self._planning):
             task.cancel()
-
-    async def _release(self, claim: Claim) -> None:
-        """Hand an unfinished step back so another worker takes it at once."""
-        self.known_runs.forget(claim.run_id)
-        await release_step(self.ctx, claim, actor=self.id)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
 from agent_engine import __version__
 from agent_engine.api.access import public
 from agent_engine.api.deps import Engine
 from agent_engine.api.openapi_responses import problem_responses
 from agent_engine.api.problems import problem_response
-from agent_engine.api.schemas import Health
-from agent_engine.storage.migrations import current_revision, head_revision
+from agent_engine.api.schemas import Health, Readiness, ReadinessCheck
+from agent_engine.engine.readiness import check_readiness
 
 router = APIRouter(tags=["health"])
 
@@ -23,28 +24,26 @@ async def healthz() -> Health:
     return Health(status="ok", version=__version__)
 
 
-@router.get("/readyz", response_model=Health, responses=problem_responses(503), **public())
-async def readyz(engine: Engine) -> Health | JSONResponse:
-    """The database answers and its schema is at the code's migration head."""
-    try:
-        async with engine.db.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-        revision = await current_revision(engine.db)
-    except Exception as exc:  # any failure to reach the database means "not ready"
-        return problem_response(
-            503, "not_ready", "Not ready", f"database unreachable: {type(exc).__name__}"
-        )
-    if revision != head_revision():
+@router.get("/readyz", response_model=Readiness, responses=problem_responses(503), **public())
+async def readyz(engine: Engine) -> Readiness | JSONResponse:
+    """Every check this process needs passes: the database answers, its schema is at the code's
+    migration head, the LISTEN connection is open (PostgreSQL) and the router answers (when it
+    is its own service). A 503 problem names each failed check; ``checks`` lists them all."""
+    found = await check_readiness(engine)
+    checks = [ReadinessCheck(**asdict(check)) for check in found.checks]
+    if not found.ready:
+        failed = [check for check in found.checks if check.status == "failed"]
         return problem_response(
             503,
             "not_ready",
             "Not ready",
-            f"database schema at {revision!r}, code expects {head_revision()!r}; "
-            "run `agent-engine db upgrade`",
+            "; ".join(f"{check.name}: {check.detail}" for check in failed),
+            checks=[check.model_dump() for check in checks],
         )
-    return Health(
+    return Readiness(
         status="ready",
         version=__version__,
-        database=engine.db.dialect.name,
-        schema_revision=revision,
+        database=found.database,
+        schema_revision=found.schema_revision,
+        checks=checks,
     )
