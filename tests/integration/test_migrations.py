@@ -34,6 +34,7 @@ TABLES = {
     "budget_counters",
     "budget_reservations",
     "webhook_deliveries",
+    "audit_prune_permits",
     "alembic_version",
 }
 

@@ -200,6 +200,40 @@ def worker(
     asyncio.run(serve_worker(settings, options))
 
 
+@app.command()
+def prune(
+    older_than: Annotated[
+        str, typer.Option(help="Age of the finished runs to prune: 30d, 12h or 90m")
+    ],
+    keep_audit: Annotated[
+        bool,
+        typer.Option(
+            "--keep-audit",
+            help="Keep the runs and their audit chains; prune only their payloads (hashes kept)",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be pruned; change nothing")
+    ] = False,
+) -> None:
+    """Prune finished runs older than --older-than in batches of 500: delete them whole, or
+    with --keep-audit replace their payloads by markers keeping their hashes."""
+    import asyncio
+
+    from agent_engine.engine.retention import parse_age, prune_database
+    from agent_engine.errors import EngineError
+
+    try:
+        age = parse_age(older_than)
+    except EngineError as exc:
+        fail(exc.detail, 2)
+    settings = prepared_settings()
+    report = asyncio.run(
+        prune_database(settings.database_url, age, keep_audit=keep_audit, dry_run=dry_run)
+    )
+    typer.echo(report.line())
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
     """Apply migrations up to REVISION on AGENT_ENGINE_DATABASE_URL."""

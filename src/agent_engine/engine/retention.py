@@ -1,0 +1,147 @@
+"""Retention: prune finished runs older than a cutoff in bounded batches, one short
+transaction each, so no prune holds locks for long (docs/operations-logs.md).
+
+With ``keep_audit`` the runs stay and only their payloads go, replaced by markers keeping their
+hashes: every audit chain still verifies and names what was pruned. Without it the runs are
+deleted whole, audit events included, through the prune permit of migration 0015.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from agent_engine.domain.clock import utcnow
+from agent_engine.errors import InputValidationError
+from agent_engine.storage.database import (
+    create_engine,
+    create_sessionmaker,
+    read_transaction,
+    transaction,
+)
+from agent_engine.storage.retention import (
+    PrunedCounts,
+    count_old_runs_txn,
+    delete_runs_txn,
+    old_run_ids_txn,
+    prune_payloads_txn,
+)
+
+logger = logging.getLogger(__name__)
+BATCH_RUNS = 500
+PRUNE_INTERVAL_S = 3600.0
+_AGE = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+def parse_age(text: str) -> timedelta:
+    """``30d``, ``12h`` or ``90m`` as a duration (InputValidationError for anything else)."""
+    match = _AGE.match(text)
+    if match is None or int(match.group(1)) == 0:
+        raise InputValidationError(
+            f"--older-than {text!r}: expected a positive whole number of days, hours or "
+            "minutes, e.g. 30d, 12h or 90m"
+        )
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+@dataclass
+class PruneReport:
+    """What one prune did (or, dry, would do)."""
+
+    cutoff: datetime
+    keep_audit: bool
+    dry_run: bool
+    runs: int = 0
+    batches: int = 0
+    payloads: PrunedCounts = field(default_factory=PrunedCounts)
+
+    def line(self) -> str:
+        """One line for the operator."""
+        verb = "would be" if self.dry_run else "were"
+        done = "payloads pruned" if self.keep_audit else "deleted"
+        counts = self.payloads
+        detail = (
+            f" ({counts.steps} step, {counts.llm_calls} model call and {counts.approvals} "
+            "approval rows pruned)"
+            if self.keep_audit and not self.dry_run
+            else ""
+        )
+        return (
+            f"{self.runs} finished runs older than {self.cutoff.isoformat()} {verb} {done} "
+            f"in {self.batches} batches{detail}"
+        )
+
+
+async def prune(
+    sessions: async_sessionmaker[AsyncSession],
+    older_than: timedelta,
+    *,
+    keep_audit: bool,
+    dry_run: bool = False,
+    batch_runs: int = BATCH_RUNS,
+) -> PruneReport:
+    """Prune every finished run that ended more than ``older_than`` ago, ``batch_runs`` runs
+    per transaction; ``dry_run`` counts them and changes nothing."""
+    report = PruneReport(utcnow() - older_than, keep_audit, dry_run)
+    if dry_run:
+        async with read_transaction(sessions) as session:
+            report.runs = await count_old_runs_txn(session, report.cutoff, unpruned=keep_audit)
+        report.batches = -(-report.runs // batch_runs)
+        return report
+    while True:
+        async with transaction(sessions) as session:
+            run_ids = await old_run_ids_txn(session, report.cutoff, batch_runs, unpruned=keep_audit)
+            if keep_audit:
+                report.payloads += await prune_payloads_txn(session, run_ids)
+            else:
+                await delete_runs_txn(session, run_ids)
+        if not run_ids:
+            return report
+        report.runs += len(run_ids)
+        report.batches += 1
+
+
+async def prune_database(
+    database_url: str,
+    older_than: timedelta,
+    *,
+    keep_audit: bool,
+    dry_run: bool,
+    batch_runs: int = BATCH_RUNS,
+) -> PruneReport:
+    """:func:`prune` on the database at ``database_url`` (`agent-engine prune`)."""
+    engine = create_engine(database_url)
+    try:
+        sessions = create_sessionmaker(engine, lambda _: None)
+        return await prune(
+            sessions, older_than, keep_audit=keep_audit, dry_run=dry_run, batch_runs=batch_runs
+        )
+    finally:
+        await engine.dispose()
+
+
+async def prune_periodically(
+    sessions: async_sessionmaker[AsyncSession],
+    retention_days: int,
+    *,
+    keep_audit: bool,
+    interval_s: float = PRUNE_INTERVAL_S,
+) -> None:
+    """Prune by the retention setting now and every ``interval_s`` until cancelled; a failed
+    round is logged and the next one tries again."""
+    while True:
+        try:
+            report = await prune(sessions, timedelta(days=retention_days), keep_audit=keep_audit)
+        except (DBAPIError, OSError):  # the database may be away a while: the next round retries
+            logger.exception("retention: prune failed")
+        else:
+            if report.runs:
+                logger.info("retention: %s", report.line())
+        await asyncio.sleep(interval_s)
