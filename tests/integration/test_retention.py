@@ -4,6 +4,7 @@ changes nothing; a bad age is one line and exit 2."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from typer.testing import CliRunner
 
+from agent_engine.api.app import create_app
 from agent_engine.cli.main import app
 from agent_engine.config import Settings
 from agent_engine.domain.clock import utcnow
@@ -96,3 +98,18 @@ def test_a_bad_older_than_is_one_line_and_exit_2(age: str) -> None:
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "--older-than" in lines[0], result.output
+
+
+async def test_serve_with_retention_days_prunes_in_the_background_until_it_stops(
+    settings: Settings,
+) -> None:
+    def pruners() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks() if t.get_name() == "retention"]
+
+    served = create_app(settings.model_copy(update={"retention_days": 30}))
+    async with served.router.lifespan_context(served):
+        assert len(pruners()) == 1
+    assert pruners() == []
+    unset = create_app(settings)
+    async with unset.router.lifespan_context(unset):
+        assert pruners() == []  # unset: never

@@ -9,6 +9,7 @@ deleted whole, audit events included, through the prune permit of migration 0015
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agent_engine.domain.clock import utcnow
+from agent_engine.engine.context import EngineContext
 from agent_engine.errors import InputValidationError
 from agent_engine.storage.database import (
     create_engine,
@@ -86,9 +88,11 @@ async def prune(
     keep_audit: bool,
     dry_run: bool = False,
     batch_runs: int = BATCH_RUNS,
+    stop: asyncio.Event | None = None,
 ) -> PruneReport:
     """Prune every finished run that ended more than ``older_than`` ago, ``batch_runs`` runs
-    per transaction; ``dry_run`` counts them and changes nothing."""
+    per transaction (stopping between two when ``stop`` is set); ``dry_run`` counts them and
+    changes nothing."""
     report = PruneReport(utcnow() - older_than, keep_audit, dry_run)
     if dry_run:
         async with read_transaction(sessions) as session:
@@ -106,6 +110,8 @@ async def prune(
             return report
         report.runs += len(run_ids)
         report.batches += 1
+        if stop is not None and stop.is_set():
+            return report
 
 
 async def prune_database(
@@ -127,21 +133,37 @@ async def prune_database(
         await engine.dispose()
 
 
+def start_retention(ctx: EngineContext, stop: asyncio.Event) -> asyncio.Task[None] | None:
+    """Start pruning by AGENT_ENGINE_RETENTION_DAYS in the background, now and once an hour
+    until ``stop`` is set (None: the setting is unset). Several processes may each run it: a
+    batch locks its runs with SKIP LOCKED, and a pruned run is not visited again."""
+    days = ctx.settings.retention_days
+    if days is None:
+        return None
+    keep_audit = ctx.settings.retention_keep_audit
+    return asyncio.create_task(
+        prune_periodically(ctx.sessions, days, keep_audit=keep_audit, stop=stop), name="retention"
+    )
+
+
 async def prune_periodically(
     sessions: async_sessionmaker[AsyncSession],
     retention_days: int,
     *,
     keep_audit: bool,
+    stop: asyncio.Event,
     interval_s: float = PRUNE_INTERVAL_S,
 ) -> None:
-    """Prune by the retention setting now and every ``interval_s`` until cancelled; a failed
-    round is logged and the next one tries again."""
-    while True:
+    """Prune by the retention setting now and every ``interval_s`` until ``stop`` is set; a
+    failed round is logged and the next one tries again."""
+    while not stop.is_set():
         try:
-            report = await prune(sessions, timedelta(days=retention_days), keep_audit=keep_audit)
+            age = timedelta(days=retention_days)
+            report = await prune(sessions, age, keep_audit=keep_audit, stop=stop)
         except (DBAPIError, OSError):  # the database may be away a while: the next round retries
             logger.exception("retention: prune failed")
         else:
             if report.runs:
                 logger.info("retention: %s", report.line())
-        await asyncio.sleep(interval_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
