@@ -57,6 +57,9 @@ async def test_keep_audit_prunes_old_payloads_in_batches_and_their_chains_name_t
         assert first["output_data"] == {"pruned": True, "sha256": first["output_hash"]}
     untouched = await verdict(client, new["id"])
     assert untouched["valid"] is True and untouched["pruned"] == []
+    # Its recorded answers are hashes now: nothing to replay from.
+    replay = await client.post(f"/v1/agent-runs/{old[0]['id']}/replay")
+    assert replay.status_code == 409 and replay.json()["code"] == "payloads_pruned"
     everything = await pruned(settings, timedelta(0))
     assert everything.runs == 1  # the new run only: a pruned run is not visited twice
     assert (await verdict(client, old[0]["id"]))["valid"] is True

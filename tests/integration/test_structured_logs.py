@@ -50,10 +50,13 @@ def keyed_settings(
 
 @pytest.fixture
 def captured(keyed_settings: Settings) -> Iterator[io.StringIO]:
+    engine_logger = logging.getLogger("agent_engine")
+    level = engine_logger.level
     stream = io.StringIO()
     handler = configure_logging(keyed_settings, stream)
     yield stream
-    logging.getLogger("agent_engine").removeHandler(handler)
+    engine_logger.removeHandler(handler)
+    engine_logger.setLevel(level)
 
 
 @pytest.fixture

@@ -19,8 +19,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agent_engine.domain.clock import utcnow
+from agent_engine.domain.records import RunRecord
 from agent_engine.engine.context import EngineContext
-from agent_engine.errors import InputValidationError
+from agent_engine.errors import InputValidationError, PayloadsPrunedError
 from agent_engine.storage.database import (
     create_engine,
     create_sessionmaker,
@@ -51,6 +52,17 @@ def parse_age(text: str) -> timedelta:
             "minutes, e.g. 30d, 12h or 90m"
         )
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def check_not_pruned(run: RunRecord, verb: str) -> None:
+    """Refuse (409 ``payloads_pruned``) to replay or fork a run whose payloads were pruned:
+    its recorded outputs and model answers are hashes now."""
+    if run.payloads_pruned_at is not None:
+        raise PayloadsPrunedError(
+            f"run {run.id} cannot be {verb}: retention pruned its payloads on "
+            f"{run.payloads_pruned_at.isoformat()} (their hashes are kept for the audit)",
+            run_id=str(run.id),
+        )
 
 
 @dataclass
