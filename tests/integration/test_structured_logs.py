@@ -50,13 +50,14 @@ def keyed_settings(
 
 @pytest.fixture
 def captured(keyed_settings: Settings) -> Iterator[io.StringIO]:
-    engine_logger = logging.getLogger("agent_engine")
-    level = engine_logger.level
+    loggers = [logging.getLogger(name) for name in ("", "agent_engine", "uvicorn")]
+    levels = [logger.level for logger in loggers]
     stream = io.StringIO()
     handler = configure_logging(keyed_settings, stream)
     yield stream
-    engine_logger.removeHandler(handler)
-    engine_logger.setLevel(level)
+    logging.getLogger().removeHandler(handler)
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Structured logs for `serve` and `worker`: every record of the engine's stdlib loggers goes
+"""Structured logs for `serve`, `worker` and `router serve`: every stdlib log record goes
 through structlog's ProcessorFormatter, comes out as one JSON object a line (production) or a
 readable line (a terminal), carries the run and step it was logged for, and never holds a
 provider key the process has in its environment (docs/operations-logs.md)."""
@@ -20,6 +20,9 @@ LogFormat = Literal["json", "console"]
 # `trace_id` finds the field on every step line, set or not.
 STEP_FIELDS = ("run_id", "step_id", "attempt", "trace_id")
 _HANDLER_NAME = "agent_engine.structured"
+# Loggers at the configured level (the rest at warnings): ours, and uvicorn's when `serve` hands
+# its logging to us (``uvicorn.run(..., log_config=None)``).
+ENGINE_LOGGERS = ("agent_engine", "uvicorn")
 
 
 def chosen_format(settings: Settings, stream: IO[str]) -> LogFormat:
@@ -90,8 +93,9 @@ def formatter(log_format: LogFormat, secrets: Callable[[], list[str]]) -> loggin
 
 
 def configure_logging(settings: Settings, stream: IO[str] | None = None) -> logging.Handler:
-    """Route the engine's log records (``agent_engine.*``) to ``stream`` (stderr) as structured
-    lines at the configured level; calling it again replaces the handler it installed."""
+    """Route every stdlib log record (the root logger's handler) to ``stream`` (stderr) as
+    structured lines: the engine's and uvicorn's at the configured level, libraries' from
+    warnings up; calling it again replaces the handler it installed."""
     from agent_engine.engine.secrets import held_secrets
 
     target = stream if stream is not None else sys.stderr
@@ -100,12 +104,16 @@ def configure_logging(settings: Settings, stream: IO[str] | None = None) -> logg
     handler.setFormatter(
         formatter(chosen_format(settings, target), lambda: held_secrets(settings.models_file))
     )
-    engine_logger = logging.getLogger("agent_engine")
-    for old in [h for h in engine_logger.handlers if h.get_name() == _HANDLER_NAME]:
-        engine_logger.removeHandler(old)
-    engine_logger.addHandler(handler)
-    # uvicorn's "trace" is finer than any level of the logging module.
-    engine_logger.setLevel("DEBUG" if settings.log_level == "trace" else settings.log_level.upper())
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    # Libraries speak at warnings and above; the engine and uvicorn (its access and error
+    # lines) at the configured level. uvicorn's "trace" is finer than any logging level.
+    root.setLevel(logging.WARNING)
+    level = "DEBUG" if settings.log_level == "trace" else settings.log_level.upper()
+    for name in ENGINE_LOGGERS:
+        logging.getLogger(name).setLevel(level)
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,

@@ -135,6 +135,7 @@ def serve(
         host=settings.host,
         port=port or settings.port,
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's lines go through the structured logs too
     )
 
 
@@ -314,4 +315,11 @@ def router_serve(
     from agent_engine.router.app import create_router_app
 
     settings = _settings()
-    uvicorn.run(create_router_app(settings), host=host, port=port, log_level=settings.log_level)
+    log_to_stderr(settings)
+    uvicorn.run(
+        create_router_app(settings),
+        host=host,
+        port=port,
+        log_level=settings.log_level,
+        log_config=None,  # uvicorn's lines go through the structured logs too
+    )

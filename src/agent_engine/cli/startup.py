@@ -75,8 +75,9 @@ def describe_auth(settings: Settings) -> str:
 
 
 def log_to_stderr(settings: Settings) -> None:
-    """Send the engine's own log records (not every library's) to stderr at the configured
-    level as structured lines (JSON or readable: AGENT_ENGINE_LOG_FORMAT)."""
+    """Send log records to stderr as structured lines (JSON or readable:
+    AGENT_ENGINE_LOG_FORMAT): the engine's and uvicorn's at the configured level, other
+    libraries' from warnings up."""
     # Imported here: structlog is needed by `serve` and `worker` only.
     from agent_engine.cli.log_setup import configure_logging
 
