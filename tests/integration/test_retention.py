@@ -23,6 +23,13 @@ from agent_engine.engine.retention import PruneReport, prune_database
 from tests.audit_runs import covered_run, raw_database, raw_run_id, verdict
 
 
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The smallest blob threshold: the runs' longer strings sit in ``blobs``, so a marker's
+    hash must be over the whole document, blobs expanded, to verify."""
+    return settings.model_copy(update={"blob_threshold_bytes": 64})
+
+
 async def two_old_and_one_new(
     client: httpx.AsyncClient, workspace_root: Path
 ) -> tuple[list[dict[str, Any]], dict[str, Any], timedelta]:

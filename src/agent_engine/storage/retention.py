@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_engine.domain.canonical import content_hash
@@ -105,9 +105,12 @@ async def prune_payloads_txn(session: AsyncSession, run_ids: Sequence[uuid.UUID]
         if name == "steps":
             rows = await expand_step_rows_txn(session, rows)
         changes = [change for row in rows if (change := _markers(row, columns))]
+        # One executemany per set of columns changed, not one statement per row.
+        by_columns: dict[frozenset[str], list[dict[str, Any]]] = {}
         for change in changes:
-            row_id = change.pop("id")
-            await session.execute(update(table).where(table.c.id == row_id).values(**change))
+            by_columns.setdefault(frozenset(change), []).append(change)
+        for group in by_columns.values():
+            await session.execute(update(table).where(table.c.id == bindparam("row_id")), group)
         counts[name] = len(changes)
     # The version bump is what every write of a run does (migration 0006's guard).
     await session.execute(
@@ -125,7 +128,7 @@ def _markers(row: dict[str, Any], columns: tuple[str, ...]) -> dict[str, Any] | 
         for column in columns
         if row[column] is not None and pruned_digest(row[column]) is None
     }
-    return {"id": row["id"], **values} if values else None
+    return {"row_id": row["id"], **values} if values else None
 
 
 async def delete_runs_txn(session: AsyncSession, run_ids: Sequence[uuid.UUID]) -> int:
