@@ -130,6 +130,13 @@ class Settings(BaseSettings):
     command_max_file_bytes: int = Field(default=GIB, ge=1)
     command_max_write_bytes: int = Field(default=512 << 20, ge=1 << 20)
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
+    # Log lines: JSON objects or readable text; unset, text on a terminal and JSON elsewhere.
+    log_format: Literal["json", "console"] | None = None
+    # Prune finished runs older than this many days once an hour in `serve` and `worker`
+    # (unset: never; `agent-engine prune` does it by hand). docs/operations-logs.md.
+    retention_days: int | None = Field(default=None, ge=1)
+    # With periodic pruning: keep old runs and their audit chains, prune only their payloads.
+    retention_keep_audit: bool = True
     # --- Request limits (docs/limits.md); each refusal is a 422 naming its setting ---
     # Nesting of any JSON body, and of every document a step records. At most 128: documents
     # are served wrapped in a few more levels, and the serializers stop near 255.
@@ -245,6 +252,8 @@ class Settings(BaseSettings):
         "audit_verify_key_file",
         "webhook_url",
         "webhook_secret",
+        "log_format",
+        "retention_days",
         mode="before",
     )
     @classmethod

@@ -100,6 +100,13 @@ class NotDerivedError(ConflictError):
     code = "not_a_replay_or_fork"
 
 
+class PayloadsPrunedError(ConflictError):
+    """Retention replaced the run's recorded payloads by their hashes: nothing to replay or
+    fork from (docs/operations-logs.md)."""
+
+    code = "payloads_pruned"
+
+
 class RunFinishedError(ConflictError):
     """A change a finished (completed or cancelled) run cannot take any more."""
 

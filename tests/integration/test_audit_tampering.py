@@ -234,6 +234,7 @@ async def test_a_chain_recomputed_wholesale_is_found_by_its_signature(
             "events": (await verdict(http, run["id"]))["events"],
             "first_broken": None,
             "signature": "valid",
+            "pruned": [],
         }
         await _rewrite_wholesale(signed.database_url, run)
         found = await verdict(http, run["id"])

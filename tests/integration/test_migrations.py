@@ -36,6 +36,7 @@ TABLES = {
     "budget_reservations",
     "webhook_deliveries",
     "workers",
+    "audit_prune_permits",
     "alembic_version",
 }
 

@@ -57,6 +57,8 @@ NOT_SET_BY_A_DECISION = {"id", "version", "audit_seq", "audit_head_hash"}  # key
 # Written once, with the new run or step (its lineage, its chain's signature), never decided on.
 NOT_SET_BY_A_DECISION |= {"audit_signature", "audit_key_id"}
 NOT_SET_BY_A_DECISION |= {"replay_of", "forked_from", "from_step", "replay_mode"}
+# Set by retention (storage/retention.py), outside the state machine, on finished runs only.
+NOT_SET_BY_A_DECISION |= {"payloads_pruned_at"}
 STEP_SET_AT_CREATION = {"id", "run_id", "reused_from"}
 
 

@@ -40,6 +40,7 @@ from agent_engine.config import Settings, get_settings
 from agent_engine.engine.context import EngineContext, LLMClientFactory, build_context
 from agent_engine.engine.key_limits import RateLimiter, RunAdmission
 from agent_engine.engine.keys import ApiKeys
+from agent_engine.engine.retention import start_retention
 from agent_engine.engine.webhooks import start_sender
 from agent_engine.executors.registry import ExecutorRegistry
 from agent_engine.storage.migrations import upgrade_async
@@ -78,6 +79,7 @@ def create_app(
             worker_task = asyncio.create_task(worker.run(stop))
         # Alerts go where runs are worked on: beside the embedded worker (else `worker` sends).
         sender_task = start_sender(context, stop) if settings.embedded_worker else None
+        retention_task = start_retention(context, stop)  # AGENT_ENGINE_RETENTION_DAYS
         try:
             yield
         finally:
@@ -86,6 +88,8 @@ def create_app(
                 await worker_task
             if sender_task is not None:
                 await sender_task
+            if retention_task is not None:
+                await retention_task
             await context.close()
 
     app = FastAPI(

@@ -72,7 +72,9 @@ def verdict_line(verdict: dict[str, Any]) -> str:
     """One line for a verdict: ``ok`` with the event count and signature, or the first break."""
     run = verdict.get("run_id") or "bundle"
     if verdict["valid"]:
-        return f"ok: run {run}: {verdict['events']} events, signature {verdict['signature']}"
+        pruned = len(verdict.get("pruned") or ())
+        kept = f", {pruned} payloads pruned (their hashes kept)" if pruned else ""
+        return f"ok: run {run}: {verdict['events']} events, signature {verdict['signature']}{kept}"
     place = verdict["first_broken"]
     where = f"seq {place['seq']}" if place.get("seq") is not None else "no event"
     if place.get("step_number") is not None:

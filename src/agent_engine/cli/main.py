@@ -139,6 +139,7 @@ def serve(
         host=settings.host,
         port=port or settings.port,
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's lines go through the structured logs too
     )
 
 
@@ -202,6 +203,40 @@ def worker(
         settings, concurrency=concurrency, lease_s=lease_s, worker_id=worker_id, step_types=types
     )
     asyncio.run(serve_worker(settings, options))
+
+
+@app.command()
+def prune(
+    older_than: Annotated[
+        str, typer.Option(help="Age of the finished runs to prune: 30d, 12h or 90m")
+    ],
+    keep_audit: Annotated[
+        bool,
+        typer.Option(
+            "--keep-audit",
+            help="Keep the runs and their audit chains; prune only their payloads (hashes kept)",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be pruned; change nothing")
+    ] = False,
+) -> None:
+    """Prune finished runs older than --older-than in batches of 500: delete them whole, or
+    with --keep-audit replace their payloads by markers keeping their hashes."""
+    import asyncio
+
+    from agent_engine.engine.retention import parse_age, prune_database
+    from agent_engine.errors import EngineError
+
+    try:
+        age = parse_age(older_than)
+    except EngineError as exc:
+        fail(exc.detail, 2)
+    settings = prepared_settings()
+    report = asyncio.run(
+        prune_database(settings.database_url, age, keep_audit=keep_audit, dry_run=dry_run)
+    )
+    typer.echo(report.line())
 
 
 @db_app.command("upgrade")
@@ -284,4 +319,11 @@ def router_serve(
     from agent_engine.router.app import create_router_app
 
     settings = _settings()
-    uvicorn.run(create_router_app(settings), host=host, port=port, log_level=settings.log_level)
+    log_to_stderr(settings)
+    uvicorn.run(
+        create_router_app(settings),
+        host=host,
+        port=port,
+        log_level=settings.log_level,
+        log_config=None,  # uvicorn's lines go through the structured logs too
+    )

@@ -3,13 +3,9 @@ workspace roots, so a newcomer sees at once what the defaults chose."""
 
 from __future__ import annotations
 
-import logging
-
 from sqlalchemy.engine import make_url
 
 from agent_engine.config import Settings
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 def shown_database_url(url: str) -> str:
@@ -79,11 +75,10 @@ def describe_auth(settings: Settings) -> str:
 
 
 def log_to_stderr(settings: Settings) -> None:
-    """Send the engine's own log records (not every library's) to stderr at the configured
-    level, in the format `worker` uses."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    engine_logger = logging.getLogger("agent_engine")
-    engine_logger.addHandler(handler)
-    # uvicorn's "trace" is finer than any level of the logging module.
-    engine_logger.setLevel("DEBUG" if settings.log_level == "trace" else settings.log_level.upper())
+    """Send log records to stderr as structured lines (JSON or readable:
+    AGENT_ENGINE_LOG_FORMAT): the engine's and uvicorn's at the configured level, other
+    libraries' from warnings up."""
+    # Imported here: structlog is needed by `serve` and `worker` only.
+    from agent_engine.cli.log_setup import configure_logging
+
+    configure_logging(settings)

@@ -14,6 +14,9 @@ versions and audit events, values as the database returns them or as a bundle's 
    (``step.completed``), each approval (approver, decision, receipt, hash of what was shown) and
    each LLM call (request, response and cost); and that no such row exists uncovered;
 4. the chain head's Ed25519 signature, when a public key is given.
+
+A document retention pruned (``domain/pruned_payloads.py``) counts by the hash its marker keeps;
+the verdict lists every one under ``pruned``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent_engine.domain.audit_signing import key_id, signature_holds
 from agent_engine.domain.canonical import content_hash
+from agent_engine.domain.pruned_payloads import payload_hash, pruned_payloads
 
 Row = Mapping[str, Any]
 
@@ -215,7 +219,7 @@ def _check_steps(rows: RunRows) -> None:
         where = {"seq": seq, "step_number": number}
         if step is None:
             raise Broken("step_missing", f"step {number} ({step_id}) is not there", **where)
-        output = content_hash(step["output_data"])
+        output = payload_hash(step["output_data"], payload["output_hash"])
         if output != payload["output_hash"] or step.get("output_hash") != payload["output_hash"]:
             raise Broken(
                 "step_output_changed",
@@ -227,12 +231,16 @@ def _check_steps(rows: RunRows) -> None:
         # to resolve); the plan input itself is covered by the plan's hash.
         recorded = payload.get("input_hash")
         hashed = step["resolved_input"] if step.get("resolved_input") is not None else None
-        actual = content_hash(hashed if hashed is not None else step["input_data"])
+        actual = payload_hash(hashed if hashed is not None else step["input_data"], recorded)
         if recorded is not None and (actual != recorded or step.get("input_hash") != recorded):
             raise Broken("step_input_changed", f"step {number}: its input changed", **where)
         resolved = payload.get("resolved_input_hash")
         stored = step.get("resolved_input")
-        if resolved is not None and stored is not None and content_hash(stored) != resolved:
+        if (
+            resolved is not None
+            and stored is not None
+            and payload_hash(stored, resolved) != resolved
+        ):
             raise Broken(
                 "step_input_changed", f"step {number}: its resolved input changed", **where
             )
@@ -272,7 +280,7 @@ def _check_approvals(rows: RunRows) -> None:
             raise Broken(
                 "approval_changed", f"approval {approval_id}: not its event's actor", **where
             )
-        shown = content_hash(row["shown"])
+        shown = payload_hash(row["shown"], receipt.get("shown_hash"))
         if shown != receipt.get("shown_hash"):
             raise Broken(
                 "approval_changed",
@@ -290,11 +298,13 @@ def _same_amount(a: Any, b: Any) -> bool:
 
 def _call_differs(call: Row, entry: Mapping[str, Any]) -> str | None:
     response = call.get("response")
-    response_hash = content_hash(response) if response is not None else None
+    response_hash = (
+        payload_hash(response, call.get("response_hash")) if response is not None else None
+    )
     cost = call.get("cost_usd")
     found = {
         "request_hash": call["request_hash"],
-        "request_body_hash": content_hash(call["request"]),
+        "request_body_hash": payload_hash(call["request"], entry.get("request_body_hash")),
         "response_hash": response_hash,
         "cost_usd": None if cost is None else format(Decimal(str(cost)), "f"),
     }
@@ -381,4 +391,8 @@ def verify_run(rows: RunRows, public_key: Ed25519PublicKey | None = None) -> dic
         "events": len(rows.events),
         "first_broken": first,
         "signature": signature,
+        # Documents retention replaced by markers keeping their hashes (checked as such).
+        "pruned": pruned_payloads(
+            {"steps": rows.steps, "llm_calls": rows.llm_calls, "approvals": rows.approvals}
+        ),
     }

@@ -108,6 +108,7 @@ class RunRecord(Tracked):
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
     completed_at: datetime | None = None
+    payloads_pruned_at: datetime | None = None
 
     @property
     def metadata_(self) -> dict[str, Any]:  # the ORM model's attribute name, for serializers

@@ -40,6 +40,7 @@ from agent_engine.engine.policies import (
     run_options,
 )
 from agent_engine.engine.request_limits import check_plan
+from agent_engine.engine.retention import check_not_pruned
 from agent_engine.engine.runs import RunView
 from agent_engine.engine.settle import refresh_claimable, settle_status
 from agent_engine.errors import ForkNotReadyError, InputValidationError
@@ -109,6 +110,7 @@ async def fork_run(
     async with read_transaction(ctx.sessions) as session:
         original = await load_run_txn(session, run_id)
         steps = await load_steps_txn(session, original.id)
+    check_not_pruned(original, "forked")
     number = request.from_step
     if not steps:
         raise ForkNotReadyError(f"run {original.id} has no plan yet: nothing to fork from")

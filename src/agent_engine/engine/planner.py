@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import structlog
 from pydantic import ValidationError
 
 from agent_engine.access_errors import LimitExceededError, MaxStepsExceededError
@@ -167,7 +168,16 @@ async def plan_run(
     """Plan a CREATED run, or re-plan one whose steps have not started (a new plan version).
 
     ``resume`` takes over a run left in PLANNING by a worker that died while planning it.
+    Every line logged meanwhile carries the run's id.
     """
+    trace_id = structlog.contextvars.get_contextvars().get("trace_id")
+    with structlog.contextvars.bound_contextvars(run_id=str(run_id), trace_id=trace_id):
+        await _plan_run(ctx, run_id, actor=actor, replan=replan, resume=resume)
+
+
+async def _plan_run(
+    ctx: EngineContext, run_id: str, *, actor: str, replan: bool, resume: bool
+) -> None:
     async with change_run(ctx, run_id) as locked:
         changes = locked.changes
         run = changes.run

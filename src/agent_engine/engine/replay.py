@@ -28,6 +28,7 @@ from agent_engine.engine.new_runs import insert_new_run
 from agent_engine.engine.plans import insert_plan
 from agent_engine.engine.policies import PlanApprovals, inputs_of_run, plan_approvals
 from agent_engine.engine.replay_approvals import apply_recorded_plan_decision
+from agent_engine.engine.retention import check_not_pruned
 from agent_engine.engine.runs import RunView
 from agent_engine.engine.settle import refresh_claimable
 from agent_engine.errors import InvalidTransitionError
@@ -74,6 +75,7 @@ async def _original(ctx: EngineContext, run_id: str) -> Original:
 
 
 def _check_replayable(run: RunRecord) -> None:
+    check_not_pruned(run, "replayed")
     if RunStatus(run.status) not in REPLAYABLE:
         raise InvalidTransitionError(
             "run",

@@ -45,6 +45,7 @@ from agent_engine.engine.settle import (
     settle_status,
 )
 from agent_engine.engine.step_clients import step_clients
+from agent_engine.engine.step_logs import log_step_failure, step_log_context
 from agent_engine.errors import (
     BudgetExceededError,
     EngineError,
@@ -138,43 +139,48 @@ async def run_claimed(
 ) -> StepResult | None:
     """Execute a claimed step (None: it was parked for a human instead). The step's own failure
     is a result, never an exception; only a lost claim (StaleFenceError) propagates."""
-    executor = ctx.registry[claim.step_type]
-    llm, client = await step_clients(ctx, claim)
-    context = executor_context(ctx, claim.run_id, claim.step_number, claim.workspace, client)
-    context.prior_outputs = claim.prior_outputs
-    context.attempt = claim.attempt
-    context.goal = claim.goal
-    capture = LogCapture()
-    context.logger.addHandler(capture)
-    if cancel is not None:
-        context.cancel_event = cancel
-    started = time.perf_counter()
-    output: dict[str, Any] | None = None
-    error: EngineError | None = None
-    try:
-        parsed = executor.validate_input(claim.resolved_input)
-        if claim.prior_intent is not None:
-            found = await executor.reconcile(parsed, claim.prior_intent, context)
-            if found.state == "applied":
-                elapsed = (time.perf_counter() - started) * 1000
-                return StepResult(found.output, None, list(llm.calls), elapsed, recovered=True)
-            if found.state == "unknown" and not claim.idempotent:
-                await park_outcome_unknown(ctx, claim, actor=f"recovery:{claim.step_id}")
-                return None
-        output = await _output_of(ctx, claim, executor, parsed, context)
-    except StaleFenceError:
-        raise
-    except ValidationError as exc:
-        error = ExecutorError(f"step {claim.step_number}: resolved input is invalid: {exc}")
-    except EngineError as exc:
-        error = exc
-    except Exception as exc:  # a plugin's bug must fail its step, not the engine
-        logger.exception("executor %s crashed", claim.step_type)
-        error = ExecutorError(f"executor {claim.step_type} crashed: {type(exc).__name__}: {exc}")
-    latency_ms = (time.perf_counter() - started) * 1000
-    if capture.dropped:
-        capture.lines.append({"level": "warning", "message": f"{capture.dropped} more lines"})
-    return StepResult(output, error, list(llm.calls), latency_ms, logs=tuple(capture.lines))
+    with step_log_context(claim):
+        executor = ctx.registry[claim.step_type]
+        llm, client = await step_clients(ctx, claim)
+        context = executor_context(ctx, claim.run_id, claim.step_number, claim.workspace, client)
+        context.prior_outputs = claim.prior_outputs
+        context.attempt = claim.attempt
+        context.goal = claim.goal
+        capture = LogCapture()
+        context.logger.addHandler(capture)
+        if cancel is not None:
+            context.cancel_event = cancel
+        started = time.perf_counter()
+        output: dict[str, Any] | None = None
+        error: EngineError | None = None
+        try:
+            parsed = executor.validate_input(claim.resolved_input)
+            if claim.prior_intent is not None:
+                found = await executor.reconcile(parsed, claim.prior_intent, context)
+                if found.state == "applied":
+                    elapsed = (time.perf_counter() - started) * 1000
+                    return StepResult(found.output, None, list(llm.calls), elapsed, recovered=True)
+                if found.state == "unknown" and not claim.idempotent:
+                    await park_outcome_unknown(ctx, claim, actor=f"recovery:{claim.step_id}")
+                    return None
+            output = await _output_of(ctx, claim, executor, parsed, context)
+        except StaleFenceError:
+            raise
+        except ValidationError as exc:
+            error = ExecutorError(f"step {claim.step_number}: resolved input is invalid: {exc}")
+        except EngineError as exc:
+            error = exc
+        except Exception as exc:  # a plugin's bug must fail its step, not the engine
+            logger.exception("executor %s crashed", claim.step_type)
+            error = ExecutorError(
+                f"executor {claim.step_type} crashed: {type(exc).__name__}: {exc}"
+            )
+        latency_ms = (time.perf_counter() - started) * 1000
+        if capture.dropped:
+            capture.lines.append({"level": "warning", "message": f"{capture.dropped} more lines"})
+        if error is not None:
+            log_step_failure(claim, error)
+        return StepResult(output, error, list(llm.calls), latency_ms, logs=tuple(capture.lines))
 
 
 async def _output_of(

@@ -98,9 +98,12 @@ class AgentRun(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When `agent-engine prune` replaced the run's payloads by markers keeping their hashes.
+    payloads_pruned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index("ix_agent_runs_created_at_id", "created_at", "id"),
+        Index("ix_agent_runs_completed_at", "completed_at"),
         Index("ix_agent_runs_status_created_at_id", "status", "created_at", "id"),
         Index("ix_agent_runs_claimable_at", "claimable_at"),
         # Counting a key's runs in flight (max_runs_in_flight) reads this, not the table.
@@ -331,6 +334,15 @@ class WorkerHeartbeat(Base):
     # Alive until then: the heartbeat plus the worker's lease (another worker may then take its
     # steps), so a reader needs no knowledge of each worker's settings.
     alive_until: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class AuditPrunePermit(Base):
+    """A run whose audit events the prune path deletes in this transaction (migration 0016):
+    without its row here, the database refuses to delete an audit event."""
+
+    __tablename__ = "audit_prune_permits"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
 
 
 # The budget tables share this Base; importing them here puts them in the one metadata that

@@ -10,6 +10,7 @@ from prometheus_client import start_http_server
 
 from agent_engine.config import Settings
 from agent_engine.engine.context import build_context
+from agent_engine.engine.retention import start_retention
 from agent_engine.engine.webhooks import start_sender
 from agent_engine.metrics import REGISTRY
 from agent_engine.worker.worker import Worker, WorkerOptions
@@ -34,12 +35,15 @@ async def serve_worker(settings: Settings, options: WorkerOptions) -> None:
         )
     worker = Worker(ctx, options)
     sender = start_sender(ctx, stop)  # budget alerts' webhook, when one is configured
+    retention = start_retention(ctx, stop)  # AGENT_ENGINE_RETENTION_DAYS, when set
     try:
         await worker.run(stop)
     finally:
         stop.set()
         if sender is not None:
             await sender
+        if retention is not None:
+            await retention
         await ctx.close()
         if exporter is not None:
             exporter.shutdown()

@@ -26,11 +26,8 @@ from agent_engine.engine.claiming import Claim, claim_ready, lease_until
 from agent_engine.engine.context import EngineContext, lazy_llm
 from agent_engine.engine.planner import plan_run
 from agent_engine.engine.revisions import revise_run
-from agent_engine.engine.stepping import (
-    ContinueWith,
-    StepResult,
-    run_claimed,
-)
+from agent_engine.engine.step_logs import step_log_context
+from agent_engine.engine.stepping import ContinueWith, StepResult, run_claimed
 from agent_engine.errors import EngineError, StaleFenceError
 from agent_engine.storage.claims import extend_leases_txn
 from agent_engine.storage.database import transaction
@@ -300,27 +297,28 @@ class Worker:
         it starts early, the write that claimed it)."""
         following: list[Claim] = []  # this slot goes straight to the run's next step
         early: Recording | None = None
-        try:
-            result = await run_claimed(self.ctx, claim, cancel=cancel)
-            if result is not None:
-                following, early = await self._record(claim, result, claimed_by)
-                metrics.observe_step(claim.step_type, result.error is not None, result.latency_ms)
-            for next_claim in following[1:]:
-                self._spawn(next_claim)
-        except StaleFenceError as exc:
-            # A newer attempt owns the step (our lease lapsed): our result must not count.
-            logger.warning("result of step %s refused: %s", claim.step_id, exc.detail)
-        except (DBAPIError, OSError) as exc:
-            # The database is unreachable: the lease will lapse and another worker retries.
-            logger.error("step %s could not be recorded: %s", claim.step_id, exc)
-        except Exception:
-            # An engine bug must not end this task silently: say so; the lease lapses and the
-            # step is claimed again.
-            logger.exception("step %s could not be recorded", claim.step_id)
-        finally:
-            item = self._inflight.pop(claim.step_id, None)
-            if not following:
-                self._recheck.set()
+        with step_log_context(claim):
+            try:
+                result = await run_claimed(self.ctx, claim, cancel=cancel)
+                if result is not None:
+                    following, early = await self._record(claim, result, claimed_by)
+                    metrics.observe_step(claim.step_type, bool(result.error), result.latency_ms)
+                for next_claim in following[1:]:
+                    self._spawn(next_claim)
+            except StaleFenceError as exc:
+                # A newer attempt owns the step (our lease lapsed): our result must not count.
+                logger.warning("result of step %s refused: %s", claim.step_id, exc.detail)
+            except (DBAPIError, OSError) as exc:
+                # The database is unreachable: the lease will lapse and another worker retries.
+                logger.error("step %s could not be recorded: %s", claim.step_id, exc)
+            except Exception:
+                # An engine bug must not end this task silently: say so; the lease lapses and the
+                # step is claimed again.
+                logger.exception("step %s could not be recorded", claim.step_id)
+            finally:
+                item = self._inflight.pop(claim.step_id, None)
+                if not following:
+                    self._recheck.set()
         if not following:
             return None, cancel, None
         upcoming = following[0]

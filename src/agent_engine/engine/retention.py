@@ -1,0 +1,181 @@
+"""Retention: prune finished runs older than a cutoff in bounded batches, one short
+transaction each, so no prune holds locks for long (docs/operations-logs.md).
+
+With ``keep_audit`` the runs stay and only their payloads go, replaced by markers keeping their
+hashes: every audit chain still verifies and names what was pruned. Without it the runs are
+deleted whole, audit events included, through the prune permit of migration 0016.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from agent_engine.domain.clock import utcnow
+from agent_engine.domain.records import RunRecord
+from agent_engine.engine.context import EngineContext
+from agent_engine.errors import InputValidationError, PayloadsPrunedError
+from agent_engine.storage.database import (
+    create_engine,
+    create_sessionmaker,
+    read_transaction,
+    transaction,
+)
+from agent_engine.storage.retention import (
+    PrunedCounts,
+    count_old_runs_txn,
+    delete_runs_txn,
+    old_run_ids_txn,
+    prune_payloads_txn,
+)
+
+logger = logging.getLogger(__name__)
+BATCH_RUNS = 500
+PRUNE_INTERVAL_S = 3600.0
+_AGE = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+def parse_age(text: str) -> timedelta:
+    """``30d``, ``12h`` or ``90m`` as a duration (InputValidationError for anything else)."""
+    match = _AGE.match(text)
+    if match is None or int(match.group(1)) == 0:
+        raise InputValidationError(
+            f"--older-than {text!r}: expected a positive whole number of days, hours or "
+            "minutes, e.g. 30d, 12h or 90m"
+        )
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def check_not_pruned(run: RunRecord, verb: str) -> None:
+    """Refuse (409 ``payloads_pruned``) to replay or fork a run whose payloads were pruned:
+    its recorded outputs and model answers are hashes now."""
+    if run.payloads_pruned_at is not None:
+        raise PayloadsPrunedError(
+            f"run {run.id} cannot be {verb}: retention pruned its payloads on "
+            f"{run.payloads_pruned_at.isoformat()} (their hashes are kept for the audit)",
+            run_id=str(run.id),
+        )
+
+
+@dataclass
+class PruneReport:
+    """What one prune did (or, dry, would do)."""
+
+    cutoff: datetime
+    keep_audit: bool
+    dry_run: bool
+    runs: int = 0
+    batches: int = 0
+    payloads: PrunedCounts = field(default_factory=PrunedCounts)
+
+    def line(self) -> str:
+        """One line for the operator."""
+        verb = "would be" if self.dry_run else "were"
+        done = "payloads pruned" if self.keep_audit else "deleted"
+        counts = self.payloads
+        detail = (
+            f" ({counts.steps} step, {counts.llm_calls} model call and {counts.approvals} "
+            "approval rows pruned)"
+            if self.keep_audit and not self.dry_run
+            else ""
+        )
+        return (
+            f"{self.runs} finished runs older than {self.cutoff.isoformat()} {verb} {done} "
+            f"in {self.batches} batches{detail}"
+        )
+
+
+async def prune(
+    sessions: async_sessionmaker[AsyncSession],
+    older_than: timedelta,
+    *,
+    keep_audit: bool,
+    dry_run: bool = False,
+    batch_runs: int = BATCH_RUNS,
+    stop: asyncio.Event | None = None,
+) -> PruneReport:
+    """Prune every finished run that ended more than ``older_than`` ago, ``batch_runs`` runs
+    per transaction (stopping between two when ``stop`` is set); ``dry_run`` counts them and
+    changes nothing."""
+    report = PruneReport(utcnow() - older_than, keep_audit, dry_run)
+    if dry_run:
+        async with read_transaction(sessions) as session:
+            report.runs = await count_old_runs_txn(session, report.cutoff, unpruned=keep_audit)
+        report.batches = -(-report.runs // batch_runs)
+        return report
+    while True:
+        async with transaction(sessions) as session:
+            run_ids = await old_run_ids_txn(session, report.cutoff, batch_runs, unpruned=keep_audit)
+            if keep_audit:
+                report.payloads += await prune_payloads_txn(session, run_ids)
+            else:
+                await delete_runs_txn(session, run_ids)
+        if not run_ids:
+            return report
+        report.runs += len(run_ids)
+        report.batches += 1
+        if stop is not None and stop.is_set():
+            return report
+
+
+async def prune_database(
+    database_url: str,
+    older_than: timedelta,
+    *,
+    keep_audit: bool,
+    dry_run: bool,
+    batch_runs: int = BATCH_RUNS,
+) -> PruneReport:
+    """:func:`prune` on the database at ``database_url`` (`agent-engine prune`)."""
+    engine = create_engine(database_url)
+    try:
+        sessions = create_sessionmaker(engine, lambda _: None)
+        return await prune(
+            sessions, older_than, keep_audit=keep_audit, dry_run=dry_run, batch_runs=batch_runs
+        )
+    finally:
+        await engine.dispose()
+
+
+def start_retention(ctx: EngineContext, stop: asyncio.Event) -> asyncio.Task[None] | None:
+    """Start pruning by AGENT_ENGINE_RETENTION_DAYS in the background, now and once an hour
+    until ``stop`` is set (None: the setting is unset). Several processes may each run it: a
+    batch locks its runs with SKIP LOCKED, and a pruned run is not visited again."""
+    days = ctx.settings.retention_days
+    if days is None:
+        return None
+    keep_audit = ctx.settings.retention_keep_audit
+    return asyncio.create_task(
+        prune_periodically(ctx.sessions, days, keep_audit=keep_audit, stop=stop), name="retention"
+    )
+
+
+async def prune_periodically(
+    sessions: async_sessionmaker[AsyncSession],
+    retention_days: int,
+    *,
+    keep_audit: bool,
+    stop: asyncio.Event,
+    interval_s: float = PRUNE_INTERVAL_S,
+) -> None:
+    """Prune by the retention setting now and every ``interval_s`` until ``stop`` is set; a
+    failed round is logged and the next one tries again."""
+    while not stop.is_set():
+        try:
+            age = timedelta(days=retention_days)
+            report = await prune(sessions, age, keep_audit=keep_audit, stop=stop)
+        except (DBAPIError, OSError):  # the database may be away a while: the next round retries
+            logger.exception("retention: prune failed")
+        else:
+            if report.runs:
+                logger.info("retention: %s", report.line())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
