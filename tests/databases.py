@@ -100,6 +100,13 @@ class PostgresServer:
             wait(waiting[:1])  # tests outpace the drops: keep the clones left on disk bounded
         self._drops.append(self._dropping.submit(self._drop, name))
 
+    def quiesce(self) -> None:
+        """Wait until no clone or drop runs in the background: for a test that reads the
+        server's own counters (a CREATE or DROP DATABASE beside it changes what it measures)."""
+        if self._next is not None:
+            wait([self._next])
+        wait([drop for drop in self._drops if not drop.done()])
+
     def close(self) -> None:
         """Drop the clone made ahead, wait for the drops, and drop the template last."""
         if self._next is not None:

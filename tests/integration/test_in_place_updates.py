@@ -22,6 +22,7 @@ from agent_engine.engine.context import build_context
 from agent_engine.engine.runs import CreateRunRequest, create_run, get_run
 from agent_engine.worker.worker import Worker, WorkerOptions
 from tests.backends import one_backend
+from tests.databases import PostgresServer
 
 STEPS = 12
 STUCK_S = 60.0  # a guard against hanging, not a measurement
@@ -64,8 +65,11 @@ async def _updates(dsn: str, tables: tuple[str, ...], at_least: int) -> dict[str
 
 @one_backend("postgres", "heap-only updates are PostgreSQL's (SQLite rewrites its B-tree rows)")
 async def test_a_sequential_run_updates_its_run_and_steps_in_place(
-    settings: Settings, database_url: str
+    settings: Settings, database_url: str, postgres_server: PostgresServer
 ) -> None:
+    # The clone made ahead for the next test and the drops of earlier ones run beside this test
+    # otherwise: their CREATE and DROP DATABASE change the counters it reads.
+    await asyncio.to_thread(postgres_server.quiesce)
     ctx = build_context(settings)
     await ctx.start()
     stop = asyncio.Event()
