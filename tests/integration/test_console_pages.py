@@ -17,7 +17,14 @@ from agent_engine.domain.principals import Role
 from agent_engine.storage.tables import Base
 from agent_engine.ui.session import CSRF_COOKIE, KEY_COOKIE
 from tests.audit_runs import covered_run, drop_append_only, raw_database
+from tests.backends import one_backend
 from tests.keys import authed_app
+
+pytestmark = one_backend(
+    "sqlite",
+    "the pages render what engine services return; those services' storage is tested on "
+    "both backends",
+)
 
 ORIGIN = {"Origin": "http://testserver"}
 AUTHED_ORIGIN = {"Origin": "http://t"}  # tests.keys.authed_app's base URL

@@ -22,8 +22,15 @@ from agent_engine.config import Settings
 from agent_engine.domain.principals import Role
 from agent_engine.engine import gateway
 from agent_engine.storage.tables import LLMCall
+from tests.backends import one_backend
 from tests.fakes.llm_servers import FakeLLMServer, ReceivedRequest, Reply, openai_completion
 from tests.keys import AuthedApp, authed_app
+
+pytestmark = one_backend(
+    "sqlite",
+    "the wire translation and its refusals do not depend on the backend; the endpoint's "
+    "budgets run on both (test_openai_endpoint_budgets.py)",
+)
 
 HELLO: list[Any] = [{"role": "user", "content": "hello"}]
 
