@@ -8,7 +8,7 @@ is spent, plus what is held, plus the hold stays within every limit — equal to
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -49,16 +49,6 @@ def budget_subject(run: RunRecord) -> BudgetSubject:
     return BudgetSubject(run.id, run.budget_usd, run.budget_tokens, run.project, run.api_key_id)
 
 
-@dataclass(frozen=True)
-class Room:
-    """What every applicable budget still allows: the smallest room of each kind (None: no
-    limit of that kind), and the smallest fraction of a USD budget left (for routing)."""
-
-    usd: Decimal | None
-    tokens: int | None
-    fraction_left: float | None
-
-
 def month_of(moment: datetime) -> str:
     """The calendar-month period (UTC) a call at ``moment`` counts in, e.g. ``2026-12``."""
     return f"{moment.year:04d}-{moment.month:02d}"
@@ -91,22 +81,6 @@ def fits(counter: Mapping[str, Any], usd: Decimal, tokens: int) -> bool:
     money = usd_left(counter)
     count = tokens_left(counter)
     return (money is None or usd <= money) and (count is None or tokens <= count)
-
-
-def room_of(counters: Sequence[Mapping[str, Any]]) -> Room:
-    """The room every counter leaves (the tightest of each kind)."""
-    money = [left for c in counters if (left := usd_left(c)) is not None]
-    counts = [count for c in counters if (count := tokens_left(c)) is not None]
-    fractions = [
-        float(max(left, ZERO) / c["limit_usd"]) if c["limit_usd"] > 0 else 0.0
-        for c in counters
-        if (left := usd_left(c)) is not None
-    ]
-    return Room(
-        usd=max(min(money), ZERO) if money else None,
-        tokens=max(min(counts), 0) if counts else None,
-        fraction_left=min(fractions) if fractions else None,
-    )
 
 
 def refusal(counter: Mapping[str, Any], usd: Decimal, tokens: int) -> dict[str, Any]:

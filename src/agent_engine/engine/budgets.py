@@ -24,10 +24,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from agent_engine import metrics
 from agent_engine.domain.budget_math import (
     BudgetSubject,
-    Room,
     month_of,
     refusal,
-    room_of,
 )
 from agent_engine.domain.budget_thresholds import (
     CounterState,
@@ -42,7 +40,7 @@ from agent_engine.errors import BudgetExceededError, EngineError
 from agent_engine.llm.base import LLMCallRecord
 from agent_engine.storage import budget_writes as writes
 from agent_engine.storage import budgets as store
-from agent_engine.storage.database import read_transaction, transaction
+from agent_engine.storage.database import transaction
 
 logger = logging.getLogger(__name__)
 ZERO = Decimal(0)
@@ -87,49 +85,6 @@ def _run_keys(subject: BudgetSubject) -> list[_CounterKey]:
             )
         )
     return keys
-
-
-async def _keys(session: Any, subject: BudgetSubject, now: datetime) -> list[_CounterKey]:
-    """Every counter that applies: the run's, and this month's of its project and key."""
-    keys = _run_keys(subject)
-    if subject.project is not None or subject.api_key_id is not None:
-        period = month_of(now)
-        for row in await store.definitions_txn(session, subject.project, subject.api_key_id):
-            keys.append(
-                _CounterKey(
-                    row["scope"], row["subject"], period, row["limit_usd"], row["limit_tokens"]
-                )
-            )
-    return keys
-
-
-async def room(ctx: EngineContext, subject: BudgetSubject) -> Room | None:
-    """What the budgets of ``subject`` still allow now (None: no budget applies)."""
-    now = utcnow()
-    async with read_transaction(ctx.sessions) as session:
-        keys = await _keys(session, subject, now)
-        if not keys:
-            return None
-        counters = []
-        for key in keys:
-            stored = await store.counters_of_txn(session, key.scope, key.subject)
-            current = next((c for c in stored if c["period"] == key.period), None)
-            counters.append(current if current is not None else _fresh(key))
-    return room_of(counters)
-
-
-def _fresh(key: _CounterKey) -> dict[str, Any]:
-    return {
-        "scope": key.scope,
-        "subject": key.subject,
-        "period": key.period,
-        "limit_usd": key.limit_usd,
-        "limit_tokens": key.limit_tokens,
-        "spent_usd": ZERO,
-        "spent_tokens": 0,
-        "reserved_usd": ZERO,
-        "reserved_tokens": 0,
-    }
 
 
 async def reserve(

@@ -110,14 +110,6 @@ async def lock_counters_txn(
     return [dict(row) for row in rows.mappings()]
 
 
-async def read_counters_txn(
-    session: AsyncSession, counter_ids: Sequence[uuid.UUID]
-) -> list[dict[str, Any]]:
-    """The counters as they are now (no lock)."""
-    rows = await session.execute(select(COUNTERS).where(COUNTERS.c.id.in_(list(counter_ids))))
-    return [dict(row) for row in rows.mappings()]
-
-
 async def counters_of_txn(session: AsyncSession, scope: str, subject: str) -> list[dict[str, Any]]:
     """Every period's counter of one budget, newest period first."""
     rows = await session.execute(
@@ -175,17 +167,6 @@ async def lapsed_reservations_txn(
         select(RESERVATIONS)
         .where(RESERVATIONS.c.status == "held", lapsed)
         .order_by(RESERVATIONS.c.id)
-    )
-    return [dict(row) for row in rows.mappings()]
-
-
-async def run_reservations_txn(session: AsyncSession, run_id: uuid.UUID) -> list[dict[str, Any]]:
-    """A run's reservations, oldest first, each with whether a ledger row names it."""
-    recorded = exists().where(CALLS.c.reservation_id == RESERVATIONS.c.id)
-    rows = await session.execute(
-        select(RESERVATIONS, recorded.label("recorded"))
-        .where(RESERVATIONS.c.run_id == run_id)
-        .order_by(RESERVATIONS.c.created_at, RESERVATIONS.c.id)
     )
     return [dict(row) for row in rows.mappings()]
 
