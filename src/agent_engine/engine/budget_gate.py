@@ -3,7 +3,9 @@ step attempt or for calls outside a step (the planner's), over ``engine/budgets.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Awaitable
 from decimal import Decimal
 from typing import Any
 
@@ -39,6 +41,7 @@ class RunBudgetGate:
         step_id: uuid.UUID | None = None,
         attempt: int = 0,
         fence: int | None = None,
+        settle_beside: bool = False,
     ) -> None:
         self.ctx = ctx
         self.subject = subject
@@ -46,6 +49,9 @@ class RunBudgetGate:
         self.step_id = step_id
         self.attempt = attempt
         self.fence = fence
+        # A step's settles run beside its write (engine/budget_settles.py); the planner's and
+        # the gateway's are awaited, as their callers read the spend at once.
+        self.settle_beside = settle_beside
 
     async def reserve(self, worst: WorstCase) -> Reservation | None:
         return await reserve(
@@ -60,5 +66,13 @@ class RunBudgetGate:
             fence=self.fence,
         )
 
-    async def settle(self, hold: Any, records: list[LLMCallRecord]) -> None:
-        await settle(self.ctx, hold, records)
+    def settle(self, hold: Any, records: list[LLMCallRecord]) -> Awaitable[None]:
+        settling = asyncio.ensure_future(settle(self.ctx, hold, records))
+        if not self.settle_beside:
+            return settling
+        self.ctx.settles.track(self.subject.run_id, settling)
+        # Done at once: the caller goes on without yielding, so the settle's own work runs
+        # while the step's write waits on the database, not before it.
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done

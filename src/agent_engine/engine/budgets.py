@@ -5,8 +5,10 @@ month's budget of the run's project and of the API key that created it (``budget
 has a counter (``budget_counters``) of what was spent and what is held. Reserving locks the
 counters in id order and adds the call's worst case to every one of them only if it fits all of
 them — one transaction, so fifty concurrent calls against room for ten make exactly ten holds.
-Settling swaps the hold for the actual cost. A hold whose holder went away (the step's lease
-lapsed, or the hold expired) is released the next time a reservation would not fit without it.
+Settling swaps the hold for the actual cost; a step's settle runs beside the write of its
+result, not before it (``engine/budget_settles.py``). A hold whose holder went away (the step's
+lease lapsed, or the hold expired) is released the next time a reservation would not fit
+without it — settled from the ledger instead when its calls were recorded.
 """
 
 from __future__ import annotations
@@ -131,9 +133,13 @@ async def reserve(
             "expires_at": (now + _hold_lifetime(ctx)).isoformat(),
         },
     }
-    answer = await _try_reserve(ctx, doc)
+    answer = await writes.reserve(ctx.db, ctx.sessions, doc)
+    if "refused" in answer and ctx.settles.pending():
+        # Calls this process finished may still hold their worst case: settle them first.
+        await ctx.settles.wait()
+        answer = await writes.reserve(ctx.db, ctx.sessions, doc)
     if "refused" in answer and await release_lapsed(ctx, subject.run_id):
-        answer = await _try_reserve(ctx, doc)
+        answer = await writes.reserve(ctx.db, ctx.sessions, doc)
     if "none" in answer:
         return None
     if "refused" in answer:
@@ -145,11 +151,6 @@ async def reserve(
     left = answer.get("fraction_left")
     fraction = float(left) if left is not None else None
     return Reservation(str(reservation_id), usd, amount_tokens, ids, subject.run_id, fraction)
-
-
-async def _try_reserve(ctx: EngineContext, doc: dict[str, Any]) -> dict[str, Any]:
-    async with transaction(ctx.sessions) as session:
-        return await writes.reserve_txn(session, doc)
 
 
 def _counter_key(key: _CounterKey) -> dict[str, Any]:
@@ -191,7 +192,10 @@ def _refusal_text(shown: dict[str, Any]) -> str:
 
 
 async def release_lapsed(ctx: EngineContext, run_id: uuid.UUID | None) -> int:
-    """Release holds nobody will settle (see ``lapsed_reservations_txn``); how many."""
+    """Release holds nobody will settle (see ``lapsed_reservations_txn``); how many.
+
+    A hold whose calls are in the ledger (its step recorded them, but its settle was lost) is
+    settled at what the ledger says instead, so the counters keep every recorded spend."""
     now = utcnow()
     async with transaction(ctx.sessions) as session:
         candidates = await store.lapsed_reservations_txn(session, run_id, now)
@@ -205,10 +209,14 @@ async def release_lapsed(ctx: EngineContext, run_id: uuid.UUID | None) -> int:
             hold = await store.lock_reservation_txn(session, candidate["id"])
             if hold is None or hold["status"] != "held":
                 continue  # settled meanwhile
-            _take_off(counters, hold, actual_usd=None, actual_tokens=None, now=now)
-            await store.write_reservation_txn(
-                session, hold["id"], {"status": "released", "settled_at": now}
-            )
+            spend = await store.reservation_spend_txn(session, hold["id"])
+            usd, tokens = spend if spend is not None else (None, None)
+            _take_off(counters, hold, actual_usd=usd, actual_tokens=tokens, now=now)
+            ending: dict[str, Any] = {"status": "released", "settled_at": now}
+            if spend is not None:
+                # Settled, not released: a settle arriving late then writes nothing twice.
+                ending.update(status="settled", actual_usd=usd, actual_tokens=tokens)
+            await store.write_reservation_txn(session, hold["id"], ending)
             released += 1
         for counter in counters.values():
             await store.write_counter_txn(session, counter["id"], _figures(counter, now))
@@ -261,8 +269,7 @@ async def settle(
         "calls": [_usage_of(r) for r in records],
         "thresholds": list(ctx.settings.budget_alert_thresholds),
     }
-    async with transaction(ctx.sessions) as session:
-        answer = await writes.settle_txn(session, doc)
+    answer = await writes.settle(ctx.db, ctx.sessions, doc)
     if not answer["settled"]:
         return
     found: list[Crossing] = []

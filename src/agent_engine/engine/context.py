@@ -16,6 +16,7 @@ from agent_engine.config import Settings
 from agent_engine.domain.audit_signing import HeadSigner
 from agent_engine.domain.records import ChangeSet
 from agent_engine.engine.audit_keys import load_signer
+from agent_engine.engine.budget_settles import PendingSettles
 from agent_engine.engine.policies import PolicyCatalog, load_policy_catalog
 from agent_engine.engine.request_limits import RequestLimits
 from agent_engine.executors.base import ExecutionLimits, ExecutorContext
@@ -72,6 +73,8 @@ class EngineContext:
     recorded_runs: RecordedRuns = field(default_factory=RecordedRuns)
     # Signs every chain head a write moves (AGENT_ENGINE_AUDIT_SIGNING_KEY_FILE); None: unsigned.
     signer: HeadSigner | None = None
+    # Settles of step calls' budget holds still being written (engine/budget_settles.py).
+    settles: PendingSettles = field(default_factory=PendingSettles)
 
     @property
     def changes(self) -> ChangeWriter:
@@ -94,6 +97,7 @@ class EngineContext:
         await refresh_listings(self.limits.mcp_servers)
 
     async def close(self) -> None:
+        await self.settles.wait(timeout_s=SETTLE_GRACE_S)
         await self.notifier.close()
         await close_provider_clients()  # on the loop that made the calls
         if self._changes is not None:
@@ -190,6 +194,8 @@ def executor_context(
 
 
 STEP_LOGGER = logging.getLogger("agent_engine.step")
+# How long a stopping process waits for the budget settles it started (each is one statement).
+SETTLE_GRACE_S = 30.0
 MAX_LOG_LINES = 100
 
 

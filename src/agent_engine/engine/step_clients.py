@@ -31,6 +31,7 @@ async def step_clients(ctx: EngineContext, claim: Claim) -> tuple[LLMClient, LLM
             step_id=claim.step_id,
             attempt=claim.attempt,
             fence=claim.fence,
+            settle_beside=True,
         )
         llm = BudgetedLLMClient(llm, gate, saver_below=ctx.settings.routing_saver_below)
     call = CallContext(str(claim.run_id), claim.step_number, claim.attempt, "step")

@@ -22,6 +22,7 @@ from agent_engine.domain.audit_cover import resolved_input_hash
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
 from agent_engine.domain.states import (
+    RUN_OVER_STATES,
     RUNNABLE_RUN_STATES,
     UNDER_WAY_RUN_STATES,
     RunStatus,
@@ -32,16 +33,17 @@ from agent_engine.domain.transitions import append_event, move_step
 from agent_engine.engine.budget_pauses import pause_for_budget
 from agent_engine.engine.claiming import Claim, OutputReader, take_ready
 from agent_engine.engine.context import EngineContext, LogCapture, executor_context
+from agent_engine.engine.effect_records import park_outcome_unknown, record_intent
+from agent_engine.engine.fences import check_fence
 from agent_engine.engine.ledger import record_calls
 from agent_engine.engine.locking import change_run
 from agent_engine.engine.replay_effects import recorded_effect
 from agent_engine.engine.request_limits import check_recorded_depth
 from agent_engine.engine.retries import fail_step
-from agent_engine.engine.secrets import held_secrets, redact_result, redact_value
+from agent_engine.engine.secrets import held_secrets, redact_result
 from agent_engine.engine.settle import (
     plan_awaits_approval,
     refresh_claimable,
-    settle_run,
     settle_status,
 )
 from agent_engine.engine.step_clients import step_clients
@@ -67,71 +69,6 @@ class StepResult:
     latency_ms: float
     recovered: bool = False  # the effect was found already applied after a crash
     logs: tuple[dict[str, str], ...] = ()
-
-
-def claimed_step(changes: ChangeSet, claim: Claim) -> StepRecord:
-    """The claimed step, or StaleFenceError if the claim is no longer ours."""
-    step = changes.step(claim.step_id)
-    if step is None:
-        raise StaleFenceError(f"step {claim.step_id} no longer exists")
-    _check_fence(step, claim)
-    return step
-
-
-def _check_fence(step: StepRecord, claim: Claim) -> None:
-    """Refuse a write from an attempt that no longer owns the step (a newer fence, or gone)."""
-    if step.fence != claim.fence or step.status != StepStatus.RUNNING:
-        raise StaleFenceError(
-            f"step {step.step_number}: attempt with fence {claim.fence} is no longer current "
-            f"(fence {step.fence}, status {step.status})",
-            step_id=str(step.id),
-        )
-
-
-async def record_intent(ctx: EngineContext, claim: Claim, intent: dict[str, Any]) -> None:
-    """Commit what a side effect is about to do before doing it (the effect ledger's first half)."""
-    async with change_run(ctx, claim.run_id, open_steps=True, also=claim.step_id) as locked:
-        changes = locked.changes
-        step = claimed_step(changes, claim)
-        intent = redact_value(intent, held_secrets(ctx.settings.models_file))
-        step.effect_intent = {"attempt": claim.attempt, "fence": claim.fence, **intent}
-        step.effect_outcome = None
-        append_event(
-            changes,
-            changes.run,
-            "effect.intent",
-            {"step_number": step.step_number, **step.effect_intent},
-            actor=step.lease_owner or "worker",
-            step_id=step.id,
-        )
-
-
-async def park_outcome_unknown(ctx: EngineContext, claim: Claim, *, actor: str) -> None:
-    """A crashed side effect whose outcome cannot be known waits for a human to decide."""
-    async with change_run(ctx, claim.run_id) as locked:
-        changes = locked.changes
-        run = changes.run
-        step = claimed_step(changes, claim)
-        step.outcome_unknown = True
-        step.preview = {
-            "outcome_unknown": True,
-            "message": "a previous attempt started this effect and its outcome is unknown; "
-            "approve to run it again, reject to stop",
-            "intent": claim.prior_intent,
-        }
-        step.effect_intent = None
-        step.lease_owner = None
-        step.lease_expires_at = None
-        move_step(
-            changes,
-            run,
-            step,
-            StepStatus.AWAITING_APPROVAL,
-            actor=actor,
-            reason="outcome unknown",
-            shown=step.preview,
-        )
-        settle_run(changes, run, changes.steps, actor=actor)
 
 
 async def run_claimed(
@@ -254,6 +191,8 @@ async def record_result(
     ledger in any case), settle the run, and with ``then`` claim its next ready steps.
 
     Raises StaleFenceError, after the ledger is written, when the claim is no longer ours."""
+    # Stepping by hand is read back at once: the step's budget holds are settled first.
+    await ctx.settles.wait(claim.run_id)
     async with change_run(ctx, claim.run_id, open_steps=True, also=claim.step_id) as locked:
         recorded = await decide_result(
             ctx, locked.changes, locked.read, claim, result, actor=actor, then=then
@@ -298,7 +237,7 @@ async def decide_result(
         if step.status == StepStatus.CANCELLED:
             return Recorded([])  # cancelled meanwhile: the ledger is kept, the result is moot
         try:
-            _check_fence(step, claim)
+            check_fence(step, claim)
         except StaleFenceError as exc:
             return Recorded([], refused=exc)  # the ledger is written, the result is not
     # Whatever a step produced (a command may print a key it found) is recorded without secrets.
@@ -346,6 +285,9 @@ async def decide_result(
         settle_status(changes, run, steps, actor=then.owner)
         claims = [item for item in work if isinstance(item, Claim)]
     refresh_claimable(run, steps)
+    if run.status in RUN_OVER_STATES:
+        # A finished run's budget counters are final: its steps' settles land before it ends.
+        await ctx.settles.wait(run.id)
     return Recorded(claims)
 
 

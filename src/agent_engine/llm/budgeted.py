@@ -13,6 +13,7 @@ before the cancellation goes on.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from decimal import Decimal
 from typing import Protocol
 
@@ -48,8 +49,9 @@ class BudgetGate(Protocol):
         BudgetExceededError holding nothing."""
         ...
 
-    async def settle(self, hold: Hold, records: list[LLMCallRecord]) -> None:
-        """Replace the hold by what the calls in ``records`` cost."""
+    def settle(self, hold: Hold, records: list[LLMCallRecord]) -> Awaitable[None]:
+        """Start replacing the hold by what the calls in ``records`` cost; what it returns is
+        done once the caller may rely on that (at once, when the settle runs beside it)."""
         ...
 
 

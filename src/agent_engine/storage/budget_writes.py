@@ -11,18 +11,23 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from agent_engine.domain.budget_math import fits
 from agent_engine.domain.budget_thresholds import thresholds_reached
 from agent_engine.domain.clock import utcnow
 from agent_engine.domain.money import quantize_money
 from agent_engine.storage import budgets as store
+from agent_engine.storage.database import transaction
 
-# Both commit asynchronously (synchronous_commit off for their own transaction): they are
-# followed by the step's durable write, whose WAL flush makes them durable too, so only a crash
-# of PostgreSQL itself in between can lose them — and then it loses that attempt's record as
-# well. This saves a model call two WAL flushes (each a few ms on a plain disk).
+# Holds and settles commit asynchronously (synchronous_commit off for their own statement),
+# which saves every model call a WAL flush (a few ms on a plain disk). The next durable commit
+# flushes them — normally the step's own write, which records the call — and PostgreSQL flushes
+# any within wal_writer_delay. So only a crash of PostgreSQL itself can lose one: a lost hold
+# loses that attempt's record too (its write came after); a settle lost after the step's write
+# leaves the hold "held" with its calls in the ledger, and releasing it once the step has moved
+# on settles it from the ledger (engine/budgets.py ``release_lapsed``): the counters never lose
+# a recorded spend.
 RESERVE_SQL = text(
     "SELECT set_config('synchronous_commit', 'off', true),"
     " CAST(agent_engine_reserve_v1(CAST(:doc AS jsonb)) AS text)"
@@ -33,13 +38,44 @@ SETTLE_SQL = text(
 )
 
 
+async def reserve(
+    db: AsyncEngine, sessions: async_sessionmaker[AsyncSession], doc: dict[str, Any]
+) -> dict[str, Any]:
+    """Hold ``doc["amount_*"]`` on every counter or on none, in a transaction of its own."""
+    if db.dialect.name == "postgresql":
+        return await _call_alone(db, RESERVE_SQL, doc)
+    async with transaction(sessions) as session:
+        return await reserve_txn(session, doc)
+
+
+async def settle(
+    db: AsyncEngine, sessions: async_sessionmaker[AsyncSession], doc: dict[str, Any]
+) -> dict[str, Any]:
+    """Swap a hold for its calls' spend, in a transaction of its own."""
+    if db.dialect.name == "postgresql":
+        return await _call_alone(db, SETTLE_SQL, doc)
+    async with transaction(sessions) as session:
+        return await settle_txn(session, doc)
+
+
+async def _call_alone(db: AsyncEngine, statement: Any, doc: dict[str, Any]) -> dict[str, Any]:
+    # One statement is one implicit transaction: no BEGIN and COMMIT round trips.
+    async with db.connect() as connection:
+        autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        row = (await autocommit.execute(statement, {"doc": json.dumps(doc, default=str)})).one()
+    return _answer(row[1])
+
+
 def _is_postgres(session: AsyncSession) -> bool:
     return session.bind is not None and session.bind.dialect.name == "postgresql"
 
 
 async def _call(session: AsyncSession, statement: Any, doc: dict[str, Any]) -> dict[str, Any]:
     row = (await session.execute(statement, {"doc": json.dumps(doc, default=str)})).one()
-    raw = row[1]
+    return _answer(row[1])
+
+
+def _answer(raw: str) -> dict[str, Any]:
     # Money comes back as JSON numbers: read them as Decimal, never as float.
     answer: dict[str, Any] = json.loads(raw, parse_float=Decimal)
     return answer

@@ -195,6 +195,25 @@ async def ledger_spend_txn(
     return usd, tokens
 
 
+async def reservation_spend_txn(
+    session: AsyncSession, reservation_id: uuid.UUID
+) -> tuple[Decimal, int] | None:
+    """What the ledger holds for the calls made under one hold: USD and tokens (None: no call
+    of it was recorded)."""
+    rows = (
+        await session.execute(
+            select(CALLS.c.cost_usd, CALLS.c.input_tokens, CALLS.c.output_tokens).where(
+                CALLS.c.reservation_id == reservation_id
+            )
+        )
+    ).all()
+    if not rows:
+        return None
+    return sum((cost or Decimal(0) for cost, _, _ in rows), Decimal(0)), sum(
+        inputs + outputs for _, inputs, outputs in rows
+    )
+
+
 async def upsert_definition_txn(session: AsyncSession, values: dict[str, Any]) -> None:
     """Create or replace the monthly budget of ``(scope, subject)``."""
     statement = (

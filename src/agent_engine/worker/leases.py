@@ -11,9 +11,9 @@ from agent_engine.domain.states import StepStatus
 from agent_engine.domain.transitions import move_step
 from agent_engine.engine.claiming import Claim
 from agent_engine.engine.context import EngineContext
+from agent_engine.engine.fences import claimed_step
 from agent_engine.engine.locking import change_run
 from agent_engine.engine.settle import settle_run
-from agent_engine.engine.stepping import claimed_step
 from agent_engine.errors import EngineError, StaleFenceError
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,165 @@
+"""A step's settle runs beside the write of its result: a reservation that does not fit waits
+for the settles this process still has in flight, a run is written finished only once its
+settles landed, and a hold whose settle was lost is settled from the ledger when released."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from agent_engine.config import Settings
+from agent_engine.domain.budget_math import budget_subject
+from agent_engine.engine.budgets import release_lapsed, reserve, settle
+from agent_engine.engine.runs import CreateRunRequest, create_run
+from agent_engine.storage.database import transaction
+from agent_engine.storage.tables import LLMCall
+from tests.budget_flow import (
+    counters,
+    metered_settings,
+    parallel_analyses,
+    reservations,
+    worst_case_reply,
+)
+from tests.engines import claim_locking, engine_context, running_worker, wait_finished
+from tests.fakes.llm_servers import FakeLLMServer
+
+
+@pytest.fixture
+def server() -> Iterator[FakeLLMServer]:
+    with FakeLLMServer(responder=worst_case_reply) as running:
+        yield running
+
+
+async def test_a_reservation_that_does_not_fit_waits_for_the_settles_in_flight(
+    settings: Settings,
+) -> None:
+    async with engine_context(settings) as ctx:
+        request = CreateRunRequest(goal="settles", steps=parallel_analyses(2), budget_usd="1")
+        run = (await create_run(ctx, request, actor="t", idempotency_key=None)).run
+        first, second = await claim_locking(ctx, run.id, limit=2)
+        subject = budget_subject(run)
+
+        async def hold(amount: str, step_id: uuid.UUID, fence: int) -> object:
+            return await reserve(
+                ctx,
+                subject,
+                amount_usd=Decimal(amount),
+                amount_tokens=10,
+                purpose="step",
+                estimate={},
+                step_id=step_id,
+                attempt=1,
+                fence=fence,
+            )
+
+        held = await hold("0.8", first.step_id, first.fence)
+        assert held is not None
+        call_returned = asyncio.Event()
+
+        async def settle_once_the_call_returned() -> None:
+            await call_returned.wait()
+            await settle(ctx, held, [])  # type: ignore[arg-type]
+
+        ctx.settles.track(run.id, asyncio.ensure_future(settle_once_the_call_returned()))
+        # 0.8 held + 0.5 does not fit 1: the reservation waits for the settle, never refuses.
+        second_hold = asyncio.ensure_future(hold("0.5", second.step_id, second.fence))
+        done, _ = await asyncio.wait({second_hold}, timeout=0.5)
+        assert not done, "the reservation was decided before the settle in flight landed"
+        call_returned.set()
+        assert await second_hold is not None
+        (counter,) = await counters(ctx)
+    assert counter.reserved_usd == Decimal("0.5") and counter.spent_usd == 0
+
+
+async def test_a_run_is_finished_only_once_its_settles_landed(
+    settings: Settings, tmp_path: Path, server: FakeLLMServer
+) -> None:
+    async with engine_context(metered_settings(settings, tmp_path, server)) as ctx:
+        request = CreateRunRequest(
+            goal="settled", steps=parallel_analyses(3), budget_usd="1", auto_start=True
+        )
+        run = (await create_run(ctx, request, actor="t", idempotency_key=None)).run
+        # A settle of this run still in flight (an earlier call's) holds the run's end back.
+        earlier = await reserve(
+            ctx,
+            budget_subject(run),
+            amount_usd=Decimal("0.1"),
+            amount_tokens=10,
+            purpose="step",
+            estimate={},
+        )
+        assert earlier is not None
+        call_returned = asyncio.Event()
+
+        async def settle_once_the_call_returned() -> None:
+            await call_returned.wait()
+            await settle(ctx, earlier, [])
+
+        ctx.settles.track(run.id, asyncio.ensure_future(settle_once_the_call_returned()))
+        async with running_worker(ctx, concurrency=3):
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await wait_finished(ctx, run.id)
+            call_returned.set()
+            finished = await wait_finished(ctx, run.id)
+            # Read as soon as the run reads finished, with the worker still running.
+            holds = await reservations(ctx)
+            (counter,) = await counters(ctx)
+    assert finished["run"]["status"] == "completed"
+    assert [h.status for h in holds] == ["settled"] * 4
+    assert counter.reserved_usd == 0
+    assert counter.spent_usd == sum((h.actual_usd or Decimal(0) for h in holds), Decimal(0)) > 0
+    assert counter.spent_usd == Decimal(str(finished["run"]["total_cost_usd"]))
+
+
+async def test_a_hold_whose_settle_was_lost_is_settled_from_the_ledger(
+    settings: Settings,
+) -> None:
+    async with engine_context(settings) as ctx:
+        request = CreateRunRequest(goal="lost", steps=parallel_analyses(1), budget_usd="1")
+        run = (await create_run(ctx, request, actor="t", idempotency_key=None)).run
+        (claim,) = await claim_locking(ctx, run.id, limit=1)
+        held = await reserve(
+            ctx,
+            budget_subject(run),
+            amount_usd=Decimal("0.8"),
+            amount_tokens=5000,
+            purpose="step",
+            estimate={},
+            step_id=claim.step_id,
+            attempt=1,
+            fence=claim.fence - 1,  # an attempt that has since moved on
+        )
+        assert held is not None
+        async with transaction(ctx.sessions) as session:
+            # The attempt's call, recorded with its step's result; its settle never ran.
+            session.add(
+                LLMCall(
+                    run_id=run.id,
+                    step_id=claim.step_id,
+                    provider="meter",
+                    model="meter-1",
+                    request={},
+                    request_hash="0" * 64,
+                    input_tokens=300,
+                    output_tokens=200,
+                    cost_usd=Decimal("0.0012"),
+                    reservation_id=uuid.UUID(held.id),
+                )
+            )
+        assert await release_lapsed(ctx, run.id) == 1
+        (hold,) = await reservations(ctx)
+        (counter,) = await counters(ctx)
+        # A settle arriving late writes nothing twice.
+        await settle(ctx, held, [])
+        (after,) = await counters(ctx)
+    assert hold.status == "settled" and hold.actual_usd == Decimal("0.0012")
+    assert hold.actual_tokens == 500
+    assert counter.reserved_usd == 0 and counter.spent_usd == Decimal("0.0012")
+    assert counter.spent_tokens == 500 and counter.reserved_tokens == 0
+    assert (after.spent_usd, after.reserved_usd) == (counter.spent_usd, counter.reserved_usd)
