@@ -6,7 +6,7 @@ LOCK := requirements/dev.lock
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help serve test lint format typecheck migrate bench clean
+.PHONY: help serve test lint format typecheck migrate bench scale clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ bench: $(STAMP) ## Run the orchestration benchmark (installs the bench extra: DB
 	$(BIN)/python -m bench.replay
 	$(BIN)/python -m bench.budgets
 	$(BIN)/python -m bench.console
+
+scale: $(STAMP) ## List latency at 1k/10k/100k runs and process memory with 1,000 active runs (PostgreSQL)
+	$(BIN)/python -m bench.scale $(SCALE_ARGS)
 
 clean: ## Remove the virtual environment and local state
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
