@@ -5,28 +5,46 @@ settles landed, and a hold whose settle was lost is settled from the ledger when
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from agent_engine.config import Settings
 from agent_engine.domain.budget_math import budget_subject
 from agent_engine.engine.budgets import release_lapsed, reserve, settle
 from agent_engine.engine.runs import CreateRunRequest, create_run
-from agent_engine.storage.database import transaction
+from agent_engine.engine.stepping import record_result, run_claimed
+from agent_engine.storage.database import read_transaction, transaction
+from agent_engine.storage.runs import load_run_txn
 from agent_engine.storage.tables import LLMCall
+from tests.backends import one_backend
 from tests.budget_flow import (
     counters,
+    fire_at_once,
     metered_settings,
     parallel_analyses,
     reservations,
     worst_case_reply,
 )
-from tests.engines import claim_locking, engine_context, running_worker, wait_finished
-from tests.fakes.llm_servers import FakeLLMServer
+from tests.engines import (
+    STUCK_S,
+    chain_of,
+    claim_locking,
+    engine_context,
+    running_worker,
+    wait_finished,
+    wait_until,
+)
+from tests.fakes.llm_servers import FakeLLMServer, ReceivedRequest, Reply
+
+
+def _slow_reply(received: ReceivedRequest) -> Reply:
+    return dataclasses.replace(worst_case_reply(received), delay_s=0.5)
 
 
 @pytest.fixture
@@ -163,3 +181,47 @@ async def test_a_hold_whose_settle_was_lost_is_settled_from_the_ledger(
     assert counter.reserved_usd == 0 and counter.spent_usd == Decimal("0.0012")
     assert counter.spent_tokens == 500 and counter.reserved_tokens == 0
     assert (after.spent_usd, after.reserved_usd) == (counter.spent_usd, counter.reserved_usd)
+
+
+@one_backend("postgres", "the test holds a budget counter's row lock to keep a settle in flight")
+async def test_a_settle_that_announces_an_alert_is_never_waited_for_under_the_runs_lock(
+    settings: Settings, tmp_path: Path
+) -> None:
+    with FakeLLMServer(responder=_slow_reply) as slow:
+        metered = metered_settings(settings, tmp_path, slow)
+        async with engine_context(metered) as ctx:
+            probe = CreateRunRequest(goal="probe", steps=parallel_analyses(1))
+            probe_run = (await create_run(ctx, probe, actor="t", idempotency_key=None)).run
+            await fire_at_once(ctx, [probe_run.id], per_run=1)
+            async with read_transaction(ctx.sessions) as session:
+                cost = (await load_run_txn(session, probe_run.id)).total_cost_usd
+            # One call spends two thirds of the budget: its settle announces the 50 % alert,
+            # which is a write to the run.
+            request = CreateRunRequest(
+                goal="alert", steps=parallel_analyses(1), budget_usd=cost * Decimal("1.5")
+            )
+            run = (await create_run(ctx, request, actor="t", idempotency_key=None)).run
+            (claim,) = await claim_locking(ctx, run.id, limit=1)
+            executing = asyncio.ensure_future(run_claimed(ctx, claim))
+            await wait_until(lambda: _answered(slow, 2))
+            async with ctx.db.connect() as blocker:
+                # The call is in flight: hold its counter so that its settle waits.
+                await blocker.execute(text("SELECT 1 FROM budget_counters FOR UPDATE"))
+                result = await executing
+                assert result is not None and ctx.settles.pending(run.id) == 1
+                recording = asyncio.ensure_future(record_result(ctx, claim, result, actor="w"))
+                await asyncio.sleep(0.2)  # the write is waiting for the settle by now
+                await blocker.commit()
+            async with asyncio.timeout(STUCK_S):
+                await recording
+            events = await chain_of(ctx, run.id)
+    assert [
+        e.payload["threshold_percent"] for e in events if e.type == "budget.threshold_reached"
+    ] == [50]
+    assert events[-1].type in {"run.completed", "run.status_changed"} or any(
+        e.type.startswith("run.") for e in events
+    )
+
+
+async def _answered(server: FakeLLMServer, count: int) -> bool:
+    return len(server.requests) >= count

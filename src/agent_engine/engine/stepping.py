@@ -22,7 +22,6 @@ from agent_engine.domain.audit_cover import resolved_input_hash
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.records import ChangeSet, RunRecord, StepRecord
 from agent_engine.domain.states import (
-    RUN_OVER_STATES,
     RUNNABLE_RUN_STATES,
     UNDER_WAY_RUN_STATES,
     RunStatus,
@@ -191,7 +190,8 @@ async def record_result(
     ledger in any case), settle the run, and with ``then`` claim its next ready steps.
 
     Raises StaleFenceError, after the ledger is written, when the claim is no longer ours."""
-    # Stepping by hand is read back at once: the step's budget holds are settled first.
+    # Stepping by hand is read back at once: the run's budget holds are settled first (before
+    # the lock: a settle that crosses an alert threshold writes to the run).
     await ctx.settles.wait(claim.run_id)
     async with change_run(ctx, claim.run_id, open_steps=True, also=claim.step_id) as locked:
         recorded = await decide_result(
@@ -285,9 +285,6 @@ async def decide_result(
         settle_status(changes, run, steps, actor=then.owner)
         claims = [item for item in work if isinstance(item, Claim)]
     refresh_claimable(run, steps)
-    if run.status in RUN_OVER_STATES:
-        # A finished run's budget counters are final: its steps' settles land before it ends.
-        await ctx.settles.wait(run.id)
     return Recorded(claims)
 
 

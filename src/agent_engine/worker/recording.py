@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent_engine.domain.records import ChangeSet
+from agent_engine.domain.states import RUN_OVER_STATES
 from agent_engine.engine.claiming import Claim
 from agent_engine.engine.context import EngineContext
 from agent_engine.engine.locking import change_run
@@ -43,9 +44,14 @@ async def record_and_claim(
             return await outputs_txn(session, claim.run_id, numbers)
 
     async def decide(changes: ChangeSet) -> Recorded:
-        return await decide_result(
+        recorded = await decide_result(
             ctx, changes, read_stored, claim, result, actor=then.owner, then=then
         )
+        if changes.run.status in RUN_OVER_STATES:
+            # A finished run's budget counters are final: its settles land before it ends.
+            # (No database lock is held here, so a settle that writes to the run goes on.)
+            await ctx.settles.wait(claim.run_id)
+        return recorded
 
     sent = await known.send(ctx.changes, ctx.sessions, claim.run_id, decide)
     if sent is not None:
@@ -61,6 +67,9 @@ async def record_and_claim(
 async def _record_locked(
     ctx: EngineContext, known: KnownRuns, claim: Claim, result: StepResult, then: ContinueWith
 ) -> Recorded:
+    # Before the lock, whether or not this write ends the run: a settle that crosses an alert
+    # threshold writes to the run, so waiting for it under the run's lock would never end.
+    await ctx.settles.wait(claim.run_id)
     async with change_run(ctx, claim.run_id, open_steps=True, also=claim.step_id) as locked:
         recorded = await decide_result(
             ctx, locked.changes, locked.read, claim, result, actor=then.owner, then=then
