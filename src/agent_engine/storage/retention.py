@@ -14,11 +14,12 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agent_engine.domain.blob_refs import BLOBBED_COLUMNS
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.clock import utcnow
 from agent_engine.domain.pruned_payloads import PRUNED_COLUMNS, pruned_digest, pruned_marker
 from agent_engine.domain.states import RUN_OVER_STATES
-from agent_engine.storage.blobs import expand_step_rows_txn
+from agent_engine.storage.blobs import expand_rows_txn
 from agent_engine.storage.tables import (
     AgentRun,
     Approval,
@@ -102,8 +103,8 @@ async def prune_payloads_txn(session: AsyncSession, run_ids: Sequence[uuid.UUID]
             table.c.run_id.in_(run_ids)
         )
         rows: list[dict[str, Any]] = [dict(r) for r in (await session.execute(selected)).mappings()]
-        if name == "steps":
-            rows = await expand_step_rows_txn(session, rows)
+        if name in BLOBBED_COLUMNS:
+            rows = await expand_rows_txn(session, rows, BLOBBED_COLUMNS[name])
         changes = [change for row in rows if (change := _markers(row, columns))]
         # One executemany per set of columns changed, not one statement per row.
         by_columns: dict[frozenset[str], list[dict[str, Any]]] = {}
@@ -112,11 +113,16 @@ async def prune_payloads_txn(session: AsyncSession, run_ids: Sequence[uuid.UUID]
         for group in by_columns.values():
             await session.execute(update(table).where(table.c.id == bindparam("row_id")), group)
         counts[name] = len(changes)
+    now = utcnow()
+    # The response cache never serves a pruned call.
+    await session.execute(
+        update(CALLS).where(CALLS.c.run_id.in_(run_ids)).values(payloads_pruned_at=now)
+    )
     # The version bump is what every write of a run does (migration 0006's guard).
     await session.execute(
         update(RUNS)
         .where(RUNS.c.id.in_(run_ids))
-        .values(payloads_pruned_at=utcnow(), version=RUNS.c.version + 1)
+        .values(payloads_pruned_at=now, version=RUNS.c.version + 1)
     )
     return PrunedCounts(**counts)
 
