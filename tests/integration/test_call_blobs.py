@@ -1,10 +1,12 @@
 """Large model calls are stored like large step outputs: the strings of a call's request and
 response above the blob threshold sit in ``blobs``, the ``llm_calls`` row holds references,
 and every reader gets the call whole: the ledger, the audit (hashes over the whole documents),
-a response-cache hit, a replay, and a bundle exported and imported on another instance."""
+a response-cache hit, a replay, and a bundle exported and imported on another instance. A call
+whose payloads retention pruned is never served by the response cache."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from agent_engine.domain.blob_refs import referenced_blobs
 from agent_engine.domain.canonical import content_hash
 from agent_engine.engine.bundles import verify_bundle
 from agent_engine.engine.context import EngineContext
+from agent_engine.engine.retention import prune_database
 from agent_engine.storage.tables import Blob
 from tests.databases import clone_sqlite
 from tests.fakes.llm_servers import FakeLLMServer, openai_completion
@@ -149,3 +152,25 @@ async def test_a_bundle_carries_the_blobs_of_its_calls_and_imports_whole_elsewhe
     assert count == len(bundle["blobs"])
     assert replayed["status"] == "completed", replayed
     assert replayed["steps"][0]["output_data"]["text"] == ANSWER_TEXT
+
+
+async def test_the_response_cache_never_serves_a_call_whose_payloads_were_pruned(
+    settings: Settings, tmp_path: Path
+) -> None:
+    with FakeLLMServer(lambda received: ANSWER) as server:
+        async with priced_app(settings, server, tmp_path, blob_threshold_bytes=THRESHOLD) as (
+            app,
+            client,
+        ):
+            first = await run_steps(client, [summarize(PROMPT)], response_cache=True)
+            report = await prune_database(
+                settings.database_url, timedelta(0), keep_audit=True, dry_run=False
+            )
+            second = await run_steps(client, [summarize(PROMPT)], response_cache=True)
+            (call,) = await ledger_rows(app.state.engine, second["id"])
+
+    assert first["status"] == second["status"] == "completed"
+    assert report.runs == 1 and report.payloads.llm_calls == 1
+    # Its recorded answer is a hash now: the identical request went to the provider again.
+    assert len(server.requests) == 2 and call.cached is False
+    assert second["steps"][0]["output_data"]["text"] == ANSWER_TEXT
