@@ -1,6 +1,6 @@
 """Reading the cost ledger, and writing the calls that belong to no run (``engine/ledger.py``
-builds the rows; a run's calls are written with the run's change set). Every call read here
-comes with its request and response whole, whatever part of them is stored as blobs."""
+builds the rows; a run's calls are written with the run's change set). A call read here comes
+with its request and response whole, whatever part of them is stored as blobs."""
 
 from __future__ import annotations
 
@@ -22,12 +22,16 @@ from agent_engine.storage.database import transaction
 from agent_engine.storage.tables import LLMCall
 
 
-async def list_calls_txn(session: AsyncSession, run_id: uuid.UUID) -> Sequence[LLMCall]:
-    """The run's calls in order, their documents whole."""
+async def list_calls_txn(
+    session: AsyncSession, run_id: uuid.UUID, *, whole: bool = True
+) -> Sequence[LLMCall]:
+    """The run's calls in order, their documents whole (``whole=False``: as stored, for a
+    reader of their numbers only, which need not read their blobs)."""
     result = await session.scalars(
         select(LLMCall).where(LLMCall.run_id == run_id).order_by(LLMCall.created_at, LLMCall.id)
     )
-    return await expand_calls_txn(session, result.all())
+    calls = result.all()
+    return await expand_calls_txn(session, calls) if whole else calls
 
 
 async def cacheable_call_txn(session: AsyncSession, request_hash: str) -> LLMCall | None:
