@@ -54,6 +54,7 @@ BATCH_ROWS = 1000  # model calls of no run, or blobs, per transaction
 # not committed) may reference it (storage/blob_collection.py).
 BLOB_GRACE = timedelta(hours=1)
 PRUNE_INTERVAL_S = 3600.0
+COLLECT_EVERY_ROUNDS = 24  # the periodic prune collects blobs once a day
 _AGE = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
 
@@ -131,20 +132,21 @@ async def prune(
     batch_runs: int = BATCH_RUNS,
     batch_rows: int = BATCH_ROWS,
     blob_grace: timedelta = BLOB_GRACE,
+    collect: bool = True,
     stop: asyncio.Event | None = None,
 ) -> PruneReport:
     """Prune every finished run that ended more than ``older_than`` ago, ``batch_runs`` runs
     per transaction, then the model calls of no run made before then and the blobs no row
     references that were last written more than ``blob_grace`` ago, ``batch_rows`` per
-    transaction (stopping between two when ``stop`` is set); ``dry_run`` counts them and
-    changes nothing."""
+    transaction (stopping between two when ``stop`` is set; ``collect=False``: no blob
+    collection); ``dry_run`` counts them and changes nothing."""
     now = utcnow()
     report = PruneReport(now - older_than, keep_audit, dry_run)
     await _prune_runs(sessions, report, batch_runs, stop)
     await _prune_gateway_calls(
         sessions, report, deletable_before(report.cutoff, now), batch_rows, stop
     )
-    if stop is None or not stop.is_set():
+    if collect and (stop is None or not stop.is_set()):
         report.blobs, _ = await collect_blobs(
             sessions, utcnow() - blob_grace, batch_rows=batch_rows, dry_run=dry_run, stop=stop
         )
@@ -263,16 +265,21 @@ async def prune_periodically(
     stop: asyncio.Event,
     interval_s: float = PRUNE_INTERVAL_S,
 ) -> None:
-    """Prune by the retention setting now and every ``interval_s`` until ``stop`` is set; a
-    failed round is logged and the next one tries again."""
+    """Prune by the retention setting now and every ``interval_s`` until ``stop`` is set,
+    collecting blobs in the first round and every ``COLLECT_EVERY_ROUNDS`` after (a collection
+    reads every document that references a blob); a failed round is logged and the next one
+    tries again."""
+    rounds = 0
     while not stop.is_set():
         try:
             age = timedelta(days=retention_days)
-            report = await prune(sessions, age, keep_audit=keep_audit, stop=stop)
+            collect = rounds % COLLECT_EVERY_ROUNDS == 0
+            report = await prune(sessions, age, keep_audit=keep_audit, collect=collect, stop=stop)
         except (DBAPIError, OSError):  # the database may be away a while: the next round retries
             logger.exception("retention: prune failed")
         else:
-            if report.runs:
+            rounds += 1
+            if report.runs or report.gateway_pruned or report.gateway_deleted or report.blobs:
                 logger.info("retention: %s", report.line())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)
