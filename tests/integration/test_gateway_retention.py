@@ -89,7 +89,7 @@ async def test_keep_audit_prunes_old_gateway_payloads_keeping_hashes_tokens_and_
 
     report = await pruned(settings, keep_audit=True)
     assert (report.gateway_pruned, report.gateway_deleted) == (2, 0)
-    assert "2 were payloads pruned and 0 deleted" in report.line()
+    assert "the payloads of 2 model calls of no run older than it were pruned" in report.line()
     after = await gateway_rows(settings)
     for old, new in zip(before, after, strict=True):
         assert new.request == pruned_marker(content_hash(expand(old.request, texts)))

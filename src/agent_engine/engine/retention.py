@@ -110,9 +110,9 @@ class PruneReport:
         )
         return (
             f"{self.runs} finished runs older than {self.cutoff.isoformat()} {verb} {done} "
-            f"in {self.batches} batches{detail}; of the model calls of no run older than it, "
-            f"{self.gateway_pruned} {verb} payloads pruned and {self.gateway_deleted} deleted; "
-            f"{self.blobs} unreferenced blobs {verb} collected"
+            f"in {self.batches} batches{detail}; the payloads of {self.gateway_pruned} model "
+            f"calls of no run older than it {verb} pruned and {self.gateway_deleted} such calls "
+            f"{verb} deleted; {self.blobs} unreferenced blobs {verb} collected"
         )
 
 
