@@ -17,7 +17,7 @@ from agent_engine.api.app import create_app
 from agent_engine.config import Settings
 from agent_engine.domain.blob_refs import referenced_blobs
 from agent_engine.domain.canonical import content_hash
-from agent_engine.engine.bundles import verify_bundle
+from agent_engine.engine.bundles import seal, verify_bundle
 from agent_engine.engine.context import EngineContext
 from agent_engine.engine.retention import prune_database
 from agent_engine.storage.tables import Blob
@@ -116,7 +116,12 @@ async def test_a_bundle_carries_the_blobs_of_its_calls_and_imports_whole_elsewhe
         carried = {blob["hash"] for blob in bundle["blobs"]}
         assert referenced_blobs([call["request"], call["response"]]) <= carried
         assert not holds(bundle["llm_calls"], ANSWER_TEXT)
-        assert verify_bundle(bundle)["valid"] is True
+        assert bundle["version"] == 2 and verify_bundle(bundle)["valid"] is True
+        # A bundle of version 1 (its calls inline) is still read; an unknown version is not.
+        assert verify_bundle(seal({**bundle, "version": 1}))["valid"] is True
+        assert verify_bundle(seal({**bundle, "version": 3}))["first_broken"]["kind"] == (
+            "bundle_invalid"
+        )
         # Without the call's blobs the bundle is refused by name.
         steps_only = referenced_blobs(
             [[s["resolved_input"], s["output_data"]] for s in bundle["steps"]]

@@ -40,7 +40,10 @@ from agent_engine.storage.tables import Base, Blob
 from agent_engine.storage.types import Money, UTCDateTime
 
 FORMAT = "agent-engine-run-bundle"
-VERSION = 1
+# 2: the model calls' requests and responses may reference blobs too (1: only steps' documents),
+# and ``llm_calls`` rows have ``payloads_pruned_at``. Both are read.
+VERSION = 2
+READABLE = (1, 2)
 # Bundle key → table, in the order rows are inserted (foreign keys first).
 SECTIONS = (
     ("run", "agent_runs"),
@@ -118,8 +121,8 @@ async def export_bundle(ctx: EngineContext, run_id: str) -> dict[str, Any]:
 def _shape_problem(bundle: Any) -> str | None:
     if not isinstance(bundle, dict):
         return "a bundle is a JSON object"
-    if bundle.get("format") != FORMAT or bundle.get("version") != VERSION:
-        return f"not a {FORMAT} version {VERSION}"
+    if bundle.get("format") != FORMAT or bundle.get("version") not in READABLE:
+        return f"not a {FORMAT} of version {' or '.join(str(v) for v in READABLE)}"
     if not isinstance(bundle.get("run"), dict) or "id" not in bundle["run"]:
         return "the bundle has no run"
     for key, _ in SECTIONS[1:]:
