@@ -91,8 +91,9 @@ class Settings(BaseSettings):
     command_timeout_s: float = Field(default=60.0, gt=0)
     command_output_cap_bytes: int = Field(default=65_536, ge=1024)
     read_file_max_bytes: int = Field(default=1_048_576, ge=1)
-    # Strings in a step's recorded input or output longer than this (UTF-8 bytes) are stored
-    # once, by their SHA-256, and referenced from the step (docs/determinism.md).
+    # Strings in a step's recorded input or output, or a model call's request or response,
+    # longer than this (UTF-8 bytes) are stored once, by their SHA-256, and referenced from the
+    # row (docs/determinism.md).
     blob_threshold_bytes: int = Field(default=65_536, ge=64)
     list_files_max: int = Field(default=1000, ge=1)
     router_url: str | None = None

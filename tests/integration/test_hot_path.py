@@ -133,7 +133,7 @@ async def test_a_result_on_unchanged_records_is_written_without_a_single_read(
     reads = [s for s in known_path if s.upper().startswith("SELECT")]
     if settings.database_url.startswith("postgresql"):
         # One statement, one implicit transaction: the write function, nothing else.
-        assert len(known_path) == 1 and "agent_engine_apply_changes_v2" in known_path[0]
+        assert len(known_path) == 1 and "agent_engine_apply_changes_v3" in known_path[0]
         assert reads == known_path
     else:
         assert known_path[0] == "BEGIN IMMEDIATE"

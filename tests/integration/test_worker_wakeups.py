@@ -297,7 +297,7 @@ class BreaksOnceWriter(ChangeWriter):
             waiting = await _poll(
                 admin,
                 "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND query LIKE '%agent_engine_apply_changes_v2%'",
+                "AND query LIKE '%agent_engine_apply_changes_v3%'",
             )
             await admin.execute("SELECT pg_terminate_backend($1)", waiting)
             # Gone before the lock is released: the write certainly did not commit.

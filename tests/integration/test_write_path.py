@@ -173,7 +173,7 @@ def _same_type(stored: Any, value: Any) -> bool:
 
 
 async def test_a_change_set_writes_every_column_unchanged(settings: Settings) -> None:
-    """On PostgreSQL through ``agent_engine_apply_changes_v2``; on SQLite, Core statements."""
+    """On PostgreSQL through ``agent_engine_apply_changes_v3``; on SQLite, Core statements."""
     async with engine_context(settings) as ctx:
         run_id = await new_run(ctx, [noop(1), noop(2)], auto_start=False)
         before = await snapshot(ctx, run_id)
@@ -312,7 +312,7 @@ async def test_change_sets_ready_together_share_one_write_each_guarded_on_its_ow
     # The first went alone; the two that came while it was in flight went together.
     assert BatchLog.batches == [1, 2]
     if settings.database_url.startswith("postgresql"):
-        assert [s for s in seen if "agent_engine_apply_changes_v2" in s] == seen
+        assert [s for s in seen if "agent_engine_apply_changes_v3" in s] == seen
         assert len(seen) == 2
     else:
         assert seen.count("BEGIN IMMEDIATE") == 2

@@ -1,6 +1,7 @@
 """The deployment files (deploy/compose.yaml, the worker's systemd unit, the Dockerfile) name
 only settings that exist, hold no secret, and have the services and health checks they promise.
-(`docker compose config` itself needs the compose plugin; these checks need only PyYAML.)"""
+(CI also runs `docker compose config` on it, or Debian's docker-compose where the compose
+plugin is missing; these checks need only PyYAML.)"""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "deploy" / "compose.yaml"
 UNIT = ROOT / "deploy" / "agent-engine-worker.service"
 DOCKERFILE = ROOT / "Dockerfile"
+ENV_EXAMPLE = ROOT / "deploy" / ".env.example"
 SETTING = re.compile(r"\bAGENT_ENGINE_[A-Z0-9_]+")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|PRIVATE", re.IGNORECASE)
 # A value that is a secret itself, not a reference to one: a provider key, or a URL's password.
@@ -72,6 +74,14 @@ def test_compose_holds_no_secret_only_references_to_the_env_file() -> None:
         assert not SECRET_VALUE.search(value), (key, value)
         if SECRET_NAME.search(key) and value != key:
             assert REFERENCE.match(value), f"{key} holds a value, not a reference: {value!r}"
+
+
+def test_the_project_name_is_in_the_env_file_not_a_top_level_name() -> None:
+    # Compose v1 (what CI validates with when the v2 plugin is missing) refuses a top-level
+    # ``name``; both versions read COMPOSE_PROJECT_NAME from the project's .env.
+    assert "name" not in compose()
+    lines = ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
+    assert "COMPOSE_PROJECT_NAME=agent-engine" in lines
 
 
 @pytest.mark.parametrize("path", [COMPOSE, UNIT, DOCKERFILE], ids=lambda p: p.name)

@@ -222,7 +222,9 @@ def prune(
     ] = False,
 ) -> None:
     """Prune finished runs older than --older-than in batches of 500: delete them whole, or
-    with --keep-audit replace their payloads by markers keeping their hashes."""
+    with --keep-audit replace their payloads by markers keeping their hashes. The model calls
+    of no run older than it lose their payloads too (deleted, without --keep-audit, once their
+    month is over), and the blobs no row references are collected."""
     import asyncio
 
     from agent_engine.engine.retention import parse_age, prune_database

@@ -121,15 +121,39 @@ def expand(stored: Any, contents: dict[str, str]) -> Any:
 
 # The columns of ``steps`` whose documents may hold blob references.
 BLOBBED_STEP_COLUMNS = ("resolved_input", "output_data")
+# The columns of ``llm_calls`` whose documents may: the request (with the body sent on the
+# wire) and the response (with the body received).
+BLOBBED_CALL_COLUMNS = ("request", "response")
+# Every table whose rows may reference blobs, and the columns that may: what a blob collection
+# must read to know which blobs are still referenced.
+BLOBBED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "steps": BLOBBED_STEP_COLUMNS,
+    "llm_calls": BLOBBED_CALL_COLUMNS,
+}
+
+
+def whole_rows(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[str], contents: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Rows as stored, with the documents of ``columns`` whole again (``contents``: hash →
+    text)."""
+    whole = [dict(row) for row in rows]
+    for row in whole:
+        for column in columns:
+            if row.get(column) is not None:
+                row[column] = expand(row[column], contents)
+    return whole
 
 
 def whole_steps(
     rows: Sequence[Mapping[str, Any]], contents: dict[str, str]
 ) -> list[dict[str, Any]]:
     """``steps`` rows as stored, with their documents whole again (``contents``: hash → text)."""
-    whole = [dict(row) for row in rows]
-    for row in whole:
-        for column in BLOBBED_STEP_COLUMNS:
-            if row.get(column) is not None:
-                row[column] = expand(row[column], contents)
-    return whole
+    return whole_rows(rows, BLOBBED_STEP_COLUMNS, contents)
+
+
+def whole_calls(
+    rows: Sequence[Mapping[str, Any]], contents: dict[str, str]
+) -> list[dict[str, Any]]:
+    """``llm_calls`` rows as stored, with their request and response whole again."""
+    return whole_rows(rows, BLOBBED_CALL_COLUMNS, contents)

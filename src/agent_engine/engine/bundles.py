@@ -21,20 +21,29 @@ from sqlalchemy import LargeBinary, Table, Uuid, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from agent_engine.domain.audit_verify import RunRows, verify_run
-from agent_engine.domain.blob_refs import referenced_blobs, whole_steps
+from agent_engine.domain.blob_refs import (
+    BLOBBED_COLUMNS,
+    referenced_blobs,
+    whole_calls,
+    whole_steps,
+)
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.clock import utcnow
 from agent_engine.engine.context import EngineContext
 from agent_engine.engine.manifest import run_manifest
 from agent_engine.errors import AuditVerificationError, ConflictError, InputValidationError
 from agent_engine.storage.audit import load_run_rows_txn
+from agent_engine.storage.blobs import store_blobs_txn
 from agent_engine.storage.database import read_transaction, transaction
 from agent_engine.storage.runs import get_run_txn
 from agent_engine.storage.tables import Base, Blob
 from agent_engine.storage.types import Money, UTCDateTime
 
 FORMAT = "agent-engine-run-bundle"
-VERSION = 1
+# 2: the model calls' requests and responses may reference blobs too (1: only steps' documents),
+# and ``llm_calls`` rows have ``payloads_pruned_at``. Both are read.
+VERSION = 2
+READABLE = (1, 2)
 # Bundle key → table, in the order rows are inserted (foreign keys first).
 SECTIONS = (
     ("run", "agent_runs"),
@@ -81,8 +90,12 @@ async def export_bundle(ctx: EngineContext, run_id: str) -> dict[str, Any]:
         run = await get_run_txn(session, run_id)
         rows = await load_run_rows_txn(session, run.id)
         assert rows is not None  # just read
-        # Only steps' documents are stored with blob references (storage/blobs.py).
-        documents = [[step["resolved_input"], step["output_data"]] for step in rows.steps]
+        # Steps' and model calls' documents are stored with blob references (storage/blobs.py).
+        documents = [
+            [row.get(column) for column in columns]
+            for table, columns in BLOBBED_COLUMNS.items()
+            for row in getattr(rows, table)
+        ]
         wanted = referenced_blobs(documents)
         blob_rows: list[dict[str, Any]] = []
         if wanted:
@@ -108,8 +121,8 @@ async def export_bundle(ctx: EngineContext, run_id: str) -> dict[str, Any]:
 def _shape_problem(bundle: Any) -> str | None:
     if not isinstance(bundle, dict):
         return "a bundle is a JSON object"
-    if bundle.get("format") != FORMAT or bundle.get("version") != VERSION:
-        return f"not a {FORMAT} version {VERSION}"
+    if bundle.get("format") != FORMAT or bundle.get("version") not in READABLE:
+        return f"not a {FORMAT} of version {' or '.join(str(v) for v in READABLE)}"
     if not isinstance(bundle.get("run"), dict) or "id" not in bundle["run"]:
         return "the bundle has no run"
     for key, _ in SECTIONS[1:]:
@@ -159,10 +172,11 @@ def verify_bundle(bundle: Any, public_key: Ed25519PublicKey | None = None) -> di
             "signature": "missing",
         }
     try:
+        texts = _blob_texts(bundle)
         rows = RunRows(
             run=bundle["run"],
-            steps=whole_steps(bundle["steps"], _blob_texts(bundle)),
-            llm_calls=bundle["llm_calls"],
+            steps=whole_steps(bundle["steps"], texts),
+            llm_calls=whole_calls(bundle["llm_calls"], texts),
             approvals=bundle["approvals"],
             plans=bundle["plans"],
             events=sorted(bundle["audit_events"], key=lambda e: int(e.get("seq", 0))),
@@ -277,11 +291,11 @@ async def _insert(
                 ]
             if rows:
                 await session.execute(insert(table), rows)
-        blobs = _table("blobs")
-        for blob in bundle.get("blobs", []):
-            values = _from_json(blobs, blob)
-            if (
-                await session.scalar(select(blobs.c.hash).where(blobs.c.hash == values["hash"]))
-                is None
-            ):
-                await session.execute(insert(blobs), [values])
+        # Stored now (a blob already here is kept, written anew): the blob collection's grace
+        # period counts from this import, not from the original's write.
+        now = utcnow()
+        blobs = [
+            {**_from_json(_table("blobs"), blob), "created_at": now}
+            for blob in bundle.get("blobs", [])
+        ]
+        await store_blobs_txn(session, blobs)

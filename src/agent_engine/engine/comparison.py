@@ -40,7 +40,7 @@ async def _load(ctx: EngineContext, run_id: str | uuid.UUID) -> _Loaded:
     async with read_transaction(ctx.sessions) as session:
         run = await load_run_txn(session, run_id)
         steps = await load_steps_txn(session, run.id)
-        calls = await list_calls_txn(session, run.id)
+        calls = await list_calls_txn(session, run.id, whole=False)  # numbers only
     counted: Counter[uuid.UUID] = Counter(c.step_id for c in calls if c.step_id is not None)
     models = {c.step_id: c.model for c in calls if c.step_id is not None}
     return _Loaded(run, {s.step_number: s for s in steps}, counted, models)

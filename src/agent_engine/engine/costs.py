@@ -63,7 +63,7 @@ async def cost_summary(ctx: EngineContext, run_id: str) -> dict[str, Any]:
     async with read_transaction(ctx.sessions) as session:
         run = await get_run_txn(session, run_id)
         steps = {step.id: step for step in await list_steps_txn(session, run.id)}
-        calls = await list_calls_txn(session, run.id)
+        calls = await list_calls_txn(session, run.id, whole=False)  # numbers only
         counter = await run_counter_txn(session, run.id)
     total = _bucket()
     by_step: dict[str, dict[str, Any]] = {}

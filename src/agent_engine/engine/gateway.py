@@ -136,5 +136,5 @@ async def _record(
             "gateway": {"model": call.asked_model, "user": call.user, "metadata": call.metadata},
         }
         rows.append(row)
-    await insert_calls(ctx.sessions, rows)
+    await insert_calls(ctx.sessions, rows, ctx.settings.blob_threshold_bytes)
     return rows

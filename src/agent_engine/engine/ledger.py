@@ -122,4 +122,5 @@ def call_row(
             uuid.UUID(record.reservation_id) if record.reservation_id is not None else None
         ),
         "created_at": utcnow(),
+        "payloads_pruned_at": None,  # set by retention (engine/retention.py)
     }

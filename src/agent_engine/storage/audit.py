@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agent_engine.domain.audit_verify import RunRows
 from agent_engine.domain.records import RunRecord
 from agent_engine.domain.transitions import event_hash
-from agent_engine.storage.blobs import expand_step_rows_txn
+from agent_engine.storage.blobs import expand_call_rows_txn, expand_step_rows_txn
 from agent_engine.storage.notifications import RunNotice
 from agent_engine.storage.tables import (
     AgentRun,
@@ -100,17 +100,18 @@ async def load_run_rows_txn(
     session: AsyncSession, run_id: uuid.UUID, *, whole: bool = False
 ) -> RunRows | None:
     """Every row of one run that its audit covers, as plain dicts of columns (None: no run);
-    ``whole``: the steps' documents with their blobs expanded (what their hashes are over),
-    else as stored (what a bundle carries, beside the blobs)."""
+    ``whole``: the steps' and calls' documents with their blobs expanded (what their hashes
+    are over), else as stored (what a bundle carries, beside the blobs)."""
     runs = _table(AgentRun)
     run = (await session.execute(select(runs).where(runs.c.id == run_id))).mappings().one_or_none()
     if run is None:
         return None
     steps = await _rows(session, Step, run_id, "step_number")
+    calls = await _rows(session, LLMCall, run_id, "created_at", "id")
     return RunRows(
         run=dict(run),
         steps=await expand_step_rows_txn(session, steps) if whole else steps,
-        llm_calls=await _rows(session, LLMCall, run_id, "created_at", "id"),
+        llm_calls=await expand_call_rows_txn(session, calls) if whole else calls,
         approvals=await _rows(session, Approval, run_id, "decided_at", "id"),
         plans=await _rows(session, PlanVersion, run_id, "version"),
         events=await _rows(session, AuditEvent, run_id, "seq"),

@@ -1,10 +1,13 @@
 """Content-addressed payloads: the rows a write adds for large strings, and reading documents
-back whole (every reader of a step's input or output sees the expanded value).
+back whole (every reader of a step's input or output, or of a model call's request or response,
+sees the expanded value).
 
 Which strings go to ``blobs`` and how a document references them is ``domain/blob_refs.py``;
-the blob rows themselves are inserted by the one write path (``storage/changes.py``), skipped
-when a blob of that hash is already stored, so two runs that read the same large file store it
-once.
+the blob rows themselves are inserted by the one write path (``storage/changes.py``), or for
+the calls that belong to no run by ``storage/ledger.py``. A blob of that hash already stored is
+kept, only its ``created_at`` moved on to the write's time: a blob's ``created_at`` is when it
+was last written, and the blob collection (``storage/blob_collection.py``) leaves every blob
+written within its grace period alone. So two runs that read the same large file store it once.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Table, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_engine.domain.blob_refs import (
+    BLOBBED_CALL_COLUMNS,
     BLOBBED_STEP_COLUMNS,
     expand,
     externalize,
@@ -23,27 +29,41 @@ from agent_engine.domain.blob_refs import (
     referenced_blobs,
 )
 from agent_engine.domain.clock import utcnow
-from agent_engine.storage.tables import Blob
+from agent_engine.storage.tables import Blob, LLMCall
 
 BLOBS = cast(Table, Blob.__table__)
-# The columns of ``steps`` whose large strings are stored as blobs.
 DEFAULT_THRESHOLD_BYTES = 65_536
 
 
-def externalize_step_values(
-    values: dict[str, Any], threshold: int, blobs: dict[str, bytes]
+def externalize_values(
+    values: dict[str, Any], columns: Sequence[str], threshold: int, blobs: dict[str, bytes]
 ) -> dict[str, Any]:
-    """``values`` (a step's columns to write) with its blobbed columns in their stored form;
-    the blobs they reference are added to ``blobs``."""
-    if not any(values.get(column) is not None for column in BLOBBED_STEP_COLUMNS):
+    """``values`` (a row's columns to write) with the documents of ``columns`` in their stored
+    form; the blobs they reference are added to ``blobs``."""
+    if not any(values.get(column) is not None for column in columns):
         return values
     stored = dict(values)
-    for column in BLOBBED_STEP_COLUMNS:
+    for column in columns:
         if stored.get(column) is not None:
             outcome = externalize(stored[column], threshold)
             stored[column] = outcome.document
             blobs.update(outcome.blobs)
     return stored
+
+
+def externalize_step_values(
+    values: dict[str, Any], threshold: int, blobs: dict[str, bytes]
+) -> dict[str, Any]:
+    """A step's columns to write, its blobbed columns in their stored form."""
+    return externalize_values(values, BLOBBED_STEP_COLUMNS, threshold, blobs)
+
+
+def externalize_call_row(
+    row: dict[str, Any], threshold: int, blobs: dict[str, bytes]
+) -> dict[str, Any]:
+    """An ``llm_calls`` row to insert, its request and response in their stored form (their
+    hashes, taken before, stay those of the whole documents)."""
+    return externalize_values(row, BLOBBED_CALL_COLUMNS, threshold, blobs)
 
 
 def blob_rows(blobs: Mapping[str, bytes]) -> list[dict[str, Any]]:
@@ -53,6 +73,28 @@ def blob_rows(blobs: Mapping[str, bytes]) -> list[dict[str, Any]]:
         {"hash": digest, "size": len(data), "content": data, "created_at": now}
         for digest, data in sorted(blobs.items())
     ]
+
+
+def touching_insert(dialect: str) -> Any:
+    """The insert of blob rows that keeps a blob already stored and moves its ``created_at`` on
+    (PostgreSQL: it also locks that row until the writer commits, so a concurrent collection
+    skips it)."""
+    statement = pg_insert(BLOBS) if dialect == "postgresql" else sqlite_insert(BLOBS)
+    newer = statement.excluded.created_at
+    return statement.on_conflict_do_update(
+        index_elements=[BLOBS.c.hash],
+        set_={"created_at": newer},
+        where=BLOBS.c.created_at < newer,
+    )
+
+
+async def store_blobs_txn(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert blob ``rows`` (``blob_rows``' form) in the caller's transaction, in hash order."""
+    if not rows:
+        return
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    ordered = sorted((dict(row) for row in rows), key=lambda row: row["hash"])
+    await session.execute(touching_insert(dialect), ordered)
 
 
 async def blob_texts_txn(session: AsyncSession, hashes: Iterable[str]) -> dict[str, str]:
@@ -81,14 +123,46 @@ async def expand_documents_txn(session: AsyncSession, documents: Sequence[Any]) 
     return expanded
 
 
-async def expand_step_rows_txn(
-    session: AsyncSession, rows: Sequence[Mapping[Any, Any]]
+async def expand_rows_txn(
+    session: AsyncSession, rows: Sequence[Mapping[Any, Any]], columns: Sequence[str]
 ) -> list[dict[str, Any]]:
-    """``steps`` rows (as mappings) with their blobbed columns expanded."""
+    """Rows (as mappings) with the documents of ``columns`` expanded, in one query."""
     plain = [dict(row) for row in rows]
-    cells = [(i, column) for i in range(len(plain)) for column in BLOBBED_STEP_COLUMNS]
+    cells = [(i, column) for i in range(len(plain)) for column in columns]
     present = [(i, column) for i, column in cells if plain[i].get(column) is not None]
     expanded = await expand_documents_txn(session, [plain[i][column] for i, column in present])
     for (i, column), value in zip(present, expanded, strict=True):
         plain[i][column] = value
     return plain
+
+
+async def expand_step_rows_txn(
+    session: AsyncSession, rows: Sequence[Mapping[Any, Any]]
+) -> list[dict[str, Any]]:
+    """``steps`` rows (as mappings) with their blobbed columns expanded."""
+    return await expand_rows_txn(session, rows, BLOBBED_STEP_COLUMNS)
+
+
+async def expand_call_rows_txn(
+    session: AsyncSession, rows: Sequence[Mapping[Any, Any]]
+) -> list[dict[str, Any]]:
+    """``llm_calls`` rows (as mappings) with their requests and responses expanded."""
+    return await expand_rows_txn(session, rows, BLOBBED_CALL_COLUMNS)
+
+
+async def expand_calls_txn(session: AsyncSession, calls: Sequence[LLMCall]) -> list[LLMCall]:
+    """``llm_calls`` loaded as objects, with their requests and responses expanded. A call
+    that holds a reference is detached from the session first (``Session.expunge``), so that
+    its whole documents are read, never written back inline."""
+    stored = [call for call in calls if needs_expanding([call.request, call.response])]
+    if not stored:
+        return list(calls)
+    documents: list[Any] = []
+    for call in stored:
+        documents.extend((call.request, call.response))
+    expanded = await expand_documents_txn(session, documents)
+    for index, call in enumerate(stored):
+        session.expunge(call)
+        call.request = expanded[2 * index]
+        call.response = expanded[2 * index + 1]
+    return list(calls)

@@ -6,7 +6,7 @@ steps, and the rows it added. Written, it is one update of the run that applies 
 inserts, all in one transaction. When the guard fails, nothing of that run is written and the
 caller decides again from what the database holds (``apply`` answers False).
 
-- PostgreSQL: one call, ``SELECT agent_engine_apply_changes_v2(…)`` (``storage/sql/``), either
+- PostgreSQL: one call, ``SELECT agent_engine_apply_changes_v3(…)`` (``storage/sql/``), either
   alone (its own implicit transaction: one round trip) or inside the caller's transaction.
 - SQLite: the same changes as Core statements, in one transaction; a worker's write goes whole
   to a thread, over a blocking engine on the same file (one hop instead of one per statement).
@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, insert, text, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
@@ -34,10 +33,11 @@ from agent_engine.domain.records import ChangeSet
 from agent_engine.domain.transitions import append_event
 from agent_engine.storage.audit import CHANGED_RUNS, notice_of
 from agent_engine.storage.blobs import (
-    BLOBS,
     DEFAULT_THRESHOLD_BYTES,
     blob_rows,
+    externalize_call_row,
     externalize_step_values,
+    touching_insert,
 )
 from agent_engine.storage.database import create_sqlite_sync_engine
 from agent_engine.storage.tables import Base
@@ -55,7 +55,7 @@ INSERT_ORDER = (
 )
 TABLES: dict[str, Table] = {name: Base.metadata.tables[name] for name in INSERT_ORDER}
 MAX_BATCH = 64  # runs per group commit
-APPLY_SQL = text("SELECT agent_engine_apply_changes_v2(CAST(:batch AS jsonb))")
+APPLY_SQL = text("SELECT agent_engine_apply_changes_v3(CAST(:batch AS jsonb))")
 
 
 class DuplicateRowError(Exception):
@@ -71,11 +71,12 @@ class Write:
     run_values: dict[str, Any]
     step_values: list[tuple[uuid.UUID, dict[str, Any]]]
     inserts: list[tuple[str, list[dict[str, Any]]]]
-    # Rows of ``blobs`` the documents written reference, inserted unless already stored.
+    # Rows of ``blobs`` the documents written reference, inserted (or, already stored, their
+    # ``created_at`` moved on: see storage/blobs.py).
     blobs: list[dict[str, Any]] = field(default_factory=list)
 
     def document(self) -> dict[str, Any]:
-        """The element of ``agent_engine_apply_changes_v2``'s batch for this write."""
+        """The element of ``agent_engine_apply_changes_v3``'s batch for this write."""
         return {
             "run_id": self.run_id,
             "expected_version": self.expected_version,
@@ -88,10 +89,10 @@ class Write:
 
 
 def prepare(changes: ChangeSet, blob_threshold: int = DEFAULT_THRESHOLD_BYTES) -> Write:
-    """What writing ``changes`` writes; strings of steps' inputs and outputs longer than
-    ``blob_threshold`` bytes go to ``blobs``. The run's version moves on here: a change
-    computed on top of this one is guarded by the version this one leaves. LLM calls no event
-    named yet get an ``llm.recorded`` event."""
+    """What writing ``changes`` writes; strings of steps' inputs and outputs, and of model
+    calls' requests and responses, longer than ``blob_threshold`` bytes go to ``blobs``. The
+    run's version moves on here: a change computed on top of this one is guarded by the
+    version this one leaves. LLM calls no event named yet get an ``llm.recorded`` event."""
     run = changes.run
     if changes.uncovered_calls:
         append_event(changes, run, "llm.recorded", {}, actor="ledger")
@@ -116,6 +117,8 @@ def prepare(changes: ChangeSet, blob_threshold: int = DEFAULT_THRESHOLD_BYTES) -
         if id(step) not in new and (values := step.changes())
     ]
     for table, row in changes.rows:
+        if table == "llm_calls":  # its hashes (and the event's coverage) are of the whole row
+            row = externalize_call_row(row, blob_threshold, blobs)
         rows.setdefault(table, []).append(row)
     inserts = [(table, rows[table]) for table in INSERT_ORDER if table in rows]
     return Write(run.id, expected, run_values, step_values, inserts, blob_rows(blobs))
@@ -304,10 +307,14 @@ class ChangeWriter:
 def _apply_sqlite(connection: Connection, writes: list[Write]) -> list[bool]:
     """The writes as Core statements, in the caller's (IMMEDIATE) transaction."""
     runs, steps = TABLES["agent_runs"], TABLES["steps"]
-    # Blobs first and in hash order, as PostgreSQL's function does; one already stored is kept.
-    blobs = sorted((row for write in writes for row in write.blobs), key=lambda row: row["hash"])
+    # Blobs first and in hash order, as PostgreSQL's function does; one already stored is kept
+    # (its created_at moved on). The same hash twice in a batch is one row.
+    blobs = sorted(
+        {row["hash"]: row for write in writes for row in write.blobs}.values(),
+        key=lambda row: row["hash"],
+    )
     if blobs:
-        connection.execute(sqlite_insert(BLOBS).on_conflict_do_nothing(), blobs)
+        connection.execute(touching_insert("sqlite"), blobs)
     applied = []
     for write in writes:
         if write.expected_version is not None:

@@ -1,5 +1,6 @@
 """Reading the cost ledger, and writing the calls that belong to no run (``engine/ledger.py``
-builds the rows; a run's calls are written with the run's change set)."""
+builds the rows; a run's calls are written with the run's change set). A call read here comes
+with its request and response whole, whatever part of them is stored as blobs."""
 
 from __future__ import annotations
 
@@ -10,20 +11,33 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from agent_engine.storage.blobs import (
+    DEFAULT_THRESHOLD_BYTES,
+    blob_rows,
+    expand_calls_txn,
+    externalize_call_row,
+    store_blobs_txn,
+)
 from agent_engine.storage.database import transaction
 from agent_engine.storage.tables import LLMCall
 
 
-async def list_calls_txn(session: AsyncSession, run_id: uuid.UUID) -> Sequence[LLMCall]:
+async def list_calls_txn(
+    session: AsyncSession, run_id: uuid.UUID, *, whole: bool = True
+) -> Sequence[LLMCall]:
+    """The run's calls in order, their documents whole (``whole=False``: as stored, for a
+    reader of their numbers only, which need not read their blobs)."""
     result = await session.scalars(
         select(LLMCall).where(LLMCall.run_id == run_id).order_by(LLMCall.created_at, LLMCall.id)
     )
-    return result.all()
+    calls = result.all()
+    return await expand_calls_txn(session, calls) if whole else calls
 
 
 async def cacheable_call_txn(session: AsyncSession, request_hash: str) -> LLMCall | None:
     """The earliest successful call with ``request_hash`` that answered itself (not served from
-    the cache nor replayed) and kept its response: what the response cache serves."""
+    the cache nor replayed) and kept its response (not pruned by retention): what the response
+    cache serves, its response whole."""
     query = (
         select(LLMCall)
         .where(
@@ -32,23 +46,38 @@ async def cacheable_call_txn(session: AsyncSession, request_hash: str) -> LLMCal
             LLMCall.response.is_not(None),
             LLMCall.cached.is_(False),
             LLMCall.replayed.is_(False),
+            LLMCall.payloads_pruned_at.is_(None),
         )
         .order_by(LLMCall.created_at, LLMCall.id)
         .limit(1)
     )
     found: LLMCall | None = (await session.scalars(query)).first()
-    return found
+    if found is None:
+        return None
+    (whole,) = await expand_calls_txn(session, [found])
+    return whole
 
 
-async def insert_calls_txn(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert ``llm_calls`` rows of calls made outside any run (``run_id`` NULL)."""
-    if rows:
-        await session.execute(insert(LLMCall), list(rows))
+async def insert_calls_txn(
+    session: AsyncSession,
+    rows: Sequence[dict[str, Any]],
+    blob_threshold: int = DEFAULT_THRESHOLD_BYTES,
+) -> None:
+    """Insert ``llm_calls`` rows of calls made outside any run (``run_id`` NULL), the strings
+    of their requests and responses longer than ``blob_threshold`` bytes stored as blobs."""
+    if not rows:
+        return
+    blobs: dict[str, bytes] = {}
+    stored = [externalize_call_row(row, blob_threshold, blobs) for row in rows]
+    await store_blobs_txn(session, blob_rows(blobs))
+    await session.execute(insert(LLMCall), stored)
 
 
 async def insert_calls(
-    sessions: async_sessionmaker[AsyncSession], rows: Sequence[dict[str, Any]]
+    sessions: async_sessionmaker[AsyncSession],
+    rows: Sequence[dict[str, Any]],
+    blob_threshold: int = DEFAULT_THRESHOLD_BYTES,
 ) -> None:
     """Insert ``rows`` in a transaction of their own."""
     async with transaction(sessions) as session:
-        await insert_calls_txn(session, rows)
+        await insert_calls_txn(session, rows, blob_threshold)

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agent_engine.storage.blobs import expand_calls_txn
 from agent_engine.storage.tables import Approval, LLMCall, PlanVersion, Step
 
 CallSite = tuple[str, int | None]  # purpose, step number (None: the planner's calls)
@@ -26,15 +27,18 @@ def _at(query: Any, site: CallSite | None) -> Any:
 
 async def recorded_calls_txn(session: AsyncSession, run_id: uuid.UUID) -> list[dict[str, Any]]:
     """The run's model calls in the order they were recorded, each with its step's number
-    (None for the planner's calls)."""
+    (None for the planner's calls) and its request and response whole."""
     query = (
         select(LLMCall, Step.step_number)
         .outerjoin(Step, Step.id == LLMCall.step_id)
         .where(LLMCall.run_id == run_id)
         .order_by(LLMCall.created_at, LLMCall.attempt)
     )
+    found = (await session.execute(query)).all()
+    # Served as recorded: the documents whole, whatever part of them is stored as blobs.
+    calls = await expand_calls_txn(session, [call for call, _ in found])
     rows = []
-    for call, step_number in (await session.execute(query)).all():
+    for call, (_, step_number) in zip(calls, found, strict=True):
         rows.append(
             {
                 "id": str(call.id),

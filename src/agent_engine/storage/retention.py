@@ -1,7 +1,8 @@
 """Retention in the database: finding finished runs older than a cutoff, replacing their
 payloads by markers that keep their hashes, and deleting whole runs through the audit prune
-permit of migration 0016. Each function runs inside the caller's (short) transaction and
-touches only the runs it is given."""
+permit of migration 0016; the same for the model calls of no run (the OpenAI-compatible
+endpoint's), which no audit chain covers. Each function runs inside the caller's (short)
+transaction and touches only the runs or calls it is given."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agent_engine.domain.blob_refs import BLOBBED_COLUMNS
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.clock import utcnow
 from agent_engine.domain.pruned_payloads import PRUNED_COLUMNS, pruned_digest, pruned_marker
 from agent_engine.domain.states import RUN_OVER_STATES
-from agent_engine.storage.blobs import expand_step_rows_txn
+from agent_engine.storage.blobs import expand_rows_txn
 from agent_engine.storage.tables import (
     AgentRun,
     Approval,
@@ -97,28 +99,37 @@ async def prune_payloads_txn(session: AsyncSession, run_ids: Sequence[uuid.UUID]
         return PrunedCounts()
     counts: dict[str, int] = {}
     for name, table in _TABLES.items():
-        columns = PRUNED_COLUMNS[name]
-        selected = select(table.c.id, *(table.c[c] for c in columns)).where(
-            table.c.run_id.in_(run_ids)
-        )
-        rows: list[dict[str, Any]] = [dict(r) for r in (await session.execute(selected)).mappings()]
-        if name == "steps":
-            rows = await expand_step_rows_txn(session, rows)
-        changes = [change for row in rows if (change := _markers(row, columns))]
-        # One executemany per set of columns changed, not one statement per row.
-        by_columns: dict[frozenset[str], list[dict[str, Any]]] = {}
-        for change in changes:
-            by_columns.setdefault(frozenset(change), []).append(change)
-        for group in by_columns.values():
-            await session.execute(update(table).where(table.c.id == bindparam("row_id")), group)
-        counts[name] = len(changes)
+        counts[name] = await _replace_payloads_txn(session, name, table.c.run_id.in_(run_ids))
+    now = utcnow()
+    # The response cache never serves a pruned call.
+    await session.execute(
+        update(CALLS).where(CALLS.c.run_id.in_(run_ids)).values(payloads_pruned_at=now)
+    )
     # The version bump is what every write of a run does (migration 0006's guard).
     await session.execute(
         update(RUNS)
         .where(RUNS.c.id.in_(run_ids))
-        .values(payloads_pruned_at=utcnow(), version=RUNS.c.version + 1)
+        .values(payloads_pruned_at=now, version=RUNS.c.version + 1)
     )
     return PrunedCounts(**counts)
+
+
+async def _replace_payloads_txn(session: AsyncSession, name: str, where: Any) -> int:
+    """Replace the payloads of ``name``'s rows that match ``where`` by markers; how many rows
+    changed."""
+    table, columns = _TABLES[name], PRUNED_COLUMNS[name]
+    selected = select(table.c.id, *(table.c[c] for c in columns)).where(where)
+    rows: list[dict[str, Any]] = [dict(r) for r in (await session.execute(selected)).mappings()]
+    if name in BLOBBED_COLUMNS:
+        rows = await expand_rows_txn(session, rows, BLOBBED_COLUMNS[name])
+    changes = [change for row in rows if (change := _markers(row, columns))]
+    # One executemany per set of columns changed, not one statement per row.
+    by_columns: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for change in changes:
+        by_columns.setdefault(frozenset(change), []).append(change)
+    for group in by_columns.values():
+        await session.execute(update(table).where(table.c.id == bindparam("row_id")), group)
+    return len(changes)
 
 
 def _markers(row: dict[str, Any], columns: tuple[str, ...]) -> dict[str, Any] | None:
@@ -141,4 +152,58 @@ async def delete_runs_txn(session: AsyncSession, run_ids: Sequence[uuid.UUID]) -
         await session.execute(delete(table).where(table.c.run_id.in_(run_ids)))
     deleted = await session.execute(delete(RUNS).where(RUNS.c.id.in_(run_ids)))
     await session.execute(delete(PERMITS).where(PERMITS.c.run_id.in_(run_ids)))
+    return int(getattr(deleted, "rowcount", 0) or 0)
+
+
+def _gateway_calls(cutoff: datetime, *, unpruned: bool) -> Any:
+    """Calls of no run (the OpenAI-compatible endpoint's) made before ``cutoff``; ``unpruned``:
+    only those whose payloads are still there."""
+    condition = and_(CALLS.c.run_id.is_(None), CALLS.c.created_at < cutoff)
+    if unpruned:
+        condition = and_(condition, CALLS.c.payloads_pruned_at.is_(None))
+    return condition
+
+
+async def old_gateway_call_ids_txn(
+    session: AsyncSession, cutoff: datetime, limit: int, *, unpruned: bool
+) -> list[uuid.UUID]:
+    """At most ``limit`` such calls, oldest first, locked ``FOR UPDATE SKIP LOCKED`` on
+    PostgreSQL (two processes pruning at once take different calls)."""
+    query = (
+        select(CALLS.c.id)
+        .where(_gateway_calls(cutoff, unpruned=unpruned))
+        .order_by(CALLS.c.created_at, CALLS.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def count_old_gateway_calls_txn(
+    session: AsyncSession, cutoff: datetime, *, unpruned: bool
+) -> int:
+    """How many calls of no run a prune with this cutoff would visit (``--dry-run``)."""
+    query = select(func.count()).select_from(CALLS).where(_gateway_calls(cutoff, unpruned=unpruned))
+    return int((await session.execute(query)).scalar_one())
+
+
+async def prune_call_payloads_txn(session: AsyncSession, call_ids: Sequence[uuid.UUID]) -> int:
+    """Replace the requests and responses of ``call_ids`` by markers keeping their hashes and
+    mark the calls pruned; everything else of them (model, tokens, cost) stays."""
+    if not call_ids:
+        return 0
+    await _replace_payloads_txn(session, "llm_calls", CALLS.c.id.in_(call_ids))
+    await session.execute(
+        update(CALLS).where(CALLS.c.id.in_(call_ids)).values(payloads_pruned_at=utcnow())
+    )
+    return len(call_ids)
+
+
+async def delete_calls_txn(session: AsyncSession, call_ids: Sequence[uuid.UUID]) -> int:
+    """Delete the calls ``call_ids`` (calls of no run: no audit chain covers them)."""
+    if not call_ids:
+        return 0
+    deleted = await session.execute(
+        delete(CALLS).where(CALLS.c.id.in_(call_ids), CALLS.c.run_id.is_(None))
+    )
     return int(getattr(deleted, "rowcount", 0) or 0)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_engine.domain.records import RunRecord
 from agent_engine.domain.states import RunStatus
-from agent_engine.storage.blobs import expand_documents_txn
+from agent_engine.storage.blobs import expand_calls_txn
 from agent_engine.storage.runs import RUNS
 from agent_engine.storage.tables import Approval, LLMCall, PlanVersion
 
@@ -35,13 +35,9 @@ async def calls_with_documents_txn(
     """The run's model calls in order, each as a mapping with its request and response whole
     (blobbed parts expanded in one query for all of them)."""
     query = select(LLMCall).where(LLMCall.run_id == run_id).order_by(LLMCall.created_at, LLMCall.id)
-    calls = (await session.scalars(query)).all()
-    documents: list[Any] = []
-    for call in calls:
-        documents.extend((call.request, call.response))
-    expanded = await expand_documents_txn(session, documents)
+    calls = await expand_calls_txn(session, (await session.scalars(query)).all())
     rows: list[dict[str, Any]] = []
-    for index, call in enumerate(calls):
+    for call in calls:
         rows.append(
             {
                 "id": call.id,
@@ -49,8 +45,8 @@ async def calls_with_documents_txn(
                 "purpose": call.purpose,
                 "provider": call.provider,
                 "model": call.model,
-                "request": expanded[2 * index],
-                "response": expanded[2 * index + 1],
+                "request": call.request,
+                "response": call.response,
                 "input_tokens": call.input_tokens,
                 "output_tokens": call.output_tokens,
                 "cost_usd": call.cost_usd,

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -208,6 +209,24 @@ class LLMCall(Base):
     # The budget reservation this call settled (engine/budgets.py).
     reservation_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # When retention replaced its request and response by markers keeping their hashes.
+    payloads_pruned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # The calls of no run (the OpenAI-compatible endpoint's) that retention visits, oldest first.
+    __table_args__ = (
+        Index(
+            "ix_llm_calls_gateway_created_at",
+            "created_at",
+            postgresql_where=text("run_id IS NULL"),
+            sqlite_where=text("run_id IS NULL"),
+        ),
+        Index(
+            "ix_llm_calls_gateway_unpruned_created_at",
+            "created_at",
+            postgresql_where=text("run_id IS NULL AND payloads_pruned_at IS NULL"),
+            sqlite_where=text("run_id IS NULL AND payloads_pruned_at IS NULL"),
+        ),
+    )
 
 
 class Approval(Base):
@@ -294,7 +313,8 @@ class Blob(Base):
     hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     content: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When it was last written: a write that finds it stored moves it on (storage/blobs.py).
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 class ApiKey(Base):
