@@ -56,7 +56,10 @@ async def _diff(url: str) -> list[Any]:
         async with engine.connect() as connection:
             return await connection.run_sync(
                 lambda c: compare_metadata(
-                    MigrationContext.configure(c, opts={"compare_type": True}), Base.metadata
+                    MigrationContext.configure(
+                        c, opts={"compare_type": True, "include_object": migrations.is_modelled}
+                    ),
+                    Base.metadata,
                 )
             )
     finally:
@@ -261,3 +264,28 @@ async def test_an_unknown_status_is_refused_on_insert_and_update_of_runs_and_ste
         assert (await _stored_run(engine, run["id"]))["version"] == len(RunStatus)
     finally:
         await engine.dispose()
+
+
+@one_backend("postgres", "the trigram index is PostgreSQL's (pg_trgm); SQLite has none")
+async def test_goal_search_has_a_trigram_index_that_the_planner_uses(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            found = await connection.scalar(
+                text(
+                    "SELECT indexdef FROM pg_indexes"
+                    " WHERE indexname = 'ix_agent_runs_goal_trigrams'"
+                )
+            )
+            # A small table is scanned whatever the indexes: say so, to see the index chosen.
+            await connection.execute(text("SET LOCAL enable_seqscan = off"))
+            plan = "\n".join(
+                row[0]
+                for row in await connection.execute(
+                    text("EXPLAIN SELECT id FROM agent_runs WHERE goal ILIKE '%module 613%'")
+                )
+            )
+    finally:
+        await engine.dispose()
+    assert found is not None and "gin_trgm_ops" in found
+    assert "ix_agent_runs_goal_trigrams" in plan

@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from agent_engine.config import get_settings
 from agent_engine.storage.database import create_engine
+from agent_engine.storage.migrations import is_modelled
 from agent_engine.storage.tables import Base
 
 target_metadata = Base.metadata
@@ -48,6 +49,7 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=is_modelled,
     )
     with context.begin_transaction():
         context.run_migrations()
