@@ -11,6 +11,7 @@ from __future__ import annotations
 from agent_engine.tracing.ids import RunTrace, new_run_trace, new_span_id, run_trace
 from agent_engine.tracing.setup import (
     TracingConfigError,
+    process_tracing,
     setup_tracing,
     shutdown_tracing,
     tracing_active,
@@ -33,6 +34,7 @@ __all__ = [
     "end_step",
     "new_run_trace",
     "new_span_id",
+    "process_tracing",
     "run_trace",
     "setup_tracing",
     "shutdown_tracing",

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from opentelemetry import trace
@@ -113,10 +114,13 @@ def setup_tracing(
     env: Mapping[str, str] | None = None,
     exporter: SpanExporter | None = None,
     batch: bool = True,
+    register_global: bool = True,
 ) -> bool:
     """Turn tracing on for this process when the environment asks for it (or ``exporter`` is
     given, as tests do); True when on. ``batch``: export from a background thread in batches
     (the SDK's ``OTEL_BSP_*`` variables tune it); else each span as it ends.
+    ``register_global``: also make it the process's global provider (once), so that libraries
+    tracing through the global one (FastAPI's request spans) export with it.
 
     Raises TracingConfigError when the variables ask for an exporter or protocol we lack."""
     env = os.environ if env is None else env
@@ -129,8 +133,8 @@ def setup_tracing(
         provider.add_span_processor(
             BatchSpanProcessor(each) if batch else SimpleSpanProcessor(each)
         )
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        trace.set_tracer_provider(provider)  # once per process: other libraries' spans join
+    if register_global and not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(provider)  # the SDK allows it once per process
     STATE.provider = provider
     STATE.tracer = provider.get_tracer(INSTRUMENTATION)
     STATE.capture_content = _true(env.get(CAPTURE_CONTENT))
@@ -152,3 +156,14 @@ def shutdown_tracing() -> None:
 def tracing_active() -> bool:
     """Whether this process records spans (the one cheap check on every hot path)."""
     return STATE.tracer is not None
+
+
+@contextmanager
+def process_tracing(service_name: str) -> Iterator[bool]:
+    """Tracing for a whole process (``serve``, ``worker``, ``router serve``) as the
+    environment asks: set up at start, flushed and shut down at exit."""
+    active = setup_tracing(service_name)
+    try:
+        yield active
+    finally:
+        shutdown_tracing()
