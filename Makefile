@@ -56,6 +56,7 @@ bench: $(STAMP) ## Run the orchestration benchmark (installs the bench extra: DB
 	$(BIN)/python -m bench.replay
 	$(BIN)/python -m bench.budgets
 	$(BIN)/python -m bench.console
+	$(BIN)/python -m bench.watching
 
 clean: ## Remove the virtual environment and local state
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -5,6 +5,9 @@ only when asked for, the semantic-conventions opt-in, and nothing at all while t
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,6 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from agent_engine.api.app import create_app
+from agent_engine.cli.log_setup import configure_logging
 from agent_engine.config import Settings
 from agent_engine.domain.plan import PlanStep
 from agent_engine.engine.context import EngineContext
@@ -29,7 +33,7 @@ from agent_engine.router.service import RouterService
 from agent_engine.tracing import setup_tracing, shutdown_tracing, tracing_requested
 from agent_engine.tracing.setup import STATE
 from tests.backends import one_backend
-from tests.engines import engine_context, snapshot, wait_finished
+from tests.engines import engine_context, new_run, running_worker, snapshot, wait_finished
 from tests.fakes.loopback import LoopbackServer
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -281,3 +285,51 @@ async def test_the_router_service_continues_the_callers_trace_over_http(
     assert chat.context is not None
     assert chat.context.trace_id == step.get_span_context().trace_id
     assert chat.status.status_code is not StatusCode.ERROR
+
+
+async def test_a_run_executed_by_a_worker_ends_in_its_span_and_logs_carry_its_trace(
+    spans: InMemorySpanExporter, traced_settings: Settings
+) -> None:
+    stream = io.StringIO()
+    handler = configure_logging(traced_settings.model_copy(update={"log_format": "json"}), stream)
+    try:
+        async with engine_context(traced_settings) as ctx, running_worker(ctx):
+            steps = [
+                PlanStep(step_type="noop", input_data={"value": 1}),
+                PlanStep(step_type="noop", input_data={"value": 2, "fail": True}, optional=True),
+            ]
+            run_id = await new_run(ctx, steps, auto_start=True)
+            done = await wait_finished(ctx, run_id)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    trace_id = done["run"]["trace_id"]
+    found = spans.get_finished_spans()
+    (root,) = named(found, "invoke_agent")
+    assert hex_trace(root) == trace_id and hex_id(root) == done["run"]["trace_span_id"]
+    steps_spans = named(found, "step noop")
+    assert len(steps_spans) == 2
+    assert {parent_id(span) for span in steps_spans} == {hex_id(root)}
+    failed = next(s for s in steps_spans if s.status.status_code is StatusCode.ERROR)
+    assert failed.attributes is not None
+    assert failed.attributes["agent_engine.step.outcome"] == "failed"
+    assert failed.attributes["error.type"] == failed.status.description
+    # The step's warning line names the run's trace.
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    warning = next(line for line in lines if "failed" in line["event"] and "step_id" in line)
+    assert warning["trace_id"] == trace_id
+
+
+@one_backend("sqlite", "the console reads the run as every page does")
+async def test_the_console_links_the_runs_trace_when_a_url_template_is_set(
+    database_url: str, spans: InMemorySpanExporter, traced_settings: Settings
+) -> None:
+    template = "http://jaeger.example:16686/trace/{trace_id}"
+    app = create_app(traced_settings.model_copy(update={"trace_url_template": template}))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        body = {"goal": "g", "steps": [{"step_type": "noop", "input_data": {"value": 1}}]}
+        run = (await http.post("/v1/agent-runs", json=body)).json()
+        page = (await http.get(f"/runs/{run['id']}")).text
+    assert f'href="http://jaeger.example:16686/trace/{run["trace_id"]}"' in page
