@@ -35,6 +35,7 @@ from agent_engine.tracing.setup import STATE
 from tests.backends import one_backend
 from tests.engines import engine_context, new_run, running_worker, snapshot, wait_finished
 from tests.fakes.loopback import LoopbackServer
+from tests.mcp_servers import time_server, write_servers
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
@@ -333,3 +334,29 @@ async def test_the_console_links_the_runs_trace_when_a_url_template_is_set(
         run = (await http.post("/v1/agent-runs", json=body)).json()
         page = (await http.get(f"/runs/{run['id']}")).text
     assert f'href="http://jaeger.example:16686/trace/{run["trace_id"]}"' in page
+
+
+@one_backend("sqlite", "the tool span does not depend on the backend; the run tree is on both")
+async def test_an_mcp_tool_step_is_an_execute_tool_span_named_after_the_tool(
+    database_url: str, spans: InMemorySpanExporter, traced_settings: Settings, tmp_path: Path
+) -> None:
+    servers = write_servers(tmp_path, {"time": time_server()})
+    app = create_app(traced_settings.model_copy(update={"mcp_servers": servers}))
+    call = {"server": "time", "tool": "get_current_time", "arguments": {"timezone": "UTC"}}
+    step = {"step_type": "mcp_tool", "input_data": call}
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        run = (await http.post("/v1/agent-runs", json={"goal": "g", "steps": [step]})).json()
+        executed = (await http.post(f"/v1/agent-runs/{run['id']}/execute")).json()
+        if executed["steps"][0]["status"] == "awaiting_approval":
+            step_id = executed["steps"][0]["id"]
+            await http.post(f"/v1/agent-runs/{run['id']}/steps/{step_id}/approve", json={})
+            executed = (await http.post(f"/v1/agent-runs/{run['id']}/execute")).json()
+    assert executed["steps"][0]["status"] == "completed", executed["steps"][0]["error"]
+    (tool,) = named(spans.get_finished_spans(), "execute_tool get_current_time")
+    (mcp_step,) = named(spans.get_finished_spans(), "step mcp_tool")
+    assert parent_id(tool) == hex_id(mcp_step)
+    assert tool.attributes is not None
+    assert tool.attributes["gen_ai.tool.name"] == "get_current_time"

@@ -24,6 +24,7 @@ _NOTHING: AbstractContextManager[None] = nullcontext()
 # Our own attributes, until the conventions name them.
 RUN_ID = "agent_engine.run.id"
 COST = "agent_engine.cost_usd"
+OUTCOME = "agent_engine.step.outcome"
 
 
 class StepAttempt(Protocol):
@@ -78,22 +79,22 @@ class AttemptResult(Protocol):
 
 
 def end_step(span: Span | None, result: AttemptResult | None) -> None:
-    """Say on the step's span how the attempt ended (None: parked for a person) and what its
-    model calls cost; a failed attempt's span has status ERROR and its ``error.type``."""
+    """Say on the step's span how the attempt ended when it did not complete (``failed``, or
+    ``parked`` for a person: status UNSET means completed) and what its model calls cost when
+    they cost anything; a failed attempt's span has status ERROR and its ``error.type``. (Each
+    attribute costs a no-op step microseconds: only those that say something are set.)"""
     if span is None:
         return
     if result is None:
-        span.set_attribute("agent_engine.step.outcome", "parked")
+        span.set_attribute(OUTCOME, "parked")
         return
     cost = sum((call.cost_usd for call in result.calls if call.cost_usd is not None), Decimal(0))
-    span.set_attribute(COST, float(cost))
-    if result.error is None:
-        span.set_attribute("agent_engine.step.outcome", "completed")
-        return
-    code = str(result.error.code)
-    span.set_attribute("agent_engine.step.outcome", "failed")
-    span.set_attribute("error.type", code)
-    span.set_status(Status(StatusCode.ERROR, code))
+    if cost:
+        span.set_attribute(COST, float(cost))
+    if result.error is not None:
+        code = str(result.error.code)
+        span.set_attributes({OUTCOME: "failed", "error.type": code})
+        span.set_status(Status(StatusCode.ERROR, code))
 
 
 @contextmanager
