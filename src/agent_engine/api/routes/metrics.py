@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from agent_engine.api.access import requires
 from agent_engine.api.deps import Engine
+from agent_engine.api.openapi_responses import problem_responses
 from agent_engine.domain.principals import Role
 from agent_engine.engine.metrics_report import metrics_page
 from agent_engine.errors import MetricsDisabledError
@@ -21,7 +22,8 @@ from agent_engine.errors import MetricsDisabledError
 router = APIRouter(tags=["health"])
 
 _TEXT: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/plain": {}}, "description": "The metrics, Prometheus text format"}
+    200: {"content": {"text/plain": {}}, "description": "The metrics, Prometheus text format"},
+    **problem_responses(404),  # metrics_disabled
 }
 
 
