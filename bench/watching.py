@@ -22,6 +22,8 @@ import argparse
 import asyncio
 import os
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,9 +31,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-from agent_engine.engine.runs import CreateRunRequest
+from agent_engine.engine.run_requests import CreateRunRequest
 from agent_engine.storage.migrations import upgrade
-from agent_engine.tracing import setup_tracing, shutdown_tracing
+from agent_engine.tracing import (
+    RunTrace,
+    end_step,
+    new_run_trace,
+    setup_tracing,
+    shutdown_tracing,
+    step_span,
+)
 from bench.databases import DEFAULT_ADMIN_URL, check_postgres, fresh_database
 from bench.engine_harness import SEQUENTIAL_GOAL, noop_request, sequential, settings_for
 from bench.results import SequentialResult
@@ -85,6 +94,7 @@ class Watching:
     on: Summary
     exports: int
     export_bytes: int
+    span_us: float
 
     @property
     def ratio(self) -> float | None:
@@ -109,6 +119,41 @@ def _round(url: str, endpoint: str | None, runs: int, steps: int) -> SequentialR
         shutdown_tracing()  # flushes what the batch processor still holds
 
 
+@dataclass(frozen=True)
+class _Attempt:
+    """What a step span names (as a claimed step does)."""
+
+    run_id: uuid.UUID
+    step_id: uuid.UUID
+    step_number: int
+    step_type: str
+    attempt: int
+    trace: RunTrace | None
+
+
+@dataclass(frozen=True)
+class _Result:
+    error: None
+    calls: tuple[()]
+
+
+def span_cost_us(endpoint: str, spans: int = 2000) -> float:
+    """What one step's span costs the step's own task (started, ended, handed to the batch
+    processor exporting to ``endpoint``), in microseconds: the share of watching that the
+    sequential figures are too noisy to resolve on a shared machine."""
+    setup_tracing("bench-watching", exporter=OTLPSpanExporter(endpoint=endpoint))
+    step = _Attempt(uuid.uuid4(), uuid.uuid4(), 1, "noop", 1, new_run_trace())
+    result = _Result(None, ())
+    try:
+        started = time.perf_counter()
+        for _ in range(spans):
+            with step_span(step) as span:
+                end_step(span, result)
+        return (time.perf_counter() - started) / spans * 1e6
+    finally:
+        shutdown_tracing()
+
+
 def measure(backend: str, admin_url: str, *, runs: int, steps: int, rounds: int) -> Watching:
     """``rounds`` alternations of off and on, ``runs`` runs each, on one fresh database."""
     off: list[float] = []
@@ -121,8 +166,9 @@ def measure(backend: str, admin_url: str, *, runs: int, steps: int, rounds: int)
             for endpoint in (None, sink) if number % 2 == 0 else (sink, None):
                 figures = _round(db.engine_url, endpoint, runs, steps).per_step_ms
                 (off if endpoint is None else on).extend(figures)
+        span_us = span_cost_us(sink)
     exports, export_bytes = _Sink.received - exports, _Sink.bytes_received - export_bytes
-    return Watching(backend, steps, Summary.of(off), Summary.of(on), exports, export_bytes)
+    return Watching(backend, steps, Summary.of(off), Summary.of(on), exports, export_bytes, span_us)
 
 
 def _ms(value: float | None) -> str:
@@ -150,7 +196,9 @@ def report(figures: list[Watching]) -> None:
             f"{f.backend}: {f.off.count} runs of {f.steps} no-op steps each way; watching costs "
             f"{_ms((f.on.p50 or 0) - (f.off.p50 or 0))} ms per step (target on <= "
             f"{TARGET_RATIO:.2f} x off: {'met' if met else 'NOT met'}); the sink took "
-            f"{f.exports} exports ({f.export_bytes} bytes of spans)."
+            f"{f.exports} exports ({f.export_bytes} bytes of spans). A step's span costs its "
+            f"task {f.span_us:.0f} us, {f.span_us / 10 / (f.off.p50 or 1):.1f} % of an unwatched "
+            "step."
         )
 
 
