@@ -360,3 +360,31 @@ async def test_an_mcp_tool_step_is_an_execute_tool_span_named_after_the_tool(
     assert parent_id(tool) == hex_id(mcp_step)
     assert tool.attributes is not None
     assert tool.attributes["gen_ai.tool.name"] == "get_current_time"
+
+
+async def test_the_planners_model_calls_hang_from_the_runs_span(
+    spans: InMemorySpanExporter, api: httpx.AsyncClient, workspace_root: Path
+) -> None:
+    body = {"goal": "Summarize the project", "workspace": str(workspace_root / "project")}
+    run = (await api.post("/v1/agent-runs", json=body)).json()
+    assert run["status"] == "created" and run["trace_id"] is not None
+    planned = await api.post(f"/v1/agent-runs/{run['id']}/execute")
+    assert planned.status_code == 200, planned.text
+    for _ in range(30):  # the plan's steps, to the run's end (and its span)
+        view = (await api.get(f"/v1/agent-runs/{run['id']}")).json()
+        if view["status"] in ("completed", "failed"):
+            break
+        waiting = [s for s in view["steps"] if s["status"] == "awaiting_approval"]
+        for step in waiting:
+            await api.post(f"/v1/agent-runs/{run['id']}/steps/{step['id']}/approve", json={})
+        if not waiting:
+            await api.post(f"/v1/agent-runs/{run['id']}/execute")
+    found = spans.get_finished_spans()
+    (root,) = named(found, "invoke_agent")
+    first = min(named(found, "chat "), key=lambda span: span.start_time or 0)
+    assert first.start_time is not None
+    assert not any(  # the first model call is the planner's: before any step began
+        (step.start_time or 0) < first.start_time for step in named(found, "step ")
+    )
+    assert parent_id(first) == hex_id(root)
+    assert hex_trace(first) == hex_trace(root) == run["trace_id"]
