@@ -24,6 +24,7 @@ from agent_engine.cli.log_setup import configure_logging
 from agent_engine.config import Settings
 from agent_engine.domain.plan import PlanStep
 from agent_engine.engine.context import EngineContext
+from agent_engine.engine.control import resume_run
 from agent_engine.engine.manual import execute_one
 from agent_engine.engine.runs import CreateRunRequest, create_run
 from agent_engine.llm.base import ChatMessage, CompletionRequest
@@ -388,3 +389,23 @@ async def test_the_planners_model_calls_hang_from_the_runs_span(
     )
     assert parent_id(first) == hex_id(root)
     assert hex_trace(first) == hex_trace(root) == run["trace_id"]
+
+
+async def test_a_resumed_failed_run_ends_in_a_second_span_of_the_same_trace(
+    spans: InMemorySpanExporter, traced_settings: Settings
+) -> None:
+    async with engine_context(traced_settings) as ctx:
+        step = PlanStep(step_type="noop", input_data={"value": 1, "fail_attempts": 1})
+        run_id = await new_run(ctx, [step], auto_start=False)
+        assert await ctx_execute(ctx, run_id) == "failed"
+        first_span = (await snapshot(ctx, run_id))["run"]["trace_span_id"]
+        await resume_run(ctx, str(run_id), actor="t")
+        assert await ctx_execute(ctx, run_id) == "completed"
+        stored = (await snapshot(ctx, run_id))["run"]
+    failed, completed = named(spans.get_finished_spans(), "invoke_agent")
+    assert failed.status.status_code is StatusCode.ERROR
+    assert hex_id(failed) == first_span != hex_id(completed) == stored["trace_span_id"]
+    assert hex_trace(failed) == hex_trace(completed) == stored["trace_id"]
+    first_attempt, second_attempt = named(spans.get_finished_spans(), "step noop")
+    assert parent_id(first_attempt) == hex_id(failed)
+    assert parent_id(second_attempt) == hex_id(completed)
