@@ -56,6 +56,7 @@ bench: $(STAMP) ## Run the orchestration benchmark (installs the bench extra: DB
 	$(BIN)/python -m bench.replay
 	$(BIN)/python -m bench.budgets
 	$(BIN)/python -m bench.console
+	$(BIN)/python -m bench.watching
 
 scale: $(STAMP) ## List latency at 1k/10k/100k runs and process memory with 1,000 active runs (PostgreSQL)
 	$(BIN)/python -m bench.scale $(SCALE_ARGS)

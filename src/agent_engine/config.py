@@ -118,6 +118,12 @@ class Settings(BaseSettings):
     # is its own scrape target (docs/operations.md). Loopback unless the host says otherwise.
     metrics_port: int = Field(default=0, ge=0, le=65_535)
     metrics_host: str = "127.0.0.1"
+    # Prometheus observation on (the default) or off: off, nothing is counted, `/metrics`
+    # answers 404 `metrics_disabled` and no worker serves a port (the cost of watching).
+    metrics_enabled: bool = True
+    # A link to a run's trace in the console, e.g. http://jaeger:16686/trace/{trace_id}
+    # (unset: the trace id is shown, not linked). docs/tracing.md.
+    trace_url_template: str | None = None
     # --- Command sandbox and limits: bubblewrap, and the caps a run's step may lower, never raise.
     sandbox: Literal["bwrap", "none"] = "bwrap"
     # Folders bound read-only into the sandbox besides the system (/usr, /bin, /lib*, some of
@@ -255,12 +261,24 @@ class Settings(BaseSettings):
         "webhook_secret",
         "log_format",
         "retention_days",
+        "trace_url_template",
         mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # `AGENT_ENGINE_ROUTER_URL=` copied from .env.example means "not set".
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("trace_url_template")
+    @classmethod
+    def _trace_url_usable(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not value.startswith(("http://", "https://")) or "{trace_id}" not in value
+        ):
+            raise ValueError(
+                "a trace URL template starts with http:// or https:// and holds {trace_id}"
+            )
+        return value
 
     @field_validator("budget_alert_thresholds", mode="before")
     @classmethod

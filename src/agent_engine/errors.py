@@ -59,6 +59,13 @@ class NotFoundError(CallerError):
     title = "Not found"
 
 
+class MetricsDisabledError(NotFoundError):
+    """``/metrics`` while ``AGENT_ENGINE_METRICS_ENABLED`` is false."""
+
+    code = "metrics_disabled"
+    title = "Metrics disabled"
+
+
 class InvalidTransitionError(CallerError):
     """A state change the transition table forbids."""
 

@@ -84,14 +84,29 @@ NOTIFICATION_RECONNECTS = Counter(
 )
 
 
+class _Observing:
+    """Whether this process observes its metrics (``AGENT_ENGINE_METRICS_ENABLED``)."""
+
+    on = True
+
+
+def set_observing(on: bool) -> None:
+    """Turn the per-step observations below on or off for this process."""
+    _Observing.on = on
+
+
 def observe_step(step_type: str, failed: bool, latency_ms: float) -> None:
     """Count a step whose result was recorded, and how long its executor ran."""
+    if not _Observing.on:
+        return
     STEPS.labels(step_type, "failed" if failed else "completed").inc()
     STEP_DURATION.labels(step_type).observe(latency_ms / 1000)
 
 
 def observe_queue_wait(step_type: str, seconds: float) -> None:
     """A step was claimed ``seconds`` after it could first be (never negative)."""
+    if not _Observing.on:
+        return
     QUEUE_WAIT.labels(step_type).observe(max(seconds, 0.0))
 
 
@@ -100,6 +115,8 @@ def observe_model_call(
 ) -> None:
     """Count a recorded model call's tokens and cost (Prometheus values are floats: the exact
     figures stay in the ledger)."""
+    if not _Observing.on:
+        return
     MODEL_CALLS.labels(provider, model).inc()
     MODEL_TOKENS.labels(provider, model, "input").inc(input_tokens)
     MODEL_TOKENS.labels(provider, model, "output").inc(output_tokens)

@@ -179,3 +179,30 @@ async def test_a_step_waiting_for_approval_shows_in_the_approval_gauges(
     assert value(found, "agent_engine_approvals_waiting") == 1
     assert value(found, "agent_engine_runs", status="awaiting_approval") == 1
     assert value(found, "agent_engine_approval_oldest_wait_seconds") >= 0
+
+
+@one_backend("sqlite", "the switch is the process's, not the database's")
+async def test_metrics_switched_off_count_nothing_and_the_endpoint_says_so(
+    settings: Settings,
+) -> None:
+    before = samples((await _own_page()).decode())
+    off = settings.model_copy(
+        update={"embedded_worker": True, "worker_poll_s": 0.2, "metrics_enabled": False}
+    )
+    app = create_app(off)
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+        ):
+            await run_to_the_end(http, [{"step_type": "noop", "input_data": {"value": 1}}])
+            response = await http.get("/metrics")
+    finally:
+        metrics.set_observing(True)  # the process's default, for the tests that follow
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "metrics_disabled"
+    after = samples((await _own_page()).decode())
+    for name in ("agent_engine_steps_total", "agent_engine_step_duration_seconds_count"):
+        labels = {"step_type": "noop"} | ({"status": "completed"} if "steps" in name else {})
+        assert value(after, name, **labels) == value(before, name, **labels)

@@ -85,6 +85,8 @@ class RunOut(BaseModel):
     forked_from: uuid.UUID | None = None
     from_step: int | None = None
     replay_mode: str | None = None
+    # The run's OpenTelemetry trace (32 hex digits); None when tracing was off at creation.
+    trace_id: str | None = None
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -107,6 +108,22 @@ def _check_audit_keys(settings: Settings) -> None:
         fail(f"invalid configuration: {exc.detail}", 2)
 
 
+@contextmanager
+def _tracing(service_name: str) -> Iterator[None]:
+    """The process's traces, as the OTEL_* variables ask (docs/tracing.md); a variable asking
+    for what we cannot do is one line on stderr and exit code 1."""
+    from agent_engine.tracing import TracingConfigError, setup_tracing, shutdown_tracing
+
+    try:
+        setup_tracing(service_name)
+    except TracingConfigError as exc:
+        fail(str(exc))
+    try:
+        yield
+    finally:
+        shutdown_tracing()  # what is still buffered is exported
+
+
 @app.command()
 def version() -> None:
     """Print the version."""
@@ -134,13 +151,14 @@ def serve(
         _require_admin_key(settings)
     log_to_stderr(settings)
     logger.info(describe_serve(settings))
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=port or settings.port,
-        log_level=settings.log_level,
-        log_config=None,  # uvicorn's lines go through the structured logs too
-    )
+    with _tracing("agent-engine"):
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=port or settings.port,
+            log_level=settings.log_level,
+            log_config=None,  # uvicorn's lines go through the structured logs too
+        )
 
 
 def _require_admin_key(settings: Settings) -> None:
@@ -202,7 +220,8 @@ def worker(
     options = WorkerOptions.from_settings(
         settings, concurrency=concurrency, lease_s=lease_s, worker_id=worker_id, step_types=types
     )
-    asyncio.run(serve_worker(settings, options))
+    with _tracing("agent-engine-worker"):
+        asyncio.run(serve_worker(settings, options))
 
 
 @app.command()
@@ -322,10 +341,11 @@ def router_serve(
 
     settings = _settings()
     log_to_stderr(settings)
-    uvicorn.run(
-        create_router_app(settings),
-        host=host,
-        port=port,
-        log_level=settings.log_level,
-        log_config=None,  # uvicorn's lines go through the structured logs too
-    )
+    with _tracing("agent-engine-router"):
+        uvicorn.run(
+            create_router_app(settings),
+            host=host,
+            port=port,
+            log_level=settings.log_level,
+            log_config=None,  # uvicorn's lines go through the structured logs too
+        )

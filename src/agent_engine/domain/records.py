@@ -109,6 +109,11 @@ class RunRecord(Tracked):
     updated_at: datetime = field(default_factory=utcnow)
     completed_at: datetime | None = None
     payloads_pruned_at: datetime | None = None
+    # The run's span (docs/tracing.md): its trace, its id, its caller's span, sampled or not.
+    trace_id: str | None = None
+    trace_span_id: str | None = None
+    trace_parent_span_id: str | None = None
+    trace_sampled: bool | None = None
 
     @property
     def metadata_(self) -> dict[str, Any]:  # the ORM model's attribute name, for serializers

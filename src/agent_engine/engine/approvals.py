@@ -15,6 +15,8 @@ from agent_engine.engine.locking import change_run
 from agent_engine.engine.runs import RunView
 from agent_engine.engine.settle import settle_run
 from agent_engine.errors import InvalidTransitionError
+from agent_engine.storage.audit import waiting_since_txn
+from agent_engine.tracing import emit_approval_wait, run_trace, tracing_active
 
 Decision = Literal["approved", "rejected"]
 
@@ -99,4 +101,15 @@ async def decide_step(
         )
         changes.add("approvals", row)
         settle_run(changes, run, changes.steps, actor=actor)
+        ids = run_trace(run) if tracing_active() else None
+        since = await waiting_since_txn(locked.session, run.id, step.id) if ids else None
+    emit_approval_wait(  # committed: the wait is over
+        ids,
+        run_id=run.id,
+        step_number=step.step_number,
+        step_type=step.step_type,
+        decision=decision,
+        since=since,
+        decided_at=row["decided_at"],
+    )
     return RunView(run, changes.steps)

@@ -39,6 +39,7 @@ from agent_engine.engine.secrets import held_secrets, redact_error, redact_value
 from agent_engine.engine.settle import ready_steps, settle_run
 from agent_engine.errors import EngineError, ExecutorError
 from agent_engine.llm.base import LLMClient
+from agent_engine.tracing import RunTrace, run_trace
 
 # Stored outputs of a run's steps by number (None: all of them). Outputs of finished steps never
 # change, so they may be read outside the write that uses them.
@@ -72,6 +73,8 @@ class Claim:
     model: str | None = None
     # The run's options as created (the response cache is one of them).
     options: dict[str, Any] = field(default_factory=dict)
+    # The run's span, which the attempt's span hangs from (None: the run has no trace).
+    trace: RunTrace | None = None
 
 
 @dataclass(frozen=True)
@@ -317,6 +320,7 @@ async def take_ready(
                 replay=replay_source(run),
                 model=pinned_model(run.options, step.step_number),
                 options=run.options,
+                trace=run_trace(run),
             )
         )
     return work  # the caller settles the run, which refreshes what workers may claim

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from agent_engine import metrics
 from agent_engine.config import Settings
 from agent_engine.domain.audit_signing import HeadSigner
 from agent_engine.domain.records import ChangeSet
@@ -156,6 +157,7 @@ def build_context(
     """
     policies = load_policy_catalog(settings.policies_file)
     signer = load_signer(settings)
+    metrics.set_observing(settings.metrics_enabled)  # one setting per process
     limits = limits_from_settings(settings)
     db = create_engine(settings.database_url)
     notifier = Notifier()

@@ -10,6 +10,7 @@ from agent_engine.engine.locking import change_run
 from agent_engine.engine.runs import RunView
 from agent_engine.engine.settle import refresh_claimable, settle_run
 from agent_engine.errors import ConflictError, InvalidTransitionError
+from agent_engine.tracing import new_span_id
 
 
 async def start_run(ctx: EngineContext, run_id: str, *, actor: str) -> RunView:
@@ -41,6 +42,13 @@ def _reopen_step(
     move_step(changes, run, step, StepStatus.PENDING, actor=actor, reason=reason)
 
 
+def _new_run_span(run: RunRecord) -> None:
+    """A failed run going on: its span was emitted when it failed, so what follows hangs from
+    a new one (emitted at its next end) in the same trace."""
+    if run.trace_span_id is not None:
+        run.trace_span_id = new_span_id()
+
+
 async def retry_step(ctx: EngineContext, run_id: str, step_id: str, *, actor: str) -> RunView:
     """Put a FAILED step back to PENDING; a run that failed because of it runs again."""
     async with change_run(ctx, run_id) as locked:
@@ -59,6 +67,7 @@ async def retry_step(ctx: EngineContext, run_id: str, step_id: str, *, actor: st
         _reopen_step(changes, run, step, actor=actor, reason="retried by hand")
         if RunStatus(run.status) is RunStatus.FAILED:
             run.error = None
+            _new_run_span(run)
             move_run(changes, run, RunStatus.RUNNING, actor=actor, reason="step retried")
         settle_run(changes, run, changes.steps, actor=actor)
     return RunView(run, changes.steps)
@@ -89,6 +98,7 @@ async def resume_run(ctx: EngineContext, run_id: str, *, actor: str) -> RunView:
             if StepStatus(step.status) is StepStatus.FAILED and not step.optional:
                 _reopen_step(changes, run, step, actor=actor, reason="run resumed")
         run.error = None
+        _new_run_span(run)
         move_run(changes, run, RunStatus.RUNNING, actor=actor, reason="resumed")
         settle_run(changes, run, steps, actor=actor)
     return RunView(run, steps)

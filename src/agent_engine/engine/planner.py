@@ -49,6 +49,7 @@ from agent_engine.executors.mcp_tool import catalog_entries as mcp_catalog_entri
 from agent_engine.llm.base import CallContext, LLMClient
 from agent_engine.llm.planning import request_plan
 from agent_engine.storage.runs import delete_steps_txn
+from agent_engine.tracing import within_run
 
 logger = logging.getLogger(__name__)
 MAX_PLAN_ATTEMPTS = 3
@@ -206,7 +207,8 @@ async def _plan_run(
     call = CallContext(str(run.id), None, 1, "plan")
     llm = await client_for(ctx, run, call, budgeted(ctx, run, ctx.llm_factory(None), "plan"))
     try:
-        outcome = await _make_plan(ctx, run, llm)
+        with within_run(run):  # its model calls hang from the run's span
+            outcome = await _make_plan(ctx, run, llm)
     except BudgetExceededError as exc:  # the run waits for a raise (engine/budget_pauses.py)
         outcome = PlanOutcome(None, None, exc.detail, [], code=exc.code, details=exc.data)
     except ReplayMissError as exc:  # a replay asked what its original never did: say so

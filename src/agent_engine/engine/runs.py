@@ -6,7 +6,7 @@ import asyncio
 import base64
 import binascii
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -54,6 +54,7 @@ from agent_engine.storage.runs import (
     load_steps_txn,
 )
 from agent_engine.storage.tables import AgentRun, AuditEvent
+from agent_engine.tracing import new_run_trace, tracing_active
 
 
 @dataclass(frozen=True)
@@ -129,8 +130,11 @@ async def create_run(
     idempotency_key: str | None,
     may_loosen_policy: bool = False,
     api_key_id: uuid.UUID | None = None,
+    trace_carrier: Mapping[str, str] | None = None,
 ) -> RunView:
     """Create a run; with explicit steps it is PLANNED at once, else CREATED (planned later).
+    With tracing on, the run's span continues the ``traceparent`` in ``trace_carrier`` (the
+    request's headers) or starts a trace.
 
     The same ``Idempotency-Key`` with the same body returns the first run; with another body → 409.
     A run whose own rules or flags would loosen its named policy is refused (403) unless
@@ -186,6 +190,9 @@ async def create_run(
     if warning is not None:
         warn_over_budget(changes, warning)
     changes.run.api_key_id = api_key_id  # its monthly budget applies too
+    if tracing_active():
+        for column, value in new_run_trace(trace_carrier).columns().items():
+            setattr(changes.run, column, value)
     # An in-process worker may claim the run's first steps in this very write.
     local = ctx.hand_off
     taken = await local.claim_new(changes) if local is not None else None

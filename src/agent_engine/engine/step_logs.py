@@ -17,9 +17,13 @@ logger = logging.getLogger("agent_engine.engine.stepping")
 
 @contextmanager
 def step_log_context(claim: Claim) -> Iterator[None]:
-    """Every log line inside carries the step's run, id, number and attempt, and the trace id
-    when one is bound (None until then: the field is always there)."""
-    trace_id = structlog.contextvars.get_contextvars().get("trace_id")
+    """Every log line inside carries the step's run, id, number and attempt, and the run's
+    trace id (None when the run has no trace: the field is always there)."""
+    trace_id = (
+        claim.trace.trace_id
+        if claim.trace is not None
+        else structlog.contextvars.get_contextvars().get("trace_id")
+    )
     with structlog.contextvars.bound_contextvars(
         run_id=str(claim.run_id),
         step_id=str(claim.step_id),

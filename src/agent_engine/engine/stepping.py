@@ -27,7 +27,6 @@ from agent_engine.domain.states import (
     RunStatus,
     StepStatus,
 )
-from agent_engine.domain.text import NUMBER_PROBLEM, TEXT_PROBLEM, find_unstorable
 from agent_engine.domain.transitions import append_event, move_step
 from agent_engine.engine.budget_pauses import pause_for_budget
 from agent_engine.engine.claiming import Claim, OutputReader, take_ready
@@ -37,7 +36,6 @@ from agent_engine.engine.fences import check_fence
 from agent_engine.engine.ledger import record_calls
 from agent_engine.engine.locking import change_run
 from agent_engine.engine.replay_effects import recorded_effect
-from agent_engine.engine.request_limits import check_recorded_depth
 from agent_engine.engine.retries import fail_step
 from agent_engine.engine.secrets import held_secrets, redact_result
 from agent_engine.engine.settle import (
@@ -47,6 +45,7 @@ from agent_engine.engine.settle import (
 )
 from agent_engine.engine.step_clients import step_clients
 from agent_engine.engine.step_logs import log_step_failure, step_log_context
+from agent_engine.engine.step_outputs import dumped_output, storable_output
 from agent_engine.errors import (
     BudgetExceededError,
     EngineError,
@@ -56,6 +55,7 @@ from agent_engine.errors import (
 from agent_engine.executors.base import Executor, ExecutorContext
 from agent_engine.faults import crash_point
 from agent_engine.llm.base import LLMCallRecord, LLMClient
+from agent_engine.tracing import end_step, step_span, tool_span, tracing_active
 
 logger = logging.getLogger(__name__)
 
@@ -75,48 +75,54 @@ async def run_claimed(
 ) -> StepResult | None:
     """Execute a claimed step (None: it was parked for a human instead). The step's own failure
     is a result, never an exception; only a lost claim (StaleFenceError) propagates."""
-    with step_log_context(claim):
-        executor = ctx.registry[claim.step_type]
-        llm, client = await step_clients(ctx, claim)
-        context = executor_context(ctx, claim.run_id, claim.step_number, claim.workspace, client)
-        context.prior_outputs = claim.prior_outputs
-        context.attempt = claim.attempt
-        context.goal = claim.goal
-        capture = LogCapture()
-        context.logger.addHandler(capture)
-        if cancel is not None:
-            context.cancel_event = cancel
-        started = time.perf_counter()
-        output: dict[str, Any] | None = None
-        error: EngineError | None = None
-        try:
-            parsed = executor.validate_input(claim.resolved_input)
-            if claim.prior_intent is not None:
-                found = await executor.reconcile(parsed, claim.prior_intent, context)
-                if found.state == "applied":
-                    elapsed = (time.perf_counter() - started) * 1000
-                    return StepResult(found.output, None, list(llm.calls), elapsed, recovered=True)
-                if found.state == "unknown" and not claim.idempotent:
-                    await park_outcome_unknown(ctx, claim, actor=f"recovery:{claim.step_id}")
-                    return None
-            output = await _output_of(ctx, claim, executor, parsed, context)
-        except StaleFenceError:
-            raise
-        except ValidationError as exc:
-            error = ExecutorError(f"step {claim.step_number}: resolved input is invalid: {exc}")
-        except EngineError as exc:
-            error = exc
-        except Exception as exc:  # a plugin's bug must fail its step, not the engine
-            logger.exception("executor %s crashed", claim.step_type)
-            error = ExecutorError(
-                f"executor {claim.step_type} crashed: {type(exc).__name__}: {exc}"
-            )
-        latency_ms = (time.perf_counter() - started) * 1000
-        if capture.dropped:
-            capture.lines.append({"level": "warning", "message": f"{capture.dropped} more lines"})
-        if error is not None:
-            log_step_failure(claim, error)
-        return StepResult(output, error, list(llm.calls), latency_ms, logs=tuple(capture.lines))
+    with step_log_context(claim), step_span(claim) as span:
+        result = await _run_claimed(ctx, claim, cancel)
+        end_step(span, result)
+        return result
+
+
+async def _run_claimed(
+    ctx: EngineContext, claim: Claim, cancel: asyncio.Event | None
+) -> StepResult | None:
+    executor = ctx.registry[claim.step_type]
+    llm, client = await step_clients(ctx, claim)
+    context = executor_context(ctx, claim.run_id, claim.step_number, claim.workspace, client)
+    context.prior_outputs = claim.prior_outputs
+    context.attempt = claim.attempt
+    context.goal = claim.goal
+    capture = LogCapture()
+    context.logger.addHandler(capture)
+    if cancel is not None:
+        context.cancel_event = cancel
+    started = time.perf_counter()
+    output: dict[str, Any] | None = None
+    error: EngineError | None = None
+    try:
+        parsed = executor.validate_input(claim.resolved_input)
+        if claim.prior_intent is not None:
+            found = await executor.reconcile(parsed, claim.prior_intent, context)
+            if found.state == "applied":
+                elapsed = (time.perf_counter() - started) * 1000
+                return StepResult(found.output, None, list(llm.calls), elapsed, recovered=True)
+            if found.state == "unknown" and not claim.idempotent:
+                await park_outcome_unknown(ctx, claim, actor=f"recovery:{claim.step_id}")
+                return None
+        output = await _output_of(ctx, claim, executor, parsed, context)
+    except StaleFenceError:
+        raise
+    except ValidationError as exc:
+        error = ExecutorError(f"step {claim.step_number}: resolved input is invalid: {exc}")
+    except EngineError as exc:
+        error = exc
+    except Exception as exc:  # a plugin's bug must fail its step, not the engine
+        logger.exception("executor %s crashed", claim.step_type)
+        error = ExecutorError(f"executor {claim.step_type} crashed: {type(exc).__name__}: {exc}")
+    latency_ms = (time.perf_counter() - started) * 1000
+    if capture.dropped:
+        capture.lines.append({"level": "warning", "message": f"{capture.dropped} more lines"})
+    if error is not None:
+        log_step_failure(claim, error)
+    return StepResult(output, error, list(llm.calls), latency_ms, logs=tuple(capture.lines))
 
 
 async def _output_of(
@@ -133,36 +139,17 @@ async def _output_of(
         served = await recorded_effect(
             ctx, claim.replay, claim.step_number, claim.step_type, context
         )
-        return _storable(claim, served, depth)
+        return storable_output(claim.step_number, served, depth)
     if claim.side_effects:
         await record_intent(ctx, claim, await executor.preview(parsed, context))
         crash_point("before_effect", claim.step_type)
-    output = _storable(claim, _dumped(claim, await executor.execute(parsed, context), depth), depth)
+    with tool_span(executor.tool_name(parsed) if tracing_active() else None):
+        answer = await executor.execute(parsed, context)
+    output = storable_output(
+        claim.step_number, dumped_output(claim.step_number, answer, depth), depth
+    )
     if claim.side_effects:
         crash_point("after_effect", claim.step_type)
-    return output
-
-
-def _dumped(claim: Claim, output: BaseModel, max_depth: int) -> dict[str, Any]:
-    """The output as JSON values; one too deep for the serializer fails as too deep."""
-    try:
-        return output.model_dump(mode="json")
-    except ValueError:
-        # Pydantic stops near 255 levels; its fields as given say whether that is what happened.
-        check_recorded_depth(claim.step_number, "output", dict(output), max_depth)
-        raise
-
-
-def _storable(claim: Claim, output: dict[str, Any], max_depth: int) -> dict[str, Any]:
-    """The output, if every database can store it (and it can be hashed) and every read can
-    serialize it; else the step fails."""
-    check_recorded_depth(claim.step_number, "output", output, max_depth)
-    where = find_unstorable(output)
-    if where is not None:
-        raise ExecutorError(
-            f"step {claim.step_number}: output {where} cannot be stored: "
-            f"{TEXT_PROBLEM}, and {NUMBER_PROBLEM}"
-        )
     return output
 
 

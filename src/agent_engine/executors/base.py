@@ -127,6 +127,11 @@ class Executor(abc.ABC, Generic[InputT, OutputT]):
         unless the executor can tell from the input (e.g. a tool its server marks read-only)."""
         return self.requires_approval
 
+    def tool_name(self, input: InputT) -> str | None:
+        """The tool or command this step calls, naming its ``execute_tool`` span; None (the
+        default): the step is not a tool call."""
+        return None
+
     @abc.abstractmethod
     async def execute(self, input: InputT, context: ExecutorContext) -> OutputT:
         """Do the step and return its output; raise an ``EngineError`` subclass on failure."""

@@ -127,6 +127,10 @@ class McpToolExecutor(Executor[McpToolInput, McpToolOutput]):
     requires_approval = True
     observes = True  # its result may change what the rest of an adaptive plan should be
 
+    def tool_name(self, input: McpToolInput) -> str | None:
+        """The MCP tool called."""
+        return input.tool
+
     def requires_approval_for(
         self, input_data: dict[str, Any], limits: ExecutionLimits | None = None
     ) -> bool:

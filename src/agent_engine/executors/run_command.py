@@ -233,6 +233,10 @@ class RunCommandExecutor(Executor[RunCommandInput, RunCommandOutput]):
     requires_approval = True
     needs_workspace = True
 
+    def tool_name(self, input: RunCommandInput) -> str | None:
+        """Every command is one call of the ``run_command`` tool (its argv stays off spans)."""
+        return self.name
+
     def check_plan_input(
         self, input_data: dict[str, Any], limits: ExecutionLimits | None
     ) -> list[InputProblem]:

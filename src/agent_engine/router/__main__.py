@@ -9,6 +9,7 @@ import uvicorn
 
 from agent_engine.config import get_settings
 from agent_engine.router.app import create_router_app
+from agent_engine.tracing import process_tracing
 
 DEFAULT_PORT = 8100
 
@@ -30,7 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
     args = parser.parse_args(argv)
     app = create_router_app(get_settings())
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    with process_tracing("agent-engine-router"):  # as the OTEL_* variables ask
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from agent_engine.router.openai_http import (
 )
 from agent_engine.router.openai_wire import parse_chat_request
 from agent_engine.router.service import RouterService
+from agent_engine.tracing.genai import continued_from
 
 logger = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -127,10 +128,11 @@ def create_router_app(
         }
 
     @app.post("/v1/complete")
-    async def complete(body: RouteBody) -> dict[str, Any]:
-        response, records, decision = await router.complete(
-            body.to_request(), body.remaining_budget_usd
-        )
+    async def complete(body: RouteBody, request: Request) -> dict[str, Any]:
+        with continued_from(request.headers):  # the caller's traceparent: its step's span
+            response, records, decision = await router.complete(
+                body.to_request(), body.remaining_budget_usd
+            )
         priced = [r.cost_usd for r in records if r.cost_usd is not None]
         usage = sum((r.usage for r in records), Usage())
         return {
@@ -148,7 +150,8 @@ def create_router_app(
         API's endpoint has them)."""
         try:
             call = parse_chat_request(await read_chat_body(request), router.catalog, router.env)
-            answer, _, _ = await router.complete(call.request)
+            with continued_from(request.headers):
+                answer, _, _ = await router.complete(call.request)
         except EngineError as exc:
             return error_response(exc)
         created = int(time.time())

@@ -21,6 +21,7 @@ from agent_engine.llm.pricing import quantize_usd
 from agent_engine.llm.transport import ProviderTimeouts, shared_client
 from agent_engine.router.policy import RoutingDecision
 from agent_engine.router.service import RouterService, calls_from_error
+from agent_engine.tracing.genai import inject_traceparent
 
 _PROBLEM_KEYS = frozenset({"type", "title", "status", "detail", "code", "retryable"})
 _ERRORS_BY_CODE: dict[str, type[EngineError]] = {
@@ -98,11 +99,14 @@ class RouterClient:
 
     async def _send(self, path: str, payload: dict[str, Any]) -> httpx.Response:
         url = f"{self.base_url}{path}"
+        headers: dict[str, str] = {}
+        inject_traceparent(headers)  # the router's model-call spans join the step's trace
         if self._transport is None:
-            return await shared_client(self.base_url, self.timeouts).post(url, json=payload)
+            client = shared_client(self.base_url, self.timeouts)
+            return await client.post(url, json=payload, headers=headers)
         timeout = self.timeouts.httpx_timeout()
         async with httpx.AsyncClient(timeout=timeout, transport=self._transport) as client:
-            return await client.post(url, json=payload)
+            return await client.post(url, json=payload, headers=headers)
 
     async def _post(
         self, path: str, request: CompletionRequest, remaining_budget: Decimal | None

@@ -33,6 +33,7 @@ from agent_engine.llm.base import (
 from agent_engine.llm.catalog import ModelCatalog, ModelEntry, cached_catalog
 from agent_engine.llm.pricing import price_entry
 from agent_engine.llm.redaction import redact, redact_text
+from agent_engine.llm.traced import TracedProvider
 from agent_engine.llm.transport import ProviderTimeouts, malformed
 from agent_engine.router.policy import (
     DEFAULT_SAVER_BELOW,
@@ -40,6 +41,7 @@ from agent_engine.router.policy import (
     decide_route,
     entry_for,
 )
+from agent_engine.tracing.genai import routing_reason
 
 __all__ = ["RetryPolicy", "RouterService", "build_provider", "calls_from_error", "request_hash"]
 from agent_engine.llm.providers import ProviderFactory, build_provider
@@ -125,9 +127,10 @@ class RouterService:
         return self._env
 
     def provider(self, name: str) -> LLMProvider:
-        """The provider instance for ``name``, built once by the factory."""
+        """The provider instance for ``name``, built once by the factory; each call through it
+        is a ``chat`` span while tracing is on."""
         if name not in self._providers:
-            self._providers[name] = self._factory(name)
+            self._providers[name] = TracedProvider(self._factory(name), name, self.catalog)
         return self._providers[name]
 
     async def route(
@@ -148,6 +151,15 @@ class RouterService:
     ) -> tuple[CompletionResponse, list[LLMCallRecord], RoutingDecision]:
         """Route and call, falling back along the chain; raise ProviderError with the records."""
         decision = await self.route(request, remaining_budget)
+        with routing_reason(decision.reason):
+            return await self._complete(request, remaining_budget, decision)
+
+    async def _complete(
+        self,
+        request: CompletionRequest,
+        remaining_budget: Decimal | None,
+        decision: RoutingDecision,
+    ) -> tuple[CompletionResponse, list[LLMCallRecord], RoutingDecision]:
         records: list[LLMCallRecord] = []
         errors: list[str] = []
         last: ProviderError | None = None

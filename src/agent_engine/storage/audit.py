@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_engine.domain.audit_verify import RunRows
@@ -25,6 +26,8 @@ from agent_engine.storage.tables import (
 )
 
 CHANGED_RUNS = "agent_engine_changed_runs"
+# Runs a transaction ended (their spans are emitted at its commit, forgotten at rollback).
+ENDED_RUNS = "agent_engine_ended_runs"
 
 
 def notice_of(run: RunRecord) -> str:
@@ -51,6 +54,21 @@ async def list_events_txn(
         .limit(limit)
     )
     return result.all()
+
+
+async def waiting_since_txn(
+    session: AsyncSession, run_id: uuid.UUID, step_id: uuid.UUID
+) -> datetime | None:
+    """When the step last began to wait for approval (its latest ``step.awaiting_approval``
+    event), or None if it never did."""
+    result: datetime | None = await session.scalar(
+        select(func.max(AuditEvent.created_at)).where(
+            AuditEvent.run_id == run_id,
+            AuditEvent.step_id == step_id,
+            AuditEvent.type == "step.awaiting_approval",
+        )
+    )
+    return result
 
 
 async def has_event_txn(session: AsyncSession, run_id: uuid.UUID, seq: int, digest: str) -> bool:

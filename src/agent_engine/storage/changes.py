@@ -29,9 +29,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from agent_engine.domain.audit_signing import HeadSigner
 from agent_engine.domain.canonical import wire_json
-from agent_engine.domain.records import ChangeSet
+from agent_engine.domain.records import ChangeSet, RunRecord
+from agent_engine.domain.states import RUN_OVER_STATES
 from agent_engine.domain.transitions import append_event
-from agent_engine.storage.audit import CHANGED_RUNS, notice_of
+from agent_engine.storage.audit import CHANGED_RUNS, ENDED_RUNS, notice_of
 from agent_engine.storage.blobs import (
     DEFAULT_THRESHOLD_BYTES,
     blob_rows,
@@ -41,6 +42,7 @@ from agent_engine.storage.blobs import (
 )
 from agent_engine.storage.database import create_sqlite_sync_engine
 from agent_engine.storage.tables import Base
+from agent_engine.tracing import emit_run_span
 
 # Foreign keys first: a plan version names the LLM call that made it, calls name their step.
 # ``webhook_deliveries`` is the outbox of events the change set makes (budget alerts).
@@ -55,6 +57,7 @@ INSERT_ORDER = (
 )
 TABLES: dict[str, Table] = {name: Base.metadata.tables[name] for name in INSERT_ORDER}
 MAX_BATCH = 64  # runs per group commit
+_RUN_OVER = frozenset(state.value for state in RUN_OVER_STATES)
 APPLY_SQL = text("SELECT agent_engine_apply_changes_v3(CAST(:batch AS jsonb))")
 
 
@@ -74,6 +77,9 @@ class Write:
     # Rows of ``blobs`` the documents written reference, inserted (or, already stored, their
     # ``created_at`` moved on: see storage/blobs.py).
     blobs: list[dict[str, Any]] = field(default_factory=list)
+    # The run as this write ends it (completed, failed, cancelled), when it has a trace: its
+    # ``invoke_agent`` span is emitted once the write committed (docs/tracing.md).
+    ended_run: RunRecord | None = None
 
     def document(self) -> dict[str, Any]:
         """The element of ``agent_engine_apply_changes_v3``'s batch for this write."""
@@ -121,7 +127,10 @@ def prepare(changes: ChangeSet, blob_threshold: int = DEFAULT_THRESHOLD_BYTES) -
             row = externalize_call_row(row, blob_threshold, blobs)
         rows.setdefault(table, []).append(row)
     inserts = [(table, rows[table]) for table in INSERT_ORDER if table in rows]
-    return Write(run.id, expected, run_values, step_values, inserts, blob_rows(blobs))
+    ended = None
+    if run.trace_id is not None and (changes.new_run or "status" in run_values):
+        ended = run.copy() if run.status in _RUN_OVER else None
+    return Write(run.id, expected, run_values, step_values, inserts, blob_rows(blobs), ended)
 
 
 def sign_head(write: Write, signer: HeadSigner) -> None:
@@ -216,12 +225,15 @@ class ChangeWriter:
         """Write a new run's change set in a transaction of its own, not shared: a unique key it
         breaks (an idempotency key used concurrently) raises ``DuplicateRowError`` to its
         creator alone."""
+        write = self._signed(prepare(changes, self.blob_threshold))
         try:
-            await self._write_batch([self._signed(prepare(changes, self.blob_threshold))])
+            await self._write_batch([write])
         except IntegrityError as exc:
             raise DuplicateRowError(str(exc.orig)) from exc
         mark_saved(changes)
         self._publish([notice_of(changes.run)])
+        if write.ended_run is not None:
+            emit_run_span(write.ended_run)
 
     async def apply_in(self, session: AsyncSession, batch: Sequence[ChangeSet]) -> list[bool]:
         """Write ``batch`` in the caller's transaction; its commit announces them."""
@@ -229,10 +241,12 @@ class ChangeWriter:
         connection = await session.connection()
         applied = await self._execute(connection, writes)
         changed = session.info.setdefault(CHANGED_RUNS, {})
-        for changes, ok in zip(batch, applied, strict=True):
+        for changes, write, ok in zip(batch, writes, applied, strict=True):
             if ok:
                 mark_saved(changes)
                 changed[changes.run.id] = changes.run
+                if write.ended_run is not None:  # its span once the caller's commit is done
+                    session.info.setdefault(ENDED_RUNS, []).append(write.ended_run)
         return applied
 
     async def _flush_rest(self) -> None:
@@ -258,9 +272,11 @@ class ChangeWriter:
                 raise
             return
         notices = []
-        for (_, notice, done), ok in zip(batch, applied, strict=True):
+        for (write, notice, done), ok in zip(batch, applied, strict=True):
             if ok:
                 notices.append(notice)
+                if write.ended_run is not None:
+                    emit_run_span(write.ended_run)
             if not done.done():
                 done.set_result(ok)
         if notices:

@@ -21,8 +21,9 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session
 
-from agent_engine.storage.audit import CHANGED_RUNS, take_notices
+from agent_engine.storage.audit import CHANGED_RUNS, ENDED_RUNS, take_notices
 from agent_engine.storage.documents import load_document
+from agent_engine.tracing import emit_run_span
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PING_AFTER_IDLE_S = 5.0
@@ -139,10 +140,13 @@ def create_sessionmaker(
         notices = take_notices(session.info)
         if notices:
             on_events_committed(notices)
+        for run in session.info.pop(ENDED_RUNS, ()):
+            emit_run_span(run)
 
     @event.listens_for(EngineSession, "after_rollback")
     def _after_rollback(session: Session) -> None:
         session.info.pop(CHANGED_RUNS, None)
+        session.info.pop(ENDED_RUNS, None)
 
     return async_sessionmaker(
         engine, expire_on_commit=False, autoflush=False, sync_session_class=EngineSession

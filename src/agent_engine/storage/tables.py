@@ -101,6 +101,11 @@ class AgentRun(Base):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When `agent-engine prune` replaced the run's payloads by markers keeping their hashes.
     payloads_pruned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The run's OpenTelemetry span, chosen at creation (NULL: tracing was off); docs/tracing.md.
+    trace_id: Mapped[str | None] = mapped_column(String(32))
+    trace_span_id: Mapped[str | None] = mapped_column(String(16))
+    trace_parent_span_id: Mapped[str | None] = mapped_column(String(16))
+    trace_sampled: Mapped[bool | None] = mapped_column(Boolean)
 
     __table_args__ = (
         Index("ix_agent_runs_created_at_id", "created_at", "id"),

@@ -42,6 +42,13 @@ async def _plan_diffs(engine: Engine, run_id: str, versions: int) -> list[dict[s
     return diffs
 
 
+def trace_url(template: str | None, trace_id: str | None) -> str | None:
+    """The run's trace in the tracing UI (AGENT_ENGINE_TRACE_URL_TEMPLATE), or None."""
+    if template is None or trace_id is None:
+        return None
+    return template.replace("{trace_id}", trace_id)
+
+
 @router.get("/runs/{run_id}", response_class=HTMLResponse, **page_role(Role.VIEWER))
 async def run_detail(request: Request, run_id: str, engine: Engine) -> HTMLResponse:
     """Everything about one run, with the forms that act on it."""
@@ -75,6 +82,7 @@ async def run_detail(request: Request, run_id: str, engine: Engine) -> HTMLRespo
             "family": family,
             "divergence": divergence,
             "run_wait": run_wait,
+            "trace_url": trace_url(engine.settings.trace_url_template, run.trace_id),
             "live": RunStatus(run.status) not in TERMINAL_RUN_STATES,
             "finished": RunStatus(run.status) in (RunStatus.COMPLETED, RunStatus.FAILED),
         },

@@ -28,7 +28,7 @@ async def serve_worker(settings: Settings, options: WorkerOptions) -> None:
     await ctx.start()
     logger.info("worker %s started (concurrency %d)", options.worker_id, options.concurrency)
     exporter = None
-    if settings.metrics_port:
+    if settings.metrics_port and settings.metrics_enabled:
         # A thread of its own: a scrape never waits for the event loop, nor the loop for it.
         exporter, _ = start_http_server(
             settings.metrics_port, addr=settings.metrics_host, registry=REGISTRY

@@ -6,7 +6,7 @@ import uuid
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from agent_engine.api.access import requires
 from agent_engine.api.deps import Actor, CurrentPrincipal, Engine, Gate
@@ -47,6 +47,7 @@ router = APIRouter(prefix="/v1/agent-runs", tags=["runs"])
 )
 async def create_run(
     body: CreateRunRequest,
+    request: Request,
     engine: Engine,
     guard: Gate,
     principal: CurrentPrincipal,
@@ -64,6 +65,7 @@ async def create_run(
             # Only a key holding the policy privilege may free steps from approval itself.
             may_loosen_policy=principal.may_auto_approve,
             api_key_id=principal.key_id,
+            trace_carrier=request.headers,  # a caller's traceparent: the run joins its trace
         )
     if view.replayed:
         response.status_code = status.HTTP_200_OK

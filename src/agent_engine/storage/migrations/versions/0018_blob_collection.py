@@ -28,7 +28,7 @@ from alembic import op
 from agent_engine.storage.types import UTCDateTime
 
 revision = "0018"
-down_revision = "0016"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 

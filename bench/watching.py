@@ -1,0 +1,232 @@
+"""The cost of watching: our engine's per-step overhead on the sequential no-op workload with
+tracing and Prometheus metrics both off, and both on, alternately, on one in-process worker.
+
+"On" is what a production process does: every step observed in the metrics, and every run,
+step and tool span exported by the SDK's BatchSpanProcessor over OTLP/HTTP to a loopback sink
+that accepts ``POST /v1/traces`` (it counts the spans' requests and bytes, and keeps nothing).
+The processor exports every 100 ms here (``OTEL_BSP_SCHEDULE_DELAY``; 5 s by default), so that
+its encoding and sending happen during the timed runs, not in the flush after them. "Off" is
+what a process does with tracing not set up and ``AGENT_ENGINE_METRICS_ENABLED=false``. The
+two alternate in short rounds (each first in every other one): the machine's drift is larger
+than the difference measured.
+
+Target: on ≤ 1.10 × off per step (p50).
+
+    python -m bench.watching [--runs 10] [--steps 20] [--rounds 8] [--postgres-url URL]
+                             [--skip-postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+from agent_engine.engine.run_requests import CreateRunRequest
+from agent_engine.storage.migrations import upgrade
+from agent_engine.tracing import (
+    RunTrace,
+    end_step,
+    new_run_trace,
+    setup_tracing,
+    shutdown_tracing,
+    step_span,
+)
+from bench.databases import DEFAULT_ADMIN_URL, check_postgres, fresh_database
+from bench.engine_harness import SEQUENTIAL_GOAL, noop_request, sequential, settings_for
+from bench.results import SequentialResult
+from bench.stats import Summary
+
+TARGET_RATIO = 1.10
+SCHEDULE_DELAY_MS = "100"
+
+
+class _Sink(BaseHTTPRequestHandler):
+    """Accepts OTLP/HTTP exports: 200 with an empty ExportTraceServiceResponse."""
+
+    received = 0
+    bytes_received = 0
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        with _Sink.lock:
+            _Sink.received += 1
+            _Sink.bytes_received += length
+        status = 200 if self.path == "/v1/traces" else 404
+        self.send_response(status)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        return  # quiet
+
+
+@contextmanager
+def trace_sink() -> Iterator[str]:
+    """A loopback OTLP/HTTP traces endpoint; yields its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+
+@dataclass(frozen=True)
+class Watching:
+    backend: str
+    steps: int
+    off: Summary
+    on: Summary
+    exports: int
+    export_bytes: int
+    span_us: float
+
+    @property
+    def ratio(self) -> float | None:
+        if self.off.p50 is None or self.on.p50 is None or self.off.p50 == 0:
+            return None
+        return self.on.p50 / self.off.p50
+
+
+def _round(url: str, endpoint: str | None, runs: int, steps: int) -> SequentialResult:
+    """One round of the workload; ``endpoint``: watched (tracing to it, metrics on)."""
+    if endpoint is not None:
+        os.environ["OTEL_BSP_SCHEDULE_DELAY"] = SCHEDULE_DELAY_MS  # read by the processor
+        setup_tracing("bench-watching", exporter=OTLPSpanExporter(endpoint=endpoint))
+    settings = settings_for(url, metrics_enabled=endpoint is not None)
+
+    def request_for(count: int) -> CreateRunRequest:
+        return noop_request(SEQUENTIAL_GOAL, count)
+
+    try:
+        return asyncio.run(sequential(settings, request_for, runs=runs, steps=steps))
+    finally:
+        shutdown_tracing()  # flushes what the batch processor still holds
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """What a step span names (as a claimed step does)."""
+
+    run_id: uuid.UUID
+    step_id: uuid.UUID
+    step_number: int
+    step_type: str
+    attempt: int
+    trace: RunTrace | None
+
+
+@dataclass(frozen=True)
+class _Result:
+    error: None
+    calls: tuple[()]
+
+
+def span_cost_us(endpoint: str, spans: int = 2000) -> float:
+    """What one step's span costs the step's own task (started, ended, handed to the batch
+    processor exporting to ``endpoint``), in microseconds: the share of watching that the
+    sequential figures are too noisy to resolve on a shared machine."""
+    setup_tracing("bench-watching", exporter=OTLPSpanExporter(endpoint=endpoint))
+    step = _Attempt(uuid.uuid4(), uuid.uuid4(), 1, "noop", 1, new_run_trace())
+    result = _Result(None, ())
+    try:
+        started = time.perf_counter()
+        for _ in range(spans):
+            with step_span(step) as span:
+                end_step(span, result)
+        return (time.perf_counter() - started) / spans * 1e6
+    finally:
+        shutdown_tracing()
+
+
+def measure(backend: str, admin_url: str, *, runs: int, steps: int, rounds: int) -> Watching:
+    """``rounds`` alternations of off and on, ``runs`` runs each, on one fresh database."""
+    off: list[float] = []
+    on: list[float] = []
+    exports, export_bytes = _Sink.received, _Sink.bytes_received
+    with fresh_database(backend, "watching", admin_url=admin_url) as db, trace_sink() as sink:
+        upgrade(db.engine_url)
+        for number in range(rounds):
+            # Each way goes first in every other round: neither gains from the database's drift.
+            for endpoint in (None, sink) if number % 2 == 0 else (sink, None):
+                figures = _round(db.engine_url, endpoint, runs, steps).per_step_ms
+                (off if endpoint is None else on).extend(figures)
+        span_us = span_cost_us(sink)
+    exports, export_bytes = _Sink.received - exports, _Sink.bytes_received - export_bytes
+    return Watching(backend, steps, Summary.of(off), Summary.of(on), exports, export_bytes, span_us)
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def report(figures: list[Watching]) -> None:
+    """One row per backend and setting, and the ratio of on to off."""
+    header = (
+        f"{'backend':<9} {'tracing + metrics':<18} {'ms/step p50':>11} {'ms/step p95':>11} "
+        f"{'on / off':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for f in figures:
+        ratio = "–" if f.ratio is None else f"{f.ratio:.3f}"
+        for label, figure, shown in (("off", f.off, ""), ("on (OTLP/HTTP)", f.on, ratio)):
+            print(
+                f"{f.backend:<9} {label:<18} {_ms(figure.p50):>11} {_ms(figure.p95):>11} {shown:>9}"
+            )
+    print()
+    for f in figures:
+        met = f.ratio is not None and f.ratio <= TARGET_RATIO
+        print(
+            f"{f.backend}: {f.off.count} runs of {f.steps} no-op steps each way; watching costs "
+            f"{_ms((f.on.p50 or 0) - (f.off.p50 or 0))} ms per step (target on <= "
+            f"{TARGET_RATIO:.2f} x off: {'met' if met else 'NOT met'}); the sink took "
+            f"{f.exports} exports ({f.export_bytes} bytes of spans). A step's span costs its "
+            f"task {f.span_us:.0f} us, {f.span_us / 10 / (f.off.p50 or 1):.1f} % of an unwatched "
+            "step."
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=10, help="measured runs per round and way")
+    parser.add_argument("--steps", type=int, default=20, help="no-op steps per run")
+    parser.add_argument("--rounds", type=int, default=8, help="alternations of off and on")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("AGENT_ENGINE_BENCH_POSTGRES_URL", DEFAULT_ADMIN_URL),
+        help="PostgreSQL admin URL (AGENT_ENGINE_BENCH_POSTGRES_URL)",
+    )
+    parser.add_argument("--skip-postgres", action="store_true")
+    args = parser.parse_args()
+    backends = ["sqlite"]
+    if not args.skip_postgres:
+        problem = check_postgres(args.postgres_url)
+        if problem is None:
+            backends.insert(0, "postgres")
+        else:
+            print(f"skipping PostgreSQL: {problem}")
+    figures = [
+        measure(b, args.postgres_url, runs=args.runs, steps=args.steps, rounds=args.rounds)
+        for b in backends
+    ]
+    report(figures)
+
+
+if __name__ == "__main__":
+    main()
