@@ -21,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import ssl
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,7 @@ class Recorder:
     error_samples: list[str] = field(default_factory=list)
     streams: int = 0
     events: int = 0
+    cpu_s: float = 0.0  # the servers' CPU time during the window
 
     def counts(self, began: float) -> bool:
         return self.window_start <= began < self.window_end
@@ -232,25 +234,36 @@ class Level:
     seconds: float
 
 
-def _client(base_url: str, connections: int) -> httpx.AsyncClient:
+def _client(base_url: str, connections: int, tls: ssl.SSLContext) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT_S, limits=limits)
+    return httpx.AsyncClient(
+        base_url=base_url, timeout=REQUEST_TIMEOUT_S, limits=limits, verify=tls
+    )
 
 
-async def _stop_after(shared: Shared, level: Level) -> None:
-    await asyncio.sleep(level.warmup_s + level.seconds)
+async def _window(shared: Shared, level: Level, cpu_probe: Callable[[], float]) -> None:
+    """Sample the servers' CPU time at the window's start and end, then stop the tasks."""
+    await asyncio.sleep(level.warmup_s)
+    shared.recorder.cpu_s = -cpu_probe()
+    await asyncio.sleep(level.seconds)
+    shared.recorder.cpu_s += cpu_probe()
     shared.stop.set()
 
 
-async def run_level(base_urls: Sequence[str], level: Level, run_ids: list[str]) -> Recorder:
-    """Run the mix at ``level`` against the servers (tasks spread over them in turn)."""
+async def run_level(
+    base_urls: Sequence[str], level: Level, run_ids: list[str], cpu_probe: Callable[[], float]
+) -> Recorder:
+    """Run the mix at ``level`` against the servers (tasks spread over them in turn);
+    ``cpu_probe`` says how much CPU time the servers have used so far."""
+    # A connection pool per task: each task holds one kept-alive connection, as a real client
+    # would, and no task waits on another's pool. The servers speak plain HTTP, but httpx
+    # builds a TLS context per client unless given one: one shared context, made once.
+    tls = ssl.create_default_context()
+    tasks_needed = level.clients + level.approvers + level.subscribers
+    clients = [_client(base_urls[i % len(base_urls)], 2, tls) for i in range(tasks_needed)]
     now = time.perf_counter()
     recorder = Recorder(now + level.warmup_s, now + level.warmup_s + level.seconds)
     shared = Shared(recorder, run_ids, made=len(run_ids))
-    # A connection pool per task: each task holds one kept-alive connection, as a real client
-    # would, and no task waits on another's pool.
-    tasks_needed = level.clients + level.approvers + level.subscribers
-    clients = [_client(base_urls[i % len(base_urls)], 2) for i in range(tasks_needed)]
     try:
         jobs = [client_loop(clients[i], shared, seed=i) for i in range(level.clients)]
         offset = level.clients
@@ -258,7 +271,7 @@ async def run_level(base_urls: Sequence[str], level: Level, run_ids: list[str]) 
         offset += level.approvers
         jobs += [subscriber_loop(clients[offset + i], shared) for i in range(level.subscribers)]
         running = [asyncio.create_task(job) for job in jobs]
-        await _stop_after(shared, level)
+        await _window(shared, level, cpu_probe)
         # Clients finish their request in flight; a stream still open after the grace is cut.
         done, pending = await asyncio.wait(running, timeout=STREAM_GRACE_S)
         for task in pending:
