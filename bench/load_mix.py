@@ -174,7 +174,9 @@ async def follow(
     return events
 
 
-async def _approve_one(http: httpx.AsyncClient, shared: Shared) -> None:
+async def approve_once(http: httpx.AsyncClient, shared: Shared) -> str | None:
+    """Create a gated run, follow it until its step waits, approve that step as another
+    person, follow the run to its end; the run's id, or None after an error (recorded)."""
     run = await _request(
         http,
         shared,
@@ -184,28 +186,33 @@ async def _approve_one(http: httpx.AsyncClient, shared: Shared) -> None:
         json=noop_run(shared.label(), gated=True),
     )
     if run is None:
-        return
+        return None
+    run_id = str(run["id"])
     began = time.perf_counter()
-    events = await follow(http, shared, run["id"], until="waiting")
+    events = await follow(http, shared, run_id, until="waiting")
     if events is None:
-        return
+        return None
     waiting = [e["step_id"] for e in events if e["type"] == "step.awaiting_approval"]
     if not waiting:
         shared.recorder.error("stream", began, f"waiting stream ended on {events[-1]['type']}")
-        return
-    url = f"/v1/agent-runs/{run['id']}/steps/{waiting[-1]}/approve"
+        return None
+    url = f"/v1/agent-runs/{run_id}/steps/{waiting[-1]}/approve"
     if await _request(http, shared, "approve", "POST", url, headers=APPROVER) is None:
-        return
+        return None
     began = time.perf_counter()
-    events = await follow(http, shared, run["id"])
-    if events is not None and events[-1]["type"] != "run.completed":
+    events = await follow(http, shared, run_id)
+    if events is None:
+        return None
+    if events[-1]["type"] != "run.completed":
         shared.recorder.error("stream", began, f"run's stream ended on {events[-1]['type']}")
+        return None
+    return run_id
 
 
 async def approver_loop(http: httpx.AsyncClient, shared: Shared) -> None:
     """Gated runs, one after another: create, wait (SSE), approve, follow to the end."""
     while not shared.stop.is_set():
-        await _approve_one(http, shared)
+        await approve_once(http, shared)
 
 
 async def subscriber_loop(http: httpx.AsyncClient, shared: Shared) -> None:
