@@ -225,19 +225,21 @@ def measure(
                     options.warmup_s,
                     options.seconds,
                 )
-                cpu_before = _cpu_seconds(processes)
                 own_before = time.process_time()
-                recorder = asyncio.run(run_level(urls, level, run_ids))
-                cpu_s = _cpu_seconds(processes) - cpu_before
+                recorder = asyncio.run(
+                    run_level(urls, level, run_ids, lambda: _cpu_seconds(processes))
+                )
                 own_s = time.process_time() - own_before
-                wall_s = options.warmup_s + options.seconds
+                own_wall_s = options.warmup_s + options.seconds
+                cpu_s = recorder.cpu_s
                 rows += level_rows(f"{clients} clients", recorder, options.seconds, cpu_s)
                 problems += recorder.error_samples
                 notes.append(
                     f"{clients} clients: {recorder.streams} event streams opened, "
                     f"{recorder.events} events received, "
                     f"{recorder.errors.get('stream', 0)} stream errors; servers "
-                    f"{cpu_s / wall_s:.0%} of a core, the load generator {own_s / wall_s:.0%}"
+                    f"{cpu_s / options.seconds:.0%} of a core, the load generator "
+                    f"{own_s / own_wall_s:.0%}"
                 )
                 if recorder.streams == 0 and options.subscribers + options.approvers:
                     problems.append(f"{clients} clients: no event stream was opened")
