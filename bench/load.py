@@ -15,19 +15,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import platform
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
 
+import agent_engine
 from agent_engine.storage.migrations import upgrade
-from bench.databases import DEFAULT_ADMIN_URL, check_postgres, fresh_database
+from bench.databases import DEFAULT_ADMIN_URL, check_postgres, fresh_database, postgres_version
+from bench.environment import source_state
 from bench.load_mix import Level, Recorder, noop_run, run_level
 from bench.processes import WorkerProcess, clean_env, logged_problems, worker_processes
-from bench.sse_harness import SERVER_READY, _free_port
+from bench.sse_harness import SERVER_READY, free_port
 from bench.stats import percentile
 
 TARGET_CLIENTS = 50
@@ -83,7 +86,7 @@ def level_rows(label: str, recorder: Recorder, seconds: float, cpu_s: float) -> 
     everything = [ms for samples in recorder.latencies.values() for ms in samples]
     overall = _row(label, "all requests", everything, sum(recorder.errors.values()), seconds)
     per_request = cpu_s * 1000 / overall.requests if overall.requests else None
-    rows.append(Row(**{**overall.__dict__, "cpu_ms": per_request}))
+    rows.append(replace(overall, cpu_ms=per_request))
     return rows
 
 
@@ -128,7 +131,7 @@ async def _unloaded(
                 await asyncio.sleep(1.0)  # the worker's share of a create: running the run
             cpu_s = _cpu_seconds(processes) - cpu_before
             row = _row("unloaded", kind, samples, errors, 0.0)
-            rows.append(Row(**{**row.__dict__, "cpu_ms": cpu_s * 1000 / max(len(samples), 1)}))
+            rows.append(replace(row, cpu_ms=cpu_s * 1000 / max(len(samples), 1)))
     return rows
 
 
@@ -198,7 +201,7 @@ def measure(
     on the event streams, and the problems seen."""
     with fresh_database("postgres", "load", admin_url=admin_url) as db:
         upgrade(db.engine_url)
-        ports = [_free_port() for _ in range(options.servers)]
+        ports = [free_port() for _ in range(options.servers)]
         env = clean_env(
             AGENT_ENGINE_DATABASE_URL=db.engine_url,
             AGENT_ENGINE_AUTO_MIGRATE="false",
@@ -215,7 +218,11 @@ def measure(
             run_ids = asyncio.run(_seed(urls[0], SEED_RUNS))
             unloaded = asyncio.run(_unloaded(urls[0], run_ids, options.repeat, processes))
             rows: list[Row] = []
-            problems: list[str] = []
+            problems = [
+                f"unloaded {row.kind}: {row.errors} requests failed"
+                for row in unloaded
+                if row.errors
+            ]
             notes: list[str] = []
             for clients in options.clients:
                 level = Level(
@@ -258,6 +265,20 @@ def _verdict(rows: Sequence[Row]) -> str:
     return f"target p99 < {TARGET_P99_MS:.0f} ms at {TARGET_CLIENTS} clients: {met} ({p99:.1f} ms)"
 
 
+def _header(admin_url: str) -> list[str]:
+    """What the figures were measured on: the code, the machine and how busy it was."""
+    engine_src = Path(agent_engine.__file__).resolve().parent.parent
+    own_src = Path(__file__).resolve().parent.parent / "src"
+    code = source_state() if engine_src == own_src else f"agent_engine from {engine_src}"
+    return [
+        f"agent-engine {agent_engine.__version__} ({code}), Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs",
+        f"PostgreSQL {postgres_version(admin_url)} on loopback",
+        time.strftime("measured %Y-%m-%d %H:%M UTC", time.gmtime())
+        + f", load average {os.getloadavg()[0]:.1f} at the start",
+    ]
+
+
 def main() -> None:
     """Parse the options, run the measurements, print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -283,8 +304,11 @@ def main() -> None:
         servers=args.servers,
         repeat=args.repeat,
     )
+    header = _header(args.postgres_url)
     with tempfile.TemporaryDirectory(prefix="ae_load_") as log_dir:
         unloaded, rows, notes, problems = measure(args.postgres_url, options, Path(log_dir))
+    print("\n".join(f"{'- ' if args.markdown else '  '}{line}" for line in header))
+    print(f"{'- ' if args.markdown else '  '}load average {os.getloadavg()[0]:.1f} at the end")
     print_table("Unloaded: one request at a time", unloaded, markdown=args.markdown)
     title = (
         f"Mixed load, {options.servers} serve process(es), {options.seconds:g} s per level "
