@@ -29,8 +29,15 @@ from agent_engine.storage.migrations import upgrade
 from bench.databases import DEFAULT_ADMIN_URL, check_postgres, fresh_database, postgres_version
 from bench.environment import source_state
 from bench.load_mix import Level, Recorder, noop_run, run_level
-from bench.processes import WorkerProcess, clean_env, logged_problems, worker_processes
-from bench.sse_harness import SERVER_READY, free_port
+from bench.processes import (
+    READY_TIMEOUT_S,
+    ProcessError,
+    WorkerProcess,
+    clean_env,
+    logged_problems,
+    worker_processes,
+)
+from bench.sse_harness import free_port
 from bench.stats import percentile
 
 TARGET_CLIENTS = 50
@@ -88,6 +95,24 @@ def level_rows(label: str, recorder: Recorder, seconds: float, cpu_s: float) -> 
     per_request = cpu_s * 1000 / overall.requests if overall.requests else None
     rows.append(replace(overall, cpu_ms=per_request))
     return rows
+
+
+async def _wait_healthy(urls: Sequence[str], processes: Sequence[WorkerProcess]) -> None:
+    """Until every server answers ``/healthz`` (ProcessError if one exits or takes too long)."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    async with httpx.AsyncClient(timeout=1.0) as http:
+        for url, process in zip(urls, processes, strict=True):
+            while True:
+                if process.popen.poll() is not None:
+                    raise ProcessError(f"{process.name} exited early:\n{process.log()[-4000:]}")
+                try:
+                    if (await http.get(f"{url}/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise ProcessError(f"{process.name} not ready:\n{process.log()[-4000:]}")
+                await asyncio.sleep(0.1)
 
 
 async def _seed(base_url: str, count: int) -> list[str]:
@@ -192,6 +217,7 @@ class Options:
     subscribers: int
     servers: int
     repeat: int
+    log_level: str
 
 
 def measure(
@@ -205,16 +231,18 @@ def measure(
         env = clean_env(
             AGENT_ENGINE_DATABASE_URL=db.engine_url,
             AGENT_ENGINE_AUTO_MIGRATE="false",
-            AGENT_ENGINE_LOG_LEVEL="info",
+            AGENT_ENGINE_LOG_LEVEL=options.log_level,
         )
 
         def argv(index: int) -> list[str]:
             return ["agent_engine", "serve", "--host", "127.0.0.1", "--port", str(ports[index])]
 
         urls = [f"http://127.0.0.1:{port}" for port in ports]
+        # Ready when /healthz answers: at log level warning no start-up line is written.
         with worker_processes(
-            options.servers, argv, env=env, log_dir=log_dir, ready_marker=SERVER_READY
+            options.servers, argv, env=env, log_dir=log_dir, ready_marker=""
         ) as processes:
+            asyncio.run(_wait_healthy(urls, processes))
             run_ids = asyncio.run(_seed(urls[0], SEED_RUNS))
             unloaded = asyncio.run(_unloaded(urls[0], run_ids, options.repeat, processes))
             rows: list[Row] = []
@@ -289,6 +317,12 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=10, help="SSE streams held open")
     parser.add_argument("--servers", type=int, default=1, help="serve processes (round robin)")
     parser.add_argument("--repeat", type=int, default=200, help="unloaded requests per kind")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["info", "warning"],
+        help="the servers' AGENT_ENGINE_LOG_LEVEL (info, the default, logs every request)",
+    )
     parser.add_argument("--postgres-url", default=DEFAULT_ADMIN_URL)
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
@@ -303,6 +337,7 @@ def main() -> None:
         subscribers=args.subscribers,
         servers=args.servers,
         repeat=args.repeat,
+        log_level=args.log_level,
     )
     header = _header(args.postgres_url)
     with tempfile.TemporaryDirectory(prefix="ae_load_") as log_dir:
