@@ -46,8 +46,8 @@ class Tracked:
         """The record of a row read whole from its table, with nothing changed.
 
         A row holds every field, so none needs a default and there is nothing to track yet:
-        the values are set at once instead of through ``__setattr__`` one by one, which cost
-        more than the query when reading a page of runs. Any other mapping goes through the
+        the values are set at once instead of through ``__setattr__`` one by one (about 8 µs a
+        record, a visible share of reading a page of runs). Any other mapping goes through the
         constructor (its defaults, its errors)."""
         names = _field_names(cls)
         if len(row) != len(names) or not names.issuperset(row):

@@ -72,7 +72,7 @@ async def list_runs_txn(
     """Newest first; ``after`` is the (created_at, id) of the last row of the previous page;
     ``forked_from`` / ``replay_of``: only the forks / replays of that run; ``project``: only
     that project's; ``goal_contains``: only goals containing that text (any case). Records,
-    not ORM objects: a page of fifty costs a third less to read that way."""
+    not ORM objects: no identity map or instrumented attributes to build for every row."""
     query = select(RUNS)
     if statuses:
         query = query.where(RUNS.c.status.in_(statuses))
