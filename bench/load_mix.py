@@ -267,7 +267,7 @@ async def run_level(
     # builds a TLS context per client unless given one: one shared context, made once.
     tls = ssl.create_default_context()
     tasks_needed = level.clients + level.approvers + level.subscribers
-    clients = [_client(base_urls[i % len(base_urls)], 2, tls) for i in range(tasks_needed)]
+    clients = [_client(base_urls[i % len(base_urls)], 1, tls) for i in range(tasks_needed)]
     now = time.perf_counter()
     recorder = Recorder(now + level.warmup_s, now + level.warmup_s + level.seconds)
     shared = Shared(recorder, run_ids, made=len(run_ids))
