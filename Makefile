@@ -6,7 +6,7 @@ LOCK := requirements/dev.lock
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help serve test lint format typecheck migrate bench scale clean
+.PHONY: help serve test lint format typecheck migrate bench scale load clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -60,6 +60,12 @@ bench: $(STAMP) ## Run the orchestration benchmark (installs the bench extra: DB
 
 scale: $(STAMP) ## List latency at 1k/10k/100k runs and process memory with 1,000 active runs (PostgreSQL)
 	$(BIN)/python -m bench.scale $(SCALE_ARGS)
+
+# Seconds measured per concurrency level (after a 1 s warm-up); LOAD_ARGS: more options of
+# bench.load (--clients, --servers, --subscribers, --approvers, --markdown).
+LOAD_SECONDS ?= 5
+load: $(STAMP) ## Load the API: serve on PostgreSQL at 10, 50, 200 clients (LOAD_SECONDS each)
+	$(BIN)/python -m bench.load --seconds $(LOAD_SECONDS) $(LOAD_ARGS)
 
 clean: ## Remove the virtual environment and local state
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -33,7 +33,7 @@ class EndpointMissingError(RuntimeError):
     """The server has no events endpoint (404)."""
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -104,7 +104,7 @@ async def _follow(base_url: str, runs: int, steps: int) -> StreamResult:
 def measure_sse(db: BenchDatabase, *, runs: int, steps: int, log_dir: Path) -> StreamResult:
     """Event latency over SSE for ``runs`` runs of ``steps`` no-op steps, one at a time."""
     upgrade(db.engine_url)
-    port = _free_port()
+    port = free_port()
     env = clean_env(
         AGENT_ENGINE_DATABASE_URL=db.engine_url,
         AGENT_ENGINE_AUTO_MIGRATE="false",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import text
 
 from agent_engine.config import Settings
 from agent_engine.domain.records import ChangeSet
@@ -13,8 +14,9 @@ from agent_engine.engine.locking import change_run
 from agent_engine.engine.runs import CreateRunRequest, create_run
 from agent_engine.errors import InvalidTransitionError
 from agent_engine.storage.audit import list_events_txn
-from agent_engine.storage.database import transaction
+from agent_engine.storage.database import read_transaction, transaction
 from agent_engine.storage.runs import get_run_txn, load_run_txn
+from tests.backends import one_backend
 
 
 class Boom(Exception):
@@ -54,5 +56,20 @@ async def test_illegal_transition_changes_nothing(settings: Settings) -> None:
             run = await get_run_txn(session, view.run.id)
             assert run.status == "created"
             assert len(await list_events_txn(session, run.id)) == 1
+    finally:
+        await ctx.close()
+
+
+@one_backend("postgres", "SQLite's reads keep their BEGIN, which gives them one snapshot there")
+async def test_reads_on_postgres_run_outside_a_transaction(settings: Settings) -> None:
+    # READ COMMITTED gives each statement its own snapshot anyway: a read needs no BEGIN and
+    # ROLLBACK round trips.
+    ctx = build_context(settings)
+    try:
+        async with read_transaction(ctx.sessions) as session:
+            # Each call outside a transaction is a transaction of its own, with its own id.
+            first = await session.scalar(text("SELECT pg_current_xact_id()::text"))
+            second = await session.scalar(text("SELECT pg_current_xact_id()::text"))
+        assert first != second
     finally:
         await ctx.close()

@@ -30,14 +30,24 @@ class Guard:
     limiter: RateLimiter | None = None
 
 
-def get_engine(request: Request) -> EngineContext:
+# The dependencies below do no I/O, yet are ``async def``: FastAPI runs a plain ``def``
+# dependency in a worker thread, a thread hop per request for an attribute read.
+
+
+async def get_engine(request: Request) -> EngineContext:
+    """The process's engine context, built at start-up."""
     ctx: EngineContext = request.app.state.engine
     return ctx
 
 
 def get_guard(request: Request) -> Guard:
+    """The process's keys and limits, built at start-up."""
     guard: Guard = request.app.state.guard
     return guard
+
+
+async def _current_guard(request: Request) -> Guard:
+    return get_guard(request)
 
 
 def _actor_header(x_actor: str | None) -> str | None:
@@ -115,11 +125,11 @@ class RoleCheck:
         return principal
 
 
-def get_actor(principal: CurrentPrincipal) -> str:
+async def get_actor(principal: CurrentPrincipal) -> str:
     """Who is acting, as the audit log records it: the key's name (auth on) or ``X-Actor``."""
     return principal.name
 
 
 Engine = Annotated[EngineContext, Depends(get_engine)]
 Actor = Annotated[str, Depends(get_actor)]
-Gate = Annotated[Guard, Depends(get_guard)]
+Gate = Annotated[Guard, Depends(_current_guard)]

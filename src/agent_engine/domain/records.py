@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import copy
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from agent_engine.domain.clock import utcnow
 
@@ -40,6 +41,22 @@ class Tracked:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_changed", set())
 
+    @classmethod
+    def stored(cls, row: Mapping[Any, Any]) -> Self:
+        """The record of a row read whole from its table, with nothing changed.
+
+        A row holds every field, so none needs a default and there is nothing to track yet:
+        the values are set at once instead of through ``__setattr__`` one by one (about 8 µs a
+        record, a visible share of reading a page of runs). Any other mapping goes through the
+        constructor (its defaults, its errors)."""
+        names = _field_names(cls)
+        if len(row) != len(names) or not names.issuperset(row):
+            return cls(**row)
+        record = cls.__new__(cls)
+        record.__dict__.update(row)
+        object.__setattr__(record, "_changed", set())
+        return record
+
     def changes(self) -> dict[str, Any]:
         """Field → new value, for each field assigned since the record was last written."""
         return {name: self.__dict__[name] for name in self._changed}
@@ -61,6 +78,16 @@ class Tracked:
 
 
 _MISSING = object()
+
+
+_FIELD_NAMES: dict[type[Tracked], frozenset[str]] = {}
+
+
+def _field_names(cls: type[Tracked]) -> frozenset[str]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = frozenset(f.name for f in fields(cls))  # type: ignore[arg-type]
+    return names
 
 
 @dataclass(eq=False)

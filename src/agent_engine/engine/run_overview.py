@@ -40,7 +40,7 @@ MAX_WAITING = 500
 class RunsPage:
     """A page of runs, newest first, with the replays and forks of each (by parent id)."""
 
-    runs: Sequence[AgentRun]
+    runs: Sequence[RunRecord]
     next_cursor: str | None
     derived: dict[uuid.UUID, list[AgentRun]]
 

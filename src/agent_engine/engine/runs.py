@@ -306,7 +306,7 @@ async def get_run(ctx: EngineContext, run_id: str) -> RunView:
         return RunView(run, await load_steps_txn(session, run.id))
 
 
-def encode_cursor(run: AgentRun) -> str:
+def encode_cursor(run: AgentRun | RunRecord) -> str:
     raw = f"{run.created_at.isoformat()}|{run.id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -330,7 +330,7 @@ async def list_runs(
     limit: int,
     forked_from: uuid.UUID | None = None,
     replay_of: uuid.UUID | None = None,
-) -> tuple[Sequence[AgentRun], str | None]:
+) -> tuple[Sequence[RunRecord], str | None]:
     """One page of runs, newest first, and the cursor of the next page (None at the end);
     only the forks or replays of a run when ``forked_from`` or ``replay_of`` is given."""
     after = decode_cursor(cursor) if cursor else None

@@ -157,9 +157,15 @@ def create_sessionmaker(
 async def read_transaction(
     sessions: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
-    """A session for reading only: one consistent snapshot, no write lock taken on SQLite."""
+    """A session for reading only: on SQLite one consistent snapshot and no write lock; on
+    PostgreSQL no transaction around the statements (autocommit)."""
     async with sessions() as session:
-        await session.connection(execution_options={READ_ONLY: True})
+        options: dict[str, Any] = {READ_ONLY: True}
+        if session.get_bind().dialect.name == "postgresql":
+            # Under READ COMMITTED each statement takes its own snapshot, inside a transaction
+            # or not: the BEGIN and ROLLBACK round trips around a read would buy nothing.
+            options["isolation_level"] = "AUTOCOMMIT"
+        await session.connection(execution_options=options)
         yield session
 
 

@@ -68,4 +68,4 @@ async def waiting_runs_txn(session: AsyncSession, limit: int) -> list[RunRecord]
         .order_by(RUNS.c.updated_at, RUNS.c.id)
         .limit(limit)
     )
-    return [RunRecord(**row) for row in (await session.execute(query)).mappings()]
+    return [RunRecord.stored(row) for row in (await session.execute(query)).mappings()]

@@ -68,33 +68,34 @@ async def list_runs_txn(
     replay_of: uuid.UUID | None = None,
     project: str | None = None,
     goal_contains: str | None = None,
-) -> Sequence[AgentRun]:
+) -> list[RunRecord]:
     """Newest first; ``after`` is the (created_at, id) of the last row of the previous page;
     ``forked_from`` / ``replay_of``: only the forks / replays of that run; ``project``: only
-    that project's; ``goal_contains``: only goals containing that text (any case)."""
-    query = select(AgentRun)
+    that project's; ``goal_contains``: only goals containing that text (any case). Records,
+    not ORM objects: no identity map or instrumented attributes to build for every row."""
+    query = select(RUNS)
     if statuses:
-        query = query.where(AgentRun.status.in_(statuses))
+        query = query.where(RUNS.c.status.in_(statuses))
     if project is not None:
-        query = query.where(AgentRun.project == project)
+        query = query.where(RUNS.c.project == project)
     if goal_contains:
         # The text is matched literally: LIKE's wildcards in it are escaped.
         literal = goal_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(AgentRun.goal.ilike(f"%{literal}%", escape="\\"))
+        query = query.where(RUNS.c.goal.ilike(f"%{literal}%", escape="\\"))
     if forked_from is not None:
-        query = query.where(AgentRun.forked_from == forked_from)
+        query = query.where(RUNS.c.forked_from == forked_from)
     if replay_of is not None:
-        query = query.where(AgentRun.replay_of == replay_of)
+        query = query.where(RUNS.c.replay_of == replay_of)
     if after is not None:
         created_at, run_id = after
         query = query.where(
             or_(
-                AgentRun.created_at < created_at,
-                and_(AgentRun.created_at == created_at, AgentRun.id < run_id),
+                RUNS.c.created_at < created_at,
+                and_(RUNS.c.created_at == created_at, RUNS.c.id < run_id),
             )
         )
-    query = query.order_by(AgentRun.created_at.desc(), AgentRun.id.desc()).limit(limit)
-    return (await session.scalars(query)).all()
+    query = query.order_by(RUNS.c.created_at.desc(), RUNS.c.id.desc()).limit(limit)
+    return [RunRecord.stored(row) for row in (await session.execute(query)).mappings()]
 
 
 async def derived_runs_txn(
@@ -142,12 +143,12 @@ async def load_run_txn(
     row = (await session.execute(query)).mappings().one_or_none()
     if row is None:
         raise NotFoundError(f"no run with id {str(run_id)!r}", run_id=str(run_id))
-    return RunRecord(**row)
+    return RunRecord.stored(row)
 
 
 async def lock_runs_txn(session: AsyncSession, query: Any) -> list[RunRecord]:
     """The runs a ``select`` of ``agent_runs`` rows returns, as records."""
-    return [RunRecord(**row) for row in (await session.execute(query)).mappings()]
+    return [RunRecord.stored(row) for row in (await session.execute(query)).mappings()]
 
 
 async def load_steps_txn(
@@ -166,7 +167,7 @@ async def load_steps_txn(
             condition = or_(condition, STEPS.c.id == also)
         query = query.where(condition)
     rows = (await session.execute(query.order_by(STEPS.c.step_number))).mappings().all()
-    return [StepRecord(**row) for row in await expand_step_rows_txn(session, rows)]
+    return [StepRecord.stored(row) for row in await expand_step_rows_txn(session, rows)]
 
 
 async def load_open_steps_of_runs_txn(
@@ -182,7 +183,7 @@ async def load_open_steps_of_runs_txn(
         .order_by(STEPS.c.run_id, STEPS.c.step_number)
     )
     for row in await expand_step_rows_txn(session, rows.mappings().all()):
-        by_run[row["run_id"]].append(StepRecord(**row))
+        by_run[row["run_id"]].append(StepRecord.stored(row))
     return by_run
 
 

@@ -258,3 +258,24 @@ def test_a_plan_version_row_has_every_column_of_plans() -> None:
     assert len(plans) == 1 and set(plans[0]) == columns("plans")
     assert [set(step.row()) for step in steps] == [columns("steps")]
     assert changes.new_steps == steps
+
+
+def test_stored_row_is_the_record_the_constructor_makes_with_nothing_changed() -> None:
+    run = new_run(metadata={"k": 1}, project="p")
+    step = new_step(run, 2, output_data={"ok": True})
+    for original in (run, step):
+        stored = type(original).stored(original.row())
+        assert stored.row() == original.row()
+        assert stored.changes() == {}
+    stored_run = RunRecord.stored(run.row())
+    stored_run.status = "planned"  # assignments after reading are tracked as before
+    assert stored_run.changes() == {"status": "planned"}
+
+
+def test_stored_partial_row_goes_through_the_constructor() -> None:
+    some = {"id": uuid.uuid4(), "goal": "g", "status": "created", "created_by": "t"}
+    run = RunRecord.stored(some)
+    assert run.plan_version == 0  # the field's default
+    assert run.changes() == {}
+    with pytest.raises(TypeError):
+        RunRecord.stored({**some, "no_such_column": 1})
