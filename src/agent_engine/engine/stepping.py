@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import DBAPIError
 
 from agent_engine.domain.adaptive import ask_for_revision, asks_after
 from agent_engine.domain.audit_cover import resolved_input_hash
@@ -33,7 +34,11 @@ from agent_engine.domain.transitions import append_event, move_step
 from agent_engine.engine.budget_pauses import pause_for_budget
 from agent_engine.engine.claiming import Claim, OutputReader, take_ready
 from agent_engine.engine.context import EngineContext, LogCapture, executor_context
-from agent_engine.engine.effect_records import park_outcome_unknown, record_intent
+from agent_engine.engine.effect_records import (
+    apply_as_intended,
+    park_outcome_unknown,
+    record_intent,
+)
 from agent_engine.engine.fences import check_fence
 from agent_engine.engine.ledger import record_calls
 from agent_engine.engine.locking import change_run
@@ -101,7 +106,10 @@ async def run_claimed(
                     await park_outcome_unknown(ctx, claim, actor=f"recovery:{claim.step_id}")
                     return None
             output = await _output_of(ctx, claim, executor, parsed, context)
-        except StaleFenceError:
+        except (StaleFenceError, DBAPIError, ConnectionError):
+            # The database failing or out of reach (an intent not written, a budget not reached;
+            # a refused connection is a ConnectionError) is the engine's trouble, not the step's:
+            # the worker lets the lease lapse, and the step is claimed again.
             raise
         except ValidationError as exc:
             error = ExecutorError(f"step {claim.step_number}: resolved input is invalid: {exc}")
@@ -135,12 +143,18 @@ async def _output_of(
             ctx, claim.replay, claim.step_number, claim.step_type, context
         )
         return _storable(claim, served, depth)
-    if claim.side_effects:
-        await record_intent(ctx, claim, await executor.preview(parsed, context))
-        crash_point("before_effect", claim.step_type)
-    output = _storable(claim, _dumped(claim, await executor.execute(parsed, context), depth), depth)
-    if claim.side_effects:
-        crash_point("after_effect", claim.step_type)
+    if not claim.side_effects:
+        return _storable(
+            claim, _dumped(claim, await executor.execute(parsed, context), depth), depth
+        )
+    intent = await executor.preview(parsed, context)
+    await record_intent(ctx, claim, intent)
+    crash_point("before_effect", claim.step_type)
+    done = await apply_as_intended(executor, parsed, intent, context)
+    output = _storable(
+        claim, done if isinstance(done, dict) else _dumped(claim, done, depth), depth
+    )
+    crash_point("after_effect", claim.step_type)
     return output
 
 
