@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, InternalError, OperationalError
 
 from agent_engine.domain.adaptive import ask_for_revision, asks_after
 from agent_engine.domain.audit_cover import resolved_input_hash
@@ -106,16 +106,17 @@ async def run_claimed(
                     await park_outcome_unknown(ctx, claim, actor=f"recovery:{claim.step_id}")
                     return None
             output = await _output_of(ctx, claim, executor, parsed, context)
-        except (StaleFenceError, DBAPIError, ConnectionError):
-            # The database failing or out of reach (an intent not written, a budget not reached;
-            # a refused connection is a ConnectionError) is the engine's trouble, not the step's:
-            # the worker lets the lease lapse, and the step is claimed again.
+        except StaleFenceError:
             raise
         except ValidationError as exc:
             error = ExecutorError(f"step {claim.step_number}: resolved input is invalid: {exc}")
         except EngineError as exc:
             error = exc
         except Exception as exc:  # a plugin's bug must fail its step, not the engine
+            if database_out_of_reach(exc):
+                # Not the step's failure (an intent not written, a budget not reached): the
+                # worker lets the lease lapse, and the step is claimed again.
+                raise
             logger.exception("executor %s crashed", claim.step_type)
             error = ExecutorError(
                 f"executor {claim.step_type} crashed: {type(exc).__name__}: {exc}"
@@ -126,6 +127,18 @@ async def run_claimed(
         if error is not None:
             log_step_failure(claim, error)
         return StepResult(output, error, list(llm.calls), latency_ms, logs=tuple(capture.lines))
+
+
+def database_out_of_reach(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database out of reach (restarting, a backend ended, a connection
+    refused or broken), which passes, rather than an error that would come back every time (bad
+    data, a constraint), which fails the step."""
+    if isinstance(exc, ConnectionError):  # a refused connection is not wrapped by SQLAlchemy
+        return True
+    transient = (OperationalError, InterfaceError, InternalError)
+    return isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or isinstance(exc, transient)
+    )
 
 
 async def _output_of(
