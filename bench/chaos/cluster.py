@@ -16,7 +16,26 @@ from pathlib import Path
 
 import asyncpg
 
-PG_BIN = Path(os.environ.get("CHAOS_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _pg_bin() -> Path:
+    """Where PostgreSQL's server programs are: ``CHAOS_PG_BIN``, else the newest Debian-style
+    /usr/lib/postgresql/N/bin, else ``pg_config --bindir``."""
+    if os.environ.get("CHAOS_PG_BIN"):
+        return Path(os.environ["CHAOS_PG_BIN"])
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: [int(n) for n in p.parts[-3].split(".") if n.isdigit()],
+    )
+    if versions:
+        return versions[-1].parent
+    config = shutil.which("pg_config")
+    if config:
+        found = subprocess.run([config, "--bindir"], capture_output=True, text=True, check=False)
+        return Path(found.stdout.strip())
+    return Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 DATABASE = "chaos"
 START_TIMEOUT_S = 60
 
@@ -41,6 +60,15 @@ FOR EACH ROW EXECUTE FUNCTION chaos_log_hold();
 
 class ClusterError(RuntimeError):
     """The private cluster could not be created, started or restarted."""
+
+
+def cluster_problem() -> str | None:
+    """Why a private cluster cannot be made here (``None``: it can)."""
+    if not (PG_BIN / "initdb").exists():
+        return f"PostgreSQL's initdb not found in {PG_BIN} (set CHAOS_PG_BIN)"
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        return "running as root needs runuser to start PostgreSQL as the postgres user"
+    return None
 
 
 def _free_port() -> int:
@@ -114,10 +142,10 @@ class PrivateCluster:
         self._pg_ctl("restart", "-m", "fast")
         return time.monotonic() - started
 
-    def stop(self) -> None:
-        """Stop the server at once."""
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop the server (at once by default; ``fast`` disconnects every backend first)."""
         if (self.data / "postmaster.pid").exists():
-            self._pg_ctl("stop", "-m", "immediate")
+            self._pg_ctl("stop", "-m", mode)
 
     async def create_database(self) -> None:
         """Create the engine's database."""
