@@ -6,7 +6,7 @@ LOCK := requirements/dev.lock
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help serve test lint format typecheck migrate bench clean
+.PHONY: help serve test lint format typecheck migrate bench chaos clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ bench: $(STAMP) ## Run the orchestration benchmark (installs the bench extra: DB
 	$(BIN)/python -m bench.replay
 	$(BIN)/python -m bench.budgets
 	$(BIN)/python -m bench.console
+
+chaos: $(STAMP) ## Faults under a mixed workload, then the invariants (CHAOS_SECONDS=60, CHAOS_SEED)
+	$(BIN)/python -m bench.chaos
 
 clean: ## Remove the virtual environment and local state
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

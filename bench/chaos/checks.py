@@ -6,6 +6,7 @@ is an :class:`Anomaly` (its kind, the run, what was seen); retried requests are 
   file, each tool call's line in the MCP server's own log;
 - every audit chain verifies and has no gap (seqs 1..n, n = the run's ``audit_seq``);
 - no budget ever passed and a run's totals are the sums of its calls (budget_checks.py);
+- no run failed by a fault: only a person's rejection fails one;
 - every replay of a completed run completed and matches it step for step.
 """
 
@@ -74,6 +75,31 @@ def check_effects(
                     )
                 )
     return found
+
+
+REJECTED = "rejected by the script"
+
+
+def failure_cause(run: dict[str, Any]) -> str:
+    """Why a failed run failed: a person's rejection, else its failing step's error code."""
+    if any(step["status"] == "rejected" for step in run["steps"]):
+        return REJECTED
+    for step in run["steps"]:
+        if step["status"] == "failed" and step.get("error"):
+            return str(step["error"].get("code", "?"))
+    return str((run.get("error") or {}).get("code", "?"))
+
+
+def check_failures(runs: dict[str, dict[str, Any]]) -> list[Anomaly]:
+    """A run failed by anything but a person's rejection: a fault became a failure (every step
+    of the workload succeeds when nothing goes wrong; a fault must cost time, not the run)."""
+    return [
+        Anomaly("run failed by a fault", run_id, failure_cause(run))
+        for run_id, run in runs.items()
+        if run["status"] == "failed"
+        and failure_cause(run) != REJECTED
+        and not run.get("replay_of")  # a replay's failure is check_replays' to report
+    ]
 
 
 def check_settled(runs: dict[str, dict[str, Any]]) -> list[Anomaly]:

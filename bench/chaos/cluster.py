@@ -182,8 +182,9 @@ class PrivateCluster:
 
 
 @contextmanager
-def private_cluster(parent: Path | None = None) -> Iterator[PrivateCluster]:
-    """A started private cluster for the block; stopped and deleted afterwards."""
+def private_cluster(parent: Path | None = None, *, keep: bool = False) -> Iterator[PrivateCluster]:
+    """A started private cluster for the block; stopped and deleted afterwards (stopped only,
+    with ``keep``: its folder can be started again to look at what the run left)."""
     folder = Path(tempfile.mkdtemp(prefix="chaos-pg-", dir=parent))
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
@@ -195,6 +196,7 @@ def private_cluster(parent: Path | None = None) -> Iterator[PrivateCluster]:
         yield cluster
     finally:
         try:
-            cluster.stop()
+            cluster.stop("fast")
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            if not keep:
+                shutil.rmtree(folder, ignore_errors=True)

@@ -62,6 +62,7 @@ class Injector:
     log: Callable[[str], None]
     injected: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
+    crashes: list[str] = field(default_factory=list)  # workers that died on their own
     _resumes: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def run(self, faults: list[Fault], stop: asyncio.Event) -> None:
@@ -75,6 +76,7 @@ class Injector:
                     break
                 except TimeoutError:
                     pass
+            self.crashes += self.workers.revive_dead()
             try:
                 detail = await self._inject(fault.kind)
             except Exception as exc:  # a fault that could not be injected is reported

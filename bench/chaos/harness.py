@@ -24,6 +24,7 @@ import asyncpg
 from agent_engine.storage.migrations import upgrade
 from bench.chaos import checks
 from bench.chaos.budget_checks import check_money
+from bench.chaos.checks import failure_cause
 from bench.chaos.client import ChaosClient
 from bench.chaos.cluster import PrivateCluster, private_cluster
 from bench.chaos.faults import Injector, schedule
@@ -135,18 +136,25 @@ async def _chaos(
         faults = schedule(seconds, random.Random(seed))
         await asyncio.gather(injector.run(faults, stop_event), _stop_after(stop_event, seconds))
         await asyncio.gather(*tasks)
-        problems = [f"worker {d}" for d in workers.revive_dead()]
+        problems = [f"worker {d}" for d in injector.crashes + workers.revive_dead()]
         _say("faults stopped; settling")
-        moving = await workload.settle(SETTLE_S)
+        await workload.settle(SETTLE_S)
         await workload.replay_completed()
-        moving = await workload.settle(SETTLE_S)
+        await workload.settle(SETTLE_S)  # what still moves then is an anomaly (check_settled)
         if not api.alive():
             problems.append(f"the API exited with {api.popen.returncode}")
         return await _check(
-            client, cluster, work, workload, injector, seed, seconds, problems, moving, room
+            client, cluster, work, workload, injector, seed, seconds, problems, room
         )
     finally:
         await client.close()
+
+
+def _retried(client: ChaosClient, injector: Injector) -> dict[str, int]:
+    retried = dict(client.retries)
+    if injector.workers.refused_starts:
+        retried["worker starts refused (database down)"] = injector.workers.refused_starts
+    return retried
 
 
 async def _stop_after(stop_event: asyncio.Event, seconds: float) -> None:
@@ -163,7 +171,6 @@ async def _check(
     seed: int,
     seconds: float,
     problems: list[str],
-    moving: list[str],
     room: BudgetRoom,
 ) -> Outcome:
     listed = await client.all_runs()
@@ -179,14 +186,17 @@ async def _check(
     kinds = {t.run_id: t.kind for t in tracked}
     run_counts = Counter((kinds.get(r, "probe"), run["status"]) for r, run in runs.items())
     step_counts = Counter(s["status"] for run in runs.values() for s in run["steps"])
+    causes = Counter(failure_cause(run) for run in runs.values() if run["status"] == "failed")
+    anomalies += checks.check_failures(runs)
     text = table(
         seed=seed,
         seconds=seconds,
         faults=dict(injector.injected),
         runs=run_counts,
         steps=step_counts,
-        retries=dict(client.retries),
+        retries=_retried(client, injector),
         script={k: v for k, v in workload.counts.items() if not k.startswith("created")},
+        failures=dict(causes),
         budgets=dict(figures),
         anomalies=anomalies,
     )
@@ -201,7 +211,9 @@ def run_chaos(seconds: float, seed: int, *, keep: bool = False) -> Outcome:
     work = Path(tempfile.mkdtemp(prefix="chaos-"))
     (work / "workspaces").mkdir()
     server = ModelServer()
-    with server.running(), private_cluster() as cluster:
+    with server.running(), private_cluster(keep=keep) as cluster:
+        if keep:
+            _say(f"the database stays in {cluster.folder} (pg_ctl -D {cluster.data} start)")
         asyncio.run(cluster.create_database())
         upgrade(cluster.engine_url)
         asyncio.run(cluster.install_hold_log())

@@ -123,6 +123,7 @@ class WorkerPool:
     concurrency: int = 4
     workers: list[EngineProcess] = field(default_factory=list)
     generation: int = 0
+    refused_starts: int = 0
 
     def _start_one(self, slot: int) -> EngineProcess:
         self.generation += 1
@@ -170,12 +171,19 @@ class WorkerPool:
             worker.paused = False
 
     def revive_dead(self) -> list[str]:
-        """Restart any worker that exited on its own (a crash is reported, not hidden)."""
+        """Restart, as a supervisor would, any worker that exited on its own; the ones that had
+        started and then died (a crash, reported). One that exited before it started (it checks
+        the database at start-up, and refuses to start while PostgreSQL restarts) is counted in
+        ``refused_starts`` instead."""
         died = []
         for slot, worker in enumerate(self.workers):
-            if not worker.alive():
+            if worker.alive() or worker.paused:
+                continue
+            if WORKER_READY in worker.log():
                 died.append(f"{worker.name} exited with {worker.popen.returncode}")
-                self.workers[slot] = self._start_one(slot)
+            else:
+                self.refused_starts += 1
+            self.workers[slot] = self._start_one(slot)
         return died
 
     def stop_all(self) -> None:

@@ -28,6 +28,7 @@ def table(
     retries: Mapping[str, int],
     script: Mapping[str, int],
     budgets: Mapping[str, int],
+    failures: Mapping[str, int],
     anomalies: list[Anomaly],
 ) -> str:
     """The whole table as text."""
@@ -37,6 +38,7 @@ def table(
     run_rows = [(f"{kind} {status}", n) for (kind, status), n in sorted(runs.items())]
     lines += _section(f"runs ({sum(runs.values())})", run_rows)
     lines += _section(f"steps ({sum(steps.values())})", sorted(steps.items()))
+    lines += _section("failed runs, by cause", sorted(failures.items()) or [("-", 0)])
     lines += _section("script (the person)", sorted(script.items()))
     lines += _section("budgets", sorted(budgets.items()))
     lines += _section("requests retried (not anomalies)", sorted(retries.items()) or [("-", 0)])
