@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from bench.chaos.checks import Anomaly
 from bench.chaos.faults import KINDS as FAULT_KINDS
 
-WIDTH = 44
+WIDTH = 56
 
 
 def _section(title: str, rows: Iterable[tuple[str, object]]) -> list[str]:

@@ -75,9 +75,12 @@ class Workload:
     async def submit(self, stop: asyncio.Event) -> None:
         """Create runs of random kinds, a few open at a time, until ``stop``."""
         rng = _rng(self.seed, "submit")
+        cycle: list[str] = []
         while not stop.is_set():
             if self._open() < MAX_OPEN:
-                await self._create(rng.choice(KINDS))
+                if not cycle:  # every kind in each round, in a seeded order
+                    cycle = rng.sample(KINDS, len(KINDS))
+                await self._create(cycle.pop())
             await _sleep_or_stop(stop, rng.uniform(0.3, 1.0))
 
     async def script(self, stop: asyncio.Event) -> None:
