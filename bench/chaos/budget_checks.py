@@ -118,7 +118,7 @@ def _limit_at(original: Decimal, changes: list[Any]) -> Any:
     return limit_at
 
 
-async def check_money(dsn: str, original_limit: Decimal) -> tuple[list[Anomaly], Counter]:
+async def check_money(dsn: str, original_limit: Decimal) -> tuple[list[Anomaly], Counter[str]]:
     """Totals against the ledger, and every run budget against its holds and its spend."""
     rows = await _read(dsn)
     found = []
@@ -132,8 +132,8 @@ async def check_money(dsn: str, original_limit: Decimal) -> tuple[list[Anomaly],
     for counter in rows["counters"]:
         run_id, limit = counter["subject"], Decimal(counter["limit_usd"])
         changes = [r for r in rows["raises"] if r["run_id"] == run_id]
-        mine = sorted((h for h in holds if counter["id"] in h.row["counter_ids"]), key=_start)
-        over = _peak_over_limit(mine, _limit_at(original_limit, changes))
+        its = sorted((h for h in holds if counter["id"] in h.row["counter_ids"]), key=_start)
+        over = _peak_over_limit(its, _limit_at(original_limit, changes))
         if over:
             found.append(Anomaly("budget passed (holds)", run_id, over))
         if spent.get(run_id, Decimal(0)) > limit:

@@ -62,8 +62,11 @@ def _interpreter_paths() -> list[str]:
 
 def _settings(work: Path, cluster: PrivateCluster, models_file: Path) -> dict[str, str]:
     (work / "policies.yaml").write_text(POLICIES_FILE, encoding="utf-8")
-    mcp = {"command": sys.executable, "args": [str(MCP_SERVER)]}
-    mcp["env"] = {"CHAOS_MCP_LOG": str(work / "mcp-calls.log")}  # type: ignore[assignment]
+    mcp: dict[str, object] = {
+        "command": sys.executable,
+        "args": [str(MCP_SERVER)],
+        "env": {"CHAOS_MCP_LOG": str(work / "mcp-calls.log")},
+    }
     (work / "mcp.json").write_text(json.dumps({"mcpServers": {"chaos": mcp}}), encoding="utf-8")
     return {
         "AGENT_ENGINE_DATABASE_URL": cluster.engine_url,

@@ -38,7 +38,7 @@ def _cluster_possible() -> None:
 def _wait_completed(url: str, run_id: str) -> str:
     status = ""
     for _ in range(600):
-        status = httpx.get(f"{url}/v1/agent-runs/{run_id}", timeout=5).json()["status"]
+        status = str(httpx.get(f"{url}/v1/agent-runs/{run_id}", timeout=5).json()["status"])
         if status in {"completed", "failed", "cancelled"}:
             return status
         time.sleep(0.1)
