@@ -10,6 +10,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -237,8 +238,15 @@ def run_chaos(seconds: float, seed: int, *, keep: bool = False) -> Outcome:
     return outcome
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    # SIGTERM (a test's timeout, a CI job cancelled) unwinds like an error: the processes and
+    # the private cluster are stopped and deleted on the way out.
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
     """``python -m bench.chaos``: exit 1 when any anomaly was found."""
+    signal.signal(signal.SIGTERM, _terminated)
     seconds = float(os.environ.get("CHAOS_SECONDS", "60"))
     seed_text = os.environ.get("CHAOS_SEED")
     seed = int(seed_text) if seed_text else random.SystemRandom().randrange(1, 1_000_000)
