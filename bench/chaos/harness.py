@@ -228,13 +228,15 @@ def run_chaos(seconds: float, seed: int, *, keep: bool = False) -> Outcome:
             workers.start()
             started = time.monotonic()
             outcome = asyncio.run(_chaos(url, cluster, workers, api, work, seed, seconds))
-            _say(f"(whole run {time.monotonic() - started:.0f} s; logs in {work})")
+            _say(f"(whole run {time.monotonic() - started:.0f} s)")
         finally:
             workers.stop_all()
             stop(api)
     _say(outcome.text)
     if not keep and outcome.anomalies == 0:
         shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"logs and workspaces in {work}", file=sys.stderr, flush=True)
     return outcome
 
 
