@@ -6,7 +6,7 @@ LOCK := requirements/dev.lock
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help serve test lint format typecheck migrate bench scale load clean
+.PHONY: help serve test lint format typecheck migrate bench scale load chaos clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ scale: $(STAMP) ## List latency at 1k/10k/100k runs and process memory with 1,00
 LOAD_SECONDS ?= 5
 load: $(STAMP) ## Load the API: serve on PostgreSQL at 10, 50, 200 clients (LOAD_SECONDS each)
 	$(BIN)/python -m bench.load --seconds $(LOAD_SECONDS) $(LOAD_ARGS)
+
+chaos: $(STAMP) ## Faults under a mixed workload, then the invariants (CHAOS_SECONDS=60, CHAOS_SEED)
+	$(BIN)/python -m bench.chaos
 
 clean: ## Remove the virtual environment and local state
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

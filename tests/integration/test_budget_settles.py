@@ -28,6 +28,7 @@ from tests.budget_flow import (
     fire_at_once,
     metered_settings,
     parallel_analyses,
+    peak_commitment,
     reservations,
     worst_case_reply,
 )
@@ -91,7 +92,12 @@ async def test_a_reservation_that_does_not_fit_waits_for_the_settles_in_flight(
         call_returned.set()
         assert await second_hold is not None
         (counter,) = await counters(ctx)
+        first_row, second_row = await reservations(ctx)
     assert counter.reserved_usd == Decimal("0.5") and counter.spent_usd == 0
+    # The waiting hold is stamped when it took effect, after the settle it waited for: read back
+    # from the reservations' own times, the two were never held together.
+    assert first_row.settled_at is not None and second_row.created_at >= first_row.settled_at
+    assert peak_commitment([first_row, second_row]) <= Decimal("1")
 
 
 async def test_a_run_is_finished_only_once_its_settles_landed(

@@ -283,3 +283,24 @@ async def test_a_fork_of_a_run_made_with_plan_approval_waits_for_its_plan_to_be_
     assert len(model_server.requests) - asked_before == 0
     calls = (await api.get(f"/v1/agent-runs/{forked['id']}/cost")).json()
     assert Decimal(str(done["total_cost_usd"])) == 0, calls
+
+
+async def test_a_fork_replays_its_reused_steps_from_the_calls_of_the_steps_it_reused(
+    api: httpx.AsyncClient, workspace: Path, model_server: FakeLLMServer
+) -> None:
+    original = await finished_run(api, workspace)
+    new_input = {"instruction": "INSTR-C", "inputs": [{"$ref": "steps.2.output.text"}]}
+    made = await fork(api, original["id"], from_step=3, input_data=new_input)
+    assert made.status_code == 201, made.text
+    forked = await run_to_end(api, made.json()["id"])
+    assert forked["status"] == "completed"
+    asked_before = len(model_server.requests)
+    replayed = await api.post(f"/v1/agent-runs/{forked['id']}/replay", json={"mode": "verify"})
+    assert replayed.status_code == 201, replayed.text
+    done = await run_to_end(api, replayed.json()["id"])
+    # Step 2 (reused by the fork, so called by the original) is served from the original's
+    # call, steps 3 and 4 from the fork's own: nothing is asked again.
+    assert done["status"] == "completed", done["steps"]
+    assert len(model_server.requests) == asked_before
+    report = (await api.get(f"/v1/agent-runs/{done['id']}/divergence")).json()
+    assert report["verdict"] == "match", report

@@ -14,7 +14,7 @@ from typing import Any
 from agent_engine.domain.json_diff import Difference, first_difference
 from agent_engine.domain.records import StepRecord
 
-REACHED = frozenset({"completed", "skipped"})
+REACHED = frozenset({"completed", "skipped", "rejected"})
 _OUTPUT_ORDER: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # step type: (fields compared first, fields never compared)
     "run_command": (("exit_code", "stdout", "stderr"), ("duration_ms",)),

@@ -109,7 +109,7 @@ async def reserve(
     now = utcnow()
     usd = quantize_money(amount_usd)
     reservation_id = uuid.uuid4()
-    doc = {
+    doc: dict[str, Any] = {
         "counters": [_counter_key(key) for key in _run_keys(subject)],
         "definitions": {
             "project": subject.project,
@@ -129,17 +129,24 @@ async def reserve(
             "amount_usd": format(usd, "f"),
             "amount_tokens": amount_tokens,
             "status": "held",
-            "created_at": now.isoformat(),
-            "expires_at": (now + _hold_lifetime(ctx)).isoformat(),
         },
     }
-    answer = await writes.reserve(ctx.db, ctx.sessions, doc)
+
+    async def try_reserve() -> dict[str, Any]:
+        # Stamped at each try: a hold that fits only on a later try took effect then, and its
+        # time is what says, afterwards, which holds were held together.
+        held_at = utcnow()
+        doc["reservation"]["created_at"] = held_at.isoformat()
+        doc["reservation"]["expires_at"] = (held_at + _hold_lifetime(ctx)).isoformat()
+        return await writes.reserve(ctx.db, ctx.sessions, doc)
+
+    answer = await try_reserve()
     if "refused" in answer and ctx.settles.pending():
         # Calls this process finished may still hold their worst case: settle them first.
         await ctx.settles.wait()
-        answer = await writes.reserve(ctx.db, ctx.sessions, doc)
+        answer = await try_reserve()
     if "refused" in answer and await release_lapsed(ctx, subject.run_id):
-        answer = await writes.reserve(ctx.db, ctx.sessions, doc)
+        answer = await try_reserve()
     if "none" in answer:
         return None
     if "refused" in answer:

@@ -207,9 +207,12 @@ async def _park_for_approval(
     source = replay_source(run)
     decided = recorded_decision(run, step)
     try:
-        if source is not None and source.verify and executor.side_effects and decided:
-            # Verify mode touches nothing: the approver's recorded view stands for the preview.
-            preview: dict[str, Any] = decided["shown"]
+        shown = decided["shown"] if decided else step.preview
+        if source is not None and source.verify and executor.side_effects and shown:
+            # Verify mode touches nothing: the approver's recorded view stands for the preview,
+            # also for an attempt the original never had (the replay's approved attempt was cut
+            # off): it waits for a person then, never judged on a world the original changed.
+            preview: dict[str, Any] = shown
         else:
             preview = redact_value(
                 await executor.preview(executor.validate_input(resolved), context), secrets

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from agent_engine.domain.states import StepStatus
 from agent_engine.domain.transitions import append_event, move_step
 from agent_engine.engine.claiming import Claim
@@ -13,6 +15,8 @@ from agent_engine.engine.fences import claimed_step
 from agent_engine.engine.locking import change_run
 from agent_engine.engine.secrets import held_secrets, redact_value
 from agent_engine.engine.settle import settle_run
+from agent_engine.errors import StaleEditError
+from agent_engine.executors.base import Executor, ExecutorContext
 
 
 async def record_intent(ctx: EngineContext, claim: Claim, intent: dict[str, Any]) -> None:
@@ -59,3 +63,26 @@ async def park_outcome_unknown(ctx: EngineContext, claim: Claim, *, actor: str) 
             shown=step.preview,
         )
         settle_run(changes, run, changes.steps, actor=actor)
+
+
+async def apply_as_intended(
+    executor: Executor[Any, Any], input: BaseModel, intent: dict[str, Any], context: ExecutorContext
+) -> BaseModel | dict[str, Any]:
+    """Apply the effect the intent just recorded, and only that one: the input is pinned to the
+    intent's preview (an edit to the file's hash it was planned on). Two attempts of one step can
+    act at once (a worker whose lease lapsed while it acted, and the one that took the step
+    over); the later one then finds the world changed, and an effect found already applied (the
+    file has the intent's post-hash) gives its output instead of being applied a second time.
+
+    Returns the executor's output model, or the reconciled output as JSON values."""
+    data = input.model_dump(mode="json")
+    bound = executor.bind_preview(data, intent)
+    pinned = input if bound is data else executor.validate_input(bound)
+    try:
+        output: BaseModel = await executor.execute(pinned, context)
+    except StaleEditError:
+        found = await executor.reconcile(pinned, intent, context)
+        if found.state == "applied" and found.output is not None:
+            return found.output
+        raise
+    return output

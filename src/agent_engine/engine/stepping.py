@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import DBAPIError, InterfaceError, InternalError, OperationalError
 
 from agent_engine.domain.adaptive import ask_for_revision, asks_after
 from agent_engine.domain.audit_cover import resolved_input_hash
@@ -31,7 +32,11 @@ from agent_engine.domain.transitions import append_event, move_step
 from agent_engine.engine.budget_pauses import pause_for_budget
 from agent_engine.engine.claiming import Claim, OutputReader, take_ready
 from agent_engine.engine.context import EngineContext, LogCapture, executor_context
-from agent_engine.engine.effect_records import park_outcome_unknown, record_intent
+from agent_engine.engine.effect_records import (
+    apply_as_intended,
+    park_outcome_unknown,
+    record_intent,
+)
 from agent_engine.engine.fences import check_fence
 from agent_engine.engine.ledger import record_calls
 from agent_engine.engine.locking import change_run
@@ -115,6 +120,10 @@ async def _run_claimed(
     except EngineError as exc:
         error = exc
     except Exception as exc:  # a plugin's bug must fail its step, not the engine
+        if database_out_of_reach(exc):
+            # Not the step's failure (an intent not written, a budget not reached): the
+            # worker lets the lease lapse, and the step is claimed again.
+            raise
         logger.exception("executor %s crashed", claim.step_type)
         error = ExecutorError(f"executor {claim.step_type} crashed: {type(exc).__name__}: {exc}")
     latency_ms = (time.perf_counter() - started) * 1000
@@ -123,6 +132,18 @@ async def _run_claimed(
     if error is not None:
         log_step_failure(claim, error)
     return StepResult(output, error, list(llm.calls), latency_ms, logs=tuple(capture.lines))
+
+
+def database_out_of_reach(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database out of reach (restarting, a backend ended, a connection
+    refused or broken), which passes, rather than an error that would come back every time (bad
+    data, a constraint), which fails the step."""
+    if isinstance(exc, ConnectionError):  # a refused connection is not wrapped by SQLAlchemy
+        return True
+    transient = (OperationalError, InterfaceError, InternalError)
+    return isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or isinstance(exc, transient)
+    )
 
 
 async def _output_of(
@@ -140,16 +161,21 @@ async def _output_of(
             ctx, claim.replay, claim.step_number, claim.step_type, context
         )
         return storable_output(claim.step_number, served, depth)
-    if claim.side_effects:
-        await record_intent(ctx, claim, await executor.preview(parsed, context))
-        crash_point("before_effect", claim.step_type)
+    if not claim.side_effects:
+        with tool_span(executor.tool_name(parsed) if tracing_active() else None):
+            answer = await executor.execute(parsed, context)
+        return storable_output(
+            claim.step_number, dumped_output(claim.step_number, answer, depth), depth
+        )
+    intent = await executor.preview(parsed, context)
+    await record_intent(ctx, claim, intent)
+    crash_point("before_effect", claim.step_type)
     with tool_span(executor.tool_name(parsed) if tracing_active() else None):
-        answer = await executor.execute(parsed, context)
-    output = storable_output(
-        claim.step_number, dumped_output(claim.step_number, answer, depth), depth
-    )
-    if claim.side_effects:
-        crash_point("after_effect", claim.step_type)
+        done = await apply_as_intended(executor, parsed, intent, context)
+    if not isinstance(done, dict):
+        done = dumped_output(claim.step_number, done, depth)
+    output = storable_output(claim.step_number, done, depth)
+    crash_point("after_effect", claim.step_type)
     return output
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from agent_engine.storage.blobs import expand_calls_txn
 from agent_engine.storage.tables import Approval, LLMCall, PlanVersion, Step
@@ -27,14 +28,22 @@ def _at(query: Any, site: CallSite | None) -> Any:
 
 async def recorded_calls_txn(session: AsyncSession, run_id: uuid.UUID) -> list[dict[str, Any]]:
     """The run's model calls in the order they were recorded, each with its step's number
-    (None for the planner's calls) and its request and response whole."""
-    query = (
+    (None for the planner's calls) and its request and response whole. A step the run reused
+    from another (a fork's first steps) made no call itself: the calls of the step it reused
+    stand for its own, at its number."""
+    own = (
         select(LLMCall, Step.step_number)
         .outerjoin(Step, Step.id == LLMCall.step_id)
         .where(LLMCall.run_id == run_id)
-        .order_by(LLMCall.created_at, LLMCall.attempt)
     )
-    found = (await session.execute(query)).all()
+    reusing = aliased(Step)
+    reused = (
+        select(LLMCall, reusing.step_number)
+        .join(reusing, reusing.reused_from == LLMCall.step_id)
+        .where(reusing.run_id == run_id)
+    )
+    found = [*(await session.execute(own)).all(), *(await session.execute(reused)).all()]
+    found.sort(key=lambda row: (row[0].created_at, row[0].attempt))
     # Served as recorded: the documents whole, whatever part of them is stored as blobs.
     calls = await expand_calls_txn(session, [call for call, _ in found])
     rows = []

@@ -41,5 +41,5 @@ async def release_step(ctx: EngineContext, claim: Claim, *, actor: str) -> None:
         metrics.HAND_BACKS.inc()
     except StaleFenceError:
         return  # no longer ours: nothing to hand back
-    except (DBAPIError, EngineError) as exc:
+    except (DBAPIError, EngineError, OSError) as exc:
         logger.error("could not release step %s: %s", claim.step_id, exc)

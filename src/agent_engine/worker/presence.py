@@ -35,12 +35,12 @@ class Presence:
                 started_at=self._started_at,
                 lease_s=self._lease_s,
             )
-        except DBAPIError as exc:
-            logger.warning("worker heartbeat not written: %s", exc.orig)
+        except (DBAPIError, OSError) as exc:  # a refused connection is an OSError
+            logger.warning("worker heartbeat not written: %s", getattr(exc, "orig", exc))
 
     async def gone(self) -> None:
         """Remove the worker's row: it stopped cleanly."""
         try:
             await workers.forget(self._ctx, self._id)
-        except DBAPIError as exc:
-            logger.warning("worker row not removed (it goes stale): %s", exc.orig)
+        except (DBAPIError, OSError) as exc:
+            logger.warning("worker row not removed (it goes stale): %s", getattr(exc, "orig", exc))

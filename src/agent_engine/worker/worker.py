@@ -243,9 +243,10 @@ class Worker:
                     lease=self._lease,
                     step_types=self.options.step_types,
                 )
-        except DBAPIError as exc:
-            # Lost a race the database settled (deadlock victim, serialization): try again soon.
-            logger.warning("claim round failed: %s", exc.orig)
+        except (DBAPIError, OSError) as exc:
+            # Lost a race the database settled (deadlock victim, serialization), or the database
+            # is out of reach (restarting: a refused connection is an OSError): try again soon.
+            logger.warning("claim round failed: %s", getattr(exc, "orig", exc))
             self._recheck_in(CLAIM_RETRY_S)  # soon, not only at the next notice or poll
             return False
         for changes in round_.written:
@@ -371,8 +372,8 @@ class Worker:
                     held = await extend_leases_txn(
                         session, self.id, fences, lease_until(utcnow(), self._lease)
                     )
-            except DBAPIError as exc:
-                logger.warning("heartbeat failed: %s", exc.orig)
+            except (DBAPIError, OSError) as exc:
+                logger.warning("heartbeat failed: %s", getattr(exc, "orig", exc))
                 continue
             for step_id in set(fences) - held:
                 item = self._inflight.get(step_id)

@@ -136,3 +136,22 @@ def test_inputs_are_compared_as_planned_then_as_resolved() -> None:
         "two",
     )
     assert "expected_hash" not in found  # an input difference: no output hashes
+
+
+def test_a_step_rejected_in_both_runs_matches_and_one_not_yet_decided_is_not_reached() -> None:
+    command = {"argv": ["python3", "-c", "pass"]}
+    rejected = divergence_of(
+        _step(2, "run_command", None, status="rejected", input_data=command),
+        _step(2, "run_command", None, status="rejected", input_data=command),
+    )
+    assert rejected["verdict"] == "match"
+    waiting = divergence_of(
+        _step(2, "run_command", None, status="rejected", input_data=command),
+        _step(2, "run_command", None, status="awaiting_approval", input_data=command),
+    )
+    assert waiting["verdict"] == "not_reached"
+    approved_instead = divergence_of(
+        _step(2, "run_command", None, status="rejected", input_data=command),
+        _step(2, "run_command", _command("ok", 1), status="completed", input_data=command),
+    )
+    assert (approved_instead["verdict"], approved_instead["field"]) == ("diverged", "status")
