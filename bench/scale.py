@@ -41,6 +41,7 @@ from bench.databases import DEFAULT_ADMIN_URL, check_postgres, fresh_database
 from bench.engine_harness import settings_for
 from bench.processes import clean_env
 from bench.scale_seed import explain, seed_runs
+from bench.sse_harness import free_port
 from bench.stats import Summary
 
 SAMPLES = 40
@@ -131,14 +132,6 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None
             pass
         time.sleep(0.1)
     raise RuntimeError(f"serve never became healthy:\n{log.read_text(errors='replace')[-3000:]}")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _latencies(client: httpx.AsyncClient, path: str) -> Summary:
@@ -274,7 +267,7 @@ def measure(admin_url: str, sizes: list[int], active: int, streams: int) -> Scal
         workspace = root / "workspaces" / "app"
         workspace.mkdir(parents=True)
         (workspace / "README.md").write_text("# app\n", encoding="utf-8")
-        port = _free_port()
+        port = free_port()
         env = clean_env(
             AGENT_ENGINE_DATABASE_URL=db.engine_url,
             AGENT_ENGINE_AUTO_MIGRATE="false",
