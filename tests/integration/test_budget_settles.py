@@ -16,7 +16,9 @@ from sqlalchemy import text
 
 from agent_engine.config import Settings
 from agent_engine.domain.budget_math import budget_subject
-from agent_engine.engine.budgets import release_lapsed, reserve, settle
+from agent_engine.domain.records import RunRecord
+from agent_engine.engine.budgets import Reservation, release_lapsed, reserve, settle
+from agent_engine.engine.context import EngineContext
 from agent_engine.engine.runs import CreateRunRequest, create_run
 from agent_engine.engine.stepping import record_result, run_claimed
 from agent_engine.storage.database import read_transaction, transaction
@@ -48,6 +50,42 @@ def _slow_reply(received: ReceivedRequest) -> Reply:
     return dataclasses.replace(worst_case_reply(received), delay_s=0.5)
 
 
+async def _hold(
+    ctx: EngineContext,
+    run: RunRecord,
+    amount: str,
+    *,
+    tokens: int = 10,
+    step_id: uuid.UUID | None = None,
+    fence: int | None = None,
+) -> Reservation:
+    held = await reserve(
+        ctx,
+        budget_subject(run),
+        amount_usd=Decimal(amount),
+        amount_tokens=tokens,
+        purpose="step",
+        estimate={},
+        step_id=step_id,
+        attempt=1,
+        fence=fence,
+    )
+    assert held is not None
+    return held
+
+
+def _settle_once(
+    ctx: EngineContext, run_id: uuid.UUID, held: Reservation, call_returned: asyncio.Event
+) -> None:
+    """A settle of ``held`` in flight, as a step's is, that writes once ``call_returned`` is set."""
+
+    async def settle_once_the_call_returned() -> None:
+        await call_returned.wait()
+        await settle(ctx, held, [])
+
+    ctx.settles.track(run_id, asyncio.ensure_future(settle_once_the_call_returned()))
+
+
 @pytest.fixture
 def server() -> Iterator[FakeLLMServer]:
     with FakeLLMServer(responder=worst_case_reply) as running:
@@ -61,32 +99,13 @@ async def test_a_reservation_that_does_not_fit_waits_for_the_settles_in_flight(
         request = CreateRunRequest(goal="settles", steps=parallel_analyses(2), budget_usd="1")
         run = (await create_run(ctx, request, actor="t", idempotency_key=None)).run
         first, second = await claim_locking(ctx, run.id, limit=2)
-        subject = budget_subject(run)
-
-        async def hold(amount: str, step_id: uuid.UUID, fence: int) -> object:
-            return await reserve(
-                ctx,
-                subject,
-                amount_usd=Decimal(amount),
-                amount_tokens=10,
-                purpose="step",
-                estimate={},
-                step_id=step_id,
-                attempt=1,
-                fence=fence,
-            )
-
-        held = await hold("0.8", first.step_id, first.fence)
-        assert held is not None
+        held = await _hold(ctx, run, "0.8", step_id=first.step_id, fence=first.fence)
         call_returned = asyncio.Event()
-
-        async def settle_once_the_call_returned() -> None:
-            await call_returned.wait()
-            await settle(ctx, held, [])  # type: ignore[arg-type]
-
-        ctx.settles.track(run.id, asyncio.ensure_future(settle_once_the_call_returned()))
+        _settle_once(ctx, run.id, held, call_returned)
         # 0.8 held + 0.5 does not fit 1: the reservation waits for the settle, never refuses.
-        second_hold = asyncio.ensure_future(hold("0.5", second.step_id, second.fence))
+        second_hold = asyncio.ensure_future(
+            _hold(ctx, run, "0.5", step_id=second.step_id, fence=second.fence)
+        )
         done, _ = await asyncio.wait({second_hold}, timeout=0.5)
         assert not done, "the reservation was decided before the settle in flight landed"
         call_returned.set()
@@ -109,22 +128,8 @@ async def test_a_run_is_finished_only_once_its_settles_landed(
         )
         run = (await create_run(ctx, request, actor="t", idempotency_key=None)).run
         # A settle of this run still in flight (an earlier call's) holds the run's end back.
-        earlier = await reserve(
-            ctx,
-            budget_subject(run),
-            amount_usd=Decimal("0.1"),
-            amount_tokens=10,
-            purpose="step",
-            estimate={},
-        )
-        assert earlier is not None
         call_returned = asyncio.Event()
-
-        async def settle_once_the_call_returned() -> None:
-            await call_returned.wait()
-            await settle(ctx, earlier, [])
-
-        ctx.settles.track(run.id, asyncio.ensure_future(settle_once_the_call_returned()))
+        _settle_once(ctx, run.id, await _hold(ctx, run, "0.1"), call_returned)
         async with running_worker(ctx, concurrency=3):
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(1.0):
@@ -148,18 +153,10 @@ async def test_a_hold_whose_settle_was_lost_is_settled_from_the_ledger(
         request = CreateRunRequest(goal="lost", steps=parallel_analyses(1), budget_usd="1")
         run = (await create_run(ctx, request, actor="t", idempotency_key=None)).run
         (claim,) = await claim_locking(ctx, run.id, limit=1)
-        held = await reserve(
-            ctx,
-            budget_subject(run),
-            amount_usd=Decimal("0.8"),
-            amount_tokens=5000,
-            purpose="step",
-            estimate={},
-            step_id=claim.step_id,
-            attempt=1,
-            fence=claim.fence - 1,  # an attempt that has since moved on
+        # An attempt that has since moved on (its fence is an old one).
+        held = await _hold(
+            ctx, run, "0.8", tokens=5000, step_id=claim.step_id, fence=claim.fence - 1
         )
-        assert held is not None
         async with transaction(ctx.sessions) as session:
             # The attempt's call, recorded with its step's result; its settle never ran.
             session.add(

@@ -66,15 +66,6 @@ async def _call_alone(db: AsyncEngine, statement: Any, doc: dict[str, Any]) -> d
     return _answer(row[1])
 
 
-def _is_postgres(session: AsyncSession) -> bool:
-    return session.bind is not None and session.bind.dialect.name == "postgresql"
-
-
-async def _call(session: AsyncSession, statement: Any, doc: dict[str, Any]) -> dict[str, Any]:
-    row = (await session.execute(statement, {"doc": json.dumps(doc, default=str)})).one()
-    return _answer(row[1])
-
-
 def _answer(raw: str) -> dict[str, Any]:
     # Money comes back as JSON numbers: read them as Decimal, never as float.
     answer: dict[str, Any] = json.loads(raw, parse_float=Decimal)
@@ -82,9 +73,8 @@ def _answer(raw: str) -> dict[str, Any]:
 
 
 async def reserve_txn(session: AsyncSession, doc: dict[str, Any]) -> dict[str, Any]:
-    """Hold ``doc["amount_*"]`` on every counter or on none (see budget_reserve_v1.sql)."""
-    if _is_postgres(session):
-        return await _call(session, RESERVE_SQL, doc)
+    """SQLite: hold ``doc["amount_*"]`` on every counter or on none, the steps of
+    budget_reserve_v1.sql in Python (SQLite's write transactions are serial)."""
     now = utcnow()
     wanted = list(doc["counters"])
     definitions = doc["definitions"]
@@ -158,10 +148,8 @@ def _reservation_values(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def settle_txn(session: AsyncSession, doc: dict[str, Any]) -> dict[str, Any]:
-    """Swap the hold for the actual spend and move each counter's alerted_percent (see
-    budget_settle_v1.sql)."""
-    if _is_postgres(session):
-        return await _call(session, SETTLE_SQL, doc)
+    """SQLite: swap the hold for the actual spend and move each counter's alerted_percent, the
+    steps of budget_settle_v1.sql in Python."""
     now = utcnow()
     ids = sorted(uuid.UUID(i) for i in doc["counter_ids"])
     counters = await store.lock_counters_txn(session, ids)
