@@ -116,10 +116,12 @@ async def test_a_bundle_carries_the_blobs_of_its_calls_and_imports_whole_elsewhe
         carried = {blob["hash"] for blob in bundle["blobs"]}
         assert referenced_blobs([call["request"], call["response"]]) <= carried
         assert not holds(bundle["llm_calls"], ANSWER_TEXT)
-        assert bundle["version"] == 2 and verify_bundle(bundle)["valid"] is True
-        # A bundle of version 1 (its calls inline) is still read; an unknown version is not.
+        assert bundle["version"] == 3 and verify_bundle(bundle)["valid"] is True
+        # Bundles of versions 1 and 2 (fewer documents blobbed) are still read; an unknown
+        # version is not.
         assert verify_bundle(seal({**bundle, "version": 1}))["valid"] is True
-        assert verify_bundle(seal({**bundle, "version": 3}))["first_broken"]["kind"] == (
+        assert verify_bundle(seal({**bundle, "version": 2}))["valid"] is True
+        assert verify_bundle(seal({**bundle, "version": 4}))["first_broken"]["kind"] == (
             "bundle_invalid"
         )
         # Without the call's blobs the bundle is refused by name.

@@ -119,16 +119,25 @@ def expand(stored: Any, contents: dict[str, str]) -> Any:
     return stored
 
 
-# The columns of ``steps`` whose documents may hold blob references.
-BLOBBED_STEP_COLUMNS = ("resolved_input", "output_data")
+# The columns of ``steps`` whose documents may hold blob references: the input as planned (an
+# edit's new content), as resolved at the claim, what its approver is shown (an edit's diff),
+# and the output.
+BLOBBED_STEP_COLUMNS = ("input_data", "resolved_input", "preview", "output_data")
 # The columns of ``llm_calls`` whose documents may: the request (with the body sent on the
 # wire) and the response (with the body received).
 BLOBBED_CALL_COLUMNS = ("request", "response")
-# Every table whose rows may reference blobs, and the columns that may: what a blob collection
-# must read to know which blobs are still referenced.
+# A plan version's document (its steps' inputs), and what an approver was shown (a plan, an
+# edit's diff).
+BLOBBED_PLAN_COLUMNS = ("document",)
+BLOBBED_APPROVAL_COLUMNS = ("shown",)
+# Every table whose rows may reference blobs, and the columns that may: what the write path
+# externalizes, what every reader expands, and what a blob collection must read to know which
+# blobs are still referenced.
 BLOBBED_COLUMNS: dict[str, tuple[str, ...]] = {
     "steps": BLOBBED_STEP_COLUMNS,
     "llm_calls": BLOBBED_CALL_COLUMNS,
+    "plans": BLOBBED_PLAN_COLUMNS,
+    "approvals": BLOBBED_APPROVAL_COLUMNS,
 }
 
 
@@ -143,17 +152,3 @@ def whole_rows(
             if row.get(column) is not None:
                 row[column] = expand(row[column], contents)
     return whole
-
-
-def whole_steps(
-    rows: Sequence[Mapping[str, Any]], contents: dict[str, str]
-) -> list[dict[str, Any]]:
-    """``steps`` rows as stored, with their documents whole again (``contents``: hash → text)."""
-    return whole_rows(rows, BLOBBED_STEP_COLUMNS, contents)
-
-
-def whole_calls(
-    rows: Sequence[Mapping[str, Any]], contents: dict[str, str]
-) -> list[dict[str, Any]]:
-    """``llm_calls`` rows as stored, with their request and response whole again."""
-    return whole_rows(rows, BLOBBED_CALL_COLUMNS, contents)

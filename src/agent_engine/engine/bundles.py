@@ -24,8 +24,7 @@ from agent_engine.domain.audit_verify import RunRows, verify_run
 from agent_engine.domain.blob_refs import (
     BLOBBED_COLUMNS,
     referenced_blobs,
-    whole_calls,
-    whole_steps,
+    whole_rows,
 )
 from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.clock import utcnow
@@ -41,9 +40,10 @@ from agent_engine.storage.types import Money, UTCDateTime
 
 FORMAT = "agent-engine-run-bundle"
 # 2: the model calls' requests and responses may reference blobs too (1: only steps' documents),
-# and ``llm_calls`` rows have ``payloads_pruned_at``. Both are read.
-VERSION = 2
-READABLE = (1, 2)
+# and ``llm_calls`` rows have ``payloads_pruned_at``. 3: so may steps' planned inputs, plan
+# versions' documents and what approvals showed. All three are read.
+VERSION = 3
+READABLE = (1, 2, 3)
 # Bundle key → table, in the order rows are inserted (foreign keys first).
 SECTIONS = (
     ("run", "agent_runs"),
@@ -90,7 +90,8 @@ async def export_bundle(ctx: EngineContext, run_id: str) -> dict[str, Any]:
         run = await get_run_txn(session, run_id)
         rows = await load_run_rows_txn(session, run.id)
         assert rows is not None  # just read
-        # Steps' and model calls' documents are stored with blob references (storage/blobs.py).
+        # Documents are stored with blob references (storage/blobs.py): the bundle carries
+        # them as stored, beside the blobs they reference.
         documents = [
             [row.get(column) for column in columns]
             for table, columns in BLOBBED_COLUMNS.items()
@@ -175,10 +176,10 @@ def verify_bundle(bundle: Any, public_key: Ed25519PublicKey | None = None) -> di
         texts = _blob_texts(bundle)
         rows = RunRows(
             run=bundle["run"],
-            steps=whole_steps(bundle["steps"], texts),
-            llm_calls=whole_calls(bundle["llm_calls"], texts),
-            approvals=bundle["approvals"],
-            plans=bundle["plans"],
+            steps=whole_rows(bundle["steps"], BLOBBED_COLUMNS["steps"], texts),
+            llm_calls=whole_rows(bundle["llm_calls"], BLOBBED_COLUMNS["llm_calls"], texts),
+            approvals=whole_rows(bundle["approvals"], BLOBBED_COLUMNS["approvals"], texts),
+            plans=whole_rows(bundle["plans"], BLOBBED_COLUMNS["plans"], texts),
             events=sorted(bundle["audit_events"], key=lambda e: int(e.get("seq", 0))),
         )
         verdict = verify_run(rows, public_key)

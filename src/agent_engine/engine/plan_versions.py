@@ -19,6 +19,7 @@ from agent_engine.engine.locking import change_run
 from agent_engine.engine.runs import RunView
 from agent_engine.engine.settle import plan_awaits_approval, refresh_claimable
 from agent_engine.errors import ConflictError, NotFoundError
+from agent_engine.storage.blobs import expand_plans_txn
 from agent_engine.storage.database import read_transaction
 from agent_engine.storage.runs import get_run_txn
 from agent_engine.storage.tables import PlanVersion
@@ -34,6 +35,8 @@ async def get_plan(ctx: EngineContext, run_id: str, version: int | None) -> Plan
         else:
             query = query.where(PlanVersion.version == version)
         plan = (await session.scalars(query)).first()
+        if plan is not None:
+            (plan,) = await expand_plans_txn(session, [plan])
     if plan is None:
         which = f"version {version}" if version is not None else "a plan yet"
         raise NotFoundError(f"run {run.id} has no {which}", run_id=str(run.id))
@@ -109,13 +112,14 @@ async def decide_plan(
                 run_id=str(run.id),
                 current_state=run.status,
             )
-        plan = (
+        stored = (
             await locked.session.scalars(
                 select(PlanVersion).where(
                     PlanVersion.run_id == run.id, PlanVersion.version == run.plan_version
                 )
             )
         ).one()
+        (plan,) = await expand_plans_txn(locked.session, [stored])
         if decision == "approved":
             check_four_eyes(
                 ctx, run, actor, what=f"plan version {plan.version}", plan_creator=plan.created_by

@@ -67,6 +67,7 @@ from agent_engine.errors import (
 from agent_engine.llm.base import CallContext, LLMClient
 from agent_engine.llm.planning import request_revision
 from agent_engine.llm.revision_prompts import bounded_steps
+from agent_engine.storage.blobs import expand_documents_txn
 from agent_engine.storage.tables import PlanVersion
 
 logger = logging.getLogger(__name__)
@@ -203,10 +204,15 @@ async def revise_run(ctx: EngineContext, run_id: str, *, actor: str) -> None:
             logger.info("revision of run %s is stale; it will be asked again", run.id)
             return
         made_by = next((row["id"] for row in reversed(rows) if row["error"] is None), None)
-        previous = await locked.session.scalar(
-            select(PlanVersion.document).where(
-                PlanVersion.run_id == run.id, PlanVersion.version == version
-            )
+        (previous,) = await expand_documents_txn(
+            locked.session,
+            [
+                await locked.session.scalar(
+                    select(PlanVersion.document).where(
+                        PlanVersion.run_id == run.id, PlanVersion.version == version
+                    )
+                )
+            ],
         )
         _apply(ctx, changes, outcome, bounds, approvals, actor, made_by, previous)
 

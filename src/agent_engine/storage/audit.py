@@ -11,9 +11,10 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_engine.domain.audit_verify import RunRows
+from agent_engine.domain.blob_refs import BLOBBED_COLUMNS
 from agent_engine.domain.records import RunRecord
 from agent_engine.domain.transitions import event_hash
-from agent_engine.storage.blobs import expand_call_rows_txn, expand_step_rows_txn
+from agent_engine.storage.blobs import expand_rows_txn
 from agent_engine.storage.notifications import RunNotice
 from agent_engine.storage.tables import (
     AgentRun,
@@ -114,24 +115,32 @@ async def _rows(
     return [dict(row) for row in (await session.execute(query)).mappings()]
 
 
+async def _whole(
+    session: AsyncSession, table: str, rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    return await expand_rows_txn(session, rows, BLOBBED_COLUMNS[table])
+
+
 async def load_run_rows_txn(
     session: AsyncSession, run_id: uuid.UUID, *, whole: bool = False
 ) -> RunRows | None:
     """Every row of one run that its audit covers, as plain dicts of columns (None: no run);
-    ``whole``: the steps' and calls' documents with their blobs expanded (what their hashes
-    are over), else as stored (what a bundle carries, beside the blobs)."""
+    ``whole``: the documents that may reference blobs (``BLOBBED_COLUMNS``) expanded (what
+    their hashes are over), else as stored (what a bundle carries, beside the blobs)."""
     runs = _table(AgentRun)
     run = (await session.execute(select(runs).where(runs.c.id == run_id))).mappings().one_or_none()
     if run is None:
         return None
     steps = await _rows(session, Step, run_id, "step_number")
     calls = await _rows(session, LLMCall, run_id, "created_at", "id")
+    approvals = await _rows(session, Approval, run_id, "decided_at", "id")
+    plans = await _rows(session, PlanVersion, run_id, "version")
     return RunRows(
         run=dict(run),
-        steps=await expand_step_rows_txn(session, steps) if whole else steps,
-        llm_calls=await expand_call_rows_txn(session, calls) if whole else calls,
-        approvals=await _rows(session, Approval, run_id, "decided_at", "id"),
-        plans=await _rows(session, PlanVersion, run_id, "version"),
+        steps=await _whole(session, "steps", steps) if whole else steps,
+        llm_calls=await _whole(session, "llm_calls", calls) if whole else calls,
+        approvals=await _whole(session, "approvals", approvals) if whole else approvals,
+        plans=await _whole(session, "plans", plans) if whole else plans,
         events=await _rows(session, AuditEvent, run_id, "seq"),
     )
 

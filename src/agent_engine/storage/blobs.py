@@ -13,7 +13,7 @@ written within its grace period alone. So two runs that read the same large file
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_engine.domain.blob_refs import (
     BLOBBED_CALL_COLUMNS,
+    BLOBBED_COLUMNS,
     BLOBBED_STEP_COLUMNS,
     expand,
     externalize,
@@ -29,7 +30,7 @@ from agent_engine.domain.blob_refs import (
     referenced_blobs,
 )
 from agent_engine.domain.clock import utcnow
-from agent_engine.storage.tables import Blob, LLMCall
+from agent_engine.storage.tables import Approval, Base, Blob, LLMCall, PlanVersion
 
 BLOBS = cast(Table, Blob.__table__)
 DEFAULT_THRESHOLD_BYTES = 65_536
@@ -58,12 +59,14 @@ def externalize_step_values(
     return externalize_values(values, BLOBBED_STEP_COLUMNS, threshold, blobs)
 
 
-def externalize_call_row(
-    row: dict[str, Any], threshold: int, blobs: dict[str, bytes]
+def externalize_row(
+    table: str, row: dict[str, Any], threshold: int, blobs: dict[str, bytes]
 ) -> dict[str, Any]:
-    """An ``llm_calls`` row to insert, its request and response in their stored form (their
-    hashes, taken before, stay those of the whole documents)."""
-    return externalize_values(row, BLOBBED_CALL_COLUMNS, threshold, blobs)
+    """A row of ``table`` to insert, its blobbed columns (``BLOBBED_COLUMNS``) in their stored
+    form; a table without any is returned as it is. Hashes taken before stay those of the
+    whole documents."""
+    columns = BLOBBED_COLUMNS.get(table)
+    return externalize_values(row, columns, threshold, blobs) if columns else row
 
 
 def blob_rows(blobs: Mapping[str, bytes]) -> list[dict[str, Any]]:
@@ -150,19 +153,41 @@ async def expand_call_rows_txn(
     return await expand_rows_txn(session, rows, BLOBBED_CALL_COLUMNS)
 
 
-async def expand_calls_txn(session: AsyncSession, calls: Sequence[LLMCall]) -> list[LLMCall]:
-    """``llm_calls`` loaded as objects, with their requests and responses expanded. A call
-    that holds a reference is detached from the session first (``Session.expunge``), so that
-    its whole documents are read, never written back inline."""
-    stored = [call for call in calls if needs_expanding([call.request, call.response])]
+_ModelT = TypeVar("_ModelT", bound=Base)
+
+
+async def expand_objects_txn(
+    session: AsyncSession, objects: Sequence[_ModelT], columns: Sequence[str]
+) -> list[_ModelT]:
+    """Rows loaded as objects, with the documents of ``columns`` expanded (one query for all).
+    An object that holds a reference is detached from the session first
+    (``Session.expunge``), so that its whole documents are read, never written back inline."""
+    stored = [obj for obj in objects if needs_expanding([getattr(obj, c) for c in columns])]
     if not stored:
-        return list(calls)
-    documents: list[Any] = []
-    for call in stored:
-        documents.extend((call.request, call.response))
-    expanded = await expand_documents_txn(session, documents)
-    for index, call in enumerate(stored):
-        session.expunge(call)
-        call.request = expanded[2 * index]
-        call.response = expanded[2 * index + 1]
-    return list(calls)
+        return list(objects)
+    documents = [getattr(obj, column) for obj in stored for column in columns]
+    expanded = iter(await expand_documents_txn(session, documents))
+    for obj in stored:
+        session.expunge(obj)
+        for column in columns:
+            setattr(obj, column, next(expanded))
+    return list(objects)
+
+
+async def expand_calls_txn(session: AsyncSession, calls: Sequence[LLMCall]) -> list[LLMCall]:
+    """``llm_calls`` loaded as objects, with their requests and responses expanded."""
+    return await expand_objects_txn(session, calls, BLOBBED_CALL_COLUMNS)
+
+
+async def expand_plans_txn(
+    session: AsyncSession, plans: Sequence[PlanVersion]
+) -> list[PlanVersion]:
+    """Plan versions loaded as objects, with their documents expanded."""
+    return await expand_objects_txn(session, plans, BLOBBED_COLUMNS["plans"])
+
+
+async def expand_approvals_txn(
+    session: AsyncSession, approvals: Sequence[Approval]
+) -> list[Approval]:
+    """Approvals loaded as objects, with what they showed expanded."""
+    return await expand_objects_txn(session, approvals, BLOBBED_COLUMNS["approvals"])

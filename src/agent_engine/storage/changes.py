@@ -36,7 +36,7 @@ from agent_engine.storage.audit import CHANGED_RUNS, ENDED_RUNS, notice_of
 from agent_engine.storage.blobs import (
     DEFAULT_THRESHOLD_BYTES,
     blob_rows,
-    externalize_call_row,
+    externalize_row,
     externalize_step_values,
     touching_insert,
 )
@@ -95,8 +95,9 @@ class Write:
 
 
 def prepare(changes: ChangeSet, blob_threshold: int = DEFAULT_THRESHOLD_BYTES) -> Write:
-    """What writing ``changes`` writes; strings of steps' inputs and outputs, and of model
-    calls' requests and responses, longer than ``blob_threshold`` bytes go to ``blobs``. The
+    """What writing ``changes`` writes; strings of the documents ``BLOBBED_COLUMNS`` names
+    (steps' inputs and outputs, model calls' requests and responses, plan versions, what
+    approvers were shown) longer than ``blob_threshold`` bytes go to ``blobs``. The
     run's version moves on here: a change computed on top of this one is guarded by the
     version this one leaves. LLM calls no event named yet get an ``llm.recorded`` event."""
     run = changes.run
@@ -123,8 +124,9 @@ def prepare(changes: ChangeSet, blob_threshold: int = DEFAULT_THRESHOLD_BYTES) -
         if id(step) not in new and (values := step.changes())
     ]
     for table, row in changes.rows:
-        if table == "llm_calls":  # its hashes (and the event's coverage) are of the whole row
-            row = externalize_call_row(row, blob_threshold, blobs)
+        # Model calls, plan versions, approvals: their hashes (and the events' coverage) are
+        # of the whole documents, taken before.
+        row = externalize_row(table, row, blob_threshold, blobs)
         rows.setdefault(table, []).append(row)
     inserts = [(table, rows[table]) for table in INSERT_ORDER if table in rows]
     ended = None

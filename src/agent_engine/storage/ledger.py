@@ -15,7 +15,7 @@ from agent_engine.storage.blobs import (
     DEFAULT_THRESHOLD_BYTES,
     blob_rows,
     expand_calls_txn,
-    externalize_call_row,
+    externalize_row,
     store_blobs_txn,
 )
 from agent_engine.storage.database import transaction
@@ -68,7 +68,7 @@ async def insert_calls_txn(
     if not rows:
         return
     blobs: dict[str, bytes] = {}
-    stored = [externalize_call_row(row, blob_threshold, blobs) for row in rows]
+    stored = [externalize_row("llm_calls", row, blob_threshold, blobs) for row in rows]
     await store_blobs_txn(session, blob_rows(blobs))
     await session.execute(insert(LLMCall), stored)
 

@@ -10,7 +10,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from agent_engine.storage.blobs import expand_calls_txn
+from agent_engine.domain.blob_refs import BLOBBED_STEP_COLUMNS
+from agent_engine.storage.blobs import (
+    expand_approvals_txn,
+    expand_calls_txn,
+    expand_objects_txn,
+    expand_plans_txn,
+)
 from agent_engine.storage.tables import Approval, LLMCall, PlanVersion, Step
 
 CallSite = tuple[str, int | None]  # purpose, step number (None: the planner's calls)
@@ -104,9 +110,14 @@ async def has_live_calls_txn(session: AsyncSession, run_id: uuid.UUID) -> bool:
 async def recorded_step_txn(
     session: AsyncSession, run_id: uuid.UUID, step_number: int
 ) -> Step | None:
-    """The run's step with ``step_number``, as recorded (None: the run had no such step)."""
+    """The run's step with ``step_number``, as recorded, documents whole (None: the run had
+    no such step)."""
     query = select(Step).where(Step.run_id == run_id, Step.step_number == step_number)
-    return (await session.scalars(query)).one_or_none()
+    step = (await session.scalars(query)).one_or_none()
+    if step is None:
+        return None
+    (whole,) = await expand_objects_txn(session, [step], BLOBBED_STEP_COLUMNS)
+    return whole
 
 
 async def step_decisions_txn(session: AsyncSession, run_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -117,6 +128,8 @@ async def step_decisions_txn(session: AsyncSession, run_id: uuid.UUID) -> list[d
         .where(Approval.run_id == run_id)
         .order_by(Approval.decided_at)
     )
+    found = (await session.execute(query)).all()
+    approvals = await expand_approvals_txn(session, [approval for approval, _ in found])
     return [
         {
             "approval_id": str(approval.id),
@@ -127,7 +140,7 @@ async def step_decisions_txn(session: AsyncSession, run_id: uuid.UUID) -> list[d
             "comment": approval.comment,
             "shown": approval.shown,
         }
-        for approval, step_number in (await session.execute(query)).all()
+        for approval, (_, step_number) in zip(approvals, found, strict=True)
     ]
 
 
@@ -147,11 +160,12 @@ async def plan_decisions_txn(session: AsyncSession, run_id: uuid.UUID) -> list[d
             "comment": approval.comment,
             "shown": approval.shown,
         }
-        for approval in (await session.scalars(query)).all()
+        for approval in await expand_approvals_txn(session, (await session.scalars(query)).all())
     ]
 
 
 async def first_plan_txn(session: AsyncSession, run_id: uuid.UUID) -> PlanVersion | None:
-    """The run's plan version 1 (None: it was never planned)."""
+    """The run's plan version 1, its document whole (None: it was never planned)."""
     query = select(PlanVersion).where(PlanVersion.run_id == run_id, PlanVersion.version == 1)
-    return (await session.scalars(query)).one_or_none()
+    plan = (await session.scalars(query)).one_or_none()
+    return None if plan is None else (await expand_plans_txn(session, [plan]))[0]

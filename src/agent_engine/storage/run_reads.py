@@ -12,21 +12,25 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_engine.domain.records import RunRecord
 from agent_engine.domain.states import RunStatus
-from agent_engine.storage.blobs import expand_calls_txn
+from agent_engine.storage.blobs import (
+    expand_approvals_txn,
+    expand_calls_txn,
+    expand_plans_txn,
+)
 from agent_engine.storage.runs import RUNS
 from agent_engine.storage.tables import Approval, LLMCall, PlanVersion
 
 
 async def plan_versions_txn(session: AsyncSession, run_id: uuid.UUID) -> Sequence[PlanVersion]:
-    """Every version of the run's plan, oldest first."""
+    """Every version of the run's plan, oldest first, documents whole."""
     query = select(PlanVersion).where(PlanVersion.run_id == run_id).order_by(PlanVersion.version)
-    return (await session.scalars(query)).all()
+    return await expand_plans_txn(session, (await session.scalars(query)).all())
 
 
 async def approvals_txn(session: AsyncSession, run_id: uuid.UUID) -> Sequence[Approval]:
-    """The run's decisions, oldest first."""
+    """The run's decisions, oldest first, what each showed whole."""
     query = select(Approval).where(Approval.run_id == run_id).order_by(Approval.decided_at)
-    return (await session.scalars(query)).all()
+    return await expand_approvals_txn(session, (await session.scalars(query)).all())
 
 
 async def calls_with_documents_txn(

@@ -10,11 +10,16 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Table, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agent_engine.domain.blob_refs import BLOBBED_STEP_COLUMNS
 from agent_engine.domain.records import RunRecord, StepRecord
 from agent_engine.domain.states import OPEN_STEP_STATES
 from agent_engine.errors import NotFoundError
-from agent_engine.storage.blobs import expand_documents_txn, expand_step_rows_txn
-from agent_engine.storage.tables import AgentRun, Approval, Step
+from agent_engine.storage.blobs import (
+    expand_documents_txn,
+    expand_objects_txn,
+    expand_step_rows_txn,
+)
+from agent_engine.storage.tables import AgentRun, Step
 
 RUNS = cast(Table, AgentRun.__table__)
 STEPS = cast(Table, Step.__table__)
@@ -112,20 +117,14 @@ async def derived_runs_txn(
 
 
 async def list_steps_txn(session: AsyncSession, run_id: uuid.UUID) -> list[Step]:
+    """The run's steps loaded as objects in step order, documents whole."""
     result = await session.scalars(
         select(Step).where(Step.run_id == run_id).order_by(Step.step_number)
     )
-    return list(result.all())
+    return await expand_objects_txn(session, result.all(), BLOBBED_STEP_COLUMNS)
 
 
 _OPEN = sorted(OPEN_STEP_STATES)
-
-
-async def list_approvals_txn(session: AsyncSession, run_id: uuid.UUID) -> Sequence[Approval]:
-    result = await session.scalars(
-        select(Approval).where(Approval.run_id == run_id).order_by(Approval.decided_at)
-    )
-    return result.all()
 
 
 # The state machine's input: runs and steps as plain records (``domain/records.py``).
