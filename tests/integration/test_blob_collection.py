@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import insert, select, update
 
 from agent_engine.config import Settings
+from agent_engine.domain.blob_refs import referenced_blobs
 from agent_engine.domain.canonical import wire_json
 from agent_engine.domain.clock import utcnow
 from agent_engine.engine.context import build_context
@@ -80,6 +81,12 @@ async def run_blobs(client: httpx.AsyncClient, run_id: str) -> set[str]:
     return {blob["hash"] for blob in bundle["blobs"]}
 
 
+async def audit_blobs(client: httpx.AsyncClient, run_id: str) -> set[str]:
+    """The blobs the run's audit events reference (an edit's diff, a plan's content)."""
+    bundle = (await client.get(f"/v1/agent-runs/{run_id}/export")).json()
+    return referenced_blobs([event["payload"] for event in bundle["audit_events"]])
+
+
 @pytest.mark.parametrize("keep_audit", [True, False], ids=["keep-audit", "delete"])
 async def test_prune_collects_old_unreferenced_blobs_and_keeps_referenced_and_fresh_ones(
     client: httpx.AsyncClient, settings: Settings, workspace_root: Path, keep_audit: bool
@@ -103,10 +110,14 @@ async def test_prune_collects_old_unreferenced_blobs_and_keeps_referenced_and_fr
     again = (await client.get(f"/v1/agent-runs/{run['id']}")).json()
     assert [s["output_data"] for s in again["steps"]] == [s["output_data"] for s in run["steps"]]
 
-    # Its run pruned (payloads, or whole), no row references its blobs: the same prune takes them.
+    # Its run pruned (payloads, or whole): the same prune takes the blobs no row references any
+    # more. A kept audit keeps the blobs its events reference (the chain is over them).
+    in_audit = await audit_blobs(client, run["id"])
+    assert in_audit and in_audit < referenced  # a diff in the events; file contents only in steps
     report = await pruned(settings, timedelta(0), keep_audit=keep_audit)
-    assert report.runs == 1 and report.blobs == len(referenced)
-    assert await stored_blobs(settings) == {fresh}
+    kept_blobs = in_audit if keep_audit else set()
+    assert report.runs == 1 and report.blobs == len(referenced - kept_blobs)
+    assert await stored_blobs(settings) == {fresh} | kept_blobs
     if keep_audit:
         after = await verdict(client, run["id"])
         assert after["valid"] is True and after["pruned"], after

@@ -6,8 +6,10 @@ collection keeps what they reference."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -24,6 +26,7 @@ from agent_engine.domain.canonical import content_hash
 from agent_engine.domain.clock import utcnow
 from agent_engine.engine.bundles import verify_bundle
 from agent_engine.engine.context import build_context
+from agent_engine.engine.event_stream import StreamFilter, follow_all
 from agent_engine.storage.blob_collection import collect_blobs
 from tests.forking import run_to_end
 
@@ -83,6 +86,17 @@ async def finished_big_edit(client: httpx.AsyncClient, run_id: str) -> dict[str,
     return run
 
 
+async def global_event(settings: Settings, run_id: str, kind: str) -> dict[str, Any]:
+    """The run's first event of type ``kind`` as the global stream (``/v1/events``, which
+    never ends) serves it."""
+    ctx = build_context(settings)
+    try:
+        stream = follow_all(ctx, 0, StreamFilter(run_id=uuid.UUID(run_id), type_prefix=kind))
+        return await asyncio.wait_for(anext(stream), timeout=30)
+    finally:
+        await ctx.close()
+
+
 async def stored_documents(settings: Settings, run_id: str) -> dict[str, list[str]]:
     """The run's documents as the database holds them (JSON text, not expanded), by column."""
     ctx = build_context(settings)
@@ -91,6 +105,8 @@ async def stored_documents(settings: Settings, run_id: str) -> dict[str, list[st
         "steps.preview": "SELECT preview FROM steps WHERE run_id = :id",
         "plans.document": "SELECT document FROM plans WHERE run_id = :id",
         "approvals.shown": "SELECT shown FROM approvals WHERE run_id = :id",
+        "audit_events.payload": "SELECT payload FROM audit_events WHERE run_id = :id",
+        "llm_calls.request": "SELECT request FROM llm_calls WHERE run_id = :id",
     }
     try:
         key = run_id if ctx.db.dialect.name == "postgresql" else run_id.replace("-", "")
@@ -114,6 +130,8 @@ async def test_a_large_plan_is_stored_as_blobs_and_every_reader_sees_it_whole(
         run = await finished_big_edit(client, run_id)
         plan = (await client.get(f"/v1/agent-runs/{run_id}/plan")).json()
         verified = (await client.get(f"/v1/agent-runs/{run_id}/audit/verify")).json()
+        audit = (await client.get(f"/v1/agent-runs/{run_id}/audit")).json()
+        streamed = await client.get(f"/v1/agent-runs/{run_id}/events")
         bundle = (await client.get(f"/v1/agent-runs/{run_id}/export")).json()
         made = await client.post(f"/v1/agent-runs/{run_id}/replay", json={"mode": "verify"})
         assert made.status_code == 201, made.text
@@ -121,10 +139,12 @@ async def test_a_large_plan_is_stored_as_blobs_and_every_reader_sees_it_whole(
 
     # Stored: a reference in each column, the content nowhere inline.
     stored = await stored_documents(settings, run_id)
-    for column in ("steps.input_data", "steps.preview", "plans.document", "approvals.shown"):
+    blobbed = ("steps.input_data", "steps.preview", "plans.document", "approvals.shown")
+    for column in (*blobbed, "audit_events.payload"):
         assert any(DIGEST in value for value in stored[column]), column
         assert all(len(value) < 4 * THRESHOLD for value in stored[column]), column
     assert len(stored["approvals.shown"]) == 2  # the plan's and the edit's decisions
+    assert all(len(value) < 4 * THRESHOLD for value in stored["llm_calls.request"])
 
     # Read: whole everywhere, hashes of the whole documents.
     assert (workspace / "big.txt").read_text(encoding="utf-8") == NEW_CONTENT
@@ -134,6 +154,17 @@ async def test_a_large_plan_is_stored_as_blobs_and_every_reader_sees_it_whole(
     assert plan["document"]["steps"][0]["input_data"]["content"] == NEW_CONTENT
     assert plan["plan_hash"] == content_hash(plan["document"])
     assert verified["valid"] is True, verified["first_broken"]
+    assert audit["chain_valid"] is True
+    (created,) = [e for e in audit["events"] if e["type"] == "plan.recorded"]
+    assert created["payload"]["plan"] == plan["document"]
+    assert streamed.status_code == 200, streamed.text
+    events = [
+        json.loads(line[len("data:") :])
+        for line in streamed.text.splitlines()
+        if line.startswith("data:")
+    ]
+    assert next(e for e in events if e["type"] == "plan.recorded")["payload"] == created["payload"]
+    assert (await global_event(settings, run_id, "plan.recorded"))["payload"] == created["payload"]
     assert replay["status"] == "completed", replay
     assert [s["status"] for s in replay["steps"]] == ["completed", "completed"]
     assert [s["output_hash"] for s in replay["steps"]] == [s["output_hash"] for s in run["steps"]]
@@ -141,7 +172,13 @@ async def test_a_large_plan_is_stored_as_blobs_and_every_reader_sees_it_whole(
     # A bundle carries the documents as stored, beside their blobs, and verifies offline.
     assert bundle["version"] == 3
     carried = {blob["hash"] for blob in bundle["blobs"]}
-    for section, column in (("plans", "document"), ("approvals", "shown"), ("steps", "input_data")):
+    sections = (
+        ("plans", "document"),
+        ("approvals", "shown"),
+        ("steps", "input_data"),
+        ("audit_events", "payload"),
+    )
+    for section, column in sections:
         referenced = referenced_blobs([row[column] for row in bundle[section]])
         assert DIGEST in referenced and referenced <= carried, section
     assert verify_bundle(bundle)["valid"] is True

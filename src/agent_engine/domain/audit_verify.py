@@ -48,6 +48,11 @@ class RunRows:
     plans: Sequence[Row] = ()
     events: Sequence[Row] = ()
 
+    def of(self, table: str) -> Sequence[Row]:
+        """The rows of the table named ``table`` (``audit_events`` are ``events``)."""
+        rows: Sequence[Row] = getattr(self, "events" if table == "audit_events" else table)
+        return rows
+
 
 class Broken(Exception):
     """The first broken link: where (seq, step), what kind, and what was found."""

@@ -130,6 +130,9 @@ BLOBBED_CALL_COLUMNS = ("request", "response")
 # edit's diff).
 BLOBBED_PLAN_COLUMNS = ("document",)
 BLOBBED_APPROVAL_COLUMNS = ("shown",)
+# An audit event's payload: a plan's creation carries the plan, an approval what was shown, an
+# edit's outcome its diff. The event's hash is of the whole payload, like every other hash.
+BLOBBED_EVENT_COLUMNS = ("payload",)
 # Every table whose rows may reference blobs, and the columns that may: what the write path
 # externalizes, what every reader expands, and what a blob collection must read to know which
 # blobs are still referenced.
@@ -138,6 +141,7 @@ BLOBBED_COLUMNS: dict[str, tuple[str, ...]] = {
     "llm_calls": BLOBBED_CALL_COLUMNS,
     "plans": BLOBBED_PLAN_COLUMNS,
     "approvals": BLOBBED_APPROVAL_COLUMNS,
+    "audit_events": BLOBBED_EVENT_COLUMNS,
 }
 
 

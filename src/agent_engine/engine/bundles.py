@@ -40,8 +40,9 @@ from agent_engine.storage.types import Money, UTCDateTime
 
 FORMAT = "agent-engine-run-bundle"
 # 2: the model calls' requests and responses may reference blobs too (1: only steps' documents),
-# and ``llm_calls`` rows have ``payloads_pruned_at``. 3: so may steps' planned inputs, plan
-# versions' documents and what approvals showed. All three are read.
+# and ``llm_calls`` rows have ``payloads_pruned_at``. 3: so may steps' planned inputs and
+# previews, plan versions' documents, what approvals showed and audit events' payloads. All
+# three are read.
 VERSION = 3
 READABLE = (1, 2, 3)
 # Bundle key → table, in the order rows are inserted (foreign keys first).
@@ -95,7 +96,7 @@ async def export_bundle(ctx: EngineContext, run_id: str) -> dict[str, Any]:
         documents = [
             [row.get(column) for column in columns]
             for table, columns in BLOBBED_COLUMNS.items()
-            for row in getattr(rows, table)
+            for row in rows.of(table)
         ]
         wanted = referenced_blobs(documents)
         blob_rows: list[dict[str, Any]] = []
@@ -180,7 +181,10 @@ def verify_bundle(bundle: Any, public_key: Ed25519PublicKey | None = None) -> di
             llm_calls=whole_rows(bundle["llm_calls"], BLOBBED_COLUMNS["llm_calls"], texts),
             approvals=whole_rows(bundle["approvals"], BLOBBED_COLUMNS["approvals"], texts),
             plans=whole_rows(bundle["plans"], BLOBBED_COLUMNS["plans"], texts),
-            events=sorted(bundle["audit_events"], key=lambda e: int(e.get("seq", 0))),
+            events=sorted(
+                whole_rows(bundle["audit_events"], BLOBBED_COLUMNS["audit_events"], texts),
+                key=lambda e: int(e.get("seq", 0)),
+            ),
         )
         verdict = verify_run(rows, public_key)
     except (LookupError, TypeError, ValueError, AttributeError) as exc:

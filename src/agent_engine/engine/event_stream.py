@@ -41,7 +41,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from agent_engine.domain.states import TERMINAL_RUN_STATES, RunStatus, StepStatus
 from agent_engine.engine.context import EngineContext
-from agent_engine.storage.blobs import expand_documents_txn
+from agent_engine.storage.blobs import expand_documents_txn, expand_events_txn
 from agent_engine.storage.database import read_transaction
 from agent_engine.storage.notifications import LOOK_AGAIN
 from agent_engine.storage.runs import get_run_txn
@@ -152,7 +152,8 @@ async def _read_run(
             query = query.where(AuditEvent.seq <= stop_seq)
         if type_prefix:
             query = query.where(AuditEvent.type.startswith(type_prefix))
-        events = (await session.scalars(query.order_by(AuditEvent.seq).limit(BATCH))).all()
+        stored = (await session.scalars(query.order_by(AuditEvent.seq).limit(BATCH))).all()
+        events = await expand_events_txn(session, stored)
         bodies = _bodies(events, await _outputs(session, events))
     return bodies, len(events) == BATCH, stop_seq is not None
 
@@ -213,7 +214,7 @@ async def _read_all(
         rows = (await session.execute(query.order_by(XACT_ID, AuditEvent.id).limit(BATCH))).all()
         # Ordered by xact id, the events below the horizon come first.
         ready = [(event, int(xact)) for event, xact in rows if horizon is None or xact < horizon]
-        events = [event for event, _ in ready]
+        events = await expand_events_txn(session, [event for event, _ in ready])
         outputs = await _outputs(session, events)
     placed = [
         ((xact, e.id), body)

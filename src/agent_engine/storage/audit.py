@@ -14,7 +14,7 @@ from agent_engine.domain.audit_verify import RunRows
 from agent_engine.domain.blob_refs import BLOBBED_COLUMNS
 from agent_engine.domain.records import RunRecord
 from agent_engine.domain.transitions import event_hash
-from agent_engine.storage.blobs import expand_rows_txn
+from agent_engine.storage.blobs import expand_events_txn, expand_rows_txn
 from agent_engine.storage.notifications import RunNotice
 from agent_engine.storage.tables import (
     AgentRun,
@@ -47,14 +47,14 @@ def take_notices(info: dict[str, Any]) -> list[str]:
 async def list_events_txn(
     session: AsyncSession, run_id: uuid.UUID, *, after_seq: int = 0, limit: int = 1000
 ) -> Sequence[AuditEvent]:
-    """Events of one run in chain order, starting after ``after_seq``."""
+    """Events of one run in chain order, starting after ``after_seq``, payloads whole."""
     result = await session.scalars(
         select(AuditEvent)
         .where(AuditEvent.run_id == run_id, AuditEvent.seq > after_seq)
         .order_by(AuditEvent.seq)
         .limit(limit)
     )
-    return result.all()
+    return await expand_events_txn(session, result.all())
 
 
 async def waiting_since_txn(
@@ -135,13 +135,14 @@ async def load_run_rows_txn(
     calls = await _rows(session, LLMCall, run_id, "created_at", "id")
     approvals = await _rows(session, Approval, run_id, "decided_at", "id")
     plans = await _rows(session, PlanVersion, run_id, "version")
+    events = await _rows(session, AuditEvent, run_id, "seq")
     return RunRows(
         run=dict(run),
         steps=await _whole(session, "steps", steps) if whole else steps,
         llm_calls=await _whole(session, "llm_calls", calls) if whole else calls,
         approvals=await _whole(session, "approvals", approvals) if whole else approvals,
         plans=await _whole(session, "plans", plans) if whole else plans,
-        events=await _rows(session, AuditEvent, run_id, "seq"),
+        events=await _whole(session, "audit_events", events) if whole else events,
     )
 
 

@@ -45,9 +45,13 @@ def _table(name: str) -> Table:
     return Base.metadata.tables[name]
 
 
+# A row's primary key: a UUID, or the integer id of ``audit_events``.
+RowId = uuid.UUID | int
+
+
 async def referencing_page_txn(
-    session: AsyncSession, table_name: str, after: uuid.UUID | None, limit: int
-) -> tuple[set[str], uuid.UUID | None]:
+    session: AsyncSession, table_name: str, after: RowId | None, limit: int
+) -> tuple[set[str], RowId | None]:
     """The blobs referenced by the next ``limit`` rows of ``table_name`` after id ``after``
     that reference any, and the last id read (None: no row is left)."""
     table = _table(table_name)
@@ -67,7 +71,7 @@ async def referenced_hashes(sessions: async_sessionmaker[AsyncSession], page_row
     """Every blob some row references now, read ``page_rows`` rows per read transaction."""
     found: set[str] = set()
     for table_name in BLOBBED_COLUMNS:
-        after: uuid.UUID | None = None
+        after: RowId | None = None
         while True:
             async with read_transaction(sessions) as session:
                 page, after = await referencing_page_txn(session, table_name, after, page_rows)

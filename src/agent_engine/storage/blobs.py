@@ -30,7 +30,7 @@ from agent_engine.domain.blob_refs import (
     referenced_blobs,
 )
 from agent_engine.domain.clock import utcnow
-from agent_engine.storage.tables import Approval, Base, Blob, LLMCall, PlanVersion
+from agent_engine.storage.tables import Approval, AuditEvent, Base, Blob, LLMCall, PlanVersion
 
 BLOBS = cast(Table, Blob.__table__)
 DEFAULT_THRESHOLD_BYTES = 65_536
@@ -191,3 +191,10 @@ async def expand_approvals_txn(
 ) -> list[Approval]:
     """Approvals loaded as objects, with what they showed expanded."""
     return await expand_objects_txn(session, approvals, BLOBBED_COLUMNS["approvals"])
+
+
+async def expand_events_txn(
+    session: AsyncSession, events: Sequence[AuditEvent]
+) -> list[AuditEvent]:
+    """Audit events loaded as objects, with their payloads expanded."""
+    return await expand_objects_txn(session, events, BLOBBED_COLUMNS["audit_events"])
