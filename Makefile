@@ -29,8 +29,10 @@ serve: $(STAMP) ## Start the service on the embedded default (SQLite under ./var
 	@mkdir -p var workspaces
 	$(BIN)/agent-engine serve
 
+# One pytest worker per core (pytest-xdist), each test module kept on one worker (its module
+# fixtures, a serve or a model server, start once).
 test: $(STAMP) ## Run the whole test suite
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 lint: $(STAMP) ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff check .

@@ -55,7 +55,8 @@ def api(server: str) -> Iterator[EngineClient]:
 
 
 def cli(server: str, folder: Path, *args: str) -> Any:
-    return run_command(*args, cwd=folder, AGENT_ENGINE_URL=server)
+    # Tables fit the terminal's width, and a pipe has none (80 columns): wide enough to read.
+    return run_command(*args, cwd=folder, AGENT_ENGINE_URL=server, COLUMNS="200")
 
 
 def _until(api: EngineClient, run_id: str, *statuses: str) -> Any:

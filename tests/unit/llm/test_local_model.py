@@ -6,7 +6,6 @@ Tests marked ``local_llm`` run the real model and skip when the ``[local]`` extr
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from decimal import Decimal
 from typing import Any
@@ -20,6 +19,7 @@ from agent_engine.llm.local import LocalProvider, chat_messages
 from agent_engine.llm.pricing import FREE_SOURCE
 from agent_engine.llm.providers import build_provider
 from agent_engine.router.service import RouterService
+from tests.network_guard import refuse_remote_connections
 
 STEP_TYPES = ["list_files", "read_file", "analyze", "summarize"]
 PLAN_LIKE_SCHEMA: dict[str, Any] = {
@@ -55,12 +55,9 @@ def _request(text: str, max_output_tokens: int = 24, **extra: Any) -> Completion
 
 @pytest.fixture
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any attempt to open a connection fails the test: the model must never be downloaded."""
-
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("the local model tried to use the network")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+    """Any attempt to reach beyond this machine fails the test: the model must never be
+    downloaded."""
+    refuse_remote_connections(monkeypatch, "the local model")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from agent_engine.llm.prompts import (
     build_plan_messages,
     build_summarize_messages,
 )
+from tests.network_guard import refuse_remote_connections
 
 NOTICE = "_Produced by the offline model (deterministic, no LLM)._"
 BUILTINS = ["list_files", "read_file", "analyze", "edit_file", "run_command", "summarize"]
@@ -31,13 +31,8 @@ CATALOG = [{"step_type": name, "input_schema": {"type": "object"}} for name in B
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any attempt to open a connection fails the test."""
-
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("the offline model tried to use the network")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    """Any attempt to reach beyond this machine fails the test."""
+    refuse_remote_connections(monkeypatch, "the offline model")
 
 
 def matches_schema(value: Any, schema: dict[str, Any]) -> bool:
