@@ -30,9 +30,11 @@ serve: $(STAMP) ## Start the service on the embedded default (SQLite under ./var
 	$(BIN)/agent-engine serve
 
 # One pytest worker per core (pytest-xdist), each test module kept on one worker (its module
-# fixtures, a serve or a model server, start once).
+# fixtures, a serve or a model server, start once); then the tests that must run in one process
+# (the ``one_process`` mark: schemathesis's items share a node id, which xdist cannot tell apart).
 test: $(STAMP) ## Run the whole test suite
-	$(BIN)/python -m pytest -n auto --dist loadfile
+	$(BIN)/python -m pytest -n auto --dist loadfile -m "not one_process"
+	$(BIN)/python -m pytest -m one_process
 
 lint: $(STAMP) ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff check .

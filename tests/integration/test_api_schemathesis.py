@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -28,6 +29,17 @@ from schemathesis.specs.openapi.checks import (
 from agent_engine.api.app import create_app
 from agent_engine.config import Settings
 from tests.databases import sqlite_url
+
+# Schemathesis makes an item per operation, all with the test's own node id, and pytest-xdist
+# schedules by node id: under it only one operation of each test would run. `make test` runs
+# this module in a process of its own (the ``one_process`` mark); under xdist it skips loudly.
+pytestmark = [
+    pytest.mark.one_process,
+    pytest.mark.skipif(
+        "PYTEST_XDIST_WORKER" in os.environ,
+        reason="under pytest-xdist only one operation would run: run without -n (make test does)",
+    ),
+]
 
 CHECKS = [
     not_a_server_error,
