@@ -8,8 +8,10 @@ from agent_engine.llm.base import ChatMessage
 from agent_engine.llm.tokens import (
     HEURISTIC_METHOD,
     PromptCount,
+    _texts_tokens,
     count_prompt_tokens,
     estimate_message_tokens,
+    message_text_tokens,
     openai_encoding_name,
 )
 from agent_engine.llm.vendored_encodings import load_encoding
@@ -103,3 +105,15 @@ def test_special_token_text_in_a_message_counts_as_ordinary_text() -> None:
     count = count_prompt_tokens(message, provider_kind="openai", model="gpt-4o")
     ordinary = load_encoding("o200k_base").encode_ordinary("<|endoftext|>")
     assert count.tokens == len(ordinary) + 1 + 3 + 3  # content, "user", framing, priming
+
+
+def test_a_prompt_counted_again_is_encoded_once_and_counts_the_same() -> None:
+    # A budgeted call routes twice (its worst case, then its call): one encoding serves both.
+    _texts_tokens.cache_clear()
+    first = message_text_tokens(CHAT, "o200k_base")
+    again = message_text_tokens([message.model_copy() for message in CHAT], "o200k_base")
+    assert first == again == _by_the_rule(CHAT, "o200k_base") - 3 * len(CHAT) - 3
+    assert (_texts_tokens.cache_info().hits, _texts_tokens.cache_info().misses) == (1, 1)
+    other = [*CHAT[:-1], ChatMessage(role="user", content="Explain the third one instead.")]
+    assert message_text_tokens(other, "o200k_base") != first
+    assert _texts_tokens.cache_info().misses == 2  # a different prompt is encoded anew
