@@ -28,6 +28,7 @@ from agent_engine.engine.bundles import verify_bundle
 from agent_engine.engine.context import build_context
 from agent_engine.engine.event_stream import StreamFilter, follow_all
 from agent_engine.storage.blob_collection import collect_blobs
+from tests.databases import clone_sqlite
 from tests.forking import run_to_end
 
 THRESHOLD = 1024
@@ -210,3 +211,28 @@ async def test_the_blob_collection_keeps_the_blobs_a_plan_references(
     assert run["steps"][0]["input_data"]["content"] == NEW_CONTENT
     assert (workspace / "big.txt").read_text(encoding="utf-8") == NEW_CONTENT
     assert verified["valid"] is True, verified["first_broken"]
+
+
+async def test_a_bundle_of_a_large_plan_imports_elsewhere_and_verifies_there(
+    settings: Settings, workspace_root: Path, tmp_path: Path, sqlite_template: Path
+) -> None:
+    workspace = workspace_root / "exported"
+    workspace.mkdir()
+    async with api(settings) as client:
+        run_id = await planned_big_edit(client, workspace)
+        await finished_big_edit(client, run_id)
+        bundle = (await client.get(f"/v1/agent-runs/{run_id}/export")).json()
+    elsewhere = settings.model_copy(
+        update={"database_url": clone_sqlite(sqlite_template, tmp_path)}
+    )
+    async with api(elsewhere) as other:
+        imported = await other.post("/v1/agent-runs/import", json=bundle)
+        assert imported.status_code == 201, imported.text
+        verified = (await other.get(f"/v1/agent-runs/{run_id}/audit/verify")).json()
+        plan = (await other.get(f"/v1/agent-runs/{run_id}/plan")).json()
+        audit = (await other.get(f"/v1/agent-runs/{run_id}/audit")).json()
+    assert verified["valid"] is True, verified["first_broken"]
+    assert plan["document"]["steps"][0]["input_data"]["content"] == NEW_CONTENT
+    assert audit["chain_valid"] is True
+    stored = await stored_documents(elsewhere, run_id)
+    assert any(DIGEST in value for value in stored["audit_events.payload"])  # as it came
