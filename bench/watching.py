@@ -3,7 +3,8 @@ tracing and Prometheus metrics both off, and both on, alternately, on one in-pro
 
 "On" is what a production process does: every step observed in the metrics, and every run,
 step and tool span exported by the SDK's BatchSpanProcessor over OTLP/HTTP to a loopback sink
-that accepts ``POST /v1/traces`` (it counts the spans' requests and bytes, and keeps nothing).
+that accepts ``POST /v1/traces`` in a process of its own, as a collector is
+(``bench/trace_sink.py``: it counts the spans' requests and bytes, and keeps nothing).
 The processor exports every 100 ms here (``OTEL_BSP_SCHEDULE_DELAY``; 5 s by default), so that
 its encoding and sending happen during the timed runs, not in the flush after them. "Off" is
 what a process does with tracing not set up and ``AGENT_ENGINE_METRICS_ENABLED=false``. The
@@ -21,13 +22,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -45,45 +42,10 @@ from bench.databases import DEFAULT_ADMIN_URL, check_postgres, fresh_database
 from bench.engine_harness import SEQUENTIAL_GOAL, noop_request, sequential, settings_for
 from bench.results import SequentialResult
 from bench.stats import Summary
+from bench.trace_sink import sink_stats, trace_sink
 
 TARGET_RATIO = 1.10
 SCHEDULE_DELAY_MS = "100"
-
-
-class _Sink(BaseHTTPRequestHandler):
-    """Accepts OTLP/HTTP exports: 200 with an empty ExportTraceServiceResponse."""
-
-    received = 0
-    bytes_received = 0
-    lock = threading.Lock()
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(length)
-        with _Sink.lock:
-            _Sink.received += 1
-            _Sink.bytes_received += length
-        status = 200 if self.path == "/v1/traces" else 404
-        self.send_response(status)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        return  # quiet
-
-
-@contextmanager
-def trace_sink() -> Iterator[str]:
-    """A loopback OTLP/HTTP traces endpoint; yields its URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
 
 
 @dataclass(frozen=True)
@@ -158,7 +120,6 @@ def measure(backend: str, admin_url: str, *, runs: int, steps: int, rounds: int)
     """``rounds`` alternations of off and on, ``runs`` runs each, on one fresh database."""
     off: list[float] = []
     on: list[float] = []
-    exports, export_bytes = _Sink.received, _Sink.bytes_received
     with fresh_database(backend, "watching", admin_url=admin_url) as db, trace_sink() as sink:
         upgrade(db.engine_url)
         for number in range(rounds):
@@ -167,7 +128,7 @@ def measure(backend: str, admin_url: str, *, runs: int, steps: int, rounds: int)
                 figures = _round(db.engine_url, endpoint, runs, steps).per_step_ms
                 (off if endpoint is None else on).extend(figures)
         span_us = span_cost_us(sink)
-    exports, export_bytes = _Sink.received - exports, _Sink.bytes_received - export_bytes
+        exports, export_bytes = sink_stats(sink)
     return Watching(backend, steps, Summary.of(off), Summary.of(on), exports, export_bytes, span_us)
 
 
