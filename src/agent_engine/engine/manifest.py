@@ -24,7 +24,7 @@ from agent_engine.executors.mcp_config import McpServers
 from agent_engine.executors.mcp_servers import describe_server
 from agent_engine.storage.database import read_transaction
 from agent_engine.storage.ledger import list_calls_txn
-from agent_engine.storage.run_records import list_plans_txn
+from agent_engine.storage.run_reads import plan_versions_txn
 from agent_engine.storage.runs import load_run_txn, load_steps_txn
 from agent_engine.storage.tables import LLMCall, PlanVersion
 
@@ -39,7 +39,7 @@ async def run_manifest(ctx: EngineContext, run_id: str) -> dict[str, Any]:
         run = await load_run_txn(session, run_id)
         steps = await load_steps_txn(session, run.id)
         calls = await list_calls_txn(session, run.id)
-        plans = await list_plans_txn(session, run.id)
+        plans = await plan_versions_txn(session, run.id)
     numbers = {step.id: step.step_number for step in steps}
     manifest: dict[str, Any] = {
         "manifest_format": MANIFEST_FORMAT,

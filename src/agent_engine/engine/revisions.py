@@ -204,16 +204,12 @@ async def revise_run(ctx: EngineContext, run_id: str, *, actor: str) -> None:
             logger.info("revision of run %s is stale; it will be asked again", run.id)
             return
         made_by = next((row["id"] for row in reversed(rows) if row["error"] is None), None)
-        (previous,) = await expand_documents_txn(
-            locked.session,
-            [
-                await locked.session.scalar(
-                    select(PlanVersion.document).where(
-                        PlanVersion.run_id == run.id, PlanVersion.version == version
-                    )
-                )
-            ],
+        stored = await locked.session.scalar(
+            select(PlanVersion.document).where(
+                PlanVersion.run_id == run.id, PlanVersion.version == version
+            )
         )
+        (previous,) = await expand_documents_txn(locked.session, [stored])
         _apply(ctx, changes, outcome, bounds, approvals, actor, made_by, previous)
 
 

@@ -146,13 +146,6 @@ async def expand_step_rows_txn(
     return await expand_rows_txn(session, rows, BLOBBED_STEP_COLUMNS)
 
 
-async def expand_call_rows_txn(
-    session: AsyncSession, rows: Sequence[Mapping[Any, Any]]
-) -> list[dict[str, Any]]:
-    """``llm_calls`` rows (as mappings) with their requests and responses expanded."""
-    return await expand_rows_txn(session, rows, BLOBBED_CALL_COLUMNS)
-
-
 _ModelT = TypeVar("_ModelT", bound=Base)
 
 

@@ -97,9 +97,10 @@ class Write:
 def prepare(changes: ChangeSet, blob_threshold: int = DEFAULT_THRESHOLD_BYTES) -> Write:
     """What writing ``changes`` writes; strings of the documents ``BLOBBED_COLUMNS`` names
     (steps' inputs and outputs, model calls' requests and responses, plan versions, what
-    approvers were shown) longer than ``blob_threshold`` bytes go to ``blobs``. The
-    run's version moves on here: a change computed on top of this one is guarded by the
-    version this one leaves. LLM calls no event named yet get an ``llm.recorded`` event."""
+    approvers were shown, audit events' payloads) longer than ``blob_threshold`` bytes go to
+    ``blobs``. The run's version moves on here: a change computed on top of this one is
+    guarded by the version this one leaves. LLM calls no event named yet get an
+    ``llm.recorded`` event."""
     run = changes.run
     if changes.uncovered_calls:
         append_event(changes, run, "llm.recorded", {}, actor="ledger")
@@ -124,8 +125,8 @@ def prepare(changes: ChangeSet, blob_threshold: int = DEFAULT_THRESHOLD_BYTES) -
         if id(step) not in new and (values := step.changes())
     ]
     for table, row in changes.rows:
-        # Model calls, plan versions, approvals: their hashes (and the events' coverage) are
-        # of the whole documents, taken before.
+        # Model calls, plan versions, approvals, audit events: their hashes (and the events'
+        # coverage) are of the whole documents, taken before.
         row = externalize_row(table, row, blob_threshold, blobs)
         rows.setdefault(table, []).append(row)
     inserts = [(table, rows[table]) for table in INSERT_ORDER if table in rows]
